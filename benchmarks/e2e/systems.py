@@ -1,0 +1,309 @@
+"""The systems under test. Each starts its processes (via ProcessGroups, so teardown is shared),
+exposes the HTTP endpoint the load generator talks to, and names its proxy processes for the
+CPU/RSS accounting.
+
+- ``direct``: no proxy, the load generator talks to the origin (the floor).
+- ``ptproxy`` / ``ptproxy-pure``: ``python -m ptproxy --config …`` client and server ends
+  (``-pure``: PTPROXY_NO_EXTENSIONS=1).
+- ``nginx``: client-side nginx (HTTP in, ``proxy_pass https`` with upstream keepalive, client
+  certificate) to server-side nginx (TLS 1.3, ``ssl_verify_client on``) to the origin (keepalive).
+- ``caddy``: client-side Caddy ``reverse_proxy`` over HTTP/3 (``transport http { versions 3 }``,
+  ``tls_client_auth``, ``tls_trust_pool``) to server-side Caddy that requires client certificates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptproxy.devcerts import DemoPki
+
+from .machine import CpuPlan, which
+from .origin import nginx_common, nginx_http_common
+from .places import Place, free_ports
+from .procs import Managed, ProcessGroups, listening, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Endpoint:
+    host: str
+    port: int
+
+
+@dataclass
+class Context:
+    place: Place
+    plan: CpuPlan
+    groups: ProcessGroups
+    pki: DemoPki
+    workdir: Path
+    origin_port: int
+    proxy_cores: int
+
+
+@dataclass
+class System:
+    name: str
+    ctx: Context
+    proxies: dict[str, Managed] = field(default_factory=dict)  # "client_end"/"server_end"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> Endpoint:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """After the measurements: verify whatever the system claims (e.g. the hop protocol)."""
+
+    def stop(self) -> None:
+        for m in reversed(list(self.proxies.values())):
+            self.ctx.groups.stop(m)
+
+    # helpers
+    def _dir(self) -> Path:
+        d = self.ctx.workdir / f"{self.ctx.place.name}-{self.name}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _run(self, role: str, side: str, cmd: list[str], log: Path, **kw: Any) -> Managed:
+        full = self.ctx.place.prefix(side) + self.ctx.plan.prefix(role) + cmd
+        m = self.ctx.groups.start(f"{self.name}:{role}", full, log, **kw)
+        self.proxies[role] = m
+        return m
+
+
+class Direct(System):
+    def start(self) -> Endpoint:
+        return Endpoint(self.ctx.place.addr("b"), self.ctx.origin_port)
+
+
+class Ptproxy(System):
+    pure = False
+
+    def _configs(self, d: Path, http_port: int, quic_port: int) -> tuple[Path, Path]:
+        pki, place = self.ctx.pki, self.ctx.place
+        transport = ""
+        if place.emulated:  # as the README advises: initial_window = the link's BDP
+            rate = place.params.get("rate_mbit") or 1000.0
+            bdp = int(rate * 1e6 / 8 * place.params.get("rtt_ms", 1.0) / 1000)
+            transport = f"\n[transport]\ninitial_window = {max(14720, bdp)}\n"
+            self.info["initial_window"] = max(14720, bdp)
+        tls = f'[tls]\nca = "{pki.ca}"\n'
+        client = d / "client.toml"
+        client.write_text(
+            f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\n'
+            f'connect_address = "{place.addr("b")}"\nquic_port = {quic_port}\n'
+            f'http_bind_address = "{place.addr("a")}:{http_port}"\n\n'
+            f'{tls}cert = "{pki.client.cert}"\nkey = "{pki.client.key}"\n{transport}'
+        )
+        server = d / "server.toml"
+        server.write_text(
+            f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\n'
+            f'bind_address = "{place.addr("b")}"\nquic_port = {quic_port}\n'
+            f'http_connect_address = "{place.addr("b")}:{self.ctx.origin_port}"\n\n'
+            f'{tls}cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n{transport}'
+        )
+        return client, server
+
+    def start(self) -> Endpoint:
+        d = self._dir()
+        http_port, quic_port = free_ports(2)
+        client, server = self._configs(d, http_port, quic_port)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        if self.pure:
+            env["PTPROXY_NO_EXTENSIONS"] = "1"
+        else:
+            env.pop("PTPROXY_NO_EXTENSIONS", None)
+        py = [sys.executable, "-m", "ptproxy"]
+        srv = self._run("server_end", "b", py + ["--config", str(server)], d / "server.log", env=env, cwd=d)
+        wait_until(lambda: listening(srv.pid, quic_port, udp=True), START_TIMEOUT, "ptproxy server end", srv)
+        cli = self._run("client_end", "a", py + ["--config", str(client)], d / "client.log", env=env, cwd=d)
+        wait_until(lambda: b"tunnel ready" in cli.log.read_bytes(), START_TIMEOUT, "tunnel ready", cli)
+        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "ptproxy listener", cli)
+        self.info["speedups"] = "pure" if self.pure else "compiled"
+        return Endpoint(self.ctx.place.addr("a"), http_port)
+
+
+class PtproxyPure(Ptproxy):
+    pure = True
+
+
+class NginxPair(System):
+    def start(self) -> Endpoint:
+        d = self._dir()
+        pki, place = self.ctx.pki, self.ctx.place
+        http_port, tls_port = free_ports(2)
+        workers = self.ctx.proxy_cores
+        sd, cd = d / "server", d / "client"
+        sd.mkdir(exist_ok=True)
+        cd.mkdir(exist_ok=True)
+        b = place.addr("b")
+        (sd / "nginx.conf").write_text(
+            nginx_common(sd, workers)
+            + f"""http {{
+{nginx_http_common(sd)}
+    upstream origin {{ server {b}:{self.ctx.origin_port}; keepalive 256; keepalive_requests 1000000; }}
+    server {{
+        listen {b}:{tls_port} ssl reuseport backlog=4096;
+        ssl_certificate {pki.server.cert};
+        ssl_certificate_key {pki.server.key};
+        ssl_protocols TLSv1.3;
+        ssl_client_certificate {pki.ca};
+        ssl_verify_client on;
+        ssl_session_cache shared:S:1m;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+        )
+        (cd / "nginx.conf").write_text(
+            nginx_common(cd, workers)
+            + f"""http {{
+{nginx_http_common(cd)}
+    upstream tunnel {{ server {b}:{tls_port}; keepalive 256; keepalive_requests 1000000; }}
+    server {{
+        listen {place.addr("a")}:{http_port} reuseport backlog=4096;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass https://tunnel;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_certificate {pki.client.cert};
+            proxy_ssl_certificate_key {pki.client.key};
+            proxy_ssl_trusted_certificate {pki.ca};
+            proxy_ssl_verify on;
+            proxy_ssl_name {pki.server_name};
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+}}
+"""
+        )
+        srv = self._run("server_end", "b", ["nginx", "-p", str(sd), "-c", str(sd / "nginx.conf")], d / "server.log")
+        wait_until(lambda: listening(srv.pid, tls_port), START_TIMEOUT, "server-side nginx", srv)
+        cli = self._run("client_end", "a", ["nginx", "-p", str(cd), "-c", str(cd / "nginx.conf")], d / "client.log")
+        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side nginx", cli)
+        self.info["workers_per_end"] = workers
+        self.info["hop"] = "HTTP/1.1 over TLS 1.3 (TCP), mTLS, upstream keepalive"
+        return Endpoint(place.addr("a"), http_port)
+
+
+class CaddyPair(System):
+    def start(self) -> Endpoint:
+        d = self._dir()
+        pki, place = self.ctx.pki, self.ctx.place
+        http_port, h3_port = free_ports(2)
+        a, b = place.addr("a"), place.addr("b")
+        self.access_log = d / "server-access.log"
+        self.access_log.unlink(missing_ok=True)
+        server_conf = d / "Caddyfile.server"
+        server_conf.write_text(
+            f"""{{
+    admin off
+    auto_https off
+    persist_config off
+    storage file_system {d}/server-data
+    servers {{
+        protocols h1 h2 h3
+        strict_sni_host insecure_off
+    }}
+}}
+https://:{h3_port} {{
+    bind {b}
+    tls {pki.server.cert} {pki.server.key} {{
+        protocols tls1.3
+        client_auth {{
+            mode require_and_verify
+            trust_pool file {pki.ca}
+        }}
+    }}
+    @quiet not header X-Bench-Probe *
+    log_skip @quiet
+    log {{
+        output file {self.access_log}
+        format json
+    }}
+    reverse_proxy {b}:{self.ctx.origin_port}
+}}
+"""
+        )
+        client_conf = d / "Caddyfile.client"
+        client_conf.write_text(
+            f"""{{
+    admin off
+    auto_https off
+    persist_config off
+    storage file_system {d}/client-data
+}}
+http://:{http_port} {{
+    bind {a}
+    reverse_proxy https://{b}:{h3_port} {{
+        transport http {{
+            versions 3
+            tls_server_name {pki.server_name}
+            tls_client_auth {pki.client.cert} {pki.client.key}
+            tls_trust_pool file {pki.ca}
+        }}
+    }}
+}}
+"""
+        )
+        caddy = which("caddy") or "caddy"
+        env = dict(os.environ)
+        env["GOMAXPROCS"] = str(self.ctx.proxy_cores)
+        env["XDG_DATA_HOME"] = str(d / "xdg-data")
+        env["XDG_CONFIG_HOME"] = str(d / "xdg-config")
+        env["HOME"] = str(d)
+        run = [caddy, "run", "--adapter", "caddyfile", "--config"]
+        srv = self._run("server_end", "b", run + [str(server_conf)], d / "server.log", env=env, cwd=d)
+        wait_until(lambda: listening(srv.pid, h3_port, udp=True), START_TIMEOUT, "server-side caddy (UDP)", srv)
+        cli = self._run("client_end", "a", run + [str(client_conf)], d / "client.log", env=env, cwd=d)
+        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side caddy", cli)
+        self.info["gomaxprocs"] = self.ctx.proxy_cores
+        return Endpoint(a, http_port)
+
+    def check(self) -> None:
+        """Count the protocols the server-side Caddy logged for the probe requests (those with an
+        ``X-Bench-Probe`` header: the first request after ready and one after the measurements;
+        the rest are not logged so logging costs nothing during the measurements)."""
+        protos: dict[str, int] = {}
+        try:
+            lines = self.access_log.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                proto = json.loads(line).get("request", {}).get("proto", "?")
+            except ValueError:
+                continue
+            protos[proto] = protos.get(proto, 0) + 1
+        total = sum(protos.values())
+        self.info["hop_protocols"] = protos
+        self.info["hop_is_http3"] = bool(total) and protos.get("HTTP/3.0", 0) == total
+
+
+SYSTEMS: dict[str, type[System]] = {
+    "direct": Direct,
+    "ptproxy": Ptproxy,
+    "ptproxy-pure": PtproxyPure,
+    "nginx": NginxPair,
+    "caddy": CaddyPair,
+}

@@ -1,0 +1,5 @@
+"""Fuzzing: hypothesis targets over the request path, the response path and the chunk framing.
+
+``tests/fuzz`` runs them with a bounded number of examples (CI); ``python -m benchmarks.fuzz
+--minutes N`` runs them for a long time with fresh randomness and reports any crash.
+"""

@@ -1,0 +1,535 @@
+"""Orchestration: the link, the origin, the systems under test, the measurement phases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptproxy.devcerts import DemoPki, make_demo_pki
+
+from benchmarks.e2e.origin import nginx_common, nginx_http_common, origin_conf
+from benchmarks.netem import LinkEmulator, LinkProfile
+from benchmarks.netem.emulator import python_env
+
+from .report import write_reports
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+RTT_MS = 50.0
+RATE_MBIT = 100.0
+BDP = int(RATE_MBIT * 1e6 / 8 * RTT_MS / 1000)  # 625000 bytes
+ALGOS = ["Bbr", "Cubic", "NewReno", "None"]
+ORIGIN_PORT = 8080
+NGINX_TLS_PORT = 8443
+NGINX_HTTP_PORT = 9000
+MAX_IDLE_MS = 5000  # the default, written out so the blackout below is provably longer
+
+
+def log(msg: str) -> None:
+    print(f"[linkbench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def transport_conf(algo: str) -> dict[str, Any]:
+    """What a user would write for a 50 ms x 100 Mbit/s link: initial window = BDP, connection
+    windows 2 x BDP (headroom for loss recovery), stream window 2 x BDP (a single 10 MB download is
+    one stream), bigger UDP socket buffers."""
+    return {
+        "congestion_algorithm": algo,
+        "initial_window": BDP,
+        "receive_window": 2 * BDP,
+        "send_window": 2 * BDP,
+        "stream_receive_window": 2 * BDP,
+        "max_idle_timeout": MAX_IDLE_MS,
+        "keep_alive_interval": 2000,
+        "socket_receive_buffer_size": 4 * 1024 * 1024,
+        "socket_send_buffer_size": 4 * 1024 * 1024,
+    }
+
+
+def toml_table(d: dict[str, Any]) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
+
+
+class Agent:
+    """The JSON-lines load agent inside namespace a."""
+
+    def __init__(self, link: LinkEmulator) -> None:
+        self.p = link.python_in(
+            "a", ["-m", "benchmarks.linkbench.agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert json.loads(self._line())["ready"]
+
+    def _line(self) -> str:
+        assert self.p.stdout is not None
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError("agent died")
+        return line
+
+    def __call__(self, op: str, **kw: Any) -> dict[str, Any]:
+        assert self.p.stdin is not None
+        self.p.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.p.stdin.flush()
+        r = json.loads(self._line())
+        if not r.get("ok"):
+            raise RuntimeError(f"agent {op} failed: {r.get('error')}")
+        return r
+
+
+@dataclass
+class System:
+    name: str
+    host: str
+    port: int
+    kind: str  # direct | nginx | ptproxy
+    algo: str | None = None
+    procs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def wait_for(pred: Any, timeout: float, what: str, step: float = 0.002) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return time.monotonic()
+        time.sleep(step)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def listening(link: LinkEmulator, side: str, port: int, udp: bool = False) -> bool:
+    out = subprocess.run(
+        link.cmd_prefix(side) + ["ss", "-Hln" + ("u" if udp else "t"), f"sport = :{port}"],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return bool(out.strip())
+
+
+def log_has(path: Path, needle: str, count: int = 1) -> bool:
+    try:
+        return path.read_text(errors="replace").count(needle) >= count
+    except FileNotFoundError:
+        return False
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, link: LinkEmulator, work: Path, pki: DemoPki) -> None:
+        self.args, self.link, self.work, self.pki = args, link, work, pki
+        self.systems: list[System] = []
+        self.res: dict[str, dict[str, Any]] = {}
+        self.agent: Agent | None = None
+
+    # -- processes --------------------------------------------------------------------------
+    def spawn(self, side: str, cmd: list[str], logf: Path, **kw: Any) -> subprocess.Popen[Any]:
+        f = open(logf, "ab")
+        return self.link.run_in(side, cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(logf.parent), **kw)
+
+    def start_origin(self) -> None:
+        d = self.work / "origin"
+        d.mkdir()
+        conf = origin_conf(d, self.link.b_addr, ORIGIN_PORT)
+        # one worker: the origin is not what is measured, and the machine has few cores
+        conf.write_text(conf.read_text().replace("worker_processes auto;", "worker_processes 1;"))
+        self.spawn("b", ["nginx", "-p", str(d), "-c", str(conf)], d / "nginx.out")
+        wait_for(lambda: listening(self.link, "b", ORIGIN_PORT), 30, "origin nginx", 0.05)
+
+    def start_nginx_pair(self, s: System) -> None:
+        pki, a, b = self.pki, self.link.a_addr, self.link.b_addr
+        sd, cd = self.work / "nginx-server", self.work / "nginx-client"
+        sd.mkdir()
+        cd.mkdir()
+        (sd / "nginx.conf").write_text(
+            nginx_common(sd, 1)
+            + f"""http {{
+{nginx_http_common(sd)}
+    upstream origin {{ server {b}:{ORIGIN_PORT}; keepalive 256; keepalive_requests 1000000; }}
+    server {{
+        listen {b}:{NGINX_TLS_PORT} ssl;
+        ssl_certificate {pki.server.cert};
+        ssl_certificate_key {pki.server.key};
+        ssl_protocols TLSv1.3;
+        ssl_client_certificate {pki.ca};
+        ssl_verify_client on;
+        ssl_session_cache shared:S:1m;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+        )
+        # Upstream keepalive as commonly deployed: keepalive_timeout left at nginx's default
+        # (60 s), so the 120 s silence finds the pool closed. Recorded in the results.
+        (cd / "nginx.conf").write_text(
+            nginx_common(cd, 1)
+            + f"""http {{
+{nginx_http_common(cd)}
+    upstream tunnel {{ server {b}:{NGINX_TLS_PORT}; keepalive 256; keepalive_requests 1000000; }}
+    server {{
+        listen {a}:{NGINX_HTTP_PORT};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass https://tunnel;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_certificate {pki.client.cert};
+            proxy_ssl_certificate_key {pki.client.key};
+            proxy_ssl_trusted_certificate {pki.ca};
+            proxy_ssl_verify on;
+            proxy_ssl_name {pki.server_name};
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+}}
+"""
+        )
+        s.logs = {"server": sd / "nginx.out", "client": cd / "nginx.out"}
+        s.info["config"] = {
+            "hop": "HTTP/1.1 over TLS 1.3 (TCP), mTLS, upstream keepalive 256",
+            "upstream_keepalive_timeout": "60s (nginx default)",
+            "workers_per_end": 1,
+            "tcp_congestion_control": Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
+        }
+        s.procs["server"] = self.spawn("b", ["nginx", "-p", str(sd), "-c", str(sd / "nginx.conf")], s.logs["server"])
+        wait_for(lambda: listening(self.link, "b", NGINX_TLS_PORT), 30, "server-side nginx", 0.02)
+        s.procs["client"] = self.spawn("a", ["nginx", "-p", str(cd), "-c", str(cd / "nginx.conf")], s.logs["client"])
+        wait_for(lambda: listening(self.link, "a", NGINX_HTTP_PORT), 30, "client-side nginx", 0.02)
+
+    def ptproxy_configs(self, s: System, quic_port: int) -> tuple[Path, Path]:
+        pki, d = self.pki, self.work / s.name
+        d.mkdir()
+        tr = transport_conf(s.algo or "Bbr")
+        s.info["config"] = {"transport": tr}
+        tls = f'[tls]\nca = "{pki.ca}"\n'
+        client = d / "client.toml"
+        client.write_text(
+            f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\n'
+            f'connect_address = "{self.link.b_addr}"\nquic_port = {quic_port}\n'
+            f'http_bind_address = "{self.link.a_addr}:{s.port}"\n\n'
+            f'{tls}cert = "{pki.client.cert}"\nkey = "{pki.client.key}"\n\n[transport]\n{toml_table(tr)}'
+        )
+        server = d / "server.toml"
+        server.write_text(
+            f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\n'
+            f'bind_address = "{self.link.b_addr}"\nquic_port = {quic_port}\n'
+            f'http_connect_address = "{self.link.b_addr}:{ORIGIN_PORT}"\n\n'
+            f'{tls}cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n\n[transport]\n{toml_table(tr)}'
+        )
+        extra = s.info.get("extra_toml", "")
+        if extra:
+            for f in (client, server):
+                f.write_text(f.read_text() + "\n" + extra)
+        s.info["config"]["client_toml"] = client.read_text()
+        s.info["config"]["server_toml"] = server.read_text()
+        return client, server
+
+    def start_ptproxy_server(self, s: System) -> subprocess.Popen[Any]:
+        n = s.info.get("server_starts", 0)
+        s.info["server_starts"] = n + 1
+        logf = self.work / s.name / f"server{n}.log"
+        p = self.spawn("b", [sys.executable, "-m", "ptproxy", "-c", str(s.info["server_conf"])], logf, env=python_env())
+        s.logs["server"] = logf
+        s.procs["server"] = p
+        return p
+
+    def start_ptproxy(self, s: System) -> None:
+        client, server = self.ptproxy_configs(s, s.info["quic_port"])
+        s.info["server_conf"] = server
+        self.start_ptproxy_server(s)
+        wait_for(lambda: log_has(s.logs["server"], "started endpoint"), 60, f"{s.name} server end", 0.01)
+        s.logs["client"] = self.work / s.name / "client.log"
+        s.procs["client"] = self.spawn("a", [sys.executable, "-m", "ptproxy", "-c", str(client)], s.logs["client"], env=python_env())
+        wait_for(lambda: log_has(s.logs["client"], "tunnel ready"), 60, f"{s.name} tunnel ready", 0.001)
+
+    # -- measurements ----------------------------------------------------------------------
+    def first_after_start(self) -> None:
+        ag = self.agent
+        assert ag is not None
+        for s in self.systems:
+            if s.kind == "direct":
+                pass
+            elif s.kind == "nginx":
+                self.start_nginx_pair(s)
+            else:
+                self.start_ptproxy(s)
+            r = ag("fresh", host=s.host, port=s.port, path="/hello")
+            self.res[s.name]["first_after_ready"] = r
+            log(f"{s.name}: first request after ready {r.get('ms', r.get('error'))}")
+
+    def seq(self, key: str, n: int) -> None:
+        ag = self.agent
+        assert ag is not None
+        for s in self.systems:
+            pool = f"seq-{s.name}"
+            ag("open", name=pool, host=s.host, port=s.port, n=1)
+            r = ag("seq", name=pool, path="/hello", n=n)["results"]
+            self.res[s.name][key] = summarize_seq(r)
+            log(f"{s.name}: {key} {self.res[s.name][key]['summary']}")
+
+    def downloads(self, key: str, n: int) -> None:
+        ag = self.agent
+        assert ag is not None
+        for s in self.systems:
+            out = []
+            for _ in range(n):
+                # deltas, not reset_stats(): resetting with packets in flight crashes the forwarder
+                # (KeyError in netem/model.py delivered(): protos cleared under in-flight packets)
+                keys = ("pkts_in", "delivered", "lost", "queue_drops")
+                st0 = self.link.stats()["b_to_a"]
+                r = ag("fresh", host=s.host, port=s.port, path="/10m", timeout=300)
+                st = self.link.stats()["b_to_a"]
+                r["link_b_to_a"] = {k: (st.get(k) or 0) - (st0.get(k) or 0) for k in keys}
+                if "error" not in r:
+                    r["mbit"] = r["bytes"] * 8 / 1e6 / ((r["t1"] - r["t_sent"]))
+                out.append(r)
+            mb = sorted(r["mbit"] for r in out if "mbit" in r)
+            self.res[s.name][key] = {
+                "runs": out,
+                "mbit_each": mb,
+                "mbit_median": mb[len(mb) // 2] if mb else None,
+                "errors": [r["error"] for r in out if "error" in r],
+            }
+            log(f"{s.name}: {key} {mb} Mbit/s")
+
+    def silence(self, what: str) -> float:
+        log(f"silence {self.args.silence:.0f} s before {what}")
+        t = time.monotonic()
+        time.sleep(self.args.silence)
+        return t
+
+    def first_after_silence(self) -> None:
+        ag = self.agent
+        assert ag is not None
+        t_quiet = self.silence("first request")
+        for s in self.systems:
+            r = ag("seq", name=f"seq-{s.name}", path="/hello", n=1)["results"][0]
+            r["silence_s"] = r.get("t0", time.monotonic()) - t_quiet
+            self.res[s.name]["first_after_silence"] = r
+            log(f"{s.name}: first after silence {r.get('ms', r.get('error'))} reconnected={r.get('reconnected')}")
+
+    def burst_after_silence(self, key: str, n: int = 64) -> None:
+        ag = self.agent
+        assert ag is not None
+        for s in self.systems:
+            ag("open", name=f"burst-{s.name}", host=s.host, port=s.port, n=n)
+        t_quiet = self.silence(f"burst {key}")
+        for s in self.systems:
+            r = ag("burst", name=f"burst-{s.name}", path="/hello", n=n)
+            self.res[s.name][key] = summarize_burst(r, n)
+            self.res[s.name][key]["silence_s"] = r["t0"] - t_quiet
+            log(f"{s.name}: {key} {self.res[s.name][key]['summary']}")
+
+    def restart(self) -> None:
+        """Server-end restart: stop the server end (SIGINT, graceful), start a new process,
+        poll through the client end with short timeouts until a request succeeds."""
+        ag = self.agent
+        assert ag is not None
+        for s in self.systems:
+            if s.kind == "direct":
+                continue
+            old = s.procs["server"]
+            old.send_signal(signal.SIGTERM if s.kind == "nginx" else signal.SIGINT)
+            old.wait(30)
+            t_down = time.monotonic()
+            if s.kind == "nginx":
+                p = self.spawn("b", ["nginx", "-p", str(self.work / "nginx-server"), "-c", str(self.work / "nginx-server" / "nginx.conf")], s.logs["server"])
+                s.procs["server"] = p
+                t_spawn = time.monotonic()
+                t_listen_fn = lambda: listening(self.link, "b", NGINX_TLS_PORT)  # noqa: E731
+            else:
+                before = s.logs["client"].read_text(errors="replace").count("tunnel ready")
+                s.info["ready_before_restart"] = before
+                self.start_ptproxy_server(s)
+                t_spawn = time.monotonic()
+                logf = s.logs["server"]
+                t_listen_fn = lambda: log_has(logf, "started endpoint")  # noqa: E731
+            r = ag("poll", targets={s.name: [s.host, s.port]}, path="/hello", timeout=0.5, interval=0.05, deadline=60)
+            r = r["results"][s.name]
+            # when did the new server start listening? (checked after the fact, from its log)
+            try:
+                t_listen = wait_for(t_listen_fn, 30, "listen", 0.01)
+            except TimeoutError:
+                t_listen = None
+            out = {"t_down": t_down, "t_spawn": t_spawn, **r}
+            if "t1" in r:
+                out["ms_from_spawn"] = (r["t1"] - t_spawn) * 1000
+                out["ms_from_poll_start"] = (r["t1"] - r["t_poll_start"]) * 1000
+            if s.kind == "ptproxy":
+                time.sleep(0.3)
+                txt = s.logs["server"].read_text(errors="replace")
+                out["server_log_established"] = [ln for ln in txt.splitlines() if "established" in ln]
+                out["resumed"] = "(resumed)" in txt
+                out["server_started_log"] = [ln for ln in txt.splitlines() if "started endpoint" in ln]
+            self.res[s.name]["restart"] = out
+            log(f"{s.name}: restart -> first success {out.get('ms_from_spawn', r.get('error'))} ms after spawn, attempts {r.get('attempts')}")
+
+    def blackout(self) -> None:
+        """A blackout longer than max_idle_timeout: the QUIC connection dies, the client reconnects
+        to the same server process (which still holds the ticket it issued: resumption, 0-RTT)."""
+        ag = self.agent
+        assert ag is not None
+        marks = {}
+        for s in self.systems:
+            if s.kind == "ptproxy":
+                marks[s.name] = len(s.logs["server"].read_text(errors="replace").splitlines())
+        secs = MAX_IDLE_MS / 1000 + self.args.blackout_extra
+        start, until = self.link.blackout(secs)
+        log(f"blackout {secs:.1f} s")
+        time.sleep(max(0.0, until - time.monotonic()))
+        targets = {s.name: [s.host, s.port] for s in self.systems}
+        r = ag("poll", targets=targets, path="/hello", timeout=0.5, interval=0.05, deadline=60)["results"]
+        for s in self.systems:
+            x = dict(r[s.name])
+            x["blackout_s"] = secs
+            x["t_blackout_end"] = until
+            if "t1" in x:
+                x["ms_from_blackout_end"] = (x["t1"] - until) * 1000
+            if s.kind == "ptproxy":
+                time.sleep(0.2)
+                lines = s.logs["server"].read_text(errors="replace").splitlines()[marks[s.name]:]
+                x["server_log"] = [ln for ln in lines if "established" in ln or "lost" in ln or "closed" in ln]
+                x["resumed"] = any("(resumed)" in ln for ln in lines)
+            self.res[s.name]["blackout"] = x
+            log(f"{s.name}: after blackout first success {x.get('ms_from_blackout_end', x.get('error'))} ms (attempts {x.get('attempts')}, resumed {x.get('resumed')})")
+
+    # -- the whole run ---------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        a = self.args
+        link = self.link
+        self.systems = [System("direct", link.b_addr, ORIGIN_PORT, "direct"), System("nginx-pair", link.a_addr, NGINX_HTTP_PORT, "nginx")]
+        for i, algo in enumerate(a.algos):
+            s = System(f"ptproxy-{algo}", link.a_addr, 20080 + i, "ptproxy", algo)
+            s.info["quic_port"] = 20010 + i
+            self.systems.append(s)
+        if a.only:
+            self.systems = [s for s in self.systems if s.name in a.only]
+        self.res = {s.name: {"kind": s.kind, "algo": s.algo} for s in self.systems}
+        self.start_origin()
+        self.agent = Agent(link)
+        link.set(loss=0.0)
+        self.first_after_start()
+        self.seq("seq_loss0", a.seq)
+        self.downloads("download_loss0", 1)
+        self.first_after_silence()
+        self.burst_after_silence("burst_loss0")
+        link.set(loss=0.01)
+        self.seq("seq_loss1", a.seq_loss)
+        self.downloads("download_loss1", a.downloads)
+        self.burst_after_silence("burst_loss1")
+        link.set(loss=0.0)
+        self.restart()
+        self.blackout()
+        for s in self.systems:
+            self.res[s.name]["config"] = {k: v for k, v in s.info.items() if k not in ("server_conf",)}
+            self.res[s.name]["config"].pop("ready_before_restart", None)
+        return self.res
+
+
+def summarize_seq(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    ms = sorted(r["ms"] for r in rs if "ms" in r and r.get("status") == 200)
+    errs = [r.get("error") or r.get("status") for r in rs if not ("ms" in r and r.get("status") == 200)]
+    return {"ms_sorted": [round(x, 3) for x in ms], "summary": pct(ms), "errors": errs,
+            "reconnects": sum(1 for r in rs if r.get("reconnected"))}  # fmt: skip
+
+
+def summarize_burst(r: dict[str, Any], n: int) -> dict[str, Any]:
+    t0 = r["t0"]
+    ms = sorted((x["t1"] - t0) * 1000 for x in r["results"] if x.get("status") == 200)
+    errs = [x.get("error") or x.get("status") for x in r["results"] if x.get("status") != 200]
+    return {"ms_sorted": [round(x, 3) for x in ms], "summary": pct(ms), "errors": errs, "n": n,
+            "reconnects": sum(1 for x in r["results"] if x.get("reconnected"))}  # fmt: skip
+
+
+def pct(ms: list[float]) -> dict[str, Any]:
+    if not ms:
+        return {"n": 0}
+
+    def q(p: float) -> float:
+        i = min(len(ms) - 1, max(0, int(round(p / 100 * len(ms) + 0.5)) - 1))  # nearest rank
+        return round(ms[i], 2)
+
+    return {"n": len(ms), "min": round(ms[0], 2), "p50": q(50), "p90": q(90), "p99": q(99), "max": round(ms[-1], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.linkbench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="silence 10 s, fewer repetitions")
+    ap.add_argument("--silence", type=float, default=None, help="seconds of silence (default 120, --quick 10)")
+    ap.add_argument("--seq", type=int, default=None, help="sequential GETs at 0%% loss (default 300, quick 100)")
+    ap.add_argument("--seq-loss", type=int, default=None, help="sequential GETs at 1%% loss (default 1000, quick 300)")
+    ap.add_argument("--downloads", type=int, default=None, help="10 MB downloads at 1%% loss (default 3, quick 2)")
+    ap.add_argument("--blackout-extra", type=float, default=2.0, help="blackout = max_idle_timeout + this (s)")
+    ap.add_argument("--algos", default=",".join(ALGOS))
+    ap.add_argument("--only", default="", help="comma-separated system names")
+    ap.add_argument("--out", default=str(RESULTS / "linkbench"), help="output path without extension")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = ap.parse_args(argv)
+    a.algos = [x for x in a.algos.split(",") if x]
+    a.only = [x for x in a.only.split(",") if x]
+    if a.silence is None:
+        a.silence = 10.0 if a.quick else 120.0
+    if a.seq is None:
+        a.seq = 100 if a.quick else 300
+    if a.seq_loss is None:
+        a.seq_loss = 300 if a.quick else 1000
+    if a.downloads is None:
+        a.downloads = 2 if a.quick else 3
+    out = Path(a.out)
+    ok, why = LinkEmulator.available()
+    if not ok:
+        log(f"skipped: link emulator unavailable: {why}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps({"skipped": why}, indent=1))
+        return 0
+    profile = LinkProfile(rtt_ms=RTT_MS, loss=0.0, rate_mbit=RATE_MBIT)
+    t_start = time.time()
+    work = Path(tempfile.mkdtemp(prefix="linkbench-"))
+    work.chmod(0o755)
+    try:
+        pki = make_demo_pki(work / "pki")
+        with LinkEmulator(profile, prefix="lbn") as link:
+            bench = Bench(a, link, work, pki)
+            try:
+                res = bench.run()
+            finally:
+                final = link.stats()
+                if bench.agent is not None:
+                    bench.agent.p.terminate()
+        meta = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
+            "duration_s": round(time.time() - t_start, 1),
+            "link": {"rtt_ms": RTT_MS, "rate_mbit": RATE_MBIT, "loss": [0.0, 0.01], "bdp_bytes": BDP,
+                     "profile": profile.to_dict(), "seed": final.get("seed")},  # fmt: skip
+            "settings": {"silence_s": a.silence, "seq": a.seq, "seq_loss": a.seq_loss, "downloads": a.downloads,
+                         "blackout_s": MAX_IDLE_MS / 1000 + a.blackout_extra, "quick": a.quick},  # fmt: skip
+            "emulator_sched": final.get("sched"),
+            "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0]},
+        }
+        doc = {"meta": meta, "systems": res}
+        write_reports(doc, out)
+        log(f"wrote {out}.json and {out}.md")
+        return 0
+    finally:
+        if not a.keep:
+            subprocess.run(["rm", "-rf", str(work)])
+        else:
+            log(f"work directory kept: {work}")

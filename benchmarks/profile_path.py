@@ -1,0 +1,165 @@
+"""Where does a request's CPU go? Both ends of a loopback pair under wrk, sampled by py-spy.
+
+    python -m benchmarks.profile_path [--seconds 15] [--conns 16] [--pure] [--out results/profile.md]
+
+Starts an nginx origin, a ptproxy pair (``python -m ptproxy``), drives small GETs with wrk, and
+records each end with ``py-spy record --native --format raw`` for the same window. Every sample
+is charged to one bucket by its innermost frame that names a known component, so the table
+answers "what would a faster X save": aioquic (QUIC + HTTP/3 in Python), the crypto and socket
+C code beneath it, ptproxy's own Python, its compiled speedups, and the event loop.
+Needs wrk, nginx and py-spy (``pip install py-spy``); root or ptrace permission for py-spy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ptproxy.devcerts import make_demo_pki
+
+from .e2e.origin import origin_conf
+from .e2e.places import free_port
+
+# Innermost match wins: a frame list is scanned from the leaf up, and the first rule that
+# matches any frame decides the bucket.
+RULES: list[tuple[str, tuple[str, ...]]] = [
+    ("ptproxy compiled speedups", ("_speedups/", "ptproxy._speedups")),
+    ("socket system calls (send/recv)", ("sendto", "recvfrom", "__send", "__recv", "sock_send", "writev", "__libc_write", "__libc_read", "epoll_wait")),
+    ("TLS / AEAD / header protection (C)", ("libcrypto", "EVP_", "aes", "chacha", "_crypto.", "aioquic/_crypto", "cryptography")),
+    ("QPACK (pylsqpack, C)", ("pylsqpack", "lsqpack")),
+    ("aioquic (Python)", ("aioquic/",)),
+    ("ptproxy (Python)", ("ptproxy/",)),
+    ("event loop (uvloop / asyncio)", ("uvloop", "asyncio/")),
+]
+
+
+def bucket(frames: list[str]) -> str:
+    for frame in frames:  # leaf first
+        for name, needles in RULES:
+            if any(n in frame for n in needles):
+                return name
+    return "other (interpreter, allocator, libc)"
+
+
+def parse_raw(path: Path) -> tuple[collections.Counter[str], collections.Counter[str]]:
+    """py-spy raw (collapsed) format: ``frame;frame;...;leaf count`` per line, root first.
+
+    Returns samples per bucket, and for the ``ptproxy (Python)`` bucket samples per innermost
+    ptproxy function (what compiling or reworking that function could save at most)."""
+    counts: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        frames.reverse()
+        b = bucket(frames)
+        counts[b] += int(n)
+        if b == "ptproxy (Python)":
+            own[next(f for f in frames if "ptproxy/" in f)] += int(n)
+    return counts, own
+
+
+def table(title: str, counts: collections.Counter[str]) -> str:
+    total = sum(counts.values()) or 1
+    rows = [f"| {name} | {n} | {100 * n / total:.1f}% |" for name, n in counts.most_common()]
+    return "\n".join([f"**{title}** ({total} samples)", "", "| bucket | samples | share |", "|---|---|---|", *rows, ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_path", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--pure", action="store_true", help="PTPROXY_NO_EXTENSIONS=1 for both ends")
+    ap.add_argument("--out", type=Path, help="also write the Markdown report here")
+    a = ap.parse_args(argv)
+    for tool in ("wrk", "nginx", "py-spy"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (apt install wrk nginx; pip install py-spy)", file=sys.stderr)
+            return 2
+    work = Path(tempfile.mkdtemp(prefix="ptproxy-profile-"))
+    pki = make_demo_pki(work / "pki")
+    origin_port, http_port, quic_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+    (work / "origin").mkdir()
+    conf = origin_conf(work / "origin", "127.0.0.1", origin_port)
+    conf.write_text(conf.read_text().replace("worker_processes auto;", "worker_processes 1;"))
+    tls = f'[tls]\nca = "{pki.ca}"\n'
+    (work / "server.toml").write_text(
+        f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\nbind_address = "127.0.0.1"\n'
+        f'quic_port = {quic_port}\nhttp_connect_address = "127.0.0.1:{origin_port}"\n\n'
+        f'{tls}cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n')
+    (work / "client.toml").write_text(
+        f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\nconnect_address = "127.0.0.1"\n'
+        f'quic_port = {quic_port}\nhttp_bind_address = "127.0.0.1:{http_port}"\n\n'
+        f'{tls}cert = "{pki.client.cert}"\nkey = "{pki.client.key}"\n')
+    env = dict(os.environ)
+    if a.pure:
+        env["PTPROXY_NO_EXTENSIONS"] = "1"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(subprocess.Popen(["nginx", "-p", str(work / "origin"), "-c", str(conf)]))
+        ends = {}
+        for end in ("server", "client"):
+            log = open(work / f"{end}.log", "wb")
+            ends[end] = subprocess.Popen([sys.executable, "-m", "ptproxy", "-c", str(work / f"{end}.toml")],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT)
+            procs.append(ends[end])
+            time.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while b"tunnel ready" not in (work / "client.log").read_bytes():
+            if time.monotonic() > deadline:
+                print((work / "client.log").read_text(), file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{http_port}/hello"
+        subprocess.run(["wrk", "-t1", f"-c{a.conns}", "-d2s", url], capture_output=True)  # warm-up
+        wrk = subprocess.Popen(["wrk", "-t1", f"-c{a.conns}", f"-d{a.seconds + 2:g}s", url],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        spies = {
+            end: subprocess.Popen(["py-spy", "record", "--native", "--format", "raw", "--rate", "250",
+                                   "--duration", f"{int(a.seconds)}", "--output", str(work / f"{end}.raw"),
+                                   "--pid", str(p.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for end, p in ends.items()
+        }
+        for spy in spies.values():
+            spy.wait(a.seconds + 60)
+        wrk_out, _ = wrk.communicate(a.seconds + 30)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    rps = next((ln.split()[-1] for ln in wrk_out.splitlines() if ln.startswith("Requests/sec")), "?")
+    mode = "pure-Python twins" if a.pure else "compiled speedups"
+    parts = [f"# Request-path profile ({mode}): wrk -c{a.conns}, {rps} req/s, {a.seconds:g} s sampled at 250 Hz", ""]
+    for end in ("client", "server"):
+        counts, own = parse_raw(work / f"{end}.raw")
+        parts.append(table(f"{end} end", counts))
+        total = sum(counts.values()) or 1
+        parts += [f"Top ptproxy functions ({end} end, innermost ptproxy frame, share of all samples):", ""]
+        parts += [f"- `{name}`: {100 * n / total:.1f}%" for name, n in own.most_common(10)]
+        parts.append("")
+    report = "\n".join(parts)
+    print(report)
+    if a.out:
+        a.out.write_text(report + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+# cython: language_level=3, freethreading_compatible=True, binding=False
+"""Compiled twin of ``ptproxy.http1._chunked_py``: same ``__all__``, same results, same exceptions.
+
+Strategy: a framed chunk is built in one allocation (``PyBytes_FromStringAndSize(NULL, n)``, hex size
+written backwards, one ``memcpy`` of the payload). ``ChunkCoalescer`` keeps references to the
+immutable ``bytes`` pieces it is given instead of copying them into a growing buffer: a chunk that
+arrives in one piece (the usual case with httptools) is handed back as the very same object, and a
+chunk in N pieces costs one allocation and N ``memcpy`` calls when it is emitted.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from libc.string cimport memcpy
+
+
+__all__ = ["chunk", "chunk_header", "CHUNK_END", "last_chunk", "ChunkCoalescer"]
+
+CHUNK_END = b"\r\n"
+
+cdef const char* _HEX = b"0123456789abcdef"
+
+
+cdef inline Py_ssize_t _hex_len(unsigned long long size) noexcept:
+    cdef Py_ssize_t k = 1
+    while size >= 16:
+        size >>= 4
+        k += 1
+    return k
+
+
+cdef inline void _write_hex(char* dst, unsigned long long size, Py_ssize_t k) noexcept:
+    while k > 0:
+        k -= 1
+        dst[k] = _HEX[size & 15]
+        size >>= 4
+
+
+cdef bytes _frame(const char* src, Py_ssize_t n):
+    """``%x CRLF`` + ``src[:n]`` + ``CRLF`` in one allocation."""
+    cdef Py_ssize_t k = _hex_len(<unsigned long long>n)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, k + n + 4)
+    cdef char* dst = PyBytes_AS_STRING(out)
+    _write_hex(dst, <unsigned long long>n, k)
+    dst[k] = 13
+    dst[k + 1] = 10
+    memcpy(dst + k + 2, src, n)
+    dst[k + 2 + n] = 13
+    dst[k + 3 + n] = 10
+    return out
+
+
+def chunk_header(size):
+    """``chunk-size CRLF`` in lowercase hex, e.g. ``b"1f\\r\\n"``; write ``size`` bytes and ``CHUNK_END`` after."""
+    cdef long long s
+    cdef int overflow = 0
+    cdef Py_ssize_t k
+    cdef bytes out
+    cdef char* dst
+    if PyLong_CheckExact(size):
+        s = PyLong_AsLongLongAndOverflow(size, &overflow)
+        if not overflow and s >= 0:
+            k = _hex_len(<unsigned long long>s)
+            out = PyBytes_FromStringAndSize(NULL, k + 2)
+            dst = PyBytes_AS_STRING(out)
+            _write_hex(dst, <unsigned long long>s, k)
+            dst[k] = 13
+            dst[k + 1] = 10
+            return out
+    # Anything else (bool, huge or negative ints, __index__ objects, wrong types) behaves exactly
+    # like the pure twin because it is the pure twin's expression.
+    return b"%x\r\n" % size
+
+
+def chunk(data):
+    """One complete chunk carrying ``data``; ``b""`` for empty data (a 0-size chunk would end the body)."""
+    cdef Py_buffer view
+    if PyBytes_CheckExact(data):
+        if PyBytes_GET_SIZE(data) == 0:
+            return b""
+        return _frame(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    if not data:
+        return b""
+    # bytearray, memoryview, ...: framed straight from their buffer, no intermediate bytes copy.
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        return _frame(<const char*>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def last_chunk(trailers=()):
+    """``0 CRLF`` + trailer section (Title-Case names) + ``CRLF``: ends a chunked body.
+
+    Trailer names and values must already be validated (``h3_to_h1_fields`` does that)."""
+    if not trailers:
+        return b"0\r\n\r\n"
+    cdef list names = [], values = []
+    cdef Py_ssize_t total = 5, i, j, k, n, count
+    cdef object name, value
+    for name, value in trailers:
+        if not PyBytes_Check(name):
+            # The pure twin's title_case looks the name up in a dict: unhashable or non-bytes fail.
+            raise TypeError(f"trailer name must be bytes, not {type(name).__name__!r}")
+        if not PyBytes_Check(value):
+            value = b"%b" % (value,)  # same acceptance (and errors) as the pure twin's formatting
+        names.append(name)
+        values.append(value)
+        total += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef unsigned char* dst = <unsigned char*>PyBytes_AS_STRING(out)
+    cdef const unsigned char* src
+    cdef bint up
+    cdef unsigned char c
+    dst[0] = 48  # '0'
+    dst[1] = 13
+    dst[2] = 10
+    j = 3
+    count = PyList_GET_SIZE(names)
+    for i in range(count):
+        name = <object>PyList_GET_ITEM(names, i)
+        n = PyBytes_GET_SIZE(name)
+        src = <const unsigned char*>PyBytes_AS_STRING(name)
+        up = True
+        for k in range(n):
+            c = src[k]
+            if up:
+                if 97 <= c <= 122:
+                    c -= 32
+            elif 65 <= c <= 90:
+                c += 32
+            dst[j + k] = c
+            up = src[k] == 45  # '-'
+        j += n
+        dst[j] = 58  # ':'
+        dst[j + 1] = 32
+        j += 2
+        value = <object>PyList_GET_ITEM(values, i)
+        n = PyBytes_GET_SIZE(value)
+        memcpy(dst + j, PyBytes_AS_STRING(value), n)
+        j += n
+        dst[j] = 13
+        dst[j + 1] = 10
+        j += 2
+    dst[j] = 13
+    dst[j + 1] = 10
+    return out
+
+
+cdef class ChunkCoalescer:
+    """Buffers the pieces of one received chunk; hands out one frame payload per chunk.
+
+    Call ``add`` for every ``BodyData`` and ``complete`` on ``ChunkComplete``. ``add`` returns a payload
+    only when ``limit`` bytes are held, so one huge chunk becomes several frames rather than unbounded
+    buffering."""
+
+    # The first piece has a slot of its own: most chunks arrive in one piece, and then no list is
+    # touched at all and the piece itself becomes the payload. Later pieces go to ``_rest``, a list
+    # that is emptied in place and reused for the next chunk.
+    cdef object _first
+    cdef list _rest
+    cdef Py_ssize_t _pending
+    cdef Py_ssize_t _limit
+
+    def __init__(self, Py_ssize_t limit=1 << 20):
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        self._limit = limit
+        self._first = None
+        self._rest = []
+        self._pending = 0
+
+    @property
+    def pending(self):
+        """Bytes held, not yet handed out."""
+        return self._pending
+
+    cdef object _take(self):
+        cdef list rest = self._rest
+        cdef Py_ssize_t n = PyList_GET_SIZE(rest), i, off, m
+        cdef object out = self._first, p
+        cdef char* dst
+        if n:
+            # One allocation, one memcpy per piece: the only copy the payload ever needs.
+            out = PyBytes_FromStringAndSize(NULL, self._pending)
+            dst = PyBytes_AS_STRING(out)
+            off = PyBytes_GET_SIZE(self._first)
+            memcpy(dst, PyBytes_AS_STRING(self._first), off)
+            for i in range(n):
+                p = <object>PyList_GET_ITEM(rest, i)
+                m = PyBytes_GET_SIZE(p)
+                memcpy(dst + off, PyBytes_AS_STRING(p), m)
+                off += m
+            del rest[:]
+        self._first = None
+        self._pending = 0
+        return out
+
+    def add(self, data):
+        """Buffer ``data``; return everything held (and clear it) once it reaches ``limit``, else None."""
+        cdef Py_ssize_t n
+        if PyBytes_CheckExact(data):
+            n = PyBytes_GET_SIZE(data)
+            if n == 0:
+                return None
+        else:
+            if not data:
+                return None
+            # Pieces are kept by reference, so they must be immutable: a bytearray or memoryview
+            # could change after add() returns. Copy those once, here.
+            data = bytes(memoryview(data))
+            n = PyBytes_GET_SIZE(data)
+        if self._first is None:
+            self._first = data
+        else:
+            self._rest.append(data)
+        self._pending += n
+        if self._pending >= self._limit:
+            return self._take()
+        return None
+
+    def complete(self):
+        """The chunk ended: return and clear what is held (``b""`` if nothing)."""
+        if self._first is None:
+            return b""
+        return self._take()

@@ -1,0 +1,240 @@
+"""The HTTP/1.1 socket edge: an asyncio Protocol that turns bytes into parser events and back.
+
+Used for both the listener's connections (client end) and the origin connections (server end).
+Reading pauses while more than ``HIGH_WATER`` bytes of parsed body wait in the queue, so a slow
+tunnel slows the local sender down through TCP instead of growing memory here; writing exposes
+``drain()`` so a slow local reader slows the tunnel down (and, through flow-control credit, the
+peer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import Any, Protocol
+
+from .errors import PtproxyError
+from .pump import FlowMarks
+from .http1.events import BodyData, EndOfMessage
+
+__all__ = [
+    "H1Connection",
+    "ConnectionClosed",
+    "HeadTimeout",
+    "EventParser",
+    "HIGH_WATER",
+    "LOW_WATER",
+]
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class EventParser(Protocol):
+    def feed(self, data: bytes) -> list[Any]: ...
+
+
+class ConnectionClosed(Exception):
+    """The peer closed (or reset) the TCP connection."""
+
+
+class HeadTimeout(TimeoutError):
+    """Bytes of a new message arrived but its head did not complete within ``head_timeout``."""
+
+
+class H1Connection(asyncio.Protocol):
+    """Bytes in → events out (queue with backpressure); bytes out with ``drain()``."""
+
+    def __init__(self, parser: EventParser | None = None, *, tcp_nodelay: bool = True) -> None:
+        self.parser = parser
+        self.transport: asyncio.Transport | None = None
+        self._tcp_nodelay = tcp_nodelay
+        self._events: deque[Any] = deque()
+        self._marks = FlowMarks(HIGH_WATER, LOW_WATER)
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._eof = False
+        self._closed = False
+        self._raw: bytearray = bytearray()  # bytes received while no parser is set
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.closed_future: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self.peername: Any = None
+        self.sockname: Any = None
+        # Loop time of the first byte received since the last EndOfMessage (None: none yet), so a
+        # listener can tell an idle keep-alive connection from a slow (slowloris) request head.
+        self.message_started_at: float | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self.peername = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        if sock is not None and self._tcp_nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        if self.message_started_at is None and data:
+            self.message_started_at = asyncio.get_running_loop().time()
+            self._wake()  # a waiter with a head_timeout switches from the idle to the head deadline
+        if self.parser is None:
+            self._raw += data
+            self._wake()
+            return
+        try:
+            events = self.parser.feed(data)
+        except PtproxyError as exc:
+            self._error = exc
+            self._wake()
+            return
+        self._enqueue(events)
+        # A valid message followed by a bad one: the parser returns the good events and keeps
+        # the error; surface it after them so the bad request still gets its answer.
+        error = getattr(self.parser, "error", None)
+        if error is not None:
+            self._error = error
+            self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return True  # keep the write side open: a half-closed client may still read the answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._eof = True
+        self._wake()
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._drain_waiters.clear()
+        if not self.closed_future.done():
+            self.closed_future.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- events in ----------------------------------------------------------------------------
+
+    def _enqueue(self, events: list[Any]) -> None:
+        if not events:
+            return
+        pause = False
+        marks = self._marks
+        for ev in events:
+            if type(ev) is BodyData:
+                pause = marks.add(len(ev.data)) or pause
+            elif type(ev) is EndOfMessage:
+                self.message_started_at = None
+        self._events.extend(events)
+        if pause and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def set_parser(self, parser: EventParser) -> None:
+        """Switch to a new parser (one per origin response); replays bytes received meanwhile."""
+        self.parser = parser
+        if self._raw:
+            raw, self._raw = bytes(self._raw), bytearray()
+            self.data_received(raw)
+
+    def message_error(self) -> BaseException | None:
+        """The parse error waiting behind the queued events, if it belongs to the message in
+        progress (no EndOfMessage queued before it): that message is known to be bad already,
+        so the caller can refuse it before forwarding any of it."""
+        if self._error is None or any(type(ev) is EndOfMessage for ev in self._events):
+            return None
+        return self._error
+
+    def has_buffered_input(self) -> bool:
+        return bool(self._events) or bool(self._raw)
+
+    async def next_event(self, timeout: float | None = None, *, head_timeout: float | None = None) -> Any:
+        """The next parser event; raises the parse error, ConnectionClosed, or TimeoutError.
+
+        ``timeout`` bounds the wait while no byte of a new message has arrived; with
+        ``head_timeout``, once one has, the wait ends ``head_timeout`` seconds after that byte
+        with :class:`HeadTimeout` instead."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not self._events:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise ConnectionClosed("connection closed by peer")
+            in_head = head_timeout is not None and self.message_started_at is not None
+            if in_head:
+                remaining: float | None = self.message_started_at + head_timeout - loop.time()  # type: ignore[operator]
+            elif timeout is not None:
+                remaining = start + timeout - loop.time()
+            else:
+                remaining = None
+            if remaining is not None and remaining <= 0:
+                raise HeadTimeout("request head incomplete") if in_head else asyncio.TimeoutError()
+            self._waiter = loop.create_future()
+            try:
+                if remaining is None:
+                    await self._waiter
+                else:
+                    await asyncio.wait_for(self._waiter, remaining)
+            except asyncio.TimeoutError:
+                pass  # re-evaluated above
+            finally:
+                self._waiter = None
+        ev = self._events.popleft()
+        if type(ev) is BodyData and self._marks.remove(len(ev.data)) and self.transport is not None:
+            self.transport.resume_reading()
+        return ev
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof
+
+    # -- bytes out ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the socket's write buffer is above its high-water mark."""
+        if self._closed:
+            raise ConnectionClosed("connection closed by peer")
+        if self._write_paused:
+            fut = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(fut)
+            await fut
+            if self._closed:
+                raise ConnectionClosed("connection closed by peer")
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.abort()

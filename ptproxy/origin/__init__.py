@@ -1,0 +1,1 @@
+"""The server end's side towards the origin: a keep-alive connection pool."""

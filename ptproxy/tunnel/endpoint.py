@@ -1,0 +1,89 @@
+"""Building sessions: the pieces both the dialer (client) and the listener (server) share."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.logger import QuicFileLogger
+
+from ..config import Config
+from .aioquic_patches import ClientAuthPolicy, FlowSettings, PatchedQuicConnection
+from .tls import TlsMaterial, quic_configuration
+
+__all__ = ["EndpointSettings", "connection_numbers", "key_log_file"]
+
+logger = logging.getLogger("ptproxy.tunnel")
+
+# "connection N established": numbers are unique per process, as in the original's log lines.
+connection_numbers = itertools.count(1)
+
+
+@dataclass(slots=True)
+class EndpointSettings:
+    """Everything needed to make a PatchedQuicConnection for one end (rebuilt on reload)."""
+
+    config: Config
+    material: TlsMaterial
+    quic_config: QuicConfiguration
+    flow: FlowSettings
+    client_auth: ClientAuthPolicy | None = None
+
+    @classmethod
+    def build(
+        cls, config: Config, material: TlsMaterial, client_auth: ClientAuthPolicy | None = None
+    ) -> "EndpointSettings":
+        tr = config.transport
+        qconf = quic_configuration(config, material)
+        keylog = key_log_file()
+        if keylog is not None:
+            qconf.secrets_log_file = keylog
+        if config.system.qlog_dir is not None:
+            config.system.qlog_dir.mkdir(parents=True, exist_ok=True)
+            qconf.quic_logger = QuicFileLogger(str(config.system.qlog_dir))
+        flow = FlowSettings(
+            stream_receive_window=tr.stream_receive_window,
+            receive_window=tr.effective_receive_window,
+            max_concurrent_streams=tr.max_concurrent_http_streams,
+            congestion_algorithm=tr.congestion_algorithm,
+            initial_window=tr.initial_window,
+        )
+        return cls(config, material, qconf, flow, client_auth)
+
+    def new_connection(self, **kwargs: Any) -> PatchedQuicConnection:
+        return PatchedQuicConnection(
+            configuration=self.quic_config,
+            flow=self.flow,
+            client_auth=self.client_auth,
+            **kwargs,
+        )
+
+
+# One handle per path for the whole process: a reload rebuilds the settings, not the file.
+_key_logs: dict[str, TextIO] = {}
+
+
+def key_log_file(environ: Mapping[str, str] = os.environ) -> TextIO | None:
+    """``SSLKEYLOGFILE``: append TLS secrets (NSS key log format) for Wireshark; warn once.
+
+    Anyone who can read that file can decrypt the captured tunnel traffic, hence the warning.
+    """
+    path = environ.get("SSLKEYLOGFILE")
+    if not path:
+        return None
+    handle = _key_logs.get(path)
+    if handle is None:
+        # Line-buffered: each secret is on disk as soon as aioquic writes it.
+        handle = open(path, "a", buffering=1, encoding="ascii")  # noqa: SIM115 - process lifetime
+        _key_logs[path] = handle
+        logger.warning(
+            "SSLKEYLOGFILE is set: TLS secrets of every QUIC connection are written to %s; "
+            "anyone who can read it can decrypt the tunnel traffic",
+            path,
+        )
+    return handle

@@ -1,0 +1,473 @@
+"""One QUIC connection carrying HTTP/3: the I/O edge around aioquic's sans-IO connection.
+
+A Session owns a PatchedQuicConnection and a PatchedH3Connection, feeds them datagrams and timer
+ticks, and routes their events to :class:`TunnelStream` objects. Time comes from
+``time.monotonic()``, never ``loop.time()``: uvloop's loop clock is cached at 1 ms resolution, and
+aioquic's pacer then spins on sub-millisecond timers (aioquic.md §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+from aioquic.h3.events import HeadersReceived
+from aioquic.quic import events as qe
+
+from . import aioquic_patches as patches
+from .aioquic_patches import DataFrame, PatchedH3Connection, PatchedQuicConnection
+from .streams import H3_REQUEST_REJECTED, Headers, StreamAborted, StreamEnded, TunnelStream
+
+__all__ = ["Session", "SessionClosed"]
+
+logger = logging.getLogger("ptproxy.tunnel")
+
+SendTo = Callable[[bytes, Any], None]
+
+
+class SessionClosed(Exception):
+    """The QUIC connection is gone; ``str()`` says why."""
+
+
+class Session:
+    """A QUIC + HTTP/3 connection bound to a datagram sender."""
+
+    def __init__(
+        self,
+        quic: PatchedQuicConnection,
+        sendto: SendTo,
+        *,
+        number: int,
+        peer: Any,
+        send_window: int,
+        keep_alive_interval: float,
+        on_request: Callable[[TunnelStream, list[tuple[bytes, bytes]]], None] | None = None,
+        on_closed: Callable[["Session"], None] | None = None,
+    ) -> None:
+        self.quic = quic
+        self.h3: PatchedH3Connection | None = None
+        self.number = number
+        self.peer = peer
+        self._sendto = sendto
+        self._loop = asyncio.get_running_loop()
+        self._on_request = on_request
+        self._on_closed = on_closed
+        self._streams: dict[int, TunnelStream] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._transmit_handle: asyncio.Handle | None = None
+        self._send_window = send_window
+        self._room_waiters: list[asyncio.Future[None]] = []
+        self._slot_waiters: list[asyncio.Future[None]] = []
+        self._keep_alive_interval = keep_alive_interval
+        self._keep_alive: asyncio.TimerHandle | None = None
+        self._last_activity = time.monotonic()
+        self.handshake_done = False
+        self.confirmed: asyncio.Future[None] = self._loop.create_future()
+        self.closed: asyncio.Future[str] = self._loop.create_future()
+        # Set when aioquic itself is done with the connection (after draining): the socket may go.
+        self.finished: asyncio.Future[None] = self._loop.create_future()
+        self.close_reason: str | None = None
+        self.early_data_accepted = False
+        self.session_resumed = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self._opened_streams = 0
+        self._draining = False
+        self.log = logging.LoggerAdapter(logger, {"conn": number})
+
+    # -- I/O edge -----------------------------------------------------------------------------
+
+    def connect(self, addr: Any) -> None:
+        """Client: start the handshake towards ``addr``."""
+        self.quic.connect(addr, now=time.monotonic())
+        self._ensure_h3()
+        self.transmit()
+        self._schedule_keep_alive()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.bytes_received += len(data)
+        self._last_activity = time.monotonic()
+        try:
+            self.quic.receive_datagram(data, addr, now=self._last_activity)
+            self._process_events()
+            self.transmit()
+        except Exception:  # a bug must cost this connection, never the endpoint
+            self.log.exception("connection %d: internal error handling a datagram", self.number)
+            self.abort("internal error")
+
+    def transmit(self) -> None:
+        """Send what aioquic has queued, re-arm its timer, wake writers waiting for buffer room."""
+        self._transmit_handle = None
+        now = time.monotonic()
+        sendto = self._sendto
+        sent = 0
+        for data, addr in self.quic.datagrams_to_send(now=now):
+            sent += len(data)
+            try:
+                sendto(data, addr)
+            except OSError as exc:  # e.g. ENETUNREACH: loss, QUIC recovers or times out
+                self.log.debug("sendto failed: %s", exc)
+        if sent:
+            self.bytes_sent += sent
+            self._last_activity = now
+        self._arm_timer()
+        if self._room_waiters:
+            self._wake_room_waiters()
+
+    def transmit_soon(self) -> None:
+        """Coalesce transmits requested by the application within one loop iteration."""
+        if self._transmit_handle is None:
+            self._transmit_handle = self._loop.call_soon(self.transmit)
+
+    def _arm_timer(self) -> None:
+        timer_at = self.quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            delay = max(0.0, timer_at - time.monotonic())
+            self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer_at = timer_at
+
+    def _on_timer(self) -> None:
+        timer_at = self._timer_at or 0.0
+        self._timer = None
+        self._timer_at = None
+        # The loop may fire up to ~1 ms early (ms-resolution timers): act as if the deadline
+        # arrived, rather than re-arming a sub-millisecond timer in a busy loop.
+        self.quic.handle_timer(now=max(time.monotonic(), timer_at))
+        self._process_events()
+        self.transmit()
+
+    def _schedule_keep_alive(self) -> None:
+        if self._keep_alive_interval > 0 and not self.closed.done():
+            self._keep_alive = self._loop.call_later(self._keep_alive_interval, self._keep_alive_tick)
+
+    def _keep_alive_tick(self) -> None:
+        # Keep-alive: a PING after an interval of inactivity keeps NATs and the idle timer open.
+        if self.closed.done():
+            return
+        if time.monotonic() - self._last_activity >= self._keep_alive_interval * 0.9:
+            self.quic.send_ping(0)
+            self.transmit()
+        self._schedule_keep_alive()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _ensure_h3(self) -> None:
+        if self.h3 is None:
+            self.h3 = PatchedH3Connection(self.quic)
+
+    def _process_events(self) -> None:
+        quic = self.quic
+        while True:
+            event = quic.next_event()
+            if event is None:
+                break
+            self._handle_quic_event(event)
+        if not self.closed.done():
+            # Closing (by us or the peer) is final at once; aioquic only reports it after the
+            # draining period (3 PTO), which would delay 503s and reconnects for seconds.
+            pending = patches.pending_close(quic)
+            if pending is not None:
+                self._terminated(_describe_close(pending))
+        if self._slot_waiters and self.stream_slots_free() > 0:
+            # The peer's MAX_STREAMS arrived: a request waiting for a stream may go.
+            for fut in self._slot_waiters[:1]:
+                if not fut.done():
+                    fut.set_result(None)
+        if (
+            not self.confirmed.done()
+            and quic._is_client
+            and patches.handshake_confirmed(quic)
+        ):
+            self.confirmed.set_result(None)
+
+    def _handle_quic_event(self, event: qe.QuicEvent) -> None:
+        if isinstance(event, qe.StreamDataReceived):
+            self._ensure_h3()
+            assert self.h3 is not None
+            h3_events = self.h3.handle_event(event)
+            payload = 0
+            for h3_event in h3_events:
+                if isinstance(h3_event, DataFrame) and h3_event.stream_id == event.stream_id:
+                    payload += len(h3_event.data)
+                self._handle_h3_event(h3_event)
+            # Framing overhead and control/QPACK streams are consumed right away; DATA payload
+            # is credited when the application pulls it (TunnelStream.receive).
+            self.quic.credit(event.stream_id, len(event.data) - payload)
+        elif isinstance(event, qe.HandshakeCompleted):
+            self._ensure_h3()
+            self.handshake_done = True
+            self.early_data_accepted = event.early_data_accepted
+            self.session_resumed = event.session_resumed
+            if not self.quic._is_client and not self.confirmed.done():
+                self.confirmed.set_result(None)
+        elif isinstance(event, qe.StreamReset):
+            self._ensure_h3()
+            assert self.h3 is not None
+            self.h3.handle_event(event)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.recv_closed = True
+                stream._abort(StreamAborted(f"peer reset the stream (code {event.error_code:#x})", event.error_code))
+                self.stream_maybe_done(stream)
+        elif isinstance(event, qe.StopSendingReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                # aioquic already reset our sending half; nothing more may be written.
+                stream.send_closed = True
+                stream._abort(StreamAborted(f"peer stopped reading (code {event.error_code:#x})", event.error_code))
+                if self.h3 is not None:
+                    self.h3.end_stream_ended(event.stream_id)
+                self.stream_maybe_done(stream)
+        elif isinstance(event, qe.ConnectionTerminated):
+            self._terminated(_describe_close(event))
+            if not self.finished.done():
+                self.finished.set_result(None)
+        elif isinstance(event, qe.ConnectionIdIssued):
+            self._cid_issued(event.connection_id)
+        elif isinstance(event, qe.ConnectionIdRetired):
+            self._cid_retired(event.connection_id)
+
+    def _handle_h3_event(self, event: Any) -> None:
+        if isinstance(event, DataFrame):
+            stream = self._streams.get(event.stream_id)
+            if stream is None or stream.recv_closed:
+                self.quic.credit(event.stream_id, len(event.data))
+                return
+            if event.data or event.frame_size is not None:
+                stream._push(event)
+            if event.stream_ended:
+                stream._push(StreamEnded())
+        elif isinstance(event, HeadersReceived):
+            sid = event.stream_id
+            stream = self._streams.get(sid)
+            if stream is None:
+                if self.quic._is_client or self._on_request is None or self._draining:
+                    # A push (client) or a request this end will not serve: REQUEST_REJECTED tells
+                    # the peer nothing was processed, so its client end answers 503, not 502.
+                    if not self.quic._is_client:
+                        self.quic.reset_stream(sid, H3_REQUEST_REJECTED)
+                        if not event.stream_ended:
+                            self.quic.stop_stream(sid, H3_REQUEST_REJECTED)
+                        self.transmit_soon()
+                    return
+                stream = TunnelStream(self, sid)
+                self._streams[sid] = stream
+                stream._push(Headers(list(event.headers), event.stream_ended))
+                if event.stream_ended:
+                    stream._push(StreamEnded())
+                self._on_request(stream, list(event.headers))
+                return
+            stream._push(Headers(list(event.headers), event.stream_ended))
+            if event.stream_ended:
+                stream._push(StreamEnded())
+
+    # -- connection ids (server routing) ------------------------------------------------------
+
+    cid_issued_handler: Callable[[bytes], None] | None = None
+    cid_retired_handler: Callable[[bytes], None] | None = None
+
+    def _cid_issued(self, cid: bytes) -> None:
+        if self.cid_issued_handler is not None:
+            self.cid_issued_handler(cid)
+
+    def _cid_retired(self, cid: bytes) -> None:
+        if self.cid_retired_handler is not None:
+            self.cid_retired_handler(cid)
+
+    # -- streams (called by TunnelStream) -----------------------------------------------------
+
+    def open_stream(self) -> TunnelStream:
+        """Client: open a new request stream (call :meth:`wait_stream_slot` first)."""
+        if self.closed.done():
+            raise StreamAborted(f"tunnel closed: {self.close_reason}")
+        self._ensure_h3()
+        sid = self.quic.get_next_available_stream_id()
+        stream = TunnelStream(self, sid)
+        self._streams[sid] = stream
+        self._opened_streams += 1
+        return stream
+
+    def stream_slots_free(self) -> int:
+        """Request streams the peer still lets us open right now."""
+        # MAX_STREAMS is cumulative (RFC 9000 4.6): compare it with every stream ever opened,
+        # not with those still open, or the count runs ahead and aioquic queues the stream
+        # itself (where stream_queue_timeout cannot see it).
+        return patches.peer_max_streams_bidi(self.quic) - self._opened_streams
+
+    async def wait_stream_slot(self) -> None:
+        """Wait until the peer's MAX_STREAMS lets us open one more request stream."""
+        while self.stream_slots_free() <= 0:
+            if self.closed.done():
+                raise StreamAborted(f"tunnel closed: {self.close_reason}")
+            fut = self._loop.create_future()
+            self._slot_waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._slot_waiters:
+                    self._slot_waiters.remove(fut)
+
+    def send_headers(self, stream: TunnelStream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        assert self.h3 is not None
+        self.h3.send_headers(stream.stream_id, headers, end_stream=end)
+        self.transmit_soon()
+
+    def send_data(self, stream: TunnelStream, data: bytes, end: bool) -> None:
+        assert self.h3 is not None
+        if data:
+            self.h3.send_data(stream.stream_id, data, end_stream=end)
+        elif end:
+            # Finish without writing an empty DATA frame.
+            h3_stream = self.h3._get_or_create_stream(stream.stream_id)
+            h3_stream.sending_ended = True
+            self.quic.send_stream_data(stream.stream_id, b"", end_stream=True)
+        self.transmit_soon()
+
+    def reset_stream(self, stream: TunnelStream, code: int) -> None:
+        if self.closed.done():
+            return
+        try:
+            self.quic.reset_stream(stream.stream_id, code)
+        except Exception:  # noqa: BLE001 - already reset or finished: nothing left to abort
+            pass
+        self.transmit_soon()
+
+    def stop_stream(self, stream: TunnelStream, code: int) -> None:
+        if self.closed.done():
+            return
+        try:
+            self.quic.stop_stream(stream.stream_id, code)
+        except Exception:  # noqa: BLE001
+            pass
+        self.transmit_soon()
+
+    def credit(self, stream_id: int, nbytes: int) -> None:
+        self.quic.credit(stream_id, nbytes)
+        self.transmit_soon()
+
+    def stream_maybe_done(self, stream: TunnelStream) -> None:
+        """Forget a stream once both halves are over; return its credit and its slot."""
+        if not (stream.send_closed and stream.recv_closed):
+            return
+        if self._streams.pop(stream.stream_id, None) is None:
+            return
+        self.quic.forget_stream(stream.stream_id)
+        if self.h3 is not None:
+            self.h3.end_stream_ended(stream.stream_id)
+        for fut in self._slot_waiters[:1]:
+            if not fut.done():
+                fut.set_result(None)
+        self.transmit_soon()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    # -- send-side backpressure ---------------------------------------------------------------
+
+    def _buffered_total(self) -> int:
+        quic = self.quic
+        return sum(patches.stream_send_buffered(quic, sid) for sid in self._streams)
+
+    async def wait_send_room(self, stream: TunnelStream) -> None:
+        """Block while unacknowledged data on this connection exceeds ``send_window``."""
+        while self._buffered_total() >= self._send_window:
+            if self.closed.done():
+                raise StreamAborted(f"tunnel closed: {self.close_reason}")
+            if stream.aborted is not None:
+                raise stream.aborted
+            fut = self._loop.create_future()
+            self._room_waiters.append(fut)
+            await fut
+
+    def _wake_room_waiters(self) -> None:
+        if self.closed.done() or self._buffered_total() < self._send_window:
+            waiters, self._room_waiters = self._room_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self, reason: str = "", error_code: int = 0x100) -> None:
+        """Close the connection (H3_NO_ERROR by default)."""
+        if self.closed.done():
+            return
+        self.quic.close(error_code=error_code, reason_phrase=reason)
+        self.transmit()
+
+    def start_draining(self) -> None:
+        """Refuse new requests from now on (server end shutting down)."""
+        self._draining = True
+
+    def _terminated(self, reason: str) -> None:
+        if self.closed.done():
+            return
+        self.close_reason = reason
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
+        aborted = StreamAborted(f"tunnel lost: {reason}")
+        for stream in list(self._streams.values()):
+            stream._abort(aborted)
+        for fut in self._room_waiters + self._slot_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        if not self.confirmed.done():
+            self.confirmed.set_exception(SessionClosed(reason))
+            self.confirmed.exception()  # retrieved: no "never retrieved" warning
+        self.closed.set_result(reason)
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection locally without telling the peer (socket gone)."""
+        self._terminated(reason)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def stats(self) -> dict[str, float]:
+        data = patches.connection_stats(self.quic)
+        data["bytes_received"] = float(self.bytes_received)
+        data["bytes_sent"] = float(self.bytes_sent)
+        data["open_streams"] = float(len(self._streams))
+        data["lost_packets"] = float(patches.lost_packets(self.quic))
+        return data
+
+
+def _describe_close(event: qe.ConnectionTerminated) -> str:
+    reason = event.reason_phrase or "no reason given"
+    if reason == "Idle timeout":
+        # aioquic files its own idle timeout under INTERNAL_ERROR; say what happened instead.
+        return "idle timeout: no packet from the peer within max_idle_timeout"
+    return f"{_error_name(event.error_code, event.frame_type)}: {reason}"
+
+
+def _error_name(code: int, frame_type: int | None) -> str:
+    """Name a QUIC/HTTP3/TLS error code for log lines (application closes carry no frame type)."""
+    from aioquic.h3.connection import ErrorCode as H3Error
+    from aioquic.quic.packet import QuicErrorCode
+    from aioquic.tls import AlertDescription
+
+    if frame_type is None:
+        try:
+            return H3Error(code).name
+        except ValueError:
+            return f"application error {code:#x}"
+    if 0x100 <= code <= 0x1FF:
+        try:
+            return f"TLS alert {AlertDescription(code - 0x100).name}"
+        except ValueError:
+            return f"crypto error {code:#x}"
+    try:
+        return QuicErrorCode(code).name
+    except ValueError:
+        return f"transport error {code:#x}"

@@ -1,0 +1,172 @@
+"""TLS for the tunnel: load the material once, build aioquic configurations, verify the peer.
+
+Both ends verify each other (reference: "Mutual TLS"): the client end checks the server
+certificate against ``ca`` and its ``peer_hostname``; the server end *requires* a client
+certificate that chains to ``ca`` and carries the server's ``peer_hostname``. aioquic does the
+first part itself; the second is enforced by :class:`~.aioquic_patches.ClientAuthPolicy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from aioquic import tls
+from aioquic.h3.connection import H3_ALPN
+from aioquic.quic.configuration import QuicConfiguration
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..config import Config
+from ..errors import StartupError
+from .aioquic_patches import ClientAuthPolicy
+
+__all__ = [
+    "TlsMaterial",
+    "load_material",
+    "quic_configuration",
+    "client_auth_policy",
+    "ServerTicketStore",
+    "describe_alert",
+]
+
+logger = logging.getLogger("ptproxy.tunnel.tls")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsMaterial:
+    """Certificate chain, key and CA bundle, parsed and checked."""
+
+    certificate: x509.Certificate
+    chain: list[x509.Certificate]
+    private_key: object
+    ca_path: Path | None
+    ca_data: bytes | None
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"loading TLS {what} {path}: {exc.strerror or exc}") from exc
+
+
+def load_material(config: Config) -> TlsMaterial:
+    """Read and validate ``[tls]`` files; raise StartupError naming the file and the problem."""
+    t = config.tls
+    cert_pem = _read(t.cert, "certificate")
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise StartupError(f"loading TLS certificate {t.cert}: not a PEM certificate chain ({exc})") from exc
+    key_pem = _read(t.key, "key")
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise StartupError(f"loading TLS key {t.key}: not an unencrypted PEM private key ({exc})") from exc
+    if certs[0].public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
+        raise StartupError(f"loading TLS key {t.key}: does not match the certificate {t.cert}")
+    ca_data = None
+    if t.ca is not None:
+        ca_data = _read(t.ca, "CA")
+        try:
+            x509.load_pem_x509_certificates(ca_data)
+        except ValueError as exc:
+            raise StartupError(f"loading TLS CA {t.ca}: no PEM certificates ({exc})") from exc
+    return TlsMaterial(
+        certificate=certs[0], chain=certs[1:], private_key=key, ca_path=t.ca, ca_data=ca_data
+    )
+
+
+def quic_configuration(config: Config, material: TlsMaterial) -> QuicConfiguration:
+    """An aioquic configuration for this end: TLS 1.3 (aioquic only speaks 1.3), ALPN h3."""
+    is_client = config.general.mode == "Client"
+    tr = config.transport
+    qconf = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=H3_ALPN,
+        idle_timeout=tr.max_idle_timeout / 1000.0,
+        max_datagram_size=tr.max_datagram_size,
+        max_data=tr.effective_receive_window,
+        max_stream_data=tr.stream_receive_window,
+    )
+    if tr.initial_rtt is not None:
+        qconf.initial_rtt = tr.initial_rtt / 1000.0
+    qconf.certificate = material.certificate
+    qconf.certificate_chain = material.chain
+    qconf.private_key = material.private_key  # type: ignore[assignment]
+    if material.ca_data is not None:
+        qconf.cadata = material.ca_data
+    if is_client:
+        # Dialing an IP (connect_address) must still check the certificate's name.
+        qconf.server_name = config.general.peer_hostname
+        if config.tls.skip_verify:
+            logger.warning(
+                "tls.skip_verify is on: the server's certificate is NOT verified; "
+                "anyone on the path can impersonate %s",
+                config.general.peer_hostname,
+            )
+            qconf.verify_mode = ssl.CERT_NONE
+    return qconf
+
+
+def client_auth_policy(config: Config, material: TlsMaterial) -> ClientAuthPolicy:
+    """Server end: require a client certificate chaining to ``ca`` named ``peer_hostname``."""
+    peer = config.general.peer_hostname
+    skip = config.tls.skip_verify
+    if skip:
+        logger.warning(
+            "tls.skip_verify is on: client certificates are required but NOT verified; "
+            "anyone can open a tunnel to this server"
+        )
+
+    def verify(cert: x509.Certificate, chain: list[x509.Certificate]) -> None:
+        if skip:
+            return
+        tls.verify_certificate(
+            certificate=cert, chain=chain, server_name=peer, cadata=material.ca_data
+        )
+
+    return ClientAuthPolicy(verify)
+
+
+def describe_alert(exc: BaseException) -> str:
+    """A human sentence for a TLS failure."""
+    if isinstance(exc, tls.Alert):
+        desc = getattr(exc, "description", None)
+        name = desc.name if desc is not None else "alert"
+        detail = str(exc)
+        return f"{name}: {detail}" if detail else name
+    return str(exc)
+
+
+class ServerTicketStore:
+    """Session tickets issued by the server end: single-use and bounded.
+
+    Tickets are only issued after the client's Finished, i.e. after its certificate was verified
+    (the verify hook runs at CertificateVerify), so a ticket in this store stands for a verified
+    client identity. Popping on use makes each ticket single-use (0-RTT anti-replay for this
+    process); clearing on reload revokes resumption with old material.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._tickets: OrderedDict[bytes, tls.SessionTicket] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, ticket: tls.SessionTicket) -> None:
+        self._tickets[ticket.ticket] = ticket
+        while len(self._tickets) > self._capacity:
+            self._tickets.popitem(last=False)
+
+    def pop(self, label: bytes) -> tls.SessionTicket | None:
+        # Must return None, not raise: an exception here aborts the handshake.
+        return self._tickets.pop(label, None)
+
+    def clear(self) -> None:
+        self._tickets.clear()
+
+    def __len__(self) -> int:
+        return len(self._tickets)

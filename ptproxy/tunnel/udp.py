@@ -1,0 +1,72 @@
+"""UDP sockets for the tunnel: address family, buffer sizes (with a warning when clamped)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+__all__ = ["open_udp_socket", "BufferSizes"]
+
+logger = logging.getLogger("ptproxy.tunnel")
+
+
+class BufferSizes:
+    """Requested SO_RCVBUF / SO_SNDBUF sizes (None = OS default)."""
+
+    __slots__ = ("receive", "send")
+
+    def __init__(self, receive: int | None, send: int | None) -> None:
+        self.receive = receive
+        self.send = send
+
+
+def _family_for(bind_address: str, remote_family: int | None) -> tuple[int, str]:
+    ip = ipaddress.ip_address(bind_address)
+    if remote_family == socket.AF_INET and ip.version == 6 and ip.is_unspecified:
+        # "::" towards an IPv4 peer: a plain IPv4 socket is simpler than v4-mapped addresses.
+        return socket.AF_INET, "0.0.0.0"
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), bind_address
+
+
+def _apply_buffer(sock: socket.socket, option: int, name: str, requested: int | None) -> None:
+    if requested is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, requested)
+    except OSError as exc:
+        logger.warning("setting %s to %d failed: %s", name, requested, exc)
+        return
+    # Linux reports twice the usable size (bookkeeping overhead): compare against half.
+    granted = sock.getsockopt(socket.SOL_SOCKET, option) // 2
+    if granted < requested:
+        logger.warning(
+            "%s: requested %d bytes, the OS granted %d (raise net.core.%s_max)",
+            name,
+            requested,
+            granted,
+            "rmem" if option == socket.SO_RCVBUF else "wmem",
+        )
+
+
+def open_udp_socket(
+    bind_address: str,
+    port: int,
+    buffers: BufferSizes,
+    remote_family: int | None = None,
+) -> socket.socket:
+    """A non-blocking UDP socket bound to ``bind_address:port`` (dual-stack when ``::``)."""
+    family, host = _family_for(bind_address, remote_family)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # Accept IPv4 too when bound to "::" (the default), like the original.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        _apply_buffer(sock, socket.SO_RCVBUF, "socket_receive_buffer_size", buffers.receive)
+        _apply_buffer(sock, socket.SO_SNDBUF, "socket_send_buffer_size", buffers.send)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

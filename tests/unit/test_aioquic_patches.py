@@ -1,0 +1,265 @@
+"""The aioquic overrides, exercised on in-memory connection pairs (no sockets).
+
+If aioquic moves an internal we rely on, these fail by name instead of a guarantee (mTLS, flow
+control, stream limits, DATA frame boundaries) silently disappearing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aioquic import tls
+from aioquic.h3.connection import H3_ALPN
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamDataReceived
+
+from ptproxy.devcerts import DemoPki, LeafFiles, make_ca
+from ptproxy.tunnel import aioquic_patches as patches
+from ptproxy.tunnel.aioquic_patches import (
+    ClientAuthPolicy,
+    DataFrame,
+    FlowSettings,
+    PatchedH3Connection,
+    PatchedQuicConnection,
+)
+
+from cryptography import x509
+
+CLIENT_ADDR = ("1.2.3.4", 1234)
+SERVER_ADDR = ("2.3.4.5", 4433)
+
+
+def _flow(**kw: int) -> FlowSettings:
+    base = dict(
+        stream_receive_window=1_000_000,
+        receive_window=1_000_000,
+        max_concurrent_streams=100,
+        congestion_algorithm="NewReno",
+        initial_window=14720,
+    )
+    base.update(kw)
+    return FlowSettings(**base)  # type: ignore[arg-type]
+
+
+def _config(is_client: bool, leaf: LeafFiles | None, ca: Path, server_name: str | None = None) -> QuicConfiguration:
+    conf = QuicConfiguration(is_client=is_client, alpn_protocols=H3_ALPN)
+    if leaf is not None:
+        conf.load_cert_chain(str(leaf.cert), str(leaf.key))
+    conf.cadata = ca.read_bytes()
+    if server_name:
+        conf.server_name = server_name
+    return conf
+
+
+def _policy(pki_ca: Path, peer: str) -> ClientAuthPolicy:
+    ca = pki_ca.read_bytes()
+
+    def verify(cert: x509.Certificate, chain: list[x509.Certificate]) -> None:
+        tls.verify_certificate(certificate=cert, chain=chain, server_name=peer, cadata=ca)
+
+    return ClientAuthPolicy(verify)
+
+
+class Pair:
+    """A client and a server PatchedQuicConnection joined in memory."""
+
+    def __init__(
+        self,
+        pki: DemoPki,
+        *,
+        client_leaf: LeafFiles | None,
+        server_flow: FlowSettings | None = None,
+        client_flow: FlowSettings | None = None,
+        tickets: dict[bytes, tls.SessionTicket] | None = None,
+        ticket: tls.SessionTicket | None = None,
+    ) -> None:
+        self.now = 1000.0
+        cconf = _config(True, client_leaf, pki.ca, pki.server_name)
+        cconf.session_ticket = ticket
+        self.client_tickets: list[tls.SessionTicket] = []
+        self.client = PatchedQuicConnection(
+            configuration=cconf,
+            flow=client_flow or _flow(),
+            session_ticket_handler=self.client_tickets.append,
+        )
+        store = tickets if tickets is not None else {}
+        self.server = PatchedQuicConnection(
+            configuration=_config(False, pki.server, pki.ca),
+            flow=server_flow or _flow(),
+            client_auth=_policy(pki.ca, pki.client_name),
+            original_destination_connection_id=self.client.original_destination_connection_id,
+            session_ticket_fetcher=lambda label: store.pop(label, None),
+            session_ticket_handler=lambda t: store.__setitem__(t.ticket, t),
+        )
+        self.client.connect(SERVER_ADDR, now=self.now)
+
+    def roundtrip(self, rounds: int = 50) -> None:
+        for _ in range(rounds):
+            moved = 0
+            for data, _ in self.client.datagrams_to_send(now=self.now):
+                self.server.receive_datagram(data, CLIENT_ADDR, now=self.now)
+                moved += 1
+            for data, _ in self.server.datagrams_to_send(now=self.now):
+                self.client.receive_datagram(data, SERVER_ADDR, now=self.now)
+                moved += 1
+            self.now += 0.001
+            if not moved:
+                timer = min(t for t in (self.client.get_timer(), self.server.get_timer(), self.now + 1) if t)
+                if timer - self.now > 0.5:
+                    return
+                self.now = max(self.now, timer)
+                for conn in (self.client, self.server):
+                    at = conn.get_timer()
+                    if at is not None and at <= self.now:
+                        conn.handle_timer(self.now)
+
+    @staticmethod
+    def events(conn: PatchedQuicConnection) -> list[object]:
+        out = []
+        while (ev := conn.next_event()) is not None:
+            out.append(ev)
+        return out
+
+
+def test_aioquic_internals_we_patch_are_present() -> None:
+    assert patches.check_internals() == []
+
+
+def test_aioquic_is_the_pinned_version() -> None:
+    import aioquic
+
+    assert aioquic.__version__ == "1.7.2", "aioquic_patches.py was written against 1.7.2: re-audit it"
+
+
+def test_mutual_tls_accepts_the_right_client(pki: DemoPki) -> None:
+    pair = Pair(pki, client_leaf=pki.client)
+    pair.roundtrip()
+    assert patches.handshake_confirmed(pair.client)
+    assert any(isinstance(e, HandshakeCompleted) for e in Pair.events(pair.server))
+    assert pair.server.tls._peer_certificate is not None
+
+
+def _refusal(pair: Pair) -> ConnectionTerminated:
+    pair.roundtrip()
+    assert not patches.handshake_confirmed(pair.client)
+    closing = patches.pending_close(pair.server)
+    assert closing is not None, "server accepted a client it must refuse"
+    return closing
+
+
+def test_server_refuses_a_client_without_certificate(pki: DemoPki) -> None:
+    closing = _refusal(Pair(pki, client_leaf=None))
+    assert closing.error_code == 0x100 + tls.AlertDescription.certificate_required
+
+
+def test_server_refuses_a_client_from_another_ca(pki: DemoPki, tmp_path: Path) -> None:
+    other = make_ca(tmp_path, "other CA").issue(pki.client_name, tmp_path, stem="intruder")
+    closing = _refusal(Pair(pki, client_leaf=other))
+    assert closing.error_code == 0x100 + tls.AlertDescription.bad_certificate
+
+
+def test_server_refuses_a_client_certificate_for_another_name(pki: DemoPki, tmp_path: Path) -> None:
+    # A CA both ends trust, issuing the client a certificate for a name the server does not expect.
+    ca = make_ca(tmp_path, "name test CA")
+    leaf = ca.issue("someone-else.ptproxy.test", tmp_path, stem="wrongname")
+    server_pki = DemoPki(ca=ca.cert_path, client=leaf, server=ca.issue(pki.server_name, tmp_path, stem="srv"),
+                         client_name=pki.client_name, server_name=pki.server_name)
+    closing = _refusal(Pair(server_pki, client_leaf=leaf))
+    assert closing.error_code == 0x100 + tls.AlertDescription.bad_certificate
+    assert "someone-else" in closing.reason_phrase or "doesn't match" in closing.reason_phrase
+
+
+def test_server_refuses_an_expired_client_certificate(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, "expiry CA")
+    pki = DemoPki(
+        ca=ca.cert_path,
+        client=ca.issue("client.ptproxy.test", tmp_path, stem="old", expired=True),
+        server=ca.issue("server.ptproxy.test", tmp_path, stem="srv"),
+        client_name="client.ptproxy.test",
+        server_name="server.ptproxy.test",
+    )
+    closing = _refusal(Pair(pki, client_leaf=pki.client))
+    assert closing.error_code == 0x100 + tls.AlertDescription.certificate_expired
+
+
+def test_resumption_and_0rtt_work_with_client_auth_on(pki: DemoPki) -> None:
+    tickets: dict[bytes, tls.SessionTicket] = {}
+    first = Pair(pki, client_leaf=pki.client, tickets=tickets)
+    first.roundtrip()
+    assert first.client_tickets, "server issued no ticket"
+    second = Pair(pki, client_leaf=pki.client, tickets=tickets, ticket=first.client_tickets[-1])
+    second.roundtrip()
+    assert patches.handshake_confirmed(second.client)
+    done = [e for e in Pair.events(second.client) if isinstance(e, HandshakeCompleted)]
+    assert done and done[0].session_resumed
+    # Single use: the ticket was consumed by the resumption.
+    assert first.client_tickets[-1].ticket not in tickets
+
+
+def test_max_concurrent_streams_reaches_the_peer(pki: DemoPki) -> None:
+    pair = Pair(pki, client_leaf=pki.client, server_flow=_flow(max_concurrent_streams=7))
+    pair.roundtrip()
+    assert patches.peer_max_streams_bidi(pair.client) == 7
+
+
+def test_receive_credit_follows_consumption_not_arrival(pki: DemoPki) -> None:
+    window = 100_000
+    pair = Pair(pki, client_leaf=pki.client, server_flow=_flow(stream_receive_window=window, receive_window=10 * window))
+    pair.roundtrip()
+    sid = pair.client.get_next_available_stream_id()
+    pair.client.send_stream_data(sid, b"x" * (5 * window))
+    pair.roundtrip(200)
+    received = sum(len(e.data) for e in Pair.events(pair.server) if isinstance(e, StreamDataReceived))
+    # Nothing consumed: the sender is stuck at one window (aioquic alone would have doubled it).
+    assert received == window
+    pair.server.credit(sid, window)
+    pair.roundtrip(200)
+    received += sum(len(e.data) for e in Pair.events(pair.server) if isinstance(e, StreamDataReceived))
+    assert received == 2 * window
+
+
+def test_data_frame_sizes_are_reported_at_frame_start(pki: DemoPki) -> None:
+    pair = Pair(pki, client_leaf=pki.client)
+    pair.roundtrip()
+    h3c = PatchedH3Connection(pair.client)
+    h3s = PatchedH3Connection(pair.server)
+    sid = pair.client.get_next_available_stream_id()
+    h3c.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")])
+    sizes = [3, 20_000, 1, 70_000]
+    for size in sizes:
+        h3c.send_data(sid, b"y" * size, end_stream=False)
+    h3c.send_data(sid, b"", end_stream=True)
+    seen: list[int] = []
+    current = 0
+    for _ in range(100):
+        pair.roundtrip(1)
+        for ev in Pair.events(pair.server):
+            for h3ev in h3s.handle_event(ev):  # type: ignore[arg-type]
+                if isinstance(h3ev, DataFrame) and h3ev.data or isinstance(h3ev, DataFrame) and h3ev.frame_size:
+                    if h3ev.frame_size is not None:
+                        current = h3ev.frame_size
+                    if h3ev.frame_end and current:
+                        seen.append(current)
+                        current = 0
+                        pair.server.credit(sid, 0)
+            # consume everything so flow control never stalls the test
+            pair.server.credit(sid, 1 << 20)
+    assert seen[: len(sizes)] == sizes
+
+
+def test_content_length_mismatch_does_not_close_the_connection(pki: DemoPki) -> None:
+    pair = Pair(pki, client_leaf=pki.client)
+    pair.roundtrip()
+    h3c = PatchedH3Connection(pair.client)
+    h3s = PatchedH3Connection(pair.server)
+    sid = pair.client.get_next_available_stream_id()
+    h3c.send_headers(
+        sid,
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/"), (b"content-length", b"10")],
+    )
+    h3c.send_data(sid, b"short", end_stream=True)
+    pair.roundtrip()
+    for ev in Pair.events(pair.server):
+        h3s.handle_event(ev)  # type: ignore[arg-type]
+    assert patches.pending_close(pair.server) is None
