@@ -17,7 +17,7 @@ from ptproxy.devcerts import make_demo_pki
 
 from benchmarks.netem import LinkEmulator, LinkProfile
 
-from .runner import RATE_MBIT, RTT_MS, Agent, Bench, System, pct
+from .runner import BDP, RATE_MBIT, RTT_MS, Agent, Bench, System, pct
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--loss", type=float, default=0.0)
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--extra", default="", help="extra TOML appended to both ends")
+    ap.add_argument("--window-bdp", type=float, default=None,
+                    help="receive/send/stream windows as this many BDPs (default: the bench's 2)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="linkdiag-"))
     work.chmod(0o755)
@@ -50,6 +52,11 @@ def main() -> None:
         if a.qlog:
             extra += f'\n[system]\nqlog_dir = "{work}/qlog"\n'
         s.info["extra_toml"] = extra
+        if a.window_bdp is not None:
+            w = int(a.window_bdp * BDP)
+            s.info["transport_overrides"] = {
+                k: w for k in ("receive_window", "send_window", "stream_receive_window")
+            }
         b.systems = [s]
         b.start_origin()
         b.start_ptproxy(s)

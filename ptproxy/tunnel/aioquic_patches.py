@@ -25,7 +25,9 @@ aioquic upgrade that moves an internal fails loudly instead of silently dropping
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,6 +36,7 @@ from aioquic.h3 import connection as h3c
 from aioquic.h3.events import DataReceived, H3Event
 from aioquic.quic import connection as qc
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.logger import QLOG_VERSION, QuicLogger, QuicLoggerTrace
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
@@ -55,6 +58,7 @@ __all__ = [
     "pending_close",
     "peer_transport_parameters",
     "set_early_data_allowed",
+    "EndQlogWriter",
 ]
 
 logger = logging.getLogger("ptproxy.tunnel")
@@ -118,6 +122,8 @@ def check_internals() -> list[str]:
     for name in ("_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized", "_on_packets_lost"):
         if not hasattr(conn._loss, name):
             missing.append(f"QuicPacketRecovery.{name}")
+    if not hasattr(QuicLogger(), "_traces"):
+        missing.append("QuicLogger()._traces")
     h3s = h3c.H3Stream(0)
     for name in ("frame_size", "frame_type", "sending_ended", "receiving_ended", "headers_recv_state"):
         if not hasattr(h3s, name):
@@ -499,3 +505,31 @@ class PatchedH3Connection(h3c.H3Connection):
         from aioquic.buffer import encode_uint_var
 
         return encode_uint_var(h3c.FrameType.DATA) + encode_uint_var(size)
+
+
+# -- qlog traces ----------------------------------------------------------------------------
+
+
+class EndQlogWriter(QuicLogger):
+    """Write each connection's qlog trace to ``<dir>/<ODCID>.<client|server>.qlog``.
+
+    aioquic's QuicFileLogger names files by ODCID alone, which both ends of one connection share:
+    two ends given the same directory (one machine, a test, a benchmark) overwrite each other's
+    traces and can leave a file of two interleaved JSON documents. The file is written to a
+    temporary name and renamed, so a reader never sees half a trace.
+    """
+
+    def __init__(self, directory: str) -> None:
+        if not os.path.isdir(directory):
+            raise ValueError(f"qlog_dir {directory!r} is not a directory")
+        self.directory = directory
+        super().__init__()
+
+    def end_trace(self, trace: QuicLoggerTrace) -> None:
+        doc = trace.to_dict()
+        name = f"{doc['common_fields']['ODCID']}.{doc['vantage_point']['type']}.qlog"
+        path = os.path.join(self.directory, name)
+        with open(path + ".tmp", "w", encoding="utf-8") as fp:
+            json.dump({"qlog_format": "JSON", "qlog_version": QLOG_VERSION, "traces": [doc]}, fp)
+        os.replace(path + ".tmp", path)
+        self._traces.remove(trace)  # internal list, as QuicFileLogger does; else traces pile up

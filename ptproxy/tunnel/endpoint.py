@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.logger import QuicFileLogger
 
 from ..config import Config
-from .aioquic_patches import ClientAuthPolicy, FlowSettings, PatchedQuicConnection
+from .aioquic_patches import ClientAuthPolicy, EndQlogWriter, FlowSettings, PatchedQuicConnection
 from .tls import TlsMaterial, quic_configuration
 
 __all__ = ["EndpointSettings", "connection_numbers", "key_log_file"]
@@ -45,7 +44,7 @@ class EndpointSettings:
             qconf.secrets_log_file = keylog
         if config.system.qlog_dir is not None:
             config.system.qlog_dir.mkdir(parents=True, exist_ok=True)
-            qconf.quic_logger = QuicFileLogger(str(config.system.qlog_dir))
+            qconf.quic_logger = EndQlogWriter(str(config.system.qlog_dir))
         flow = FlowSettings(
             stream_receive_window=tr.stream_receive_window,
             receive_window=tr.effective_receive_window,

@@ -87,14 +87,27 @@ def test_sslkeylogfile_records_secrets_and_warns(
         assert log.count("SSLKEYLOGFILE is set") == 1, log
 
 
-def test_qlog_dir_gets_a_trace_per_connection(make_pair: Callable[..., Pair], tmp_path: Path) -> None:
+def test_qlog_dir_gets_a_trace_per_connection_and_end(
+    make_pair: Callable[..., Pair], tmp_path: Path
+) -> None:
+    # Both ends share one directory: each must keep its own trace of the same connection.
     qlogs = tmp_path / "qlog"
-    pair = make_pair({"system": {"qlog_dir": str(qlogs)}})
+    system = {"system": {"qlog_dir": str(qlogs)}}
+    pair = make_pair(system, system)
     assert fetch(pair) == 200
-    pair.client.stop()  # the trace is written when the connection ends
-    files = wait_for(lambda: sorted(qlogs.glob("*.qlog")), 10)
+    pair.client.stop()  # the traces are written when the connection ends, at both ends
+
+    def both_traces() -> list[Path] | None:
+        files = sorted(qlogs.glob("*.qlog"))
+        return files if len(files) == 2 else None
+
+    files = wait_for(both_traces, 10)
     assert files, list(qlogs.iterdir()) if qlogs.exists() else "no qlog dir"
-    doc = json.loads(files[0].read_text())
-    assert doc["qlog_version"] and doc["traces"][0]["vantage_point"]["type"] == "client"
-    events = doc["traces"][0]["events"]
-    assert any(e["name"] == "transport:packet_sent" for e in events)
+    by_end = {f.name.split(".")[-2]: f for f in files}
+    assert set(by_end) == {"client", "server"}, files
+    assert files[0].name.split(".")[0] == files[1].name.split(".")[0]  # the same connection
+    for end, f in by_end.items():
+        doc = json.loads(f.read_text())
+        assert doc["qlog_version"] and doc["traces"][0]["vantage_point"]["type"] == end
+        events = doc["traces"][0]["events"]
+        assert any(e["name"] == "transport:packet_sent" for e in events)
