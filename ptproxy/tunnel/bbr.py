@@ -60,6 +60,10 @@ PROBE_RTT_DURATION = 0.2  # seconds
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
 MIN_PIPE_PACKETS = 4
+#: STARTUP ends early when a round loses more than this share of its data in at least
+#: STARTUP_LOSS_EVENTS separate loss events (BBRv2's 2 % and 8): a queue overflowing, not noise.
+STARTUP_LOSS_RATE = 0.02
+STARTUP_LOSS_EVENTS = 8
 MAX_SEND_QUANTUM = 64 * 1024
 
 
@@ -183,6 +187,9 @@ class Bbr(Controller):
         self._recovery_start = 0.0
         self._conservation = False
         self._lost_since_ack = 0
+        self._round_lost = 0
+        self._round_loss_events = 0
+        self._round_delivered_start = 0
 
         # Before the first RTT sample, spread the initial window over QUIC's assumed RTT.
         self._srtt = DEFAULT_INITIAL_RTT
@@ -249,6 +256,8 @@ class Bbr(Controller):
             return
         self.bytes_in_flight -= lost
         self._lost_since_ack += lost
+        self._round_lost += lost
+        self._round_loss_events += 1
         if not self._in_recovery:
             # Draft 4.2.3.4: keep sending one packet per delivered packet for a round trip,
             # starting from what is still in flight; the model (and so the rate) is untouched.
@@ -259,6 +268,11 @@ class Bbr(Controller):
             self._next_round_delivered = self._delivered  # the conservation round starts now
             self.congestion_window = max(self.bytes_in_flight + self._mds, self._min_pipe_cwnd)
         else:
+            # A loss inside recovery extends it (BBR draft: recovery ends when all losses are
+            # repaired, as in TCP) instead of letting it end one round after it began: under
+            # steady random loss (1 % at 100 Mbit/s is a loss every ~10 ms) recovery would end,
+            # restore the window and restart conservation at once, pinning cwnd to the flight.
+            self._recovery_start = now
             self.congestion_window = max(self.congestion_window - lost, self._min_pipe_cwnd)
 
     def on_persistent_congestion(self) -> None:
@@ -306,6 +320,22 @@ class Bbr(Controller):
             self._next_round_delivered = self._delivered
             self._round_count += 1
             self._conservation = False
+            self._check_startup_loss()
+
+    def _check_startup_loss(self) -> None:
+        """At a round's end: leave STARTUP if the round lost too much (its queue overflowed).
+
+        The bandwidth plateau test alone can take many rounds when samples are app-limited
+        (flow-control stalls behind losses), while a 2.89x gain keeps overflowing the queue.
+        """
+        delivered = self._delivered - self._round_delivered_start
+        lost, events = self._round_lost, self._round_loss_events
+        self._round_lost = self._round_loss_events = 0
+        self._round_delivered_start = self._delivered
+        if self._filled_pipe or self.state != BbrState.STARTUP or events < STARTUP_LOSS_EVENTS:
+            return
+        if lost > STARTUP_LOSS_RATE * (lost + delivered):
+            self._filled_pipe = True
 
     def _update_min_rtt(self, now: float, rtt: float) -> None:
         self._min_rtt_expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW

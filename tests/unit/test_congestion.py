@@ -257,6 +257,44 @@ def test_bbr_ignores_a_loss_beyond_packet_conservation_for_one_round() -> None:
     assert cc.congestion_window >= window
 
 
+def test_bbr_losses_during_recovery_extend_it_instead_of_restarting_conservation() -> None:
+    # Steady random loss: a second loss arrives before the first recovery's round is over.
+    cc = Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
+    sent = send(cc, 0, 12, now=0.0)
+    ack(cc, sent[:10], now=0.05, srtt=0.05)
+    lose(cc, sent[10:11], now=0.05, srtt=0.05)  # enters recovery, conservation
+    more = send(cc, 12, 20, now=0.06)
+    lose(cc, sent[11:12], now=0.09, srtt=0.05)  # still in recovery: extends it
+    ack(cc, more[:10], now=0.11, srtt=0.05)  # a round later: conservation over, window grows
+    grown = cc.congestion_window
+    assert grown > cc.bytes_in_flight + MDS
+    lose(cc, more[10:11], now=0.115, srtt=0.05)
+    # Same recovery episode: the window loses the lost bytes, it is not reset to the flight.
+    assert cc.congestion_window == grown - MDS
+    # Acks of packets sent after the last loss end recovery and restore the saved window.
+    late = send(cc, 32, 2, now=0.12)
+    ack(cc, late, now=0.17, srtt=0.05)
+    assert cc.congestion_window >= IW
+
+
+@pytest.mark.parametrize(
+    "acked, losses, leaves",
+    [(50, 10, True), (50, 7, False), (1000, 8, False)],
+    ids=["overflow-16pct-10-events", "only-7-events", "random-0.8pct"],
+)
+def test_bbr_startup_ends_on_a_round_that_overflows_the_queue(
+    acked: int, losses: int, leaves: bool
+) -> None:
+    cc = Bbr(max_datagram_size=MDS, initial_window=2000 * MDS, rng=random.Random(1))
+    first = send(cc, 0, acked + losses, now=0.0)
+    ack(cc, first[:acked], now=0.05, srtt=0.05)  # round 1 starts with the first ack
+    for p in first[acked:]:  # separate loss events, as scattered drops are reported
+        lose(cc, [p], now=0.05, srtt=0.05)
+    second = send(cc, acked + losses, 2, now=0.05)
+    ack(cc, second, now=0.1, srtt=0.05)  # round 2 starts: round 1's losses are judged
+    assert (cc.state != BbrState.STARTUP) is leaves, cc.get_log_data()
+
+
 # -- simulator ----------------------------------------------------------------------------------
 
 
