@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--extra", default="", help="extra TOML appended to both ends")
     ap.add_argument("--window-bdp", type=float, default=None,
-                    help="receive/send/stream windows as this many BDPs (default: the bench's 2)")
+                    help="receive/send/stream windows as this many BDPs (default: the bench's WINDOW_BDPS)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="linkdiag-"))
     work.chmod(0o755)

