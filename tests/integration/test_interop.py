@@ -94,6 +94,19 @@ def caddies(tmp_path: Path) -> Iterator[Callable[[str, str], Caddy]]:
         caddy.stop()
 
 
+def free_tcp_and_udp_port() -> int:
+    """A port free for both TCP and UDP: Caddy's HTTPS site listens on both (h1/h2 and h3)."""
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
 def request(port: int, method: str, target: str, body: bytes | None = None,
             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
@@ -152,10 +165,12 @@ def test_ptproxy_client_end_through_a_caddy_server_side(
     make_pair: Callable[..., Pair], caddies: Callable[[str, str], Caddy], pki: DemoPki,
     origin: OriginProcess, tmp_path: Path,
 ) -> None:
-    pair = make_pair(start_server=False, wait=False)  # the client end dials Caddy instead
+    port = free_tcp_and_udp_port()
+    # the client end dials Caddy instead of a ptproxy server end
+    pair = make_pair({"general": {"quic_port": port}}, start_server=False, wait=False)
     access_log = tmp_path / "caddy-access.log"
     caddy = caddies("server-side", f"""
-https://:{pair.quic_port} {{
+https://:{port} {{
     bind 127.0.0.1
     tls {pki.server.cert} {pki.server.key} {{
         protocols tls1.3
@@ -173,7 +188,7 @@ https://:{pair.quic_port} {{
     }}
 }}
 """)
-    caddy.wait_tcp(pair.quic_port)
+    caddy.wait_tcp(port)
     pair.wait_ready()
     check_echo_and_upload(pair.http_port, origin, "interop-caddy-server")
     protos = wait_for(
