@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ptproxy.devcerts import make_demo_pki
+from ptproxy.ops.devcerts import make_demo_pki
 
 from .e2e.origin import origin_conf
 from .e2e.places import free_port

@@ -1,5 +1,5 @@
 """ptproxy: a point-to-point HTTP/1.1 reverse proxy over one mutually authenticated HTTP/3 session."""
 
-from ._version import __version__
+from ptproxy._version import __version__
 
 __all__ = ["__version__"]

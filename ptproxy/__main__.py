@@ -1,6 +1,6 @@
 """``python -m ptproxy``."""
 
-from .cli import main
+from ptproxy.ops.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

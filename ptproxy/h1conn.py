@@ -14,9 +14,9 @@ import socket
 from collections import deque
 from typing import Any, Protocol
 
-from .errors import PtproxyError
-from .pump import FlowMarks
-from .http1.events import BodyData, EndOfMessage
+from ptproxy.errors import PtproxyError
+from ptproxy.wire.events import BodyData, EndOfMessage
+from ptproxy.wire.framing import FlowMarks
 
 __all__ = [
     "H1Connection",

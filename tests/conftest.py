@@ -2,7 +2,7 @@
 
 Hot-path unit tests run against both twins: define in the test module
 
-    impl = twin_fixture("ptproxy.http1._chunked_py", "ptproxy._speedups.chunked")
+    impl = twin_fixture("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
 
 and take ``impl`` as an argument. The ``c`` param is skipped (not silently passed) when the
 compiled module is not built, unless PTPROXY_REQUIRE_EXTENSIONS=1, where it fails.
@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pytest
 
-from ptproxy.devcerts import DemoPki, make_demo_pki
+from ptproxy.ops.devcerts import DemoPki, make_demo_pki
 
 
 def _load_twin(name: str, compiled: bool) -> ModuleType:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ptproxy.devcerts import make_demo_pki
+from ptproxy.ops.devcerts import make_demo_pki
 
 from .load import Loadgen, percentiles
 from .machine import CpuPlan

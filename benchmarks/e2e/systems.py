@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptproxy.devcerts import DemoPki
+from ptproxy.ops.devcerts import DemoPki
 
 from .machine import CpuPlan, which
 from .origin import nginx_common, nginx_http_common

@@ -21,7 +21,7 @@ from . import targets as t
 
 
 def _twins() -> list[tuple[str, Any, Any]]:
-    out = [("py", importlib.import_module("ptproxy.http1._fieldcodec_py"), importlib.import_module("ptproxy.http1._chunked_py"))]
+    out = [("py", importlib.import_module("ptproxy.wire._fieldcodec_py"), importlib.import_module("ptproxy.wire._chunked_py"))]
     try:
         out.append(("c", importlib.import_module("ptproxy._speedups.fieldcodec"), importlib.import_module("ptproxy._speedups.chunked")))
     except ImportError:

@@ -25,11 +25,17 @@ from typing import Any, Iterator
 from hypothesis import strategies as st
 
 from ptproxy.errors import PtproxyError
-from ptproxy.http1 import serialize
-from ptproxy.http1.events import BodyData, BodyKind, ChunkComplete, EndOfMessage, RequestHead, ResponseHead
-from ptproxy.http1.parser import RequestParser, ResponseParser
-from ptproxy.tunnel import h3map
-from ptproxy.tunnel.h3map import NO_BODY_STATUSES
+from ptproxy.wire import h3map, serialize
+from ptproxy.wire.events import (
+    BodyData,
+    BodyKind,
+    ChunkComplete,
+    EndOfMessage,
+    RequestHead,
+    ResponseHead,
+)
+from ptproxy.wire.h3map import NO_BODY_STATUSES
+from ptproxy.wire.parser import RequestParser, ResponseParser
 
 FRAMING = {b"content-length", b"transfer-encoding", b"host"}
 
@@ -130,7 +136,7 @@ def _reframe(ck: Any, msg: Message, kind: BodyKind) -> bytes:
 
 def request_target(data: bytes, cuts: list[int], fc: ModuleType | None = None, ck: ModuleType | None = None) -> str:
     """Returns "rejected", "incomplete" or "forwarded"; AssertionError on a broken property."""
-    from ptproxy.http1 import chunked as ck_default
+    from ptproxy.wire import chunked as ck_default
 
     ck = ck or ck_default
     with using_twins(fc):
@@ -181,7 +187,7 @@ def response_target(
     data: bytes, cuts: list[int], method: bytes = b"GET", eof: bool = True,
     fc: ModuleType | None = None, ck: ModuleType | None = None,
 ) -> str:
-    from ptproxy.http1 import chunked as ck_default
+    from ptproxy.wire import chunked as ck_default
 
     ck = ck or ck_default
     with using_twins(fc):

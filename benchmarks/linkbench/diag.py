@@ -13,9 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ptproxy.devcerts import make_demo_pki
-
 from benchmarks.netem import LinkEmulator, LinkProfile
+from ptproxy.ops.devcerts import make_demo_pki
 
 from .runner import BDP, RATE_MBIT, RTT_MS, Agent, Bench, System, pct
 

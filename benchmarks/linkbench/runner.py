@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptproxy.devcerts import DemoPki, make_demo_pki
-
 from benchmarks.e2e.origin import nginx_common, nginx_http_common, origin_conf
 from benchmarks.netem import LinkEmulator, LinkProfile
 from benchmarks.netem.emulator import python_env
+from ptproxy.ops.devcerts import DemoPki, make_demo_pki
 
 from .report import write_reports
 

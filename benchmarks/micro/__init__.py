@@ -30,9 +30,9 @@ __all__ = ["TARGET_RATIO", "Case", "Result", "cases", "load_twins", "machine", "
 
 TARGET_RATIO = 3.0
 
-FIELDCODEC = ("ptproxy.http1._fieldcodec_py", "ptproxy._speedups.fieldcodec")
-CHUNKED = ("ptproxy.http1._chunked_py", "ptproxy._speedups.chunked")
-PUMP = ("ptproxy._pump_py", "ptproxy._speedups.pump")
+FIELDCODEC = ("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec")
+CHUNKED = ("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
+PUMP = ("ptproxy.wire._framing_py", "ptproxy._speedups.framing")
 
 # A browser request in the style of h11's benchmark (Firefox on Linux): 12 header lines, Title-Case
 # names as clients send them, one Connection header naming an extra hop-by-hop field.

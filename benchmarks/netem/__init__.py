@@ -4,7 +4,9 @@ process that applies one-way delay, jitter, random loss and a rate limit with a 
 The kernel of the benchmark VMs has no netem qdisc, so this emulates the link at packet level:
 TCP and QUIC go through the same model. Needs root (namespaces, /dev/net/tun).
 
-    from benchmarks.netem import LinkEmulator, LinkProfile
+    from benchmarks.netem import LinkEmulator
+
+    from benchmarks.netem import LinkProfile
     with LinkEmulator(LinkProfile(rtt_ms=50, loss=0.01, rate_mbit=100)) as link:
         link.run_in_b(["my-server", "--listen", link.b_addr])
         link.run_in_a(["my-client", link.b_addr]).wait()

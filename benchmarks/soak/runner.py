@@ -418,9 +418,9 @@ class Soak:
 
 
 async def run_soak(opts: SoakOptions) -> dict[str, Any]:
-    from ptproxy.devcerts import make_demo_pki
-
     import socket
+
+    from ptproxy.ops.devcerts import make_demo_pki
 
     keep_dir = opts.workdir is not None
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="ptproxy-soak-"))

@@ -1,5 +1,5 @@
 # cython: language_level=3, freethreading_compatible=True, binding=False
-"""Compiled twin of ``ptproxy.http1._chunked_py``: same ``__all__``, same results, same exceptions.
+"""Compiled twin of ``ptproxy.wire._chunked_py``: same ``__all__``, same results, same exceptions.
 
 Strategy: a framed chunk is built in one allocation (``PyBytes_FromStringAndSize(NULL, n)``, hex size
 written backwards, one ``memcpy`` of the payload). ``ChunkCoalescer`` keeps references to the

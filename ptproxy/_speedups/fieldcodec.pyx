@@ -1,5 +1,5 @@
 # cython: language_level=3, freethreading_compatible=True, binding=False
-"""Compiled twin of ``ptproxy.http1._fieldcodec_py``: same ``__all__``, same results, same exceptions.
+"""Compiled twin of ``ptproxy.wire._fieldcodec_py``: same ``__all__``, same results, same exceptions.
 
 Strategy: every routine is a byte loop over ``const unsigned char*`` with 256-entry lookup tables
 built once at import (token bytes, forbidden value bytes, ASCII case maps). Outputs are allocated

@@ -11,9 +11,14 @@ from typing import Any, TextIO
 
 from aioquic.quic.configuration import QuicConfiguration
 
-from ..config import Config
-from .aioquic_patches import ClientAuthPolicy, EndQlogWriter, FlowSettings, PatchedQuicConnection
-from .tls import TlsMaterial, quic_configuration
+from ptproxy.ops.config import Config
+from ptproxy.tunnel.aioquic.patches import (
+    ClientAuthPolicy,
+    EndQlogWriter,
+    FlowSettings,
+    PatchedQuicConnection,
+)
+from ptproxy.tunnel.tls import TlsMaterial, quic_configuration
 
 __all__ = ["EndpointSettings", "connection_numbers", "key_log_file"]
 

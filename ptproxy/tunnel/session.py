@@ -16,9 +16,15 @@ from typing import Any, Callable
 from aioquic.h3.events import HeadersReceived
 from aioquic.quic import events as qe
 
-from . import aioquic_patches as patches
-from .aioquic_patches import DataFrame, PatchedH3Connection, PatchedQuicConnection
-from .streams import H3_REQUEST_REJECTED, Headers, StreamAborted, StreamEnded, TunnelStream
+from ptproxy.tunnel.aioquic import patches
+from ptproxy.tunnel.aioquic.patches import DataFrame, PatchedH3Connection, PatchedQuicConnection
+from ptproxy.tunnel.stream import (
+    H3_REQUEST_REJECTED,
+    Headers,
+    StreamAborted,
+    StreamEnded,
+    TunnelStream,
+)
 
 __all__ = ["Session", "SessionClosed"]
 

@@ -20,9 +20,9 @@ from aioquic.quic.configuration import QuicConfiguration
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..config import Config
-from ..errors import StartupError
-from .aioquic_patches import ClientAuthPolicy
+from ptproxy.errors import StartupError
+from ptproxy.ops.config import Config
+from ptproxy.tunnel.aioquic.patches import ClientAuthPolicy
 
 __all__ = [
     "TlsMaterial",

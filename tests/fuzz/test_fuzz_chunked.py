@@ -13,7 +13,7 @@ from benchmarks.fuzz.targets import chunk_target
 from ptproxy.errors import PtproxyError
 from tests.conftest import twin_fixture
 
-ck = twin_fixture("ptproxy.http1._chunked_py", "ptproxy._speedups.chunked")
+ck = twin_fixture("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def _bytes_of(alphabet: bytes, min_size: int, max_size: int):
@@ -55,7 +55,7 @@ fields = st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=12)), max
 @settings(max_examples=500, deadline=None)
 @given(fields=fields)
 def test_fieldcodec_twins_agree(fields) -> None:
-    py, c = _twins("ptproxy.http1._fieldcodec_py", "ptproxy._speedups.fieldcodec")
+    py, c = _twins("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec")
     for name in ("h1_to_h3_fields", "h3_to_h1_fields"):
         assert _outcome(getattr(py, name), fields) == _outcome(getattr(c, name), fields), name
     for n, v in fields:
@@ -67,7 +67,7 @@ def test_fieldcodec_twins_agree(fields) -> None:
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=100), trailers=st.lists(st.tuples(token, value), max_size=3))
 def test_chunked_twins_agree(data, trailers) -> None:
-    py, c = _twins("ptproxy.http1._chunked_py", "ptproxy._speedups.chunked")
+    py, c = _twins("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
     assert py.chunk(data) == c.chunk(data) if data else True
     assert py.chunk_header(len(data)) == c.chunk_header(len(data))
     assert py.last_chunk(trailers) == c.last_chunk(trailers)

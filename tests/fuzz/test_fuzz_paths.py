@@ -11,11 +11,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.fuzz.targets import cuts_strategy, raw_requests, raw_responses, request_target, response_target
+from benchmarks.fuzz.targets import (
+    cuts_strategy,
+    raw_requests,
+    raw_responses,
+    request_target,
+    response_target,
+)
 from tests.conftest import twin_fixture
 
-fc = twin_fixture("ptproxy.http1._fieldcodec_py", "ptproxy._speedups.fieldcodec")
-ck = twin_fixture("ptproxy.http1._chunked_py", "ptproxy._speedups.chunked")
+fc = twin_fixture("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec")
+ck = twin_fixture("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                           HealthCheck.too_slow])

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # helper modules next to this file (origin_server, h1client)
     sys.path.insert(0, str(HERE))
 
-from ptproxy.devcerts import DemoPki, LeafFiles
+from ptproxy.ops.devcerts import DemoPki, LeafFiles
 
 DEFECT_MARKERS = (
     "Traceback",

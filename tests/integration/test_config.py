@@ -13,7 +13,7 @@ from conftest import Pair, free_port, ptproxy_cmd, subprocess_env
 from h1client import request
 from origin_server import pattern_bytes
 
-from ptproxy.devcerts import make_demo_pki
+from ptproxy.ops.devcerts import make_demo_pki
 
 DATA = Path(__file__).resolve().parent.parent / "unit" / "data"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ptproxy.devcerts import DemoPki
+from ptproxy.ops.devcerts import DemoPki
 
 from .conftest import OriginProcess, Pair, free_port, read_text, stop_process, wait_for
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import HERE, Pair
 from h1client import request
 
-from ptproxy.devcerts import CertificateAuthority, DemoPki, make_ca
+from ptproxy.ops.devcerts import CertificateAuthority, DemoPki, make_ca
 
 REFUSAL_WINDOW = 4.0  # connect_interval is 300 ms in the test configs: many attempts fit in it
 

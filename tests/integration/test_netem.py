@@ -347,7 +347,8 @@ class TestLifecycle:
         script = textwrap.dedent(
             f"""
             import sys, time
-            from benchmarks.netem import LinkEmulator, LinkProfile
+            from benchmarks.netem import LinkEmulator
+            from benchmarks.netem import LinkProfile
             with LinkEmulator(LinkProfile(rtt_ms=10), prefix={prefix!r}) as link:
                 link.run_in_b(["sleep", "60"])
                 print("up", flush=True)

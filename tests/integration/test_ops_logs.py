@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 from conftest import Pair, build_pair, wait_for
 
-from ptproxy.devcerts import DemoPki
+from ptproxy.ops.devcerts import DemoPki
 
 
 def fetch(pair: Pair, target: str = "/echo?ops-logs") -> int:

@@ -15,7 +15,7 @@ from typing import Callable
 
 from conftest import Pair, wait_for
 
-from ptproxy.devcerts import DemoPki, make_ca
+from ptproxy.ops.devcerts import DemoPki, make_ca
 
 
 def fetch(pair: Pair, target: str = "/echo?reload") -> int:

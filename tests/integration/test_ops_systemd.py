@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 from conftest import OriginProcess, Pair, build_pair, defects, read_text, wait_for
 
-from ptproxy.devcerts import DemoPki
+from ptproxy.ops.devcerts import DemoPki
 
 Message = dict[str, str]
 

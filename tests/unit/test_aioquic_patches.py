@@ -13,18 +13,17 @@ from aioquic import tls
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamDataReceived
+from cryptography import x509
 
-from ptproxy.devcerts import DemoPki, LeafFiles, make_ca
-from ptproxy.tunnel import aioquic_patches as patches
-from ptproxy.tunnel.aioquic_patches import (
+from ptproxy.ops.devcerts import DemoPki, LeafFiles, make_ca
+from ptproxy.tunnel.aioquic import patches
+from ptproxy.tunnel.aioquic.patches import (
     ClientAuthPolicy,
     DataFrame,
     FlowSettings,
     PatchedH3Connection,
     PatchedQuicConnection,
 )
-
-from cryptography import x509
 
 CLIENT_ADDR = ("1.2.3.4", 1234)
 SERVER_ADDR = ("2.3.4.5", 4433)

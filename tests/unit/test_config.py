@@ -1,4 +1,4 @@
-"""ptproxy.config: Rust configs load unchanged, defaults, cross-field rules, one-line errors."""
+"""ptproxy.ops.config: Rust configs load unchanged, defaults, cross-field rules, one-line errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ptproxy import errors
-from ptproxy.config import (
+from ptproxy.ops.config import (
     Config,
     ConfigError,
     General,
@@ -388,7 +388,7 @@ def test_config_error_is_the_shared_class() -> None:
 
 
 def test_docs_are_up_to_date() -> None:
-    stale = "docs/config.md is stale; run: python -m ptproxy.config > docs/config.md"
+    stale = "docs/config.md is stale; run: python -m ptproxy.ops.config > docs/config.md"
     assert DOCS.read_text() == render_reference(), stale
 
 

@@ -1,4 +1,4 @@
-"""Congestion controllers and pacers (ptproxy/tunnel/congestion.py, bbr.py), on a fake clock.
+"""Congestion controllers and pacers (ptproxy/tunnel/cc/controllers.py, bbr.py), on a fake clock.
 
 Unit tests feed synthetic QuicSentPacket sequences in the order aioquic's recovery uses (acks,
 then the RTT sample and ``pacer.update_rate``, then losses). The BBR and Cubic comparisons run a
@@ -19,16 +19,9 @@ from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
 
-from ptproxy.tunnel.bbr import Bbr, BbrState, MaxFilter
-from ptproxy.tunnel.congestion import (
-    PACING_GRANULARITY,
-    Controller,
-    Cubic,
-    FixedWindow,
-    NewReno,
-    Pacer,
-    create_controller,
-)
+from ptproxy.tunnel.cc.bbr import Bbr, BbrState, MaxFilter
+from ptproxy.tunnel.cc.base import PACING_GRANULARITY, Controller, Pacer
+from ptproxy.tunnel.cc.controllers import Cubic, FixedWindow, NewReno, create_controller
 
 MDS = 1200
 IW = 14720

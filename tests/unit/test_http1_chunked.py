@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ptproxy.http1 import chunked
-from ptproxy.http1.events import BodyData, ChunkComplete, EndOfMessage
-from ptproxy.http1.parser import RequestParser
+from ptproxy.wire import chunked
+from ptproxy.wire.events import BodyData, ChunkComplete, EndOfMessage
+from ptproxy.wire.parser import RequestParser
 from tests.conftest import twin_fixture
 
-impl = twin_fixture("ptproxy.http1._chunked_py", "ptproxy._speedups.chunked")
+impl = twin_fixture("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
 
 
 def test_all_is_exact(impl: ModuleType) -> None:

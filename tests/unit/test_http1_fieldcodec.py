@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ptproxy.errors import HeaderError, ProtocolError
-from ptproxy.http1 import fieldcodec
+from ptproxy.wire import fieldcodec
 from tests.conftest import twin_fixture
 
-impl = twin_fixture("ptproxy.http1._fieldcodec_py", "ptproxy._speedups.fieldcodec")
+impl = twin_fixture("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec")
 
 TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -83,14 +83,14 @@ def test_title_case(impl: ModuleType, name: bytes, expected: bytes) -> None:
 
 @given(st.binary(max_size=40))
 def test_title_case_matches_reference(name: bytes) -> None:
-    from ptproxy.http1 import _fieldcodec_py
+    from ptproxy.wire import _fieldcodec_py
 
     assert _fieldcodec_py.title_case(name) == reference_title(name)
 
 
 @given(st.text(alphabet=TCHAR.decode(), min_size=1, max_size=40).map(str.encode))
 def test_title_case_twins_agree(name: bytes) -> None:
-    from ptproxy.http1 import _fieldcodec_py
+    from ptproxy.wire import _fieldcodec_py
 
     assert fieldcodec.title_case(name) == _fieldcodec_py.title_case(name) == reference_title(name)
 
@@ -140,7 +140,7 @@ def test_invalid_values(impl: ModuleType, value: bytes) -> None:
 
 @given(st.binary(max_size=30))
 def test_validate_value_twins_agree(value: bytes) -> None:
-    from ptproxy.http1 import _fieldcodec_py
+    from ptproxy.wire import _fieldcodec_py
 
     bad = any(c < 0x20 and c != 0x09 or c == 0x7F for c in value)
     for module in (_fieldcodec_py, fieldcodec):
@@ -248,7 +248,7 @@ def test_h3_to_h1_rejects_line_injection(impl: ModuleType, value: bytes) -> None
 )
 def test_h1_to_h3_properties(fields: list[tuple[bytes, bytes]]) -> None:
     out = fieldcodec.h1_to_h3_fields(fields)
-    from ptproxy.http1 import _fieldcodec_py
+    from ptproxy.wire import _fieldcodec_py
 
     assert out == _fieldcodec_py.h1_to_h3_fields(fields)
     for name, value in out:

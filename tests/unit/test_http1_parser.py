@@ -21,7 +21,7 @@ from ptproxy.errors import (
     RequestLineTooLong,
     UpstreamError,
 )
-from ptproxy.http1.events import (
+from ptproxy.wire.events import (
     BodyData,
     BodyKind,
     ChunkComplete,
@@ -30,7 +30,7 @@ from ptproxy.http1.events import (
     RequestHead,
     ResponseHead,
 )
-from ptproxy.http1.parser import RequestParser, ResponseParser
+from ptproxy.wire.parser import RequestParser, ResponseParser
 
 NEXT = b"GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n"
 R = b"GET / HTTP/1.1\r\nHost: example.com\r\n"

@@ -7,9 +7,9 @@ import re
 import pytest
 
 from ptproxy.errors import HeaderError
-from ptproxy.http1.events import BodyData, BodyKind, EndOfMessage, RequestHead, ResponseHead
-from ptproxy.http1.parser import RequestParser, ResponseParser
-from ptproxy.http1.serialize import (
+from ptproxy.wire.events import BodyData, BodyKind, EndOfMessage, RequestHead, ResponseHead
+from ptproxy.wire.parser import RequestParser, ResponseParser
+from ptproxy.wire.serialize import (
     REASONS,
     error_response,
     forwarded,

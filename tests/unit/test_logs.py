@@ -16,7 +16,7 @@ from typing import Literal
 
 import pytest
 
-from ptproxy.logs import (
+from ptproxy.ops.logs import (
     LOG_LEVELS,
     ConnectionAdapter,
     parse_level,
@@ -172,7 +172,7 @@ def test_text_without_journal_keeps_timestamps_even_if_journal_stream_is_stale(
 _CHILD = textwrap.dedent(
     """
     import logging
-    from ptproxy.logs import setup_logging
+    from ptproxy.ops.logs import setup_logging
     setup_logging("info")
     logging.getLogger("ptproxy.tunnel").info("started endpoint at [::]:20010")
     logging.getLogger("ptproxy.tunnel").warning("connection lost")

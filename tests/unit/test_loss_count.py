@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ptproxy.devcerts import DemoPki
-from ptproxy.tunnel import aioquic_patches as patches
+from ptproxy.ops.devcerts import DemoPki
+from ptproxy.tunnel.aioquic import patches
 
 from .test_aioquic_patches import CLIENT_ADDR, SERVER_ADDR, Pair
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_micro_suite_runs_and_writes_json(tmp_path: Path) -> None:
-    pytest.importorskip("ptproxy._speedups.pump")
+    pytest.importorskip("ptproxy._speedups.framing")
     out = tmp_path / "micro.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.micro", "--repeat", "1", "--min-time", "0.001", "--json", str(out)],

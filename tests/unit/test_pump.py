@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from ptproxy.errors import BodyLengthError
 from tests.conftest import twin_fixture
 
-impl = twin_fixture("ptproxy._pump_py", "ptproxy._speedups.pump")
+impl = twin_fixture("ptproxy.wire._framing_py", "ptproxy._speedups.framing")
 
 
 def _frames_to_wire(framer, frames: list[bytes], splits: list[int]) -> bytes:
@@ -65,10 +65,10 @@ def test_flow_marks_pause_above_high_and_resume_at_low(impl) -> None:
     splits=st.lists(st.integers(0, 70_000), max_size=4),
 )
 def test_twins_frame_identically_and_chunks_parse_back(frames: list[bytes], splits: list[int]) -> None:
-    from ptproxy import _pump_py
+    from ptproxy.wire import _framing_py as _pump_py
 
     try:
-        from ptproxy._speedups import pump as compiled
+        from ptproxy._speedups import framing as compiled
     except ImportError:
         compiled = _pump_py
     wire = _frames_to_wire(_pump_py.BodyFramer(True, None), frames, splits)

@@ -29,8 +29,8 @@ from tests.conftest import twin_fixture
 REPO = Path(__file__).resolve().parents[2]
 
 TWINS = {
-    "fieldcodec": ("ptproxy.http1._fieldcodec_py", "ptproxy._speedups.fieldcodec"),
-    "chunked": ("ptproxy.http1._chunked_py", "ptproxy._speedups.chunked"),
+    "fieldcodec": ("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec"),
+    "chunked": ("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked"),
 }
 
 fieldcodec_impl = twin_fixture(*TWINS["fieldcodec"])
@@ -245,7 +245,7 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-FACADES = ["ptproxy.http1.fieldcodec", "ptproxy.http1.chunked"]
+FACADES = ["ptproxy.wire.fieldcodec", "ptproxy.wire.chunked"]
 
 
 @pytest.mark.parametrize("facade", FACADES)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from ptproxy.devcerts import DemoPki
-from ptproxy.systemd import Notifier, WatchdogSchedule, run_watchdog
+from ptproxy.ops.devcerts import DemoPki
+from ptproxy.ops.systemd import Notifier, WatchdogSchedule, run_watchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "systemd" / "ptproxy@.service"
@@ -305,7 +305,7 @@ def test_run_watchdog_stops_pinging_while_the_loop_is_blocked(manager: ManagerSo
 def test_a_child_process_reaches_the_manager_socket(manager: ManagerSocket) -> None:
     code = textwrap.dedent(
         """
-        from ptproxy.systemd import Notifier
+        from ptproxy.ops.systemd import Notifier
         n = Notifier.from_env()
         n.status("starting")
         n.ready()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ptproxy.config import Config, parse
-from ptproxy.devcerts import DemoPki
-from ptproxy.tunnel import aioquic_patches as patches
+from ptproxy.ops.config import Config, parse
+from ptproxy.ops.devcerts import DemoPki
+from ptproxy.tunnel.aioquic import patches
 from ptproxy.tunnel.endpoint import EndpointSettings
 from ptproxy.tunnel.tls import client_auth_policy, load_material
 from ptproxy.tunnel.udp import BufferSizes, open_udp_socket

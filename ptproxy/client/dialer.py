@@ -1,0 +1,273 @@
+"""Client mode: keep one authenticated session to the server end open, forever.
+
+The session is dialed at start, before any request; when it fails or is lost the dialer sleeps
+``connect_interval`` (with jitter, so a fleet restarted together does not reconnect in lock-step)
+and tries again. The tunnel counts as up only once the server confirmed the handshake, i.e. after
+it verified our certificate (aioquic reports "connected" earlier, on our own Finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aioquic import tls
+
+from ptproxy.errors import TunnelUnavailable
+from ptproxy.tunnel.endpoint import EndpointSettings, connection_numbers
+from ptproxy.tunnel.session import Session, SessionClosed
+from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
+
+__all__ = ["Dialer", "TunnelState", "next_retry_delay"]
+
+logger = logging.getLogger("ptproxy.tunnel")
+
+
+def next_retry_delay(interval: float, rng: random.Random) -> float:
+    """``connect_interval`` with ±20% jitter (never below half the interval)."""
+    return max(interval * 0.5, interval * rng.uniform(0.8, 1.2))
+
+
+@dataclass(slots=True)
+class TunnelState:
+    """What the client end knows about its tunnel (status line, metrics, health)."""
+
+    up: bool = False
+    attempts: int = 0
+    attempts_ok: int = 0
+    attempts_failed: int = 0
+    connections_lost: int = 0
+    last_failure: str | None = None
+    first_attempt_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def describe(self) -> str:
+        if self.up:
+            return "tunnel up"
+        if self.last_failure:
+            return f"tunnel down: {self.last_failure}"
+        return "connecting"
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self._refused = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._refused = 0
+        if self.session is not None:
+            self.session.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable: the server end is not running. One may be stale or spoofed,
+        # so only a run of them with nothing received in between ends the session early.
+        if isinstance(exc, ConnectionRefusedError) and self.session is not None:
+            self._refused += 1
+            if self._refused >= 3:
+                self.session.abort("peer unreachable (ICMP port unreachable)")
+
+
+class Dialer:
+    """Owns the client end's session and the reconnect loop."""
+
+    def __init__(
+        self,
+        settings: EndpointSettings,
+        on_state: Callable[[TunnelState], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state = TunnelState()
+        self.session: Session | None = None
+        self._on_state = on_state
+        self._rng = random.Random()
+        self._stopping = False
+        self._last_ticket: tls.SessionTicket | None = None
+        # A session resuming with 0-RTT, not yet confirmed: usable for replay-safe requests.
+        self._early: Session | None = None
+        # Called with every Session as it is created (metrics track its counters).
+        self.on_session: Callable[[Session], None] | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    def current(self, *, early_ok: bool = False) -> Session:
+        """The live session, or TunnelUnavailable (answered 503).
+
+        ``early_ok``: the request may travel as 0-RTT early data (safe method, no body), so a
+        resuming session still in its handshake is good enough.
+        """
+        if early_ok and self.session is None and self._early is not None and not self._early.closed.done():
+            return self._early
+        session = self.session
+        if session is None or session.closed.done():
+            reason = self.state.last_failure or "connecting"
+            raise TunnelUnavailable(f"tunnel to {self.settings.config.general.peer_hostname} is down ({reason})")
+        return session
+
+    def replace_settings(self, settings: EndpointSettings) -> None:
+        """Reload: the next dial uses ``settings``; the live session keeps its own.
+
+        The saved session ticket goes too (and tickets still arriving on a session made with the
+        old settings are ignored): resuming skips certificate verification, so a ticket from
+        before a CA change must not let the next connection bypass the new trust.
+        """
+        self.settings = settings
+        self._last_ticket = None
+
+    async def run(self) -> None:
+        """Dial, hold, re-dial; until cancelled."""
+        interval = self.settings.config.system.connect_interval / 1000.0
+        while not self._stopping:
+            await self._attempt_and_hold()
+            if self._stopping:
+                break
+            await asyncio.sleep(next_retry_delay(interval, self._rng))
+
+    async def close(self, reason: str = "shutting down") -> None:
+        """Close the session gracefully (after in-flight requests finished)."""
+        self._stopping = True
+        session = self.session
+        if session is not None and not session.closed.done():
+            session.close(reason)
+            try:
+                await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    async def _attempt_and_hold(self) -> None:
+        cfg = self.settings.config
+        number = next(connection_numbers)
+        self.state.attempts += 1
+        transport: asyncio.DatagramTransport | None = None
+        try:
+            session, transport, addr = await self._connect(number)
+        except (OSError, SessionClosed, asyncio.TimeoutError) as exc:
+            reason = _reason(exc)
+            self._failed(f"connecting to {cfg.general.connect_host}:{cfg.general.quic_port} failed: {reason}")
+            if transport is not None:
+                transport.close()
+            return
+        logger.info("connection %d established (%s)", number, _fmt_addr(addr))
+        logger.info("tunnel ready")
+        self.session = session
+        self.state.up = True
+        self.state.attempts_ok += 1
+        self.state.first_attempt_done.set()
+        self._notify()
+        reason = await asyncio.shield(session.closed)
+        self.state.up = False
+        if not self._stopping:
+            self.state.connections_lost += 1
+            self._failed(f"connection {number} lost: {reason}", attempt=False)
+        # Let aioquic finish its closing handshake before the socket goes.
+        try:
+            await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass
+        session.abort(reason)
+        session_transport = getattr(session, "_udp_transport", None)
+        if session_transport is not None:
+            session_transport.close()
+
+    async def _connect(self, number: int) -> tuple[Session, asyncio.DatagramTransport, Any]:
+        cfg = self.settings.config
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            cfg.general.connect_host, cfg.general.quic_port, type=socket.SOCK_DGRAM
+        )
+        if not infos:
+            raise OSError(f"{cfg.general.connect_host}: no address")
+        family, _, _, _, addr = self._rng.choice(infos)
+        sock = open_udp_socket(
+            cfg.general.bind_address,
+            0,
+            BufferSizes(cfg.transport.socket_receive_buffer_size, cfg.transport.socket_send_buffer_size),
+            remote_family=family,
+        )
+        if sock.family == socket.AF_INET6 and family == socket.AF_INET:
+            addr = ("::ffff:" + addr[0], addr[1], 0, 0)
+        sock.connect(addr)
+        addr = sock.getpeername()
+        transport, proto = await loop.create_datagram_endpoint(_ClientProtocol, sock=sock)
+        settings = self.settings
+        quic = settings.new_connection(
+            session_ticket_handler=lambda t: self._ticket_received(t, settings)
+        )
+        session = Session(
+            quic,
+            lambda data, _addr: transport.sendto(data),
+            number=number,
+            peer=addr,
+            send_window=cfg.transport.effective_send_window,
+            keep_alive_interval=cfg.transport.keep_alive_interval / 1000.0,
+        )
+        session._udp_transport = transport  # type: ignore[attr-defined]
+        proto.session = session
+        if self.on_session is not None:
+            self.on_session(session)
+        try:
+            # Resume with the latest ticket (one use: the server forgets it after this).
+            ticket = self._last_ticket
+            self.settings.quic_config.session_ticket = ticket
+            self._last_ticket = None
+            try:
+                session.connect(addr)
+            finally:
+                self.settings.quic_config.session_ticket = None
+            if ticket is not None and ticket.max_early_data_size:
+                self._early = session
+            # aioquic's idle timeout bounds the handshake; the margin only guards against a bug.
+            await asyncio.wait_for(
+                asyncio.shield(session.confirmed), timeout=cfg.transport.max_idle_timeout / 1000.0 + 1.0
+            )
+        except BaseException:
+            session.abort("connection attempt failed")
+            transport.close()
+            raise
+        finally:
+            self._early = None
+        return session, transport, addr
+
+    def _ticket_received(self, ticket: tls.SessionTicket, settings: EndpointSettings) -> None:
+        if settings is self.settings:
+            self._last_ticket = ticket
+
+    def _failed(self, message: str, attempt: bool = True) -> None:
+        logger.error("%s", message)
+        self.state.last_failure = message
+        if attempt:
+            self.state.attempts_failed += 1
+        self.state.first_attempt_done.set()
+        self.session = None
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_state is not None:
+            self._on_state(self.state)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, SessionClosed):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def _fmt_addr(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    if host.startswith("::ffff:"):
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+

@@ -1,0 +1,351 @@
+"""Client mode: the HTTP/1.1 listener. Each request becomes one HTTP/3 request stream.
+
+Flow: socket → RequestParser events → TunnelRequest headers → stream; the response comes back as
+stream events → HTTP/1.1 head + body (one chunk per DATA frame when chunked). Requests on one
+connection are answered in order (pipelining is parsed, then served one at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+from ptproxy.client.dialer import Dialer
+from ptproxy.errors import (
+    ClientProtocolError,
+    PtproxyError,
+    RequestTimeout,
+    TunnelUnavailable,
+    UpstreamError,
+)
+from ptproxy.h1conn import ConnectionClosed, H1Connection, HeadTimeout
+from ptproxy.ops.config import Config
+from ptproxy.tunnel.aioquic.patches import DataFrame
+from ptproxy.tunnel.session import Session
+from ptproxy.tunnel.stream import (
+    H3_REQUEST_REJECTED,
+    Headers,
+    StreamAborted,
+    StreamEnded,
+    TunnelStream,
+)
+from ptproxy.wire import chunked, serialize
+from ptproxy.wire.events import BodyData, BodyKind, ChunkComplete, EndOfMessage, RequestHead
+from ptproxy.wire.framing import BodyFramer
+from ptproxy.wire.h3map import NO_BODY_STATUSES, request_to_h3, response_from_h3
+from ptproxy.wire.parser import RequestParser
+
+__all__ = ["Frontend"]
+
+logger = logging.getLogger("ptproxy.frontend")
+
+SIDE = "client"
+# RFC 9110 9.2.1 safe methods: the only ones allowed in replayable 0-RTT data (RFC 8470 §4).
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+
+
+class Frontend:
+    """Accepts HTTP/1.1 connections and forwards their requests through the dialer's session."""
+
+    def __init__(
+        self,
+        config: Config,
+        dialer: Dialer,
+        on_request_done: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.dialer = dialer
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()
+        self._connections: set[H1Connection] = set()
+        self._closing = False
+        self._on_request_done = on_request_done
+
+    async def start(self) -> None:
+        host, port = self.config.general.http_bind
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        logger.info("listening for HTTP/1.1 at %s", shown)
+
+    @property
+    def sockets(self) -> list[Any]:
+        return list(self._server.sockets) if self._server is not None else []
+
+    def _new_connection(self) -> H1Connection:
+        limits = self.config.limits
+        conn = H1Connection(
+            RequestParser(
+                max_request_line=limits.max_request_line,
+                max_header_bytes=limits.max_header_bytes,
+                max_header_count=limits.max_header_count,
+            ),
+            tcp_nodelay=self.config.system.tcp_nodelay,
+        )
+        self._connections.add(conn)
+        task = asyncio.get_event_loop().create_task(self._serve(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return conn
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop accepting; let requests in flight finish; close idle connections."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            if not self._is_busy(conn):
+                conn.close()
+        if self._busy:
+            await asyncio.wait(list(self._busy), timeout=grace)
+        for conn in list(self._connections):
+            conn.close()
+
+    def _is_busy(self, conn: H1Connection) -> bool:
+        return getattr(conn, "_ptp_busy", False)
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def _serve(self, conn: H1Connection) -> None:
+        idle = self.config.limits.keepalive_idle_timeout / 1000.0
+        head_timeout = self.config.limits.request_head_timeout / 1000.0
+        try:
+            while not self._closing:
+                try:
+                    # No byte of a new request: keepalive_idle_timeout, then close quietly. Part of
+                    # a head: request_head_timeout from its first byte, then 408 (slowloris).
+                    event = await conn.next_event(timeout=idle, head_timeout=head_timeout)
+                except HeadTimeout:
+                    self._refuse(conn, RequestTimeout(f"request head not received within {head_timeout:g}s"))
+                    break
+                except (ConnectionClosed, asyncio.TimeoutError):
+                    break
+                except ClientProtocolError as exc:
+                    self._refuse(conn, exc)
+                    break
+                if type(event) is EndOfMessage:
+                    continue  # the end of a bodiless request we already forwarded
+                if not isinstance(event, RequestHead):  # a body without a head: parser bug
+                    break
+                bad = conn.message_error()
+                if isinstance(bad, PtproxyError):
+                    # Its body is already known to be malformed: refuse it whole, forward nothing.
+                    self._refuse(conn, bad)
+                    break
+                conn._ptp_busy = True  # type: ignore[attr-defined]
+                task = asyncio.current_task()
+                assert task is not None
+                self._busy.add(task)
+                try:
+                    keep = await self._exchange(conn, event)
+                finally:
+                    self._busy.discard(task)
+                    conn._ptp_busy = False  # type: ignore[attr-defined]
+                if not keep:
+                    break
+        finally:
+            conn.close()
+            self._connections.discard(conn)
+
+    def _refuse(self, conn: H1Connection, exc: PtproxyError) -> None:
+        logger.warning("rejected request from %s: %s", _fmt(conn.peername), exc)
+        conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=True))
+        self._count(str(exc.status), exc.status, 0.0)
+
+    def _count(self, _what: str, status: int, started: float) -> None:
+        if self._on_request_done is not None:
+            self._on_request_done(SIDE, status, time.monotonic() - started if started else 0.0)
+
+    async def _exchange(self, conn: H1Connection, head: RequestHead) -> bool:
+        """Forward one request; return whether the connection may serve another."""
+        started = time.monotonic()
+        has_body = head.body is BodyKind.CHUNKED or (
+            head.body is BodyKind.LENGTH and (head.content_length or 0) > 0
+        )
+        try:
+            # Replay-safe requests may ride 0-RTT early data while a resumed session handshakes.
+            session = self.dialer.current(early_ok=not has_body and head.method in SAFE_METHODS)
+            forwarded = None
+            if self.config.system.add_forwarded:
+                forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
+            h3_headers = request_to_h3(head, forwarded)
+            stream = await self._open_stream(session)
+        except PtproxyError as exc:
+            if isinstance(exc, TunnelUnavailable):
+                logger.warning("%s %s: 503: %s", head.method.decode(), head.target[:200].decode("latin-1"), exc)
+            conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=has_body or not head.keep_alive))
+            self._count("error", exc.status, started)
+            return not has_body and head.keep_alive
+        stream.send_headers(h3_headers, end_stream=not has_body)
+        upload: asyncio.Task[bool] | None = None
+        if has_body:
+            upload = asyncio.get_running_loop().create_task(self._upload(conn, stream, head))
+        try:
+            status, keep = await self._download(conn, stream, head)
+        except BaseException:
+            if upload is not None:
+                upload.cancel()
+            stream.reset()
+            raise
+        finally:
+            if upload is None or upload.done():
+                stream.finish()
+        self._count("ok", status, started)
+        if upload is not None:
+            if not upload.done():
+                # Early response: the rest of the request body is not needed by anyone.
+                upload.cancel()
+                stream.finish()
+                return False
+            if not upload.result():
+                return False
+        return keep and head.keep_alive
+
+    async def _open_stream(self, session: Session) -> TunnelStream:
+        if session.stream_slots_free() <= 0:
+            timeout = self.config.limits.stream_queue_timeout / 1000.0
+            try:
+                await asyncio.wait_for(session.wait_stream_slot(), timeout)
+            except asyncio.TimeoutError:
+                raise TunnelUnavailable(
+                    f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy "
+                    f"for {timeout:g}s"
+                ) from None
+            except StreamAborted as exc:
+                raise TunnelUnavailable(str(exc)) from None
+        try:
+            return session.open_stream()
+        except StreamAborted as exc:
+            raise TunnelUnavailable(str(exc)) from None
+
+    async def _upload(self, conn: H1Connection, stream: TunnelStream, head: RequestHead) -> bool:
+        """Request body → DATA frames (one per HTTP/1.1 chunk). Returns False if it failed."""
+        coalescer = chunked.ChunkCoalescer() if head.body is BodyKind.CHUNKED else None
+        try:
+            while True:
+                event = await conn.next_event()
+                if type(event) is BodyData:
+                    if coalescer is None:
+                        await stream.send_data(event.data)
+                    else:
+                        frame = coalescer.add(event.data)
+                        if frame:
+                            await stream.send_data(frame)
+                elif type(event) is ChunkComplete:
+                    assert coalescer is not None
+                    frame = coalescer.complete()
+                    if frame:
+                        await stream.send_data(frame)
+                elif type(event) is EndOfMessage:
+                    if event.trailers:
+                        trailers = [(n.lower(), v) for n, v in event.trailers]
+                        stream.send_headers(trailers, end_stream=True)
+                    else:
+                        stream.end()
+                    return True
+        except (ConnectionClosed, PtproxyError) as exc:
+            # Never finish a body that ended short: the peer must see a reset.
+            logger.warning("request body from %s failed: %s; resetting the stream", _fmt(conn.peername), exc)
+            # The request is at fault: if no response head went out yet, the client gets a 4xx
+            # saying why (not a 502 blaming the upstream).
+            if not isinstance(exc, PtproxyError):
+                exc = ClientProtocolError(f"request body incomplete: {exc}")
+            stream.reset(reason=exc)
+            return False
+        except StreamAborted:
+            return False
+
+    async def _download(
+        self, conn: H1Connection, stream: TunnelStream, head: RequestHead
+    ) -> tuple[int, bool]:
+        """Response from the stream → HTTP/1.1 bytes. Returns (status, connection reusable)."""
+        try:
+            event = await stream.receive()
+            while True:
+                if not isinstance(event, Headers):
+                    raise UpstreamError("peer sent data before the response head")
+                resp = response_from_h3(event.headers)
+                if resp.status >= 200:
+                    break
+                if resp.status != 101 and head.http_version >= (1, 1):
+                    conn.write(serialize.response_head(resp.status, resp.fields, body=BodyKind.NONE, content_length=None))
+                event = await stream.receive()
+        except (StreamAborted, PtproxyError) as exc:
+            if isinstance(exc, StreamAborted) and exc.code == H3_REQUEST_REJECTED:
+                # The peer refused the request unprocessed (its end is shutting down): the
+                # service is unavailable, the origin is not at fault.
+                exc = TunnelUnavailable(f"the server end refused the request unprocessed: {exc}")
+            status = exc.status if isinstance(exc, PtproxyError) else 502
+            message = str(exc) if isinstance(exc, ClientProtocolError) else f"proxying failed: {exc}"
+            logger.warning("%s %s: %d: %s", head.method.decode(), head.target[:200].decode("latin-1"), status, message)
+            conn.write(serialize.error_response(status, message, side=SIDE, close=True))
+            return status, False
+        status = resp.status
+        if head.method == b"HEAD" or status in NO_BODY_STATUSES:
+            kind, length = BodyKind.NONE, None
+        elif resp.content_length is not None:
+            kind, length = BodyKind.LENGTH, resp.content_length
+        elif event.stream_ended:
+            kind, length = BodyKind.LENGTH, 0
+        elif head.http_version < (1, 1):
+            kind, length = BodyKind.CLOSE, None
+        else:
+            kind, length = BodyKind.CHUNKED, None
+        close = not head.keep_alive or kind is BodyKind.CLOSE
+        response = serialize.response_head(status, resp.fields, body=kind, content_length=length, close=close)
+        if not close and head.http_version < (1, 1):
+            # HTTP/1.0 keeps a connection only when the server says so (RFC 9112 9.3 / 2068 19.7.1).
+            response = response[:-2] + b"Connection: keep-alive\r\n\r\n"
+        conn.write(response)
+        if event.stream_ended:
+            return status, not close
+        try:
+            complete = await self._copy_body(conn, stream, kind, length)
+        except (StreamAborted, PtproxyError, ConnectionClosed) as exc:
+            # The head is out: all we can do is cut the connection so the client sees truncation.
+            logger.warning(
+                "%s %s: response body failed after the head was sent: %s; closing the connection",
+                head.method.decode(),
+                head.target[:200].decode("latin-1"),
+                exc,
+            )
+            stream.reset()
+            conn.abort()
+            return status, False
+        return status, complete and not close
+
+    async def _copy_body(
+        self, conn: H1Connection, stream: TunnelStream, kind: BodyKind, length: int | None
+    ) -> bool:
+        framer = BodyFramer(kind is BodyKind.CHUNKED, length, discard=kind is BodyKind.NONE)
+        trailers: list[tuple[bytes, bytes]] = []
+        while True:
+            event = await stream.receive()
+            if type(event) is DataFrame:
+                out = framer.feed(event.data, event.frame_size, event.frame_end)
+                if out:
+                    conn.write(out)
+                await conn.drain()
+            elif type(event) is Headers:
+                trailers = [(n, v) for n, v in event.headers if not n.startswith(b":")]
+            elif type(event) is StreamEnded:
+                framer.finish()
+                if kind is BodyKind.CHUNKED:
+                    conn.write(chunked.last_chunk(_h1_trailers(trailers)))
+                return True
+
+
+def _h1_trailers(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    from ptproxy.wire import fieldcodec
+
+    return fieldcodec.h3_to_h1_fields(fields) if fields else []
+
+
+def _fmt(addr: Any) -> str:
+    if not addr:
+        return "?"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,186 @@
+"""Composition root: config → TLS → endpoint → listener/dialer → frontend/backend; signals; systemd.
+
+Shutdown (SIGINT, and SIGTERM which container runtimes send): stop accepting, let requests in
+flight finish, close the QUIC connection(s), exit 0. A second signal exits 130 at once.
+
+Reload (SIGHUP): re-read the certificate, key and CA. Live sessions keep what they were made with;
+the next handshake (server: the next client session; client: the next dial) uses the new material.
+A reload that fails (a missing or garbled file) keeps the old material and logs one error line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from ptproxy.client.dialer import Dialer, TunnelState
+from ptproxy.client.listener import Frontend
+from ptproxy.errors import PtproxyError
+from ptproxy.ops.config import Config
+from ptproxy.ops.health import MetricsServer
+from ptproxy.ops.metrics import Metrics
+from ptproxy.ops.systemd import Notifier, run_watchdog
+from ptproxy.server.listener import Listener
+from ptproxy.server.origin import Backend
+from ptproxy.tunnel.endpoint import EndpointSettings
+from ptproxy.tunnel.tls import client_auth_policy, load_material
+
+__all__ = ["App", "run"]
+
+logger = logging.getLogger("ptproxy")
+
+
+class App:
+    """One running ptproxy end."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier.from_env()
+        self.dialer: Dialer | None = None
+        self.frontend: Frontend | None = None
+        self.listener: Listener | None = None
+        self.backend: Backend | None = None
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.metrics: Metrics | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.draining = False
+
+    @property
+    def is_client(self) -> bool:
+        return self.config.general.mode == "Client"
+
+    async def start(self) -> None:
+        material = load_material(self.config)
+        if self.is_client:
+            settings = EndpointSettings.build(self.config, material)
+            self.dialer = Dialer(settings, on_state=self._tunnel_state)
+            self.metrics = Metrics("client", self.dialer.state)
+            self.dialer.on_session = self.metrics.track
+            self.frontend = Frontend(self.config, self.dialer, on_request_done=self.metrics.request_done)
+            await self.frontend.start()
+            await self._start_metrics_server()
+            self._spawn(self.dialer.run())
+            if self.config.system.wait_for_first_attempt:
+                await self.dialer.state.first_attempt_done.wait()
+            self.notifier.ready(self.dialer.state.describe())
+        else:
+            settings = EndpointSettings.build(self.config, material, client_auth_policy(self.config, material))
+            self.metrics = Metrics("server")
+            self.backend = Backend(
+                self.config,
+                lambda: self.listener.local_address if self.listener else ("", 0),
+                on_request_done=self.metrics.request_done,
+            )
+            self.listener = Listener(settings, self.backend.on_request)
+            self.listener.on_session = self.metrics.track
+            await self.listener.start()
+            await self._start_metrics_server()
+            self.notifier.ready("serving")
+        interval = self.notifier.watchdog_interval(self.config.system.watchdog_factor)
+        if interval:
+            self._spawn(run_watchdog(self.notifier, interval))
+
+    async def _start_metrics_server(self) -> None:
+        if self.config.metrics is not None and self.metrics is not None:
+            self.metrics_server = MetricsServer(self.config.metrics.bind, self.metrics, self.readiness)
+            await self.metrics_server.start()
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: can this end carry requests now? (ok, one-line reason)."""
+        if self.draining:
+            return False, "draining"
+        if self.dialer is not None:
+            return self.dialer.state.up, self.dialer.state.describe()
+        if self.listener is not None and self.listener.listening:
+            return True, "listening"
+        return False, "not listening"
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read certificate, key and CA; swap them in for the next handshake.
+
+        On failure the old material stays in use and one error line says why.
+        """
+        self.notifier.reloading()
+        ok = True
+        try:
+            material = load_material(self.config)
+            if self.dialer is not None:
+                self.dialer.replace_settings(EndpointSettings.build(self.config, material))
+            if self.listener is not None:
+                policy = client_auth_policy(self.config, material)
+                self.listener.replace_settings(EndpointSettings.build(self.config, material, policy))
+        except (PtproxyError, OSError, ValueError) as exc:
+            ok = False
+            logger.error("reload failed, keeping the previous certificates: %s", exc)
+        else:
+            logger.info("reloaded TLS material: new handshakes use %s", self.config.tls.cert)
+        status = self.dialer.state.describe() if self.dialer is not None else "serving"
+        self.notifier.ready(status if ok else f"{status}; last reload failed")
+        return ok
+
+    def _spawn(self, coro: Any) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    def _tunnel_state(self, state: TunnelState) -> None:
+        self.notifier.status(state.describe())
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_reload_signal(self) -> None:
+        logger.info("SIGHUP received: reloading certificates, key and CA")
+        self.reload()
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second %s: exiting now", signal.Signals(sig).name)
+            os._exit(130)
+        logger.info("%s received: finishing requests in flight, then exiting", signal.Signals(sig).name)
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        self.notifier.stopping("shutting down")
+        if self.frontend is not None:
+            await self.frontend.close()
+        if self.dialer is not None:
+            await self.dialer.close()
+        if self.listener is not None:
+            self.listener.start_draining()
+        if self.backend is not None:
+            await self.backend.drain()
+        if self.listener is not None:
+            await self.listener.close()
+        if self.backend is not None:
+            self.backend.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+        logger.info("stopped")
+
+
+async def run(config: Config) -> int:
+    """Run one end until a stop signal; return the exit status."""
+    app = App(config)
+    app.install_signal_handlers()
+    await app.start()
+    await app.wait_stopped()
+    await app.shutdown()
+    return 0

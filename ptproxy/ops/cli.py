@@ -1,0 +1,114 @@
+"""Command line: ``ptproxy [-c PATH] [--check]``, ``ptproxy demo``, ``ptproxy --version``.
+
+Expected failures print one line (``ptproxy: error: …``) and exit 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any, Coroutine, Sequence
+
+from ptproxy._version import __version__
+from ptproxy.errors import PtproxyError
+
+__all__ = ["main", "build_parser", "version_text", "run_loop"]
+
+DEFAULT_CONFIG = "/etc/ptproxy/config.toml"
+logger = logging.getLogger("ptproxy")
+
+
+def version_text() -> str:
+    """Version line plus the implementation of each hot path and the event loop."""
+    import aioquic
+
+    from ptproxy.wire import chunked, fieldcodec
+    from ptproxy.wire import framing as pump
+
+    impls = {fieldcodec.IMPLEMENTATION, chunked.IMPLEMENTATION, pump.IMPLEMENTATION}
+    speedups = impls.pop() if len(impls) == 1 else "mixed"
+    try:
+        import uvloop
+
+        loop = f"uvloop {uvloop.__version__}"
+    except ImportError:
+        loop = "asyncio"
+    return (
+        f"ptproxy {__version__} (speedups: {speedups}; aioquic {aioquic.__version__}; {loop}; "
+        f"Python {sys.version.split()[0]})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ptproxy.ops.logs import LOG_LEVELS
+
+    parser = argparse.ArgumentParser(
+        prog="ptproxy",
+        description="Point-to-point HTTP/1.1 reverse proxy over one mutually authenticated HTTP/3 session.",
+        # Raw: --version prints its one line as is (the default formatter wraps it at 80 columns).
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, metavar="PATH",
+                        help=f"configuration file (TOML; default {DEFAULT_CONFIG})")
+    parser.add_argument("--check", action="store_true",
+                        help="load and validate the configuration, certificates and key; print OK and exit")
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log verbosity (default info)")
+    parser.add_argument("--log-format", default="text", choices=("text", "json"),
+                        help="text (like the original) or json (one object per line)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser("demo", help="run a loopback demo: origin + server end + client end, throwaway certificates")
+    demo.add_argument("--http-port", type=int, default=20080, help="client end's HTTP port (default 20080; 0 = any)")
+    demo.add_argument("--quic-port", type=int, default=20010, help="server end's UDP port (default 20010; 0 = any)")
+    demo.add_argument("--once", action="store_true", help="exit after the first request went through")
+    sub.add_parser("healthcheck", help="exit 0 if the tunnel answers (metrics /readyz, else the listener)")
+    return parser
+
+
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when installed (plain asyncio otherwise)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ptproxy.ops.logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        if args.command == "demo":
+            from ptproxy.ops.demo import run_demo
+
+            return run_loop(run_demo(args.http_port, args.quic_port, once=args.once))
+        if args.command == "healthcheck":
+            from ptproxy.ops.health import healthcheck
+
+            return healthcheck(args.config)
+        from ptproxy.ops.config import load
+
+        config = load(args.config)
+        if args.check:
+            from ptproxy.tunnel.tls import load_material
+
+            load_material(config)
+            print("OK")
+            return 0
+        from ptproxy.ops.app import run
+
+        return run_loop(run(config))
+    except PtproxyError as exc:
+        print(f"ptproxy: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # Binding a port, reaching a file: the OS message is the whole story.
+        print(f"ptproxy: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

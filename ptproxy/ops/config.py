@@ -1,0 +1,496 @@
+"""The configuration file: a typed mirror of the Rust ptproxy's ``config.rs``.
+
+One frozen ``msgspec.Struct`` per TOML table, keys spelled as serde writes them, unknown fields
+rejected (serde ``deny_unknown_fields``), so a file written for the Rust ptproxy loads unchanged
+and a typo fails loudly instead of silently falling back to a default. ``[limits]``,
+``[metrics]``, ``transport.max_datagram_size`` and ``system.qlog_dir`` are our extensions.
+
+Each field's ``Meta(description=...)`` is its documentation; ``render_reference()`` turns the
+Structs into ``docs/config.md`` and a unit test keeps that file in step, so defaults cannot drift.
+Call ``load()`` once at startup; every error is one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import sys
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import msgspec
+from msgspec import Meta
+
+from ptproxy.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "General",
+    "Limits",
+    "Metrics",
+    "System",
+    "Tls",
+    "Transport",
+    "load",
+    "parse",
+    "parse_socket_address",
+    "render_reference",
+]
+
+# Annotated aliases keep the field lines short; the description is the per-field doc.
+Ms = Annotated[int, Meta(ge=1)]  # durations: integer milliseconds, as config.rs
+Count = Annotated[int, Meta(ge=1)]  # sizes and counts; 0 would wedge or disable silently
+Port = Annotated[int, Meta(ge=1, le=65535)]
+NonEmpty = Annotated[str, Meta(min_length=1)]
+
+
+def Doc(text: str) -> Meta:
+    """A field's documentation, as ``Annotated[type, Doc("...")]`` (rendered into the docs)."""
+    return Meta(description=text)
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base of every table: serde's deny_unknown_fields, immutable once loaded.
+
+    msgspec inherits ``forbid_unknown_fields``/``frozen`` but not ``kw_only``, so each section
+    repeats ``kw_only=True`` (it lets required fields follow defaulted ones, in config.rs order).
+    """
+
+
+def parse_socket_address(text: str, *, require_ip: bool = False) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port`` into ``(host, port)``; brackets are removed.
+
+    With ``require_ip`` the host must be an IP literal (what Rust's ``SocketAddr`` accepts, used
+    for addresses we bind). Raises ``ValueError`` with a message fit for a config error.
+    """
+    m = re.fullmatch(r"\[([^\[\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text)
+    if m is None:
+        raise ValueError(f"expected a socket address like host:port or [v6]:port, got {text!r}")
+    host = m.group(1) if m.group(1) is not None else m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range 1..65535 in {text!r}")
+    bracketed = m.group(1) is not None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if bracketed and (ip is None or ip.version != 6):
+        raise ValueError(f"only IPv6 addresses go in brackets, got {text!r}")
+    if require_ip and ip is None:
+        raise ValueError(f"expected an IP address, not a host name, in {text!r}")
+    return host, port
+
+
+def _check_socket_address(field: str, value: str | None, *, require_ip: bool) -> None:
+    if value is not None:
+        try:
+            parse_socket_address(value, require_ip=require_ip)
+        except ValueError as exc:
+            raise ValueError(f"{field}: {exc}") from None
+
+
+class General(_Section, kw_only=True):
+    """Required table: role, peer identity and addresses."""
+
+    mode: Annotated[Literal["Client", "Server"], Doc("Which end this instance is.")]
+    peer_hostname: Annotated[NonEmpty, Doc("Name the peer's certificate must carry.")]
+    quic_port: Annotated[
+        Port, Doc("UDP port: the server binds it, the client connects to it.")
+    ] = 20010
+    bind_address: Annotated[
+        str, Doc("IP address to bind the QUIC socket to, in either mode.")
+    ] = "::"
+    connect_address: Annotated[
+        Optional[NonEmpty],
+        Doc(
+            "Client only: host to connect to instead of `peer_hostname`, resolved at each "
+            "attempt (one resolved address picked at random). Unset: `peer_hostname`."
+        ),
+    ] = None
+    http_bind_address: Annotated[
+        Optional[str],
+        Doc('Client only: socket address of the HTTP/1.1 listener. Unset: `"[::]:20080"`.'),
+    ] = None
+    http_connect_address: Annotated[
+        Optional[str], Doc("Server only, required there: `host:port` of the origin.")
+    ] = None
+
+    # Cross-field rules of config.rs; messages start with the field so errors get a full path.
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError:
+            raise ValueError(
+                f"bind_address: expected an IP address, got {self.bind_address!r}"
+            ) from None
+        if self.mode == "Server":
+            if self.http_connect_address is None:
+                raise ValueError("http_connect_address: required in Server mode")
+            if self.http_bind_address is not None:
+                raise ValueError("http_bind_address: not allowed in Server mode")
+        elif self.http_connect_address is not None:
+            raise ValueError("http_connect_address: not allowed in Client mode")
+        _check_socket_address("http_bind_address", self.http_bind_address, require_ip=True)
+        _check_socket_address("http_connect_address", self.http_connect_address, require_ip=False)
+
+    @property
+    def connect_host(self) -> str:
+        """Host the client dials: ``connect_address`` or else ``peer_hostname``."""
+        return self.connect_address if self.connect_address is not None else self.peer_hostname
+
+    @property
+    def effective_http_bind_address(self) -> str:
+        """Client listener address as written, with the default applied."""
+        return self.http_bind_address if self.http_bind_address is not None else "[::]:20080"
+
+    @property
+    def http_bind(self) -> tuple[str, int]:
+        """Client listener ``(ip, port)`` (brackets removed)."""
+        return parse_socket_address(self.effective_http_bind_address, require_ip=True)
+
+    @property
+    def http_connect(self) -> tuple[str, int] | None:
+        """Server origin ``(host, port)``; ``None`` in client mode."""
+        if self.http_connect_address is None:
+            return None
+        return parse_socket_address(self.http_connect_address)
+
+
+class Tls(_Section, kw_only=True):
+    """Required table: TLS 1.3, ALPN `h3`; both ends verify each other."""
+
+    ca: Annotated[
+        Optional[Path],
+        Doc("PEM file of CA certificates to verify the peer against. Unset: system roots."),
+    ] = None
+    skip_verify: Annotated[
+        bool, Doc("Skip verification of the peer certificate (dangerous).")
+    ] = False
+    cert: Annotated[Path, Doc("PEM certificate chain to present.")]
+    key: Annotated[Path, Doc("PEM private key (PKCS#8).")]
+
+
+class Transport(_Section, kw_only=True):
+    """Optional table: QUIC tuning. Keep both ends the same."""
+
+    max_idle_timeout: Annotated[
+        Ms,
+        Doc("ms without traffic before the connection is dead; also bounds a connection attempt."),
+    ] = 5000
+    keep_alive_interval: Annotated[
+        Ms, Doc("ms of inactivity before a keep-alive packet is sent.")
+    ] = 2000
+    initial_rtt: Annotated[
+        Optional[Ms], Doc("ms, RTT estimate before the first sample. Unset: QUIC default (333).")
+    ] = None
+    max_concurrent_http_streams: Annotated[
+        Count, Doc("Concurrent requests the server end accepts.")
+    ] = 100
+    stream_receive_window: Annotated[
+        Count, Doc("Bytes per stream before the sender blocks.")
+    ] = 1000000
+    initial_window: Annotated[
+        Count,
+        Doc(
+            "Initial congestion window, bytes; ideally the link's bandwidth-delay product "
+            "(150 ms x 30 Mbit/s = 487500)."
+        ),
+    ] = 14720
+    receive_window: Annotated[
+        Optional[Count],
+        Doc("Connection-wide receive flow-control window, bytes. Unset: `initial_window`."),
+    ] = None
+    send_window: Annotated[
+        Optional[Count],
+        Doc("Connection-wide unacknowledged send limit, bytes. Unset: `initial_window`."),
+    ] = None
+    socket_receive_buffer_size: Annotated[
+        Optional[Count],
+        Doc("SO_RCVBUF of the UDP socket; warns when the OS grants less. Unset: OS default."),
+    ] = None
+    socket_send_buffer_size: Annotated[
+        Optional[Count],
+        Doc("SO_SNDBUF of the UDP socket; warns when the OS grants less. Unset: OS default."),
+    ] = None
+    congestion_algorithm: Annotated[
+        Literal["Bbr", "Cubic", "NewReno", "None"],
+        Doc(
+            'Congestion controller. `"None"`: the window stays at `initial_window` and packets '
+            "are still paced by it."
+        ),
+    ] = "Bbr"
+    max_datagram_size: Annotated[
+        Annotated[int, Meta(ge=1200, le=65527)],
+        Doc(
+            "Largest UDP payload sent, bytes. Raise to 1452 on paths whose MTU is known to be "
+            ">= 1500 (Ethernet without tunnels); both ends need it; too large a value fails the "
+            "handshake rather than black-holing later. (Extension.)"
+        ),
+    ] = 1200
+
+    @property
+    def effective_receive_window(self) -> int:
+        """``receive_window``, defaulting to ``initial_window`` as in config.rs."""
+        return self.receive_window if self.receive_window is not None else self.initial_window
+
+    @property
+    def effective_send_window(self) -> int:
+        """``send_window``, defaulting to ``initial_window`` as in config.rs."""
+        return self.send_window if self.send_window is not None else self.initial_window
+
+
+class System(_Section, kw_only=True):
+    """Optional table: process behaviour."""
+
+    connect_interval: Annotated[
+        Ms, Doc("Client: ms to wait after a failed or lost connection before the next attempt.")
+    ] = 1000
+    tcp_nodelay: Annotated[bool, Doc("TCP_NODELAY on the HTTP/1.1 sockets.")] = True
+    wait_for_first_attempt: Annotated[
+        bool,
+        Doc(
+            "Client under systemd: send READY only after the first connection attempt ends, "
+            "either way."
+        ),
+    ] = True
+    # gt=0 rather than ge=1: the Rust original accepts any positive factor, and a config that
+    # loads there must load here. Below 1.0 systemd would kill us, which the doc warns about.
+    watchdog_factor: Annotated[
+        Annotated[float, Meta(gt=0)],
+        Doc("Watchdog pings every `WATCHDOG_USEC / factor`; below 1.0 systemd kills the process."),
+    ] = 1.5
+    add_forwarded: Annotated[
+        bool, Doc("Append an RFC 7239 `Forwarded` header to requests.")
+    ] = False
+    qlog_dir: Annotated[
+        Optional[Path],
+        Doc("Directory for qlog traces of QUIC connections. Unset: off. (Extension.)"),
+    ] = None
+
+
+class Limits(_Section, kw_only=True):
+    """Optional table (extension): bounds on the HTTP/1.1 sides and the origin pool."""
+
+    max_request_line: Annotated[Count, Doc("Longest request line, bytes; longer gets 414.")] = 8192
+    max_header_bytes: Annotated[Count, Doc("Largest header block, bytes; larger gets 431.")] = 65536
+    max_header_count: Annotated[Count, Doc("Most header fields; more gets 431.")] = 100
+    request_head_timeout: Annotated[
+        Ms, Doc("ms to receive a whole request head; slower gets 408.")
+    ] = 10000
+    keepalive_idle_timeout: Annotated[
+        Ms, Doc("ms an idle HTTP/1.1 listener connection is kept before it is closed.")
+    ] = 60000
+    origin_connect_timeout: Annotated[
+        Ms, Doc("ms to connect to the origin; slower gets 502.")
+    ] = 5000
+    origin_response_timeout: Annotated[
+        Ms,
+        Doc(
+            "ms from the end of the request body until the origin's response head arrives; "
+            "slower gets 504."
+        ),
+    ] = 60000
+    stream_queue_timeout: Annotated[
+        Ms, Doc("ms a request beyond the session's stream limit waits for a stream, then 503.")
+    ] = 5000
+    max_origin_idle_connections: Annotated[
+        Annotated[int, Meta(ge=0)], Doc("Idle origin connections kept for reuse; 0: no reuse.")
+    ] = 32
+    origin_idle_timeout: Annotated[
+        Ms, Doc("ms an idle origin connection is kept for reuse.")
+    ] = 30000
+
+
+class Metrics(_Section, kw_only=True):
+    """Optional table (extension): metrics HTTP endpoint; off when the table is absent."""
+
+    bind_address: Annotated[str, Doc("Socket address (`ip:port`) of the metrics listener.")]
+
+    def __post_init__(self) -> None:
+        _check_socket_address("bind_address", self.bind_address, require_ip=True)
+
+    @property
+    def bind(self) -> tuple[str, int]:
+        """``(ip, port)`` to listen on (brackets removed)."""
+        return parse_socket_address(self.bind_address, require_ip=True)
+
+
+class Config(_Section, kw_only=True):
+    """The whole file. ``source`` is not a TOML key: ``load``/``parse`` set it to the file."""
+
+    general: General
+    tls: Tls
+    transport: Transport = msgspec.field(default_factory=Transport)
+    system: System = msgspec.field(default_factory=System)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    metrics: Optional[Metrics] = None
+    source: Path = Path()
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "general": General,
+    "tls": Tls,
+    "transport": Transport,
+    "system": System,
+    "limits": Limits,
+    "metrics": Metrics,
+}
+
+
+def _dec_hook(tp: type, value: Any) -> Any:
+    # Path is not a msgspec-native type; TOML gives it as a string.
+    if tp is Path and isinstance(value, str):
+        return Path(value)
+    raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+
+
+def _literals(tp: Any) -> tuple[Any, ...]:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+
+
+# msgspec speaks JSON type names; users wrote TOML.
+_TYPE_WORDS = {"object": "table", "str": "string", "int": "integer", "bool": "boolean"}
+
+
+def _translate(msg: str, raw: dict[str, Any]) -> str:
+    """Turn msgspec's ``Problem - at `$.a.b``` into ``a.b: problem`` in TOML terms."""
+    m = re.fullmatch(r"(.*?)(?: - at `\$((?:\.\w+)*)`)?", msg, re.S)
+    assert m is not None
+    problem, path = m.group(1), [p for p in (m.group(2) or "").split(".") if p]
+    if (u := re.fullmatch(r"Object contains unknown field `(.+)`", problem)) is not None:
+        return ".".join([*path, u.group(1)]) + ": unknown field"
+    if (u := re.fullmatch(r"Object missing required field `(.+)`", problem)) is not None:
+        return ".".join([*path, u.group(1)]) + ": required"
+    # __post_init__ messages begin with the offending field of that section.
+    if (u := re.fullmatch(r"(\w+): (.*)", problem, re.S)) is not None and path:
+        return ".".join([*path, u.group(1)]) + ": " + u.group(2)
+    got: Any = raw  # the offending value, to echo it back
+    for part in path:
+        got = got.get(part) if isinstance(got, dict) else None
+    # Every enum is a section field, so the Literal is found in that section's hints.
+    if problem.startswith("Invalid enum value") and len(path) == 2 and path[0] in _SECTIONS:
+        hints = typing.get_type_hints(_SECTIONS[path[0]], include_extras=True)
+        if choices := _literals(hints.get(path[1])):
+            listed = ", ".join(json.dumps(c) for c in choices)
+            return f"{'.'.join(path)}: expected one of {listed}, got {json.dumps(got)}"
+    problem = re.sub(r"`(\w+)`", lambda w: _TYPE_WORDS.get(w.group(1), w.group(1)), problem)
+    problem = problem[:1].lower() + problem[1:]
+    if "got" not in problem and isinstance(got, (int, float, str)):
+        problem += f", got {json.dumps(got)}"
+    return f"{'.'.join(path) or '(top level)'}: {problem}"
+
+
+def parse(text: str | bytes, *, path: Path) -> Config:
+    """Decode and validate a config document; ``path`` names it in errors and anchors relative
+    paths. Raises ``ConfigError`` with a one-line message."""
+    path = Path(path)
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        raw = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        where = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", msg)
+        if where:
+            msg = f"line {where.group(2)}: invalid TOML: {where.group(1)} (column {where.group(3)})"
+        else:
+            msg = f"invalid TOML: {msg}"
+        raise ConfigError(f"{path}: {msg}") from None
+    if "source" in raw:  # a Struct field, but not a key the file may set
+        raise ConfigError(f"{path}: source: unknown field")
+    try:
+        config = msgspec.convert(raw, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_translate(str(exc), raw)}") from None
+    # Relative paths mean "next to the config file" (as in the Rust original); resolve them once
+    # here, against an absolute directory so a later chdir cannot change their meaning.
+    base = path.absolute().parent
+
+    def rel(p: Path | None) -> Any:
+        return None if p is None else base / p
+
+    tls = msgspec.structs.replace(
+        config.tls, ca=rel(config.tls.ca), cert=rel(config.tls.cert), key=rel(config.tls.key)
+    )
+    system = msgspec.structs.replace(config.system, qlog_dir=rel(config.system.qlog_dir))
+    return msgspec.structs.replace(config, tls=tls, system=system, source=path)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the config file at ``path``. Raises ``ConfigError`` (one line)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    return parse(data, path=p)
+
+
+def _type_name(tp: Any) -> str:
+    while typing.get_origin(tp) is Annotated:
+        args = typing.get_args(tp)
+        tp, metas = args[0], [a for a in args[1:] if isinstance(a, Meta)]
+        bounds = [(m.ge, m.gt, m.le) for m in metas if (m.ge, m.gt, m.le) != (None, None, None)]
+        if bounds:
+            ge, gt, le = bounds[0]
+            lo = f">= {ge}" if ge is not None else f"> {gt}" if gt is not None else ""
+            rng = f"{ge}..{le}" if ge is not None and le is not None else lo or f"<= {le}"
+            return f"{_type_name(tp)} ({rng})"
+    if typing.get_origin(tp) is Literal:
+        return " \\| ".join(json.dumps(a) for a in typing.get_args(tp))
+    args = typing.get_args(tp)
+    if type(None) in args:
+        return _type_name(next(a for a in args if a is not type(None))) + ", optional"
+    return {Path: "path", str: "string", int: "integer", float: "float", bool: "boolean"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _default_text(field: msgspec.structs.FieldInfo) -> str:
+    if field.required:
+        return "required"
+    value = field.default if field.default is not msgspec.NODEFAULT else field.default_factory()
+    if value is None:
+        return "unset"
+    return f"`{json.dumps(value)}`"
+
+
+def render_reference() -> str:
+    """Markdown reference of every section and field, generated from the Structs."""
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from ptproxy/ops/config.py; do not edit. Regenerate with:",
+        "     python -m ptproxy.ops.config > docs/config.md -->",
+        "",
+        "TOML. Relative paths resolve against the directory of the file. Unknown fields are "
+        "errors. Durations are integer milliseconds.",
+    ]
+    for name, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls, include_extras=True)
+        out += ["", f"## `[{name}]`", "", (cls.__doc__ or "").strip(), ""]
+        out += ["| field | type | default | meaning |", "|---|---|---|---|"]
+        for f in msgspec.structs.fields(cls):
+            tp = hints[f.name]
+            metas = [a for a in typing.get_args(tp)[1:] if isinstance(a, Meta)]
+            doc = next((m.description for m in metas if m.description), "")
+            out.append(f"| `{f.name}` | {_type_name(tp)} | {_default_text(f)} | {doc} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # python -m ptproxy.ops.config > docs/config.md
+    sys.stdout.write(render_reference())

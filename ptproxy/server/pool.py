@@ -1,0 +1,116 @@
+"""Keep-alive HTTP/1.1 connections to ``http_connect_address``.
+
+Idle connections are reused most-recently-used first (the warmest TCP window, the least likely to
+have been closed by the origin's own idle timer) and evicted after ``origin_idle_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ptproxy.errors import UpstreamError
+from ptproxy.h1conn import H1Connection
+
+__all__ = ["OriginPool"]
+
+logger = logging.getLogger("ptproxy.origin")
+
+
+class OriginPool:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tcp_nodelay: bool,
+        max_idle: int,
+        idle_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._tcp_nodelay = tcp_nodelay
+        self._max_idle = max_idle
+        self._idle_timeout = idle_timeout
+        self._connect_timeout = connect_timeout
+        self._idle: list[tuple[H1Connection, float]] = []
+        self._reaper: asyncio.TimerHandle | None = None
+        self.connects = 0
+        self.reuses = 0
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def _usable(self, conn: H1Connection) -> bool:
+        return not conn.is_closed and not conn.at_eof and not conn.has_buffered_input()
+
+    async def acquire(self) -> tuple[H1Connection, bool]:
+        """A connection to the origin and whether it was reused. Raises UpstreamError (502)."""
+        now = time.monotonic()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if now - since < self._idle_timeout and self._usable(conn):
+                self.reuses += 1
+                return conn, True
+            conn.close()
+        return await self._connect(), False
+
+    async def _connect(self) -> H1Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: H1Connection(tcp_nodelay=self._tcp_nodelay), self.host, self.port
+                ),
+                self._connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise UpstreamError(
+                f"connecting to origin {self.address} timed out after {self._connect_timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise UpstreamError(
+                f"connecting to origin {self.address} failed: {exc.strerror or exc}"
+            ) from None
+        self.connects += 1
+        return conn
+
+    def release(self, conn: H1Connection) -> None:
+        """Return a connection whose last exchange completed cleanly."""
+        if not self._usable(conn):
+            conn.close()
+            return
+        conn.parser = None
+        self._idle.append((conn, time.monotonic()))
+        while len(self._idle) > self._max_idle:
+            old, _ = self._idle.pop(0)
+            old.close()
+        if self._reaper is None and self._idle:
+            self._reaper = asyncio.get_running_loop().call_later(self._idle_timeout, self._evict)
+
+    def _evict(self) -> None:
+        """Close idle connections older than ``idle_timeout`` (or dead), so they do not linger
+        until the next request; re-arm for the oldest one left."""
+        self._reaper = None
+        now = time.monotonic()
+        keep = []
+        for conn, since in self._idle:
+            if now - since >= self._idle_timeout or not self._usable(conn):
+                conn.close()
+            else:
+                keep.append((conn, since))
+        self._idle = keep
+        if keep:
+            delay = max(0.0, keep[0][1] + self._idle_timeout - now)
+            self._reaper = asyncio.get_running_loop().call_later(delay, self._evict)
+
+    def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for conn, _ in self._idle:
+            conn.close()
+        self._idle.clear()

@@ -1,0 +1,207 @@
+"""Shared machinery of the HTTP/1.1 parsers: framing decisions and llhttp callback bookkeeping.
+
+Private to ``ptproxy.http1``; ``parser.py`` holds the public RequestParser/ResponseParser and the
+strategy comment that explains what is checked here and why.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from httptools.parser.errors import HttpParserCallbackError, HttpParserError
+
+from ptproxy.errors import ClientProtocolError, PtproxyError
+from ptproxy.wire.events import BodyData, BodyKind, ChunkComplete, Event, Fields
+
+__all__ = [
+    "BODY",
+    "HEAD",
+    "HOST_OK",
+    "IDLE",
+    "OWS",
+    "REASON_OK",
+    "VERSIONS",
+    "VISIBLE",
+    "BaseParser",
+    "Framing",
+]
+
+IDLE, HEAD, BODY = 0, 1, 2
+OWS = b" \t"
+VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
+# RFC 3986 characters (visible ASCII); llhttp lets some other bytes through in targets.
+VISIBLE = bytes(range(0x21, 0x7F))
+# RFC 9110 7.2: Host = uri-host [ ":" port ]; uri-host = IP-literal / IPv4address / reg-name.
+HOST_OK = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
+# RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ); llhttp lets CTLs through.
+REASON_OK = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+
+
+class Framing:
+    """What one pass over a head's fields found (names compared case-insensitively)."""
+
+    __slots__ = ("cl", "conn", "expect", "hosts", "te")
+
+    def __init__(self, headers: Fields) -> None:
+        self.hosts: list[bytes] = []
+        self.te: list[bytes] = []
+        self.cl: list[bytes] = []
+        self.conn: set[bytes] = set()
+        self.expect = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"host":
+                self.hosts.append(value)
+            elif lname == b"transfer-encoding":
+                self.te.append(value)
+            elif lname == b"content-length":
+                self.cl.append(value)
+            elif lname == b"connection":
+                if b"," in value:
+                    self.conn.update(t.strip(OWS).lower() for t in value.split(b","))
+                else:  # the usual "keep-alive" / "close": no generator (3.7 % of the server end)
+                    self.conn.add(value.strip(OWS).lower())
+            elif lname == b"expect" and value.lower() == b"100-continue":
+                self.expect = True
+
+    def body(
+        self, version: tuple[int, int], err: type[PtproxyError]
+    ) -> tuple[BodyKind, int | None]:
+        """RFC 9112 6.3 steps 3-6, strict: returns CHUNKED, LENGTH or NONE (caller maps NONE)."""
+        if self.te:
+            if version == (1, 0):
+                raise err("Transfer-Encoding in an HTTP/1.0 message")
+            if self.cl:
+                # RFC 9112 6.1: "A server MAY reject a request that contains both Content-Length and
+                # Transfer-Encoding ... Such a message might indicate an attempt to perform request
+                # smuggling". We always reject.
+                raise err("both Content-Length and Transfer-Encoding")
+            if len(self.te) != 1 or self.te[0].lower() != b"chunked":
+                raise err(f"unsupported Transfer-Encoding {b', '.join(self.te)[:64]!r}")
+            return BodyKind.CHUNKED, None
+        if self.cl:
+            # RFC 9112 6.3 step 5: several or invalid Content-Length values are "unrecoverable".
+            if len(self.cl) != 1:
+                raise err("several Content-Length fields")
+            value = self.cl[0]
+            if not value.isdigit():
+                raise err(f"invalid Content-Length {value[:32]!r}")
+            return BodyKind.LENGTH, int(value)
+        return BodyKind.NONE, None
+
+
+class BaseParser:
+    """Callbacks and bookkeeping shared by both directions."""
+
+    _error_class: type[PtproxyError] = ClientProtocolError
+    _llhttp: Any
+
+    def __init__(self, max_header_bytes: int, max_header_count: int, guard: int) -> None:
+        self._max_header_bytes = max_header_bytes
+        self._max_header_count = max_header_count
+        self._guard = guard  # head bytes fed across whole feeds beyond which the head is too large
+        self._events: list[Event] = []
+        self._error: PtproxyError | None = None
+        self._state = IDLE
+        self._fresh_head = False
+        self._stalled = 0
+        self._headers: Fields = []
+        self._trailers: Fields = []
+        self._header_bytes = 0
+        self._body = BodyKind.NONE
+        self._chunk_has_data = False
+        self._keep_alive = True
+
+    def _callbacks(self) -> SimpleNamespace:
+        # A separate namespace keeps the on_* callbacks off the public surface of the parser.
+        return SimpleNamespace(
+            on_message_begin=self._on_message_begin,
+            on_header=self._on_header,
+            on_headers_complete=self._on_headers_complete,
+            on_body=self._on_body,
+            on_chunk_header=self._on_chunk_header,
+            on_chunk_complete=self._on_chunk_complete,
+            on_message_complete=self._on_message_complete,
+        )
+
+    @property
+    def error(self) -> PtproxyError | None:
+        """The error that ended parsing, if any (raised now or by the next feed())."""
+        return self._error
+
+    # -- callbacks -------------------------------------------------------------------------------
+
+    def _on_message_begin(self) -> None:
+        self._state = HEAD
+        self._fresh_head = True
+        self._stalled = 0
+        self._headers = []
+        self._trailers = []
+        self._header_bytes = 0
+        self._chunk_has_data = False
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp drops leading OWS; trailing OWS is ours to strip (RFC 9112 5: "field-line = field-name
+        # ":" OWS field-value OWS").
+        value = value.strip(OWS)
+        target = self._trailers if self._state == BODY else self._headers
+        target.append((name, value))
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._max_header_bytes:
+            raise self._too_large(f"header section larger than {self._max_header_bytes} bytes")
+        if len(self._headers) + len(self._trailers) > self._max_header_count:
+            raise self._too_large(f"more than {self._max_header_count} header fields")
+
+    def _too_large(self, message: str) -> PtproxyError:
+        return self._error_class(message)
+
+    def _on_headers_complete(self) -> None:
+        raise NotImplementedError
+
+    def _on_body(self, data: bytes) -> None:
+        self._chunk_has_data = True
+        self._events.append(BodyData(data))
+
+    def _on_chunk_header(self) -> None:
+        self._chunk_has_data = False
+
+    def _on_chunk_complete(self) -> None:
+        # llhttp also reports the zero-size last-chunk; it carried no data, so no ChunkComplete.
+        if self._chunk_has_data:
+            self._chunk_has_data = False
+            self._events.append(ChunkComplete())
+
+    def _on_message_complete(self) -> None:
+        raise NotImplementedError
+
+    # -- driving llhttp --------------------------------------------------------------------------
+
+    def _translate(self, exc: HttpParserError) -> BaseException:
+        if isinstance(exc, HttpParserCallbackError):
+            # httptools chains the exception our callback raised as the context.
+            inner = exc.__context__
+            if isinstance(inner, BaseException):
+                return inner  # ours (a PtproxyError) or a bug, which must surface as itself
+        return self._error_class(f"{self._what}: {exc}")
+
+    _what = "invalid message"
+
+    def _fail(self, exc: PtproxyError, events: list[Event]) -> list[Event]:
+        self._error = exc
+        if events:
+            return events
+        raise exc
+
+    def _raise_stored(self) -> None:
+        if self._error is not None:
+            err = self._error
+            raise type(err)(*err.args)
+
+    def _check_stall(self, fed: int) -> None:
+        # httptools concatenates a field name or value split across feeds without calling us until
+        # it ends, so bound it here: bytes of feeds that began and ended inside one head are all head.
+        if self._state == HEAD and not self._fresh_head:
+            self._stalled += fed
+            if self._stalled > self._guard:
+                raise self._too_large(f"header section larger than {self._max_header_bytes} bytes")
