@@ -14,7 +14,7 @@ import socket
 from collections import deque
 from typing import Any, Protocol
 
-from ptproxy.errors import PtproxyError
+from ptproxy.errors import ConnectionClosed, HeadTimeout, PtproxyError  # re-exported
 from ptproxy.wire.events import BodyData, EndOfMessage
 from ptproxy.wire.framing import FlowMarks
 
@@ -33,14 +33,6 @@ LOW_WATER = 64 * 1024
 
 class EventParser(Protocol):
     def feed(self, data: bytes) -> list[Any]: ...
-
-
-class ConnectionClosed(Exception):
-    """The peer closed (or reset) the TCP connection."""
-
-
-class HeadTimeout(TimeoutError):
-    """Bytes of a new message arrived but its head did not complete within ``head_timeout``."""
 
 
 class H1Connection(asyncio.Protocol):

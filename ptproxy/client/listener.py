@@ -246,16 +246,17 @@ class Frontend:
                     else:
                         stream.end()
                     return True
-        except (ConnectionClosed, PtproxyError) as exc:
+        except StreamAborted:
+            # First: a StreamAborted is a PtproxyError too, but the stream is already gone.
+            return False
+        except PtproxyError as exc:
             # Never finish a body that ended short: the peer must see a reset.
             logger.warning("request body from %s failed: %s; resetting the stream", _fmt(conn.peername), exc)
             # The request is at fault: if no response head went out yet, the client gets a 4xx
             # saying why (not a 502 blaming the upstream).
-            if not isinstance(exc, PtproxyError):
+            if isinstance(exc, ConnectionClosed):
                 exc = ClientProtocolError(f"request body incomplete: {exc}")
             stream.reset(reason=exc)
-            return False
-        except StreamAborted:
             return False
 
     async def _download(

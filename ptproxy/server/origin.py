@@ -202,7 +202,9 @@ class Backend:
             msg = f"origin {self.pool.address} sent no response head within {timeout:g}s"
             logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
             return self._fail(stream, UpstreamTimeout.status, msg), False
-        except (ConnectionClosed, PtproxyError) as exc:
+        except StreamAborted:
+            raise  # the peer is gone, not the origin: _handle logs it (it is a PtproxyError too)
+        except PtproxyError as exc:
             msg = f"origin {self.pool.address}: {_describe(exc)}"
             logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
             return self._fail(stream, 502, msg), False
@@ -225,7 +227,9 @@ class Backend:
         stream.send_headers(h3_headers)
         try:
             complete = await self._copy_response_body(stream, conn, head)
-        except (ConnectionClosed, PtproxyError) as exc:
+        except StreamAborted:
+            raise  # the peer is gone, not the origin: _handle logs it (it is a PtproxyError too)
+        except PtproxyError as exc:
             logger.warning(
                 "[conn %d stream %d] origin response body failed: %s; resetting the stream",
                 session.number,

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from aioquic.h3.events import HeadersReceived
 from aioquic.quic import events as qe
 
+from ptproxy.errors import SessionClosed  # re-exported: defined in the one error tree
 from ptproxy.tunnel.aioquic import patches
 from ptproxy.tunnel.aioquic.patches import DataFrame, PatchedH3Connection, PatchedQuicConnection
 from ptproxy.tunnel.stream import (
@@ -31,10 +32,6 @@ __all__ = ["Session", "SessionClosed"]
 logger = logging.getLogger("ptproxy.tunnel")
 
 SendTo = Callable[[bytes, Any], None]
-
-
-class SessionClosed(Exception):
-    """The QUIC connection is gone; ``str()`` says why."""
 
 
 class Session:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Union
 
 from aioquic.h3.connection import ErrorCode
 
+from ptproxy.errors import StreamAborted  # re-exported: defined in the one error tree
 from ptproxy.tunnel.aioquic.patches import DataFrame
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ class Headers:
 @dataclass(frozen=True, slots=True)
 class StreamEnded:
     """The peer finished its half of the stream (FIN)."""
-
-
-class StreamAborted(Exception):
-    """The stream can no longer carry this message: reset by the peer, or the session is gone."""
-
-    def __init__(self, reason: str, code: int | None = None) -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 StreamEvent = Union[Headers, DataFrame, StreamEnded]
