@@ -99,6 +99,22 @@ def _check_socket_address(field: str, value: str | None, *, require_ip: bool) ->
             raise ValueError(f"{field}: {exc}") from None
 
 
+def _check_networks(mode: str, networks: list[str] | None) -> None:
+    """``allowed_sources``: server mode only, a non-empty list of CIDR networks."""
+    if networks is None:
+        return
+    if mode != "Server":
+        raise ValueError("allowed_sources: only allowed in Server mode")
+    if not networks:
+        raise ValueError("allowed_sources: an empty list would refuse every client; omit the field to allow any")
+    for text in networks:
+        try:
+            ipaddress.ip_network(text)
+        except ValueError as exc:
+            # e.g. "203.0.113.7/24 has host bits set": say which entry and what was meant.
+            raise ValueError(f"allowed_sources: {text!r} is not a network like 203.0.113.0/24 ({exc})") from None
+
+
 class General(_Section, kw_only=True):
     """Required table: role, peer identity and addresses."""
 
@@ -124,6 +140,14 @@ class General(_Section, kw_only=True):
     http_connect_address: Annotated[
         Optional[str], Doc("Server only, required there: `host:port` of the origin.")
     ] = None
+    allowed_sources: Annotated[
+        Optional[list[str]],
+        Doc(
+            'Server only: networks that may send to the QUIC port, e.g. `["203.0.113.0/24", '
+            '"2001:db8::/32"]`; datagrams from anywhere else are dropped before parsing '
+            "(IPv4-mapped IPv6 peers match IPv4 networks). Unset: any source. (Extension.)"
+        ),
+    ] = None
 
     # Cross-field rules of config.rs; messages start with the field so errors get a full path.
     def __post_init__(self) -> None:
@@ -142,6 +166,7 @@ class General(_Section, kw_only=True):
             raise ValueError("http_connect_address: not allowed in Client mode")
         _check_socket_address("http_bind_address", self.http_bind_address, require_ip=True)
         _check_socket_address("http_connect_address", self.http_connect_address, require_ip=False)
+        _check_networks(self.mode, self.allowed_sources)
 
     @property
     def connect_host(self) -> str:
@@ -279,7 +304,7 @@ class System(_Section, kw_only=True):
 
 
 class Limits(_Section, kw_only=True):
-    """Optional table (extension): bounds on the HTTP/1.1 sides and the origin pool."""
+    """Optional table (extension): bounds on the HTTP/1.1 sides, the origin pool and QUIC handshakes."""
 
     max_request_line: Annotated[Count, Doc("Longest request line, bytes; longer gets 414.")] = 8192
     max_header_bytes: Annotated[Count, Doc("Largest header block, bytes; larger gets 431.")] = 65536
@@ -309,6 +334,32 @@ class Limits(_Section, kw_only=True):
     origin_idle_timeout: Annotated[
         Ms, Doc("ms an idle origin connection is kept for reuse.")
     ] = 30000
+    max_handshakes: Annotated[
+        Count,
+        Doc("Server: QUIC handshakes in progress at once; Initials beyond it are dropped."),
+    ] = 64
+    handshake_timeout: Annotated[
+        Ms,
+        Doc(
+            "Server: ms a QUIC handshake may take before its state is dropped (not "
+            "`max_idle_timeout`, which only applies once authenticated)."
+        ),
+    ] = 3000
+    retry_threshold: Annotated[
+        Annotated[int, Meta(ge=0)],
+        Doc(
+            "Server: above this many new handshakes per second, or with more than half of "
+            "`max_handshakes` in progress, new clients must prove their address with a stateless "
+            "Retry (one extra round trip). 0: always Retry."
+        ),
+    ] = 20
+    handshakes_per_source: Annotated[
+        Count,
+        Doc(
+            "Server: new handshakes per second from one IPv4 address or IPv6 /64 (bursts of "
+            "twice as many, at least 4); sources that authenticated in the last hour are exempt."
+        ),
+    ] = 5
 
 
 class Metrics(_Section, kw_only=True):
@@ -453,6 +504,8 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " \\| ".join(json.dumps(a) for a in typing.get_args(tp))
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(args[0])}"
     if type(None) in args:
         return _type_name(next(a for a in args if a is not type(None))) + ", optional"
     return {Path: "path", str: "string", int: "integer", float: "float", bool: "boolean"}.get(

@@ -149,6 +149,10 @@ def test_minimal_client_gets_every_default() -> None:
         "stream_queue_timeout": 5000,
         "max_origin_idle_connections": 32,
         "origin_idle_timeout": 30000,
+        "max_handshakes": 64,
+        "handshake_timeout": 3000,
+        "retry_threshold": 20,
+        "handshakes_per_source": 5,
     }
     assert config.metrics is None
 
@@ -198,6 +202,21 @@ def test_server_mode_forbids_http_bind_address() -> None:
 def test_client_mode_forbids_http_connect_address() -> None:
     text = with_general('http_connect_address = "localhost:80"')
     assert error_of(text) == "general.http_connect_address: not allowed in Client mode"
+
+
+def test_allowed_sources_are_networks_and_server_only() -> None:
+    ok = with_general('allowed_sources = ["203.0.113.0/24", "2001:db8::/32"]', SERVER)
+    assert parse(ok, path=FILE).general.allowed_sources == ["203.0.113.0/24", "2001:db8::/32"]
+    assert parse(SERVER, path=FILE).general.allowed_sources is None
+    client = with_general('allowed_sources = ["10.0.0.0/8"]')
+    assert error_of(client) == "general.allowed_sources: only allowed in Server mode"
+    host_bits = with_general('allowed_sources = ["203.0.113.7/24"]', SERVER)
+    assert error_of(host_bits).startswith("general.allowed_sources: '203.0.113.7/24' is not a network")
+    assert "has host bits set" in error_of(host_bits)
+    garbage = with_general('allowed_sources = ["example.com"]', SERVER)
+    assert error_of(garbage).startswith("general.allowed_sources: 'example.com' is not a network")
+    empty = with_general("allowed_sources = []", SERVER)
+    assert error_of(empty).startswith("general.allowed_sources: an empty list would refuse every client")
 
 
 def test_rules_also_apply_to_direct_construction() -> None:
@@ -406,7 +425,7 @@ def test_reference_shows_actual_defaults() -> None:
     algorithms = '"Bbr" \\| "Cubic" \\| "NewReno" \\| "None"'
     assert f'| `congestion_algorithm` | {algorithms} | `"Bbr"` |' in text
     assert "| `mode` | " in text and "| required |" in text
-    assert "source" not in text
+    assert "| `source` |" not in text  # set by load(), not a key of the file
 
 
 def test_config_struct_defaults_match_sections() -> None:
