@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.e2e import machine, places, report
 from benchmarks.e2e.plots import plot_all
-from benchmarks.e2e.procs import ProcessGroups, loadavg
+from benchmarks.harness.procs import ProcessGroups, loadavg
 from benchmarks.e2e.runner import SCENARIOS, Settings, run
 from benchmarks.e2e.systems import SYSTEMS
 
@@ -47,7 +47,7 @@ to the best peer (best of the proxy systems) measured in the same run.
 
 profiles (--profile):
   """ + "\n  ".join(f"{k:9s} {v}" for k, v in places.DESCRIPTIONS.items()) + """
-Emulated profiles need the link emulator (benchmarks/netem, root); without it they are skipped
+Emulated profiles need the link emulator (tools/netem, root); without it they are skipped
 with the reason. On them, origin + server end run in namespace b, client end + load generator in
 namespace a.
 

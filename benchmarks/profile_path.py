@@ -14,19 +14,24 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.harness.config import origin_conf, ptproxy_configs
+from benchmarks.harness.ports import free_ports
+from benchmarks.harness.procs import (
+    ProcessGroups,
+    log_has,
+    nginx_cmd,
+    ptproxy_cmd,
+    python_env,
+    wait_until,
+)
 from ptproxy.ops.devcerts import make_demo_pki
-
-from .e2e.origin import origin_conf
-from .e2e.places import free_port
 
 # Innermost match wins: a frame list is scanned from the leaf up, and the first rule that
 # matches any frame decides the bucket.
@@ -89,38 +94,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     work = Path(tempfile.mkdtemp(prefix="ptproxy-profile-"))
     pki = make_demo_pki(work / "pki")
-    origin_port, http_port, quic_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-    (work / "origin").mkdir()
-    conf = origin_conf(work / "origin", "127.0.0.1", origin_port)
-    conf.write_text(conf.read_text().replace("worker_processes auto;", "worker_processes 1;"))
-    tls = f'[tls]\nca = "{pki.ca}"\n'
-    (work / "server.toml").write_text(
-        f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\nbind_address = "127.0.0.1"\n'
-        f'quic_port = {quic_port}\nhttp_connect_address = "127.0.0.1:{origin_port}"\n\n'
-        f'{tls}cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n')
-    (work / "client.toml").write_text(
-        f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\nconnect_address = "127.0.0.1"\n'
-        f'quic_port = {quic_port}\nhttp_bind_address = "127.0.0.1:{http_port}"\n\n'
-        f'{tls}cert = "{pki.client.cert}"\nkey = "{pki.client.key}"\n')
-    env = dict(os.environ)
-    if a.pure:
-        env["PTPROXY_NO_EXTENSIONS"] = "1"
-    procs: list[subprocess.Popen[bytes]] = []
+    origin_port, http_port, quic_port = free_ports(3)
+    conf = origin_conf(work / "origin", "127.0.0.1", origin_port, workers=1)
+    client, server = ptproxy_configs(work, pki, http_port=http_port, quic_port=quic_port,
+                                     origin=f"127.0.0.1:{origin_port}")
+    env = python_env(pure=True if a.pure else None)
+    groups = ProcessGroups()
     try:
-        procs.append(subprocess.Popen(["nginx", "-p", str(work / "origin"), "-c", str(conf)]))
+        groups.start("origin", nginx_cmd(conf), work / "origin.log")
         ends = {}
-        for end in ("server", "client"):
-            log = open(work / f"{end}.log", "wb")
-            ends[end] = subprocess.Popen([sys.executable, "-m", "ptproxy", "-c", str(work / f"{end}.toml")],
-                                         env=env, stdout=log, stderr=subprocess.STDOUT)
-            procs.append(ends[end])
-            time.sleep(1.5)
-        deadline = time.monotonic() + 20
-        while b"tunnel ready" not in (work / "client.log").read_bytes():
-            if time.monotonic() > deadline:
-                print((work / "client.log").read_text(), file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+        for end, config in (("server", server), ("client", client)):
+            ends[end] = groups.start(end, ptproxy_cmd(config), work / f"{end}.log", env=env).proc
+        try:
+            wait_until(lambda: log_has(work / "client.log", "tunnel ready"), 20, "tunnel ready")
+        except TimeoutError:
+            print((work / "client.log").read_text(), file=sys.stderr)
+            return 1
         url = f"http://127.0.0.1:{http_port}/hello"
         subprocess.run(["wrk", "-t1", f"-c{a.conns}", "-d2s", url], capture_output=True)  # warm-up
         wrk = subprocess.Popen(["wrk", "-t1", f"-c{a.conns}", f"-d{a.seconds + 2:g}s", url],
@@ -136,13 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             spy.wait(a.seconds + 60)
         wrk_out, _ = wrk.communicate(a.seconds + 30)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        groups.stop_all()
     rps = next((ln.split()[-1] for ln in wrk_out.splitlines() if ln.startswith("Requests/sec")), "?")
     mode = "pure-Python twins" if a.pure else "compiled speedups"
     parts = [f"# Request-path profile ({mode}): wrk -c{a.conns}, {rps} req/s, {a.seconds:g} s sampled at 250 Hz", ""]

@@ -4,18 +4,18 @@ subprocesses; their output parsed into flat metric dicts."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from benchmarks.harness.procs import REPO_ROOT, python_env
+from benchmarks.harness.stats import latency_summary
 
 from .machine import CpuPlan
 from .places import Place
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
@@ -47,11 +47,8 @@ class Loadgen:
         return parse_ab(out)
 
     def client(self, args: list[str], timeout: float = 600) -> dict[str, Any]:
-        env_py = [sys.executable, "-m", "benchmarks.e2e.client"]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        r = subprocess.run(self._cmd(env_py + args), capture_output=True, text=True, timeout=timeout,
-                           env=env, cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, start_new_session=True)
+        cmd = self._cmd([sys.executable, "-m", "benchmarks.e2e.client", *args])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=python_env(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             res: dict[str, Any] = json.loads(r.stdout)
         except ValueError:
@@ -124,14 +121,6 @@ def parse_ab(out: str) -> dict[str, Any]:
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    s = sorted(values)
-
-    def q(p: float) -> float:
-        k = (len(s) - 1) * p
-        lo = int(k)
-        hi = min(lo + 1, len(s) - 1)
-        return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-    return {"p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": s[-1], "mean_ms": sum(s) / len(s)}
+    """p50/p90/p99/max/mean of latency samples in ms (:func:`benchmarks.harness.stats.percentile`)."""
+    summ = latency_summary(values)
+    return {f"{k}_ms": summ[k] for k in ("p50", "p90", "p99", "max", "mean")} if values else {}

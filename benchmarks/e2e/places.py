@@ -6,7 +6,6 @@ load generator in namespace a, so every proxied byte crosses the link once each 
 
 from __future__ import annotations
 
-import socket
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,32 +28,11 @@ DESCRIPTIONS = {
 
 def emulator_available() -> tuple[bool, str]:
     try:
-        from benchmarks.netem import LinkEmulator
+        from tools.netem import LinkEmulator
     except Exception as exc:  # noqa: BLE001 - any import problem means "not available"
-        return False, f"benchmarks.netem not importable: {exc}"
+        return False, f"tools.netem not importable: {exc}"
     ok, why = LinkEmulator.available()
     return bool(ok), str(why)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports free for both TCP and UDP on loopback."""
-    out: list[int] = []
-    while len(out) < n:
-        p = free_port()
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        if p not in out:
-            out.append(p)
-    return out
 
 
 @dataclass
@@ -93,7 +71,7 @@ class PlaceContext(AbstractContextManager["Place"]):
 
     def __enter__(self) -> Place:
         if self.place.emulated:
-            from benchmarks.netem import LinkEmulator, LinkProfile
+            from tools.netem import LinkEmulator, LinkProfile
 
             self._emu = LinkEmulator(LinkProfile(**self.place.params), prefix="ptpbench")
             self._emu.start()

@@ -3,8 +3,9 @@ Caddy criteria, and the Markdown table. The schema is documented in benchmarks/R
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
+
+from benchmarks.harness.stats import cdf, median
 
 from .runner import RunData, Settings
 
@@ -20,7 +21,7 @@ NO_RATIO = {"duration_s"}  # bookkeeping, not a figure of merit
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
-    med = statistics.median(values)
+    med = median(values)
     lo, hi = min(values), max(values)
     return {
         "median": med,
@@ -99,7 +100,7 @@ def criteria(results: dict[str, Any], system: str = "ptproxy", against: str = "c
 def build(s: Settings, data: RunData, meta: dict[str, Any]) -> dict[str, Any]:
     results = aggregate(data)
     latency_cdf = {
-        prof: {sysn: _quantiles(v) for sysn, v in per.items()} for prof, per in data.latency_raw.items()
+        prof: {sysn: [round(x, 4) for x in cdf(v)] for sysn, v in per.items()} for prof, per in data.latency_raw.items()
     }
     return {
         "schema": SCHEMA,
@@ -119,13 +120,6 @@ def build(s: Settings, data: RunData, meta: dict[str, Any]) -> dict[str, Any]:
         "link_stats": data.link_stats,
         "errors": data.errors,
     }
-
-
-def _quantiles(values: list[float], points: int = 101) -> list[float]:
-    if not values:
-        return []
-    s = sorted(values)
-    return [round(s[min(len(s) - 1, int(i / (points - 1) * (len(s) - 1)))], 4) for i in range(points)]
 
 
 # -- Markdown ------------------------------------------------------------------------------------

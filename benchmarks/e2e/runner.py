@@ -16,13 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.harness.config import BODIES, UPLOAD_BYTES, origin_conf
+from benchmarks.harness.ports import free_port
+from benchmarks.harness.procs import (
+    ProcessGroups,
+    cpu_seconds,
+    listening,
+    loadavg,
+    nginx_cmd,
+    peak_rss_kib,
+    wait_until,
+)
+from benchmarks.harness.stats import median
 from ptproxy.ops.devcerts import make_demo_pki
 
 from .load import Loadgen, percentiles
 from .machine import CpuPlan
-from .origin import BODIES, UPLOAD_BYTES, origin_conf
-from .places import Place, PlaceContext, free_ports
-from .procs import ProcessGroups, cpu_seconds, listening, loadavg, peak_rss_kib, wait_until
+from .places import Place, PlaceContext
 from .systems import SYSTEMS, Context, Endpoint, System
 
 SCENARIOS = ["first_request", "wrk_small", "ab_small", "latency_seq", "download_10m", "upload_10m", "sweep"]
@@ -151,9 +161,9 @@ def sc_transfer(mode: str) -> Callable[..., None]:
             r = lg.client([mode, ep.host, str(ep.port), path, "--n", str(s.transfer_n), "--bytes", str(UPLOAD_BYTES)])
         size = BODIES["10m"] if mode == "download" else UPLOAD_BYTES
         short = sum(1 for b in r["bytes"] if b != size)
-        rates = sorted(b / 1e6 / t for b, t in zip(r["bytes"], r["seconds"]))
+        rates = [b / 1e6 / t for b, t in zip(r["bytes"], r["seconds"])]
         _add(data, place.name, system.name, f"{mode}_10m",
-             {"mb_per_s": rates[len(rates) // 2], "errors": r["errors"] + short, **cpu.per(sum(r["bytes"]) / 1e9, "GB")})
+             {"mb_per_s": median(rates), "errors": r["errors"] + short, **cpu.per(sum(r["bytes"]) / 1e9, "GB")})
     return f
 
 
@@ -176,9 +186,9 @@ SCENARIO_FUNCS: dict[str, Callable[..., None]] = {
 def start_origin(place: Place, plan: CpuPlan, groups: ProcessGroups, workdir: Path) -> tuple[int, Any]:
     d = workdir / f"origin-{place.name}"
     d.mkdir(parents=True, exist_ok=True)
-    (port,) = free_ports(1)
+    port = free_port()
     conf = origin_conf(d, place.addr("b"), port)
-    cmd = place.prefix("b") + plan.prefix("origin") + ["nginx", "-p", str(d), "-c", str(conf)]
+    cmd = place.prefix("b") + plan.prefix("origin") + nginx_cmd(conf)
     m = groups.start("origin", cmd, d / "nginx.out")
     wait_until(lambda: listening(m.pid, port), 30, "origin nginx", m)
     return port, m

@@ -14,20 +14,27 @@ CPU/RSS accounting.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness.config import nginx_pair_confs, ptproxy_configs
+from benchmarks.harness.ports import free_ports
+from benchmarks.harness.procs import (
+    Managed,
+    ProcessGroups,
+    caddy_cmd,
+    listening,
+    nginx_cmd,
+    ptproxy_cmd,
+    python_env,
+    wait_until,
+)
 from ptproxy.ops.devcerts import DemoPki
 
-from .machine import CpuPlan, which
-from .origin import nginx_common, nginx_http_common
-from .places import Place, free_ports
-from .procs import Managed, ProcessGroups, listening, wait_until
+from .machine import CpuPlan
+from .places import Place
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
 
 
@@ -86,49 +93,27 @@ class Direct(System):
 class Ptproxy(System):
     pure = False
 
-    def _configs(self, d: Path, http_port: int, quic_port: int) -> tuple[Path, Path]:
+    def start(self) -> Endpoint:
+        d = self._dir()
         pki, place = self.ctx.pki, self.ctx.place
-        transport = ""
+        http_port, quic_port = free_ports(2)
+        transport: dict[str, Any] = {}
         if place.emulated:  # as the README advises: initial_window = the link's BDP
             rate = place.params.get("rate_mbit") or 1000.0
             bdp = int(rate * 1e6 / 8 * place.params.get("rtt_ms", 1.0) / 1000)
-            transport = f"\n[transport]\ninitial_window = {max(14720, bdp)}\n"
-            self.info["initial_window"] = max(14720, bdp)
-        tls = f'[tls]\nca = "{pki.ca}"\n'
-        client = d / "client.toml"
-        client.write_text(
-            f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\n'
-            f'connect_address = "{place.addr("b")}"\nquic_port = {quic_port}\n'
-            f'http_bind_address = "{place.addr("a")}:{http_port}"\n\n'
-            f'{tls}cert = "{pki.client.cert}"\nkey = "{pki.client.key}"\n{transport}'
+            transport["initial_window"] = self.info["initial_window"] = max(14720, bdp)
+        client, server = ptproxy_configs(
+            d, pki, http_port=http_port, quic_port=quic_port, origin=f"{place.addr('b')}:{self.ctx.origin_port}",
+            client_addr=place.addr("a"), server_addr=place.addr("b"), transport=transport,
         )
-        server = d / "server.toml"
-        server.write_text(
-            f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\n'
-            f'bind_address = "{place.addr("b")}"\nquic_port = {quic_port}\n'
-            f'http_connect_address = "{place.addr("b")}:{self.ctx.origin_port}"\n\n'
-            f'{tls}cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n{transport}'
-        )
-        return client, server
-
-    def start(self) -> Endpoint:
-        d = self._dir()
-        http_port, quic_port = free_ports(2)
-        client, server = self._configs(d, http_port, quic_port)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        if self.pure:
-            env["PTPROXY_NO_EXTENSIONS"] = "1"
-        else:
-            env.pop("PTPROXY_NO_EXTENSIONS", None)
-        py = [sys.executable, "-m", "ptproxy"]
-        srv = self._run("server_end", "b", py + ["--config", str(server)], d / "server.log", env=env, cwd=d)
+        env = python_env(pure=self.pure)
+        srv = self._run("server_end", "b", ptproxy_cmd(server), d / "server.log", env=env, cwd=d)
         wait_until(lambda: listening(srv.pid, quic_port, udp=True), START_TIMEOUT, "ptproxy server end", srv)
-        cli = self._run("client_end", "a", py + ["--config", str(client)], d / "client.log", env=env, cwd=d)
+        cli = self._run("client_end", "a", ptproxy_cmd(client), d / "client.log", env=env, cwd=d)
         wait_until(lambda: b"tunnel ready" in cli.log.read_bytes(), START_TIMEOUT, "tunnel ready", cli)
         wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "ptproxy listener", cli)
         self.info["speedups"] = "pure" if self.pure else "compiled"
-        return Endpoint(self.ctx.place.addr("a"), http_port)
+        return Endpoint(place.addr("a"), http_port)
 
 
 class PtproxyPure(Ptproxy):
@@ -141,65 +126,14 @@ class NginxPair(System):
         pki, place = self.ctx.pki, self.ctx.place
         http_port, tls_port = free_ports(2)
         workers = self.ctx.proxy_cores
-        sd, cd = d / "server", d / "client"
-        sd.mkdir(exist_ok=True)
-        cd.mkdir(exist_ok=True)
-        b = place.addr("b")
-        (sd / "nginx.conf").write_text(
-            nginx_common(sd, workers)
-            + f"""http {{
-{nginx_http_common(sd)}
-    upstream origin {{ server {b}:{self.ctx.origin_port}; keepalive 256; keepalive_requests 1000000; }}
-    server {{
-        listen {b}:{tls_port} ssl reuseport backlog=4096;
-        ssl_certificate {pki.server.cert};
-        ssl_certificate_key {pki.server.key};
-        ssl_protocols TLSv1.3;
-        ssl_client_certificate {pki.ca};
-        ssl_verify_client on;
-        ssl_session_cache shared:S:1m;
-        client_max_body_size 0;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_request_buffering off;
-        }}
-    }}
-}}
-"""
+        cconf, sconf = nginx_pair_confs(
+            d / "client", d / "server", pki, client_addr=place.addr("a"), server_addr=place.addr("b"),
+            http_port=http_port, tls_port=tls_port, origin=f"{place.addr('b')}:{self.ctx.origin_port}",
+            workers=workers, listen_options="reuseport backlog=4096",
         )
-        (cd / "nginx.conf").write_text(
-            nginx_common(cd, workers)
-            + f"""http {{
-{nginx_http_common(cd)}
-    upstream tunnel {{ server {b}:{tls_port}; keepalive 256; keepalive_requests 1000000; }}
-    server {{
-        listen {place.addr("a")}:{http_port} reuseport backlog=4096;
-        client_max_body_size 0;
-        location / {{
-            proxy_pass https://tunnel;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_request_buffering off;
-            proxy_ssl_protocols TLSv1.3;
-            proxy_ssl_certificate {pki.client.cert};
-            proxy_ssl_certificate_key {pki.client.key};
-            proxy_ssl_trusted_certificate {pki.ca};
-            proxy_ssl_verify on;
-            proxy_ssl_name {pki.server_name};
-            proxy_ssl_server_name on;
-            proxy_ssl_session_reuse on;
-        }}
-    }}
-}}
-"""
-        )
-        srv = self._run("server_end", "b", ["nginx", "-p", str(sd), "-c", str(sd / "nginx.conf")], d / "server.log")
+        srv = self._run("server_end", "b", nginx_cmd(sconf), d / "server.log")
         wait_until(lambda: listening(srv.pid, tls_port), START_TIMEOUT, "server-side nginx", srv)
-        cli = self._run("client_end", "a", ["nginx", "-p", str(cd), "-c", str(cd / "nginx.conf")], d / "client.log")
+        cli = self._run("client_end", "a", nginx_cmd(cconf), d / "client.log")
         wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side nginx", cli)
         self.info["workers_per_end"] = workers
         self.info["hop"] = "HTTP/1.1 over TLS 1.3 (TCP), mTLS, upstream keepalive"
@@ -266,16 +200,14 @@ http://:{http_port} {{
 }}
 """
         )
-        caddy = which("caddy") or "caddy"
-        env = dict(os.environ)
+        env = python_env()
         env["GOMAXPROCS"] = str(self.ctx.proxy_cores)
         env["XDG_DATA_HOME"] = str(d / "xdg-data")
         env["XDG_CONFIG_HOME"] = str(d / "xdg-config")
         env["HOME"] = str(d)
-        run = [caddy, "run", "--adapter", "caddyfile", "--config"]
-        srv = self._run("server_end", "b", run + [str(server_conf)], d / "server.log", env=env, cwd=d)
+        srv = self._run("server_end", "b", caddy_cmd(server_conf), d / "server.log", env=env, cwd=d)
         wait_until(lambda: listening(srv.pid, h3_port, udp=True), START_TIMEOUT, "server-side caddy (UDP)", srv)
-        cli = self._run("client_end", "a", run + [str(client_conf)], d / "client.log", env=env, cwd=d)
+        cli = self._run("client_end", "a", caddy_cmd(client_conf), d / "client.log", env=env, cwd=d)
         wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side caddy", cli)
         self.info["gomaxprocs"] = self.ctx.proxy_cores
         return Endpoint(a, http_port)

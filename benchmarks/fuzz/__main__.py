@@ -1,6 +1,6 @@
 """Long-run fuzzing: ``python -m benchmarks.fuzz --minutes N [--target request|response|chunk|all]``.
 
-Runs the hypothesis targets of :mod:`benchmarks.fuzz.targets` (the same ones tests/fuzz runs with
+Runs the hypothesis targets of :mod:`tools.fuzz_targets` (the same ones tests/fuzz runs with
 a bounded budget) in rounds with fresh randomness until the time is up, against both twins, and
 prints per-target example counts. A crash prints hypothesis' minimal falsifying example and exits
 1: turn it into a regression test in tests/fuzz. (atheris is not used: it does not install here.)
@@ -17,7 +17,7 @@ from typing import Any, Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from . import targets as t
+from tools import fuzz_targets as t
 
 
 def _twins() -> list[tuple[str, Any, Any]]:

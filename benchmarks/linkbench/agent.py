@@ -14,85 +14,18 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.harness.http import Conn
 
-class Conn:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.reconnects = 0
 
-    def alive(self) -> bool:
-        return (
-            self.writer is not None
-            and self.reader is not None
-            and not self.writer.is_closing()
-            and not self.reader.at_eof()
-        )
+async def get(c: Conn, path: str) -> dict[str, Any]:
+    """One GET on ``c`` (reopened first, and counted, if the peer closed it while idle)."""
+    r = await c.request("GET", path)
+    return {"status": r.status, "t0": r.t0, "t_sent": r.t_sent, "t_head": r.t_head, "t1": r.t1, "ms": r.ms,
+            "ms_from_send": (r.t1 - r.t_sent) * 1000, "bytes": r.length, "reconnected": r.reconnected}
 
-    async def connect(self) -> None:
-        self.close()
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-    async def get(self, path: str, sink: bool = False) -> dict[str, Any]:
-        """One GET. Reconnects first when the peer closed the idle connection (counted)."""
-        t0 = time.monotonic()
-        reconnected = False
-        if not self.alive():
-            if self.writer is not None:
-                self.reconnects += 1
-            await self.connect()
-            reconnected = True
-        t_sent = time.monotonic()
-        assert self.writer is not None and self.reader is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: linkbench\r\nUser-Agent: linkbench\r\n\r\n".encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        t_head = time.monotonic()
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        hdrs: dict[str, str] = {}
-        for line in lines[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                hdrs[k.strip().lower()] = v.strip()
-        size = 0
-        if "content-length" in hdrs:
-            left = int(hdrs["content-length"])
-            while left:
-                chunk = await self.reader.read(min(left, 1 << 20))
-                if not chunk:
-                    raise ConnectionError("EOF in body")
-                left -= len(chunk)
-                size += len(chunk)
-        elif hdrs.get("transfer-encoding", "").lower() == "chunked":
-            while True:
-                line = await self.reader.readuntil(b"\r\n")
-                n = int(line.split(b";")[0], 16)
-                if n == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                await self.reader.readexactly(n)
-                await self.reader.readexactly(2)
-                size += n
-        if hdrs.get("connection", "").lower() == "close":
-            self.close()
-        t1 = time.monotonic()
-        return {
-            "status": status,
-            "t0": t0,
-            "t_sent": t_sent,
-            "t_head": t_head,
-            "t1": t1,
-            "ms": (t1 - t0) * 1000,
-            "ms_from_send": (t1 - t_sent) * 1000,
-            "bytes": size,
-            "reconnected": reconnected,
-        }
+def new_conn(host: str, port: int) -> Conn:
+    return Conn(host, port, host_header="linkbench", user_agent="linkbench")
 
 
 class Agent:
@@ -103,8 +36,8 @@ class Agent:
         """Open n keep-alive connections and warm each with one request."""
         pool = self.pools.setdefault(name, [])
         while len(pool) < n:
-            pool.append(Conn(host, port))
-        res = await asyncio.gather(*(c.get(path) for c in pool[:n]), return_exceptions=True)
+            pool.append(new_conn(host, port))
+        res = await asyncio.gather(*(get(c, path) for c in pool[:n]), return_exceptions=True)
         errs = [repr(r) for r in res if isinstance(r, BaseException)]
         return {"opened": n, "errors": errs}
 
@@ -113,7 +46,7 @@ class Agent:
         out = []
         for _ in range(n):
             try:
-                r = await asyncio.wait_for(c.get(path), 30)
+                r = await asyncio.wait_for(get(c, path), 30)
                 out.append(r)
             except Exception as e:  # noqa: BLE001
                 out.append({"error": repr(e)})
@@ -125,7 +58,7 @@ class Agent:
 
         async def one(c: Conn) -> dict[str, Any]:
             try:
-                return await asyncio.wait_for(c.get(path), 30)
+                return await asyncio.wait_for(get(c, path), 30)
             except Exception as e:  # noqa: BLE001
                 c.close()
                 return {"error": repr(e)}
@@ -136,9 +69,9 @@ class Agent:
 
     async def op_fresh(self, host: str, port: int, path: str, timeout: float = 60) -> dict[str, Any]:
         """A new connection, one GET (connect included in ms), then close."""
-        c = Conn(host, port)
+        c = new_conn(host, port)
         try:
-            return await asyncio.wait_for(c.get(path), timeout)
+            return await asyncio.wait_for(get(c, path), timeout)
         except Exception as e:  # noqa: BLE001
             return {"error": repr(e)}
         finally:
@@ -155,10 +88,10 @@ class Agent:
             t_start = time.monotonic()
             while time.monotonic() < t_start + deadline:
                 attempts += 1
-                c = Conn(host, port)
+                c = new_conn(host, port)
                 ts = time.monotonic()
                 try:
-                    r = await asyncio.wait_for(c.get(path), timeout)
+                    r = await asyncio.wait_for(get(c, path), timeout)
                     if r["status"] == 200:
                         r.update(attempts=attempts, t_poll_start=t_start, t_attempt=ts)
                         return r

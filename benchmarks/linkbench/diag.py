@@ -13,20 +13,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.netem import LinkEmulator, LinkProfile
+from benchmarks.harness.procs import cpu_seconds
+from benchmarks.harness.stats import median
 from ptproxy.ops.devcerts import make_demo_pki
+from tools.netem import LinkEmulator, LinkProfile
 
 from .runner import BDP, RATE_MBIT, RTT_MS, Agent, Bench, System, pct
 
-HZ = os.sysconf("SC_CLK_TCK")
 
 
 def cpu(pid: int) -> float:
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / HZ
-    except FileNotFoundError:
-        return 0.0
+    return cpu_seconds(pid, tree=False)
 
 
 def main() -> None:
@@ -68,7 +65,7 @@ def main() -> None:
         dt = time.monotonic() - t0
         c1 = {k: cpu(p) for k, p in pids.items()}
         ms = sorted(r["ms"] for r in rs if "ms" in r)
-        print("seq", pct(ms), "head-vs-end ms (p50)", sorted(r["t1"] - r["t_head"] for r in rs)[len(rs) // 2] * 1000)
+        print("seq", pct(ms), "head-vs-end ms (p50)", median(r["t1"] - r["t_head"] for r in rs) * 1000)
         print("seq cpu %:", {k: round(100 * (c1[k] - c0[k]) / dt, 1) for k in pids})
         print("seq times:", [round(x["ms"], 1) for x in rs])
         st0 = link.stats()
@@ -92,6 +89,7 @@ def main() -> None:
               f"{(time.time() - (time.monotonic() - until)) % 1:.3f}")
         time.sleep(0.5)
         ag.p.terminate()
+        b.groups.stop_all()
     print("work", work)
     for f in sorted((work / s.name).glob("*.log")):
         print("==", f.name)

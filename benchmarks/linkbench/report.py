@@ -70,7 +70,7 @@ def markdown(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     out = [
         "# linkbench: issue 4's measurements on an emulated sensitive link",
         "",
-        f"Run {m['started']} ({m['duration_s']} s). Link (user-space emulator, benchmarks/netem): "
+        f"Run {m['started']} ({m['duration_s']} s). Link (user-space emulator, tools/netem): "
         f"RTT {m['link']['rtt_ms']:g} ms, {m['link']['rate_mbit']:g} Mbit/s each way, drop-tail queue = 1 BDP, "
         f"random loss 0 % then 1 % per direction. BDP = {m['link']['bdp_bytes']} bytes. "
         f"Silence {m['settings']['silence_s']:g} s; {m['settings']['seq']} sequential GETs at 0 %, "

@@ -14,14 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e.origin import nginx_common, nginx_http_common, origin_conf
-from benchmarks.netem import LinkEmulator, LinkProfile
-from benchmarks.netem.emulator import python_env
+from benchmarks.harness.config import nginx_pair_confs, origin_conf, ptproxy_configs
+from benchmarks.harness.procs import (
+    REPO_ROOT,
+    Managed,
+    ProcessGroups,
+    log_has,
+    nginx_cmd,
+    ptproxy_cmd,
+    python_env,
+    read_text,
+)
+from benchmarks.harness.procs import wait_until as _wait_until
+from benchmarks.harness.stats import latency_summary, median
 from ptproxy.ops.devcerts import DemoPki, make_demo_pki
+from tools.netem import LinkEmulator, LinkProfile
 
 from .report import write_reports
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
 RTT_MS = 50.0
@@ -63,10 +73,6 @@ def transport_conf(algo: str) -> dict[str, Any]:
     }
 
 
-def toml_table(d: dict[str, Any]) -> str:
-    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
-
-
 class Agent:
     """The JSON-lines load agent inside namespace a."""
 
@@ -100,18 +106,15 @@ class System:
     port: int
     kind: str  # direct | nginx | ptproxy
     algo: str | None = None
-    procs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
+    procs: dict[str, Managed] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
 
 def wait_for(pred: Any, timeout: float, what: str, step: float = 0.002) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return time.monotonic()
-        time.sleep(step)
-    raise TimeoutError(f"timed out waiting for {what}")
+    """Poll until ``pred()``; the monotonic time it first held."""
+    _wait_until(pred, timeout, what, step=step)
+    return time.monotonic()
 
 
 def listening(link: LinkEmulator, side: str, port: int, udp: bool = False) -> bool:
@@ -122,93 +125,33 @@ def listening(link: LinkEmulator, side: str, port: int, udp: bool = False) -> bo
     return bool(out.strip())
 
 
-def log_has(path: Path, needle: str, count: int = 1) -> bool:
-    try:
-        return path.read_text(errors="replace").count(needle) >= count
-    except FileNotFoundError:
-        return False
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, link: LinkEmulator, work: Path, pki: DemoPki) -> None:
         self.args, self.link, self.work, self.pki = args, link, work, pki
         self.systems: list[System] = []
         self.res: dict[str, dict[str, Any]] = {}
         self.agent: Agent | None = None
+        self.groups = ProcessGroups()
 
     # -- processes --------------------------------------------------------------------------
-    def spawn(self, side: str, cmd: list[str], logf: Path, **kw: Any) -> subprocess.Popen[Any]:
-        f = open(logf, "ab")
-        return self.link.run_in(side, cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(logf.parent), **kw)
+    def spawn(self, side: str, cmd: list[str], logf: Path, **kw: Any) -> Managed:
+        return self.groups.start(logf.stem, self.link.cmd_prefix(side) + cmd, logf, cwd=logf.parent, **kw)
 
     def start_origin(self) -> None:
         d = self.work / "origin"
         d.mkdir()
-        conf = origin_conf(d, self.link.b_addr, ORIGIN_PORT)
         # one worker: the origin is not what is measured, and the machine has few cores
-        conf.write_text(conf.read_text().replace("worker_processes auto;", "worker_processes 1;"))
-        self.spawn("b", ["nginx", "-p", str(d), "-c", str(conf)], d / "nginx.out")
+        conf = origin_conf(d, self.link.b_addr, ORIGIN_PORT, workers=1)
+        self.spawn("b", nginx_cmd(conf), d / "nginx.out")
         wait_for(lambda: listening(self.link, "b", ORIGIN_PORT), 30, "origin nginx", 0.05)
 
     def start_nginx_pair(self, s: System) -> None:
         pki, a, b = self.pki, self.link.a_addr, self.link.b_addr
         sd, cd = self.work / "nginx-server", self.work / "nginx-client"
-        sd.mkdir()
-        cd.mkdir()
-        (sd / "nginx.conf").write_text(
-            nginx_common(sd, 1)
-            + f"""http {{
-{nginx_http_common(sd)}
-    upstream origin {{ server {b}:{ORIGIN_PORT}; keepalive 256; keepalive_requests 1000000; }}
-    server {{
-        listen {b}:{NGINX_TLS_PORT} ssl;
-        ssl_certificate {pki.server.cert};
-        ssl_certificate_key {pki.server.key};
-        ssl_protocols TLSv1.3;
-        ssl_client_certificate {pki.ca};
-        ssl_verify_client on;
-        ssl_session_cache shared:S:1m;
-        client_max_body_size 0;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_request_buffering off;
-        }}
-    }}
-}}
-"""
-        )
         # Upstream keepalive as commonly deployed: keepalive_timeout left at nginx's default
         # (60 s), so the 120 s silence finds the pool closed. Recorded in the results.
-        (cd / "nginx.conf").write_text(
-            nginx_common(cd, 1)
-            + f"""http {{
-{nginx_http_common(cd)}
-    upstream tunnel {{ server {b}:{NGINX_TLS_PORT}; keepalive 256; keepalive_requests 1000000; }}
-    server {{
-        listen {a}:{NGINX_HTTP_PORT};
-        client_max_body_size 0;
-        location / {{
-            proxy_pass https://tunnel;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_request_buffering off;
-            proxy_ssl_protocols TLSv1.3;
-            proxy_ssl_certificate {pki.client.cert};
-            proxy_ssl_certificate_key {pki.client.key};
-            proxy_ssl_trusted_certificate {pki.ca};
-            proxy_ssl_verify on;
-            proxy_ssl_name {pki.server_name};
-            proxy_ssl_server_name on;
-            proxy_ssl_session_reuse on;
-        }}
-    }}
-}}
-"""
-        )
+        cconf, sconf = nginx_pair_confs(cd, sd, pki, client_addr=a, server_addr=b, http_port=NGINX_HTTP_PORT,
+                                        tls_port=NGINX_TLS_PORT, origin=f"{b}:{ORIGIN_PORT}")
         s.logs = {"server": sd / "nginx.out", "client": cd / "nginx.out"}
         s.info["config"] = {
             "hop": "HTTP/1.1 over TLS 1.3 (TCP), mTLS, upstream keepalive 256",
@@ -216,44 +159,28 @@ class Bench:
             "workers_per_end": 1,
             "tcp_congestion_control": Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
         }
-        s.procs["server"] = self.spawn("b", ["nginx", "-p", str(sd), "-c", str(sd / "nginx.conf")], s.logs["server"])
+        s.procs["server"] = self.spawn("b", nginx_cmd(sconf), s.logs["server"])
         wait_for(lambda: listening(self.link, "b", NGINX_TLS_PORT), 30, "server-side nginx", 0.02)
-        s.procs["client"] = self.spawn("a", ["nginx", "-p", str(cd), "-c", str(cd / "nginx.conf")], s.logs["client"])
+        s.procs["client"] = self.spawn("a", nginx_cmd(cconf), s.logs["client"])
         wait_for(lambda: listening(self.link, "a", NGINX_HTTP_PORT), 30, "client-side nginx", 0.02)
 
     def ptproxy_configs(self, s: System, quic_port: int) -> tuple[Path, Path]:
-        pki, d = self.pki, self.work / s.name
-        d.mkdir()
         tr = transport_conf(s.algo or "Bbr") | s.info.get("transport_overrides", {})
         s.info["config"] = {"transport": tr}
-        tls = f'[tls]\nca = "{pki.ca}"\n'
-        client = d / "client.toml"
-        client.write_text(
-            f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\n'
-            f'connect_address = "{self.link.b_addr}"\nquic_port = {quic_port}\n'
-            f'http_bind_address = "{self.link.a_addr}:{s.port}"\n\n'
-            f'{tls}cert = "{pki.client.cert}"\nkey = "{pki.client.key}"\n\n[transport]\n{toml_table(tr)}'
-        )
-        server = d / "server.toml"
-        server.write_text(
-            f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\n'
-            f'bind_address = "{self.link.b_addr}"\nquic_port = {quic_port}\n'
-            f'http_connect_address = "{self.link.b_addr}:{ORIGIN_PORT}"\n\n'
-            f'{tls}cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n\n[transport]\n{toml_table(tr)}'
-        )
         extra = s.info.get("extra_toml", "")
-        if extra:
-            for f in (client, server):
-                f.write_text(f.read_text() + "\n" + extra)
+        client, server = ptproxy_configs(
+            self.work / s.name, self.pki, http_port=s.port, quic_port=quic_port, origin=f"{self.link.b_addr}:{ORIGIN_PORT}",
+            client_addr=self.link.a_addr, server_addr=self.link.b_addr, transport=tr, client_extra=extra, server_extra=extra,
+        )
         s.info["config"]["client_toml"] = client.read_text()
         s.info["config"]["server_toml"] = server.read_text()
         return client, server
 
-    def start_ptproxy_server(self, s: System) -> subprocess.Popen[Any]:
+    def start_ptproxy_server(self, s: System) -> Managed:
         n = s.info.get("server_starts", 0)
         s.info["server_starts"] = n + 1
         logf = self.work / s.name / f"server{n}.log"
-        p = self.spawn("b", [sys.executable, "-m", "ptproxy", "-c", str(s.info["server_conf"])], logf, env=python_env())
+        p = self.spawn("b", ptproxy_cmd(s.info["server_conf"]), logf, env=python_env())
         s.logs["server"] = logf
         s.procs["server"] = p
         return p
@@ -264,7 +191,7 @@ class Bench:
         self.start_ptproxy_server(s)
         wait_for(lambda: log_has(s.logs["server"], "started endpoint"), 60, f"{s.name} server end", 0.01)
         s.logs["client"] = self.work / s.name / "client.log"
-        s.procs["client"] = self.spawn("a", [sys.executable, "-m", "ptproxy", "-c", str(client)], s.logs["client"], env=python_env())
+        s.procs["client"] = self.spawn("a", ptproxy_cmd(client), s.logs["client"], env=python_env())
         wait_for(lambda: log_has(s.logs["client"], "tunnel ready"), 60, f"{s.name} tunnel ready", 0.001)
 
     # -- measurements ----------------------------------------------------------------------
@@ -312,7 +239,7 @@ class Bench:
             self.res[s.name][key] = {
                 "runs": out,
                 "mbit_each": mb,
-                "mbit_median": mb[len(mb) // 2] if mb else None,
+                "mbit_median": median(mb) if mb else None,
                 "errors": [r["error"] for r in out if "error" in r],
             }
             log(f"{s.name}: {key} {mb} Mbit/s")
@@ -353,17 +280,15 @@ class Bench:
         for s in self.systems:
             if s.kind == "direct":
                 continue
-            old = s.procs["server"]
-            old.send_signal(signal.SIGTERM if s.kind == "nginx" else signal.SIGINT)
-            old.wait(30)
+            self.groups.stop(s.procs["server"], signal.SIGTERM if s.kind == "nginx" else signal.SIGINT, 30)
             t_down = time.monotonic()
             if s.kind == "nginx":
-                p = self.spawn("b", ["nginx", "-p", str(self.work / "nginx-server"), "-c", str(self.work / "nginx-server" / "nginx.conf")], s.logs["server"])
+                p = self.spawn("b", nginx_cmd(self.work / "nginx-server" / "nginx.conf"), s.logs["server"])
                 s.procs["server"] = p
                 t_spawn = time.monotonic()
                 t_listen_fn = lambda: listening(self.link, "b", NGINX_TLS_PORT)  # noqa: E731
             else:
-                before = s.logs["client"].read_text(errors="replace").count("tunnel ready")
+                before = read_text(s.logs["client"]).count("tunnel ready")
                 s.info["ready_before_restart"] = before
                 self.start_ptproxy_server(s)
                 t_spawn = time.monotonic()
@@ -382,7 +307,7 @@ class Bench:
                 out["ms_from_poll_start"] = (r["t1"] - r["t_poll_start"]) * 1000
             if s.kind == "ptproxy":
                 time.sleep(0.3)
-                txt = s.logs["server"].read_text(errors="replace")
+                txt = read_text(s.logs["server"])
                 out["server_log_established"] = [ln for ln in txt.splitlines() if "established" in ln]
                 out["resumed"] = "(resumed)" in txt
                 out["server_started_log"] = [ln for ln in txt.splitlines() if "started endpoint" in ln]
@@ -397,7 +322,7 @@ class Bench:
         marks = {}
         for s in self.systems:
             if s.kind == "ptproxy":
-                marks[s.name] = len(s.logs["server"].read_text(errors="replace").splitlines())
+                marks[s.name] = len(read_text(s.logs["server"]).splitlines())
         secs = MAX_IDLE_MS / 1000 + self.args.blackout_extra
         start, until = self.link.blackout(secs)
         log(f"blackout {secs:.1f} s")
@@ -412,7 +337,7 @@ class Bench:
                 x["ms_from_blackout_end"] = (x["t1"] - until) * 1000
             if s.kind == "ptproxy":
                 time.sleep(0.2)
-                lines = s.logs["server"].read_text(errors="replace").splitlines()[marks[s.name]:]
+                lines = read_text(s.logs["server"]).splitlines()[marks[s.name]:]
                 x["server_log"] = [ln for ln in lines if "established" in ln or "lost" in ln or "closed" in ln]
                 x["resumed"] = any("(resumed)" in ln for ln in lines)
             self.res[s.name]["blackout"] = x
@@ -467,14 +392,8 @@ def summarize_burst(r: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 def pct(ms: list[float]) -> dict[str, Any]:
-    if not ms:
-        return {"n": 0}
-
-    def q(p: float) -> float:
-        i = min(len(ms) - 1, max(0, int(round(p / 100 * len(ms) + 0.5)) - 1))  # nearest rank
-        return round(ms[i], 2)
-
-    return {"n": len(ms), "min": round(ms[0], 2), "p50": q(50), "p90": q(90), "p99": q(99), "max": round(ms[-1], 2)}
+    """n, min, p50, p90, p99, max (:func:`benchmarks.harness.stats.percentile`), rounded to 10 µs."""
+    return {k: v if k == "n" else round(v, 2) for k, v in latency_summary(ms).items() if k != "mean"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 final = link.stats()
                 if bench.agent is not None:
                     bench.agent.p.terminate()
+                bench.groups.stop_all()
         meta = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
             "duration_s": round(time.time() - t_start, 1),

@@ -3,7 +3,7 @@
     python -m benchmarks.soak --minutes 10 --restart-every 180 --json soak.json
 
 Every response body and every upload is hash-checked against the test origin
-(tests/integration/origin_server.py). See :mod:`benchmarks.soak.runner`.
+(tools/origin_server.py). See :mod:`benchmarks.soak.runner`.
 """
 
 from .runner import SoakOptions, run_soak

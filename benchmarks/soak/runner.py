@@ -23,20 +23,30 @@ import asyncio
 import functools
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-ORIGIN_SCRIPT = ROOT / "tests" / "integration" / "origin_server.py"
+from benchmarks.harness.config import ptproxy_configs
+from benchmarks.harness.http import Conn, Failure
+from benchmarks.harness.ports import free_port
+from benchmarks.harness.procs import (
+    Managed,
+    ProcessGroups,
+    fd_count,
+    ptproxy_cmd,
+    python_env,
+    read_text,
+    rss_kib,
+    start_origin,
+)
+from ptproxy.ops.devcerts import make_demo_pki
+from tools.origin_server import pattern_sha256
 
 SMALL_MAX = 64 * 1024
 REQUEST_TIMEOUT = 120.0
@@ -55,113 +65,40 @@ class SoakOptions:
     workdir: Path | None = None
 
 
-# -- the origin's pattern (same as tests/integration/origin_server.py) --------------------------
-
-
-def _origin_module() -> Any:
-    sys.path.insert(0, str(ORIGIN_SCRIPT.parent))
-    try:
-        import origin_server  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
-    return origin_server
-
-
-@functools.lru_cache(maxsize=256)
-def pattern_sha(n: int) -> str:
-    return _origin_module().pattern_sha256(n)
+pattern_sha = functools.lru_cache(maxsize=256)(pattern_sha256)
 
 
 # -- processes ----------------------------------------------------------------------------------
 
 
-def _free_port(kind: int) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _toml(doc: dict[str, dict[str, Any]]) -> str:
-    out = []
-    for table, fields in doc.items():
-        out.append(f"[{table}]")
-        for k, v in fields.items():
-            out.append(f"{k} = {json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}")
-        out.append("")
-    return "\n".join(out)
-
-
-def vmrss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
-def fd_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except FileNotFoundError:
-        return 0
-
-
 class Proc:
-    def __init__(self, name: str, cmd: list[str], workdir: Path) -> None:
-        self.name = name
-        self.cmd = cmd
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.generation = 0
+    """A ptproxy end that can be restarted; each start logs to ``<name>.<generation>.log``."""
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.{self.generation}.log"
+    def __init__(self, name: str, config: Path, workdir: Path, groups: ProcessGroups) -> None:
+        self.name, self.config, self.workdir, self.groups = name, config, workdir, groups
+        self.m: Managed | None = None
+        self.generation = 0
 
     def start(self) -> None:
         self.generation += 1
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("NOTIFY_SOCKET", None)
-        env.pop("WATCHDOG_USEC", None)
-        with open(self.log_path, "wb") as f:
-            self.proc = subprocess.Popen(self.cmd, stdout=f, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.workdir, env=env)
+        self.m = self.groups.start(self.name, ptproxy_cmd(self.config), self._log(self.generation),
+                                   env=python_env(), cwd=self.workdir, append=False)
+
+    def _log(self, generation: int) -> Path:
+        return self.workdir / f"{self.name}.{generation}.log"
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self._log(self.generation))
 
     def all_logs(self) -> str:
-        return "".join(
-            (self.workdir / f"{self.name}.{g}.log").read_text(errors="replace")
-            for g in range(1, self.generation + 1)
-            if (self.workdir / f"{self.name}.{g}.log").exists()
-        )
+        return "".join(read_text(self._log(g)) for g in range(1, self.generation + 1))
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self.groups.stop(self.m, sig, timeout) if self.m is not None else None
 
     def sample(self) -> dict[str, int]:
-        return {"rss_kib": vmrss_kib(self.pid), "fds": fd_count(self.pid), "pid": self.pid}
+        assert self.m is not None
+        return {"rss_kib": rss_kib(self.m.pid), "fds": fd_count(self.m.pid), "pid": self.m.pid}
 
 
 async def _wait_log(proc: Proc, text: str, count: int, timeout: float, all_logs: bool = False) -> bool:
@@ -172,118 +109,6 @@ async def _wait_log(proc: Proc, text: str, count: int, timeout: float, all_logs:
             return True
         await asyncio.sleep(0.1)
     return False
-
-
-# -- a minimal async HTTP/1.1 client ------------------------------------------------------------
-
-
-class Failure(Exception):
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
-class Conn:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def ensure(self) -> None:
-        if self.writer is None:
-            try:
-                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
-            except OSError as exc:
-                raise Failure("connect", str(exc)) from None
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-    async def exchange(
-        self, method: str, target: str, body: bytes | None, chunks: list[int] | None
-    ) -> tuple[int, dict[str, str], bytes | None, str, int, bool]:
-        """Send one request; returns (status, headers, json body or None, sha256, length, keep)."""
-        await self.ensure()
-        assert self.reader is not None and self.writer is not None
-        head = f"{method} {target} HTTP/1.1\r\nHost: soak\r\n"
-        if body is not None:
-            head += "Transfer-Encoding: chunked\r\n" if chunks is not None else f"Content-Length: {len(body)}\r\n"
-        self.writer.write(head.encode() + b"\r\n")
-        if body is not None:
-            if chunks is None:
-                for i in range(0, len(body), 256 * 1024):
-                    self.writer.write(body[i:i + 256 * 1024])
-                    await self.writer.drain()
-            else:
-                pos = 0
-                for size in chunks:
-                    self.writer.write(b"%x\r\n" % size + body[pos:pos + size] + b"\r\n")
-                    pos += size
-                    await self.writer.drain()
-                self.writer.write(b"0\r\n\r\n")
-        await self.writer.drain()
-        return await self._response(method)
-
-    async def _response(self, method: str) -> tuple[int, dict[str, str], bytes | None, str, int, bool]:
-        r = self.reader
-        assert r is not None
-        try:
-            raw = await r.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            raise Failure("closed-before-response" if not exc.partial else "truncated-head") from None
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                n, _, v = line.partition(":")
-                headers[n.strip().lower()] = v.strip()
-        keep = "close" not in headers.get("connection", "").lower()
-        sha = hashlib.sha256()
-        length = 0
-        collect = headers.get("content-type", "").startswith(("application/json", "text/plain"))
-        kept: list[bytes] = []
-
-        def take(data: bytes) -> None:
-            nonlocal length
-            sha.update(data)
-            length += len(data)
-            if collect:
-                kept.append(data)
-
-        try:
-            if method == "HEAD" or status in (204, 304) or status < 200:
-                pass
-            elif "transfer-encoding" in headers:
-                while True:
-                    line = await r.readuntil(b"\r\n")
-                    size = int(line.split(b";")[0], 16)
-                    if size == 0:
-                        while await r.readuntil(b"\r\n") != b"\r\n":
-                            pass
-                        break
-                    take(await r.readexactly(size))
-                    if await r.readexactly(2) != b"\r\n":
-                        raise Failure("corrupted", "chunk not followed by CRLF")
-            elif "content-length" in headers:
-                left = int(headers["content-length"])
-                while left > 0:
-                    data = await r.read(min(left, 256 * 1024))
-                    if not data:
-                        raise asyncio.IncompleteReadError(b"", left)
-                    take(data)
-                    left -= len(data)
-            else:
-                while data := await r.read(256 * 1024):
-                    take(data)
-                keep = False
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise Failure("truncated", f"status {status}: {exc}") from None
-        doc = b"".join(kept) if collect else None
-        return status, headers, doc, sha.hexdigest(), length, keep
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -348,7 +173,7 @@ class Soak:
 
     async def worker(self, wid: int) -> None:
         rng = random.Random(self.rng.random())
-        conn = Conn(self.port)
+        conn = Conn("127.0.0.1", self.port, host_header="soak")
         while not self.stop:
             if self.paused.is_set():
                 conn.close()
@@ -362,8 +187,10 @@ class Soak:
             self.stats.requests += 1
             self.stats.by_op[op] = self.stats.by_op.get(op, 0) + 1
             try:
-                status, headers, doc, sha, length, keep = await asyncio.wait_for(
-                    conn.exchange("GET" if body is None else "POST", target, body, chunks), REQUEST_TIMEOUT
+                r = await asyncio.wait_for(
+                    conn.request("GET" if body is None else "POST", target, body, chunks=chunks, digest=True,
+                                 keep=body is not None),
+                    REQUEST_TIMEOUT,
                 )
             except Failure as f:
                 conn.close()
@@ -379,9 +206,8 @@ class Soak:
                 conn.close()
                 self.stats.fail("socket", f"{op} {n}: {exc}", self.in_restart(started, time.monotonic()))
                 continue
-            if not keep:
-                conn.close()
             ended = time.monotonic()
+            status, sha, length, doc = r.status, r.sha256, r.length, r.body
             if status != 200:
                 self.stats.fail(str(status), f"{op} {n}", self.in_restart(started, ended))
                 if status == 503:
@@ -418,41 +244,19 @@ class Soak:
 
 
 async def run_soak(opts: SoakOptions) -> dict[str, Any]:
-    import socket
-
-    from ptproxy.ops.devcerts import make_demo_pki
-
     keep_dir = opts.workdir is not None
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="ptproxy-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     pki = make_demo_pki(workdir / "pki")
-    http_port = _free_port(socket.SOCK_STREAM)
-    quic_port = _free_port(socket.SOCK_DGRAM)
-
-    origin = subprocess.Popen([sys.executable, str(ORIGIN_SCRIPT), "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=open(workdir / "origin.log", "wb"), stdin=subprocess.DEVNULL)
-    assert origin.stdout is not None
-    line = origin.stdout.readline().decode()
-    if not line.startswith("listening on "):
-        origin.kill()
-        raise RuntimeError(f"origin did not start: {line!r}")
-    origin_port = int(line.split()[-1])
-    transport = {"max_idle_timeout": 5000, "keep_alive_interval": 1000}
-    (workdir / "client.toml").write_text(_toml({
-        "general": {"mode": "Client", "peer_hostname": pki.server_name, "connect_address": "127.0.0.1",
-                    "quic_port": quic_port, "http_bind_address": f"127.0.0.1:{http_port}"},
-        "tls": {"ca": str(pki.ca), "cert": str(pki.client.cert), "key": str(pki.client.key)},
-        "transport": transport,
-        "system": {"connect_interval": 300},
-    }))
-    (workdir / "server.toml").write_text(_toml({
-        "general": {"mode": "Server", "peer_hostname": pki.client_name, "bind_address": "127.0.0.1",
-                    "quic_port": quic_port, "http_connect_address": f"127.0.0.1:{origin_port}"},
-        "tls": {"ca": str(pki.ca), "cert": str(pki.server.cert), "key": str(pki.server.key)},
-        "transport": transport,
-    }))
-    server = Proc("server", [sys.executable, "-m", "ptproxy", "-c", str(workdir / "server.toml")], workdir)
-    client = Proc("client", [sys.executable, "-m", "ptproxy", "-c", str(workdir / "client.toml")], workdir)
+    groups = ProcessGroups()
+    origin, origin_port = start_origin(groups, workdir)
+    client_toml, server_toml = ptproxy_configs(
+        workdir, pki, http_port=(http_port := free_port()), quic_port=free_port(),
+        origin=f"127.0.0.1:{origin_port}", transport={"max_idle_timeout": 5000, "keep_alive_interval": 1000},
+        client_extra={"system": {"connect_interval": 300}},
+    )
+    server = Proc("server", server_toml, workdir, groups)
+    client = Proc("client", client_toml, workdir, groups)
     report: dict[str, Any] = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}}
     soak = Soak(opts, http_port)
     restarts: list[dict[str, Any]] = []
@@ -509,11 +313,7 @@ async def run_soak(opts: SoakOptions) -> dict[str, Any]:
         soak.stop = True
         c_code = client.stop()
         s_code = server.stop()
-        origin.terminate()
-        try:
-            origin.wait(5)
-        except subprocess.TimeoutExpired:
-            origin.kill()
+        groups.stop(origin)
     logs = client.all_logs() + server.all_logs()
     defects = [m for m in ("Traceback", "never retrieved", "Exception in callback") if m in logs]
     st = soak.stats

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.fuzz.targets import chunk_target
+from tools.fuzz_targets import chunk_target
 from ptproxy.errors import PtproxyError
 from tests.conftest import twin_fixture
 

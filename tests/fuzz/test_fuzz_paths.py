@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.fuzz.targets import (
+from tools.fuzz_targets import (
     cuts_strategy,
     raw_requests,
     raw_responses,

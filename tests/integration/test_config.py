@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Pair, free_port, ptproxy_cmd, subprocess_env
-from h1client import request
-from origin_server import pattern_bytes
+from tests.support.pair import Pair, free_port, ptproxy_cmd, subprocess_env
+from tests.support.h1client import request
+from tools.origin_server import pattern_bytes
 
 from ptproxy.ops.devcerts import make_demo_pki
 

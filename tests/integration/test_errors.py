@@ -9,9 +9,9 @@ import time
 import uuid
 
 import pytest
-from conftest import free_port, wait_for
-from h1client import curl, open_socket, raw_exchange, read_response, request
-from origin_server import pattern_bytes
+from tests.support.pair import free_port, wait_for
+from tests.support.h1client import curl, open_socket, raw_exchange, read_response, request
+from tools.origin_server import pattern_bytes
 
 
 def marker() -> str:

@@ -24,7 +24,7 @@ import pytest
 
 from ptproxy.ops.devcerts import DemoPki
 
-from .conftest import OriginProcess, Pair, free_port, read_text, stop_process, wait_for
+from tests.support.pair import OriginProcess, Pair, free_port, read_text, stop_process, wait_for
 
 caddy_path = shutil.which("caddy")
 pytestmark = pytest.mark.skipif(

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HERE, Pair
-from h1client import request
+from tests.support.pair import HERE, Pair
+from tests.support.h1client import request
 
 from ptproxy.ops.devcerts import CertificateAuthority, DemoPki, make_ca
 

@@ -1,4 +1,4 @@
-"""The user-space link emulator (benchmarks/netem).
+"""The user-space link emulator (tools/netem).
 
 The model tests run anywhere (fake clock). The link tests need root, /dev/net/tun and network
 namespaces, and are skipped with the reason when those are missing. Bounds are chosen so that a
@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks.netem import Direction, DirectionParams, LinkEmulator, LinkProfile, netns
-from benchmarks.netem.emulator import REPO_ROOT, python_env
+from tools.netem import Direction, DirectionParams, LinkEmulator, LinkProfile, netns
+from tools.netem.emulator import REPO_ROOT, python_env
 
-TOOLS = "benchmarks.netem.tools"
+TOOLS = "tools.netem.tools"
 # ping and the emulator read the clock at different instants: a delivery may look a few
 # microseconds early, never more than this.
 CLOCK_SLACK_MS = 0.5
@@ -335,7 +335,7 @@ class TestLifecycle:
         assert _gone(prefix)
         netns.ip("netns", "add", f"{prefix}-b")
         r = subprocess.run(
-            [sys.executable, "-m", "benchmarks.netem", "cleanup", "--prefix", prefix],
+            [sys.executable, "-m", "tools.netem", "cleanup", "--prefix", prefix],
             capture_output=True, text=True, env=python_env(), cwd=REPO_ROOT, timeout=30,
         )  # fmt: skip
         assert r.returncode == 0 and f"{prefix}-b" in r.stdout
@@ -347,8 +347,8 @@ class TestLifecycle:
         script = textwrap.dedent(
             f"""
             import sys, time
-            from benchmarks.netem import LinkEmulator
-            from benchmarks.netem import LinkProfile
+            from tools.netem import LinkEmulator
+            from tools.netem import LinkProfile
             with LinkEmulator(LinkProfile(rtt_ms=10), prefix={prefix!r}) as link:
                 link.run_in_b(["sleep", "60"])
                 print("up", flush=True)
@@ -383,7 +383,7 @@ class TestLifecycle:
         inner = textwrap.dedent(
             f"""
             import json, os, subprocess, sys
-            ctl = [sys.executable, "-m", "benchmarks.netem", "ctl", "--prefix", {prefix!r}]
+            ctl = [sys.executable, "-m", "tools.netem", "ctl", "--prefix", {prefix!r}]
             r = subprocess.run(ctl + ["set", "loss=0.5", "a_to_b.delay_ms=15"],
                                capture_output=True, text=True)
             assert r.returncode == 0, r.stdout + r.stderr
@@ -395,7 +395,7 @@ class TestLifecycle:
             assert os.environ["NETEM_NS_A"] == {prefix + "-a"!r}
             subprocess.run(ctl + ["set", "loss=0"], check=True, capture_output=True)
             ping = subprocess.run(["ip", "netns", "exec", os.environ["NETEM_NS_A"],
-                                   sys.executable, "-m", "benchmarks.netem.tools", "ping",
+                                   sys.executable, "-m", "tools.netem.tools", "ping",
                                    os.environ["NETEM_B_ADDR"], "--count", "3",
                                    "--interval", "0.02"], capture_output=True, text=True)
             res = json.loads(ping.stdout)
@@ -404,7 +404,7 @@ class TestLifecycle:
             """
         )
         r = subprocess.run(
-            [sys.executable, "-m", "benchmarks.netem", "--prefix", prefix, "--rtt", "0",
+            [sys.executable, "-m", "tools.netem", "--prefix", prefix, "--rtt", "0",
              "--seed", "1", "--", sys.executable, "-c", inner],
             capture_output=True, text=True, env=python_env(), cwd=REPO_ROOT, timeout=60,
         )  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import Pair, build_pair, wait_for
+from tests.support.pair import Pair, build_pair, wait_for
 
 from ptproxy.ops.devcerts import DemoPki
 

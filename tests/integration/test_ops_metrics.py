@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any, Callable
 
 import pytest
-from conftest import Pair, free_port, wait_for
+from tests.support.pair import Pair, free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from conftest import Pair, wait_for
+from tests.support.pair import Pair, wait_for
 
 from ptproxy.ops.devcerts import DemoPki, make_ca
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import OriginProcess, Pair, build_pair, defects, read_text, wait_for
+from tests.support.pair import OriginProcess, Pair, build_pair, defects, read_text, wait_for
 
 from ptproxy.ops.devcerts import DemoPki
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import BULK
-from h1client import curl, header, open_socket, raw_exchange, read_response, request
-from origin_server import OLD_DATE, pattern, pattern_bytes, pattern_sha256
+from tests.support.pair import BULK
+from tests.support.h1client import curl, header, open_socket, raw_exchange, read_response, request
+from tools.origin_server import OLD_DATE, pattern, pattern_bytes, pattern_sha256
 
 MB = 1024 * 1024
 

@@ -6,7 +6,7 @@ import socket
 import uuid
 
 import pytest
-from h1client import open_socket, raw_exchange, read_response, request
+from tests.support.h1client import open_socket, raw_exchange, read_response, request
 
 MALFORMED = {
     "garbage": b"GARBAGE\r\n\r\n",

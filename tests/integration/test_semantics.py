@@ -7,8 +7,8 @@ import re
 import time
 import uuid
 
-from h1client import header, header_all, raw_exchange, request
-from origin_server import OLD_DATE, pattern_bytes
+from tests.support.h1client import header, header_all, raw_exchange, request
+from tools.origin_server import OLD_DATE, pattern_bytes
 
 HOP_BY_HOP = [
     "Connection",
@@ -287,7 +287,7 @@ def test_forwarded_is_appended_at_both_ends(make_pair) -> None:
     with _s.create_connection(("127.0.0.1", p.http_port)) as sock:
         src = sock.getsockname()
         sock.sendall(b"GET /echo HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        from h1client import read_response
+        from tests.support.h1client import read_response
 
         resp = read_response(sock.makefile("rb"))
     elements = forwarded_elements(resp.json()["headers"])

@@ -1,4 +1,4 @@
-"""benchmarks.linkbench.qlogstat: what held a sender back, read from a synthetic aioquic qlog."""
+"""tools.qlogstat: what held a sender back, read from a synthetic aioquic qlog."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-qlogstat = pytest.importorskip("benchmarks.linkbench.qlogstat")
+qlogstat = pytest.importorskip("tools.qlogstat")
 
 MDS = 1200
 

@@ -1,6 +1,6 @@
 """Measure the emulator itself: RTT error, TCP goodput vs rate limit, scheduling error, CPU.
 
-    python -m benchmarks.netem.selfbench [--rates 100,200] [--rtt 20] [--seconds 5]
+    python -m tools.netem.selfbench [--rates 100,200] [--rtt 20] [--seconds 5]
 
 For each rate it runs bulk TCP in one direction, then in both directions at once, and prints
 the goodput, the forwarder's delivery lateness (how long after its due time each packet was
@@ -18,7 +18,7 @@ from typing import Any
 from .emulator import LinkEmulator
 from .profile import LinkProfile
 
-TOOLS = "benchmarks.netem.tools"
+TOOLS = "tools.netem.tools"
 
 
 def _tool(link: LinkEmulator, side: str, *args: str) -> subprocess.Popen[str]:
@@ -67,7 +67,7 @@ def bulk(link: LinkEmulator, both: bool, seconds: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.netem.selfbench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m tools.netem.selfbench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="100", help="comma-separated Mbit/s; 0 = unlimited")
     ap.add_argument("--rtt", type=float, default=20.0)

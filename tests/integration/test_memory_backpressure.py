@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import BULK, vmrss_kib
-from h1client import request
-from origin_server import pattern
+from tests.support.pair import BULK, vmrss_kib
+from tests.support.h1client import request
+from tools.origin_server import pattern
 
 MB = 1024 * 1024
 SIZE = int(os.environ.get("PTPROXY_IT_MEMORY_MB", "1024")) * MB

@@ -1,6 +1,6 @@
 """A plain aioquic HTTP/3 client that presents no certificate; prints what happened as JSON.
 
-    python tests/integration/quic_client_nocert.py --port N --ca ca.crt --server-name NAME
+    python tests/support/quic_client_nocert.py --port N --ca ca.crt --server-name NAME
 
 It uses stock aioquic (none of ptproxy's patches): the server end must refuse it. The output is
 one JSON object: whether the handshake completed on our side, whether a request got any answer,
@@ -68,11 +68,11 @@ async def probe(port: int, ca: str, server_name: str, timeout: float) -> dict[st
         try:
             await asyncio.wait_for(proto.wait_connected(), timeout)
             proto.send_request()
-        except (ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError):
             pass
         try:
             event = await asyncio.wait_for(asyncio.shield(proto.terminated), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return {
                 "handshake_completed": proto.handshake_completed,
                 "answered": proto.answered,

@@ -1,9 +1,9 @@
 """Command line of the link emulator.
 
-    python -m benchmarks.netem [link options] [--in a|b] [-- cmd ...]
-    python -m benchmarks.netem ctl [--prefix P] stats | set k=v ... | blackout SECONDS | reset
-    python -m benchmarks.netem cleanup [--prefix P]
-    python -m benchmarks.netem check
+    python -m tools.netem [link options] [--in a|b] [-- cmd ...]
+    python -m tools.netem ctl [--prefix P] stats | set k=v ... | blackout SECONDS | reset
+    python -m tools.netem cleanup [--prefix P]
+    python -m tools.netem check
 """
 
 from __future__ import annotations
@@ -31,22 +31,22 @@ NETEM_NS_A, NETEM_NS_B, NETEM_A_ADDR, NETEM_B_ADDR, NETEM_CONTROL and NETEM_PREF
 "ip netns exec $NETEM_NS_A ..."), or inside a namespace with --in a|b. Counters are printed on
 exit. While it runs:
 
-    python -m benchmarks.netem ctl --prefix ptp stats
-    python -m benchmarks.netem ctl --prefix ptp set loss=0.05 a_to_b.rate_mbit=5
-    python -m benchmarks.netem ctl --prefix ptp blackout 3
+    python -m tools.netem ctl --prefix ptp stats
+    python -m tools.netem ctl --prefix ptp set loss=0.05 a_to_b.rate_mbit=5
+    python -m tools.netem ctl --prefix ptp blackout 3
 
 Leftovers of a killed run (normally removed anyway, and on the next start with the same prefix):
-    python -m benchmarks.netem cleanup --prefix ptp
+    python -m tools.netem cleanup --prefix ptp
 
 examples:
-    python -m benchmarks.netem --rtt 50 --loss 0.01 --rate 100
-    python -m benchmarks.netem --rtt 200 --jitter 5 --rate 10 --queue 100 -- ./bench.sh
+    python -m tools.netem --rtt 50 --loss 0.01 --rate 100
+    python -m tools.netem --rtt 200 --jitter 5 --rate 10 --queue 100 -- ./bench.sh
 """
 
 
 def _run_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.netem",
+        prog="python -m tools.netem",
         description=RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -175,7 +175,7 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_ctl(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.netem ctl",
+    ap = argparse.ArgumentParser(prog="python -m tools.netem ctl",
                                  description=control.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", default="ptp")
@@ -192,7 +192,7 @@ def cmd_ctl(argv: list[str]) -> int:
 
 
 def cmd_cleanup(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.netem cleanup",
+    ap = argparse.ArgumentParser(prog="python -m tools.netem cleanup",
                                  description="Remove the namespaces, forwarder and files a "
                                  "link emulator run with this prefix left behind.")
     ap.add_argument("--prefix", default="ptp")

@@ -1,7 +1,9 @@
-"""A standalone HTTP/1.1 test origin: raw asyncio sockets, keep-alive, its own parser.
+"""A standalone HTTP/1.1 test origin: raw asyncio sockets, keep-alive, its own parser. The
+integration tests and the soak benchmark (which hash-checks every body against :func:`pattern`)
+both use it.
 
-Run it as ``python tests/integration/origin_server.py --port N`` (``--port 0`` picks a free port;
-either way the first stdout line is ``listening on <port>``) or import :func:`serve`.
+Run it as ``python -m tools.origin_server --port N`` from the repository root (``--port 0`` picks
+a free port; either way the first stdout line is ``listening on <port>``) or import :func:`serve`.
 
 It does not use ptproxy's code: what it reports about a request (header names in raw case and
 order, chunk sizes and extensions, whether the body was complete) is what really arrived on its
@@ -559,7 +561,7 @@ async def _main(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="ptproxy integration-test origin")
+    parser = argparse.ArgumentParser(prog="python -m tools.origin_server", description="ptproxy test origin")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import pytest
-from conftest import Pair, build_pair, defects
-from h1client import open_socket, read_response, request
+from tests.support.pair import Pair, build_pair, defects
+from tests.support.h1client import open_socket, read_response, request
 
 LIMITS = {
     "max_request_line": 1024,

@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import TEST_TRANSPORT, wait_for
-from h1client import request
+from tests.support.pair import TEST_TRANSPORT, wait_for
+from tests.support.h1client import request
 
 IDLE = TEST_TRANSPORT["max_idle_timeout"] / 1000.0
 

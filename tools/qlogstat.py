@@ -1,6 +1,6 @@
 """What held a bulk sender back? Reads the sending end's qlog (aioquic JSON) of one download.
 
-    python -m benchmarks.linkbench.qlogstat QLOG_FILE [--stream ID]
+    python -m tools.qlogstat QLOG_FILE [--stream ID]
 
 aioquic never sends DATA_BLOCKED frames, so blocking is inferred from the trace itself. Between
 the first and the last new data of the stream, every stretch of time is charged to what bounded
@@ -140,7 +140,7 @@ def analyse(path: Path, stream_id: int | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.linkbench.qlogstat", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m tools.qlogstat", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("qlog", type=Path, nargs="+")
     ap.add_argument("--stream", type=int, default=None,

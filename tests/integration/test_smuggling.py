@@ -13,29 +13,20 @@ One pair per module (and one for the raw origin), not one per vector.
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from conftest import Pair, build_pair, defects
-from h1client import open_socket, request
 
-UNIT = Path(__file__).resolve().parents[1] / "unit" / "test_http1_parser.py"
+from tests.support.h1client import open_socket, request
+from tests.support.http1_vectors import REQUEST_VECTORS as _REQ
+from tests.support.http1_vectors import RESPONSE_VECTORS as _RESP
+from tests.support.pair import Pair, build_pair, defects
 
-
-def _unit_vectors() -> tuple[list[Any], list[Any]]:
-    spec = importlib.util.spec_from_file_location("_hardening_parser_vectors", UNIT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.REQUEST_VECTORS, mod.RESPONSE_VECTORS
-
-
-_REQ, _RESP = _unit_vectors()
 SMUGGLE = b"GET /smuggled HTTP/1.1\r\nHost: example.com\r\n\r\n"
 POST = b"POST /front HTTP/1.1\r\nHost: example.com\r\n"
 

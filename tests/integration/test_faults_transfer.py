@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from h1client import open_socket, read_response, request
+from tests.support.h1client import open_socket, read_response, request
 
 
 def _start_download(port: int, n: int, out: dict) -> threading.Thread:
@@ -165,8 +165,8 @@ class LinkPair:
             f'http_connect_address = "{link.b_addr}:{origin_port}"\n\n{tls}'
             f'cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n\n[transport]\n{tr}'
         )
-        origin = Path(__file__).with_name("origin_server.py")
-        self._spawn("b", [str(origin), "--host", link.b_addr, "--port", str(origin_port)], "origin.log")
+        self._spawn("b", ["-m", "tools.origin_server", "--host", link.b_addr, "--port", str(origin_port)],
+                    "origin.log")
         self._spawn("b", ["-m", "ptproxy", "-c", str(server_conf)], "server.log")
         assert _wait(lambda: "started endpoint" in self.log("server"), 30), self.log("server")
         self._spawn("a", ["-m", "ptproxy", "-c", str(self.client_conf)], "client.log")
@@ -222,7 +222,7 @@ def _done(p: subprocess.Popen[str], timeout: float) -> tuple[int, int, int, floa
 def blackout_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    from benchmarks.netem import LinkEmulator, LinkProfile
+    from tools.netem import LinkEmulator, LinkProfile
 
     ok, why = LinkEmulator.available()
     if not ok:

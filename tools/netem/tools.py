@@ -1,10 +1,10 @@
 """Small traffic tools to run inside the namespaces (tests, benchmarks, manual checks).
 
-    python -m benchmarks.netem.tools ping HOST [--count N] [--interval S]
-    python -m benchmarks.netem.tools udp-recv --port P [--idle S] [--records]
-    python -m benchmarks.netem.tools udp-send HOST P --count N [--size B] [--pps R]
-    python -m benchmarks.netem.tools tcp-recv --port P
-    python -m benchmarks.netem.tools tcp-send HOST P (--bytes N | --seconds S)
+    python -m tools.netem.tools ping HOST [--count N] [--interval S]
+    python -m tools.netem.tools udp-recv --port P [--idle S] [--records]
+    python -m tools.netem.tools udp-send HOST P --count N [--size B] [--pps R]
+    python -m tools.netem.tools tcp-recv --port P
+    python -m tools.netem.tools tcp-send HOST P (--bytes N | --seconds S)
 
 Receivers print ``{"ready": true}`` once bound, every tool prints one JSON result line last.
 Timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC is shared by all namespaces).
@@ -257,7 +257,7 @@ def cmd_tcp_send(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.netem.tools", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m tools.netem.tools", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("ping", help="ICMP echo RTTs (raw socket)")

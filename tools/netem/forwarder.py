@@ -1,6 +1,6 @@
 """The forwarder process: owns the namespaces and TUN devices and moves packets between them.
 
-Run as ``python -m benchmarks.netem _forwarder --prefix P --profile JSON`` (LinkEmulator does).
+Run as ``python -m tools.netem _forwarder --prefix P --profile JSON`` (LinkEmulator does).
 It prints one JSON line on stdout when ready (or ``{"error": ...}``), serves the control socket,
 and tears everything down when it gets ``quit``, SIGTERM/SIGINT/SIGHUP, or its parent dies
 (checked every 0.25 s).
@@ -354,7 +354,7 @@ def _set_priority(nice: int, rt_prio: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.netem _forwarder")
+    ap = argparse.ArgumentParser(prog="python -m tools.netem _forwarder")
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--profile", required=True, help="LinkProfile as JSON")
     ap.add_argument("--parent-pid", type=int, default=0)

@@ -100,7 +100,7 @@ class LinkEmulator:
 
     def _spawn(self) -> None:
         cmd = [
-            sys.executable, "-m", "benchmarks.netem", "_forwarder",
+            sys.executable, "-m", "tools.netem", "_forwarder",
             "--prefix", self.prefix,
             "--profile", json.dumps(self.profile.to_dict()),
             "--parent-pid", str(os.getpid()),

@@ -194,7 +194,7 @@ def _is_forwarder(pid: int, prefix: str) -> bool:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"benchmarks.netem" in cmd and b"_forwarder" in cmd and prefix.encode() in b" ".join(cmd)
+    return b"tools.netem" in cmd and b"_forwarder" in cmd and prefix.encode() in b" ".join(cmd)
 
 
 def delete_namespace(ns: str) -> None:

