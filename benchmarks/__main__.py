@@ -13,9 +13,9 @@ from pathlib import Path
 
 from benchmarks.e2e import machine, places, report
 from benchmarks.e2e.plots import plot_all
-from benchmarks.harness.procs import ProcessGroups, loadavg
 from benchmarks.e2e.runner import SCENARIOS, Settings, run
 from benchmarks.e2e.systems import SYSTEMS
+from benchmarks.harness.procs import ProcessGroups, loadavg
 
 DESCRIPTION = """\
 Run chosen scenarios against chosen systems in one run, print a Markdown table, and optionally

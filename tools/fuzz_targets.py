@@ -19,8 +19,9 @@ and response targets patch them into h3map and serialize for the call (:func:`us
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from hypothesis import strategies as st
 

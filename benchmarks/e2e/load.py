@@ -76,7 +76,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
         res["requests"] = int(m.group(1))
         res["duration_s"] = _ms(m.group(2)) / 1000
     for pct in ("50", "75", "90", "99"):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+\w+)", out, re.M)
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+\w+)", out, re.MULTILINE)
         if m:
             res[f"p{pct}_ms"] = _ms(m.group(1))
     m = re.search(r"Latency\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+\w+)", out)
@@ -105,10 +105,10 @@ def parse_ab(out: str) -> dict[str, Any]:
     if m:
         res["duration_s"] = float(m.group(1))
     for pct in ("50", "90", "99"):
-        m = re.search(rf"^\s+{pct}%\s+(\d+)", out, re.M)
+        m = re.search(rf"^\s+{pct}%\s+(\d+)", out, re.MULTILINE)
         if m:
             res[f"p{pct}_ms"] = float(m.group(1))
-    m = re.search(r"^\s+100%\s+(\d+)", out, re.M)
+    m = re.search(r"^\s+100%\s+(\d+)", out, re.MULTILINE)
     if m:
         res["max_ms"] = float(m.group(1))
     errors = 0

@@ -12,9 +12,10 @@ from __future__ import annotations
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.harness.config import BODIES, UPLOAD_BYTES, origin_conf
 from benchmarks.harness.ports import free_port
@@ -84,7 +85,7 @@ class Measured:
     def __init__(self, system: System) -> None:
         self.system = system
 
-    def __enter__(self) -> "Measured":
+    def __enter__(self) -> Measured:
         self.t0 = {r: cpu_seconds(m.pid) for r, m in self.system.proxies.items()}
         return self
 
@@ -106,7 +107,7 @@ def _url(ep: Endpoint, path: str) -> str:
 def run_system(s: Settings, place: Place, system: System, lg: Loadgen, data: RunData) -> None:
     prof, name = place.name, system.name
     ep = system.start()
-    add = lambda sc, m: _add(data, prof, name, sc, m)  # noqa: E731
+    add = lambda sc, m: _add(data, prof, name, sc, m)
     want = set(s.scenarios)
     probe = lg.client(["latency", ep.host, str(ep.port), "/hello", "--n", "1", "--probe"])
     if probe["errors"]:

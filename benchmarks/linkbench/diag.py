@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from ptproxy.ops.devcerts import make_demo_pki
 from tools.netem import LinkEmulator, LinkProfile
 
 from .runner import BDP, RATE_MBIT, RTT_MS, Agent, Bench, System, pct
-
 
 
 def cpu(pid: int) -> float:

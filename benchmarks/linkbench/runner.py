@@ -233,7 +233,7 @@ class Bench:
                 st = self.link.stats()["b_to_a"]
                 r["link_b_to_a"] = {k: (st.get(k) or 0) - (st0.get(k) or 0) for k in keys}
                 if "error" not in r:
-                    r["mbit"] = r["bytes"] * 8 / 1e6 / ((r["t1"] - r["t_sent"]))
+                    r["mbit"] = r["bytes"] * 8 / 1e6 / (r["t1"] - r["t_sent"])
                 out.append(r)
             mb = sorted(r["mbit"] for r in out if "mbit" in r)
             self.res[s.name][key] = {
@@ -286,14 +286,14 @@ class Bench:
                 p = self.spawn("b", nginx_cmd(self.work / "nginx-server" / "nginx.conf"), s.logs["server"])
                 s.procs["server"] = p
                 t_spawn = time.monotonic()
-                t_listen_fn = lambda: listening(self.link, "b", NGINX_TLS_PORT)  # noqa: E731
+                t_listen_fn = lambda: listening(self.link, "b", NGINX_TLS_PORT)
             else:
                 before = read_text(s.logs["client"]).count("tunnel ready")
                 s.info["ready_before_restart"] = before
                 self.start_ptproxy_server(s)
                 t_spawn = time.monotonic()
                 logf = s.logs["server"]
-                t_listen_fn = lambda: log_has(logf, "started endpoint")  # noqa: E731
+                t_listen_fn = lambda: log_has(logf, "started endpoint")
             r = ag("poll", targets={s.name: [s.host, s.port]}, path="/hello", timeout=0.5, interval=0.05, deadline=60)
             r = r["results"][s.name]
             # when did the new server start listening? (checked after the fact, from its log)

@@ -198,7 +198,7 @@ class Soak:
                 if f.kind == "connect":
                     await asyncio.sleep(0.1)
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 conn.close()
                 self.stats.fail("timeout", f"{op} {n}", self.in_restart(started, time.monotonic()))
                 continue

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tools.fuzz_targets import chunk_target
 from ptproxy.errors import PtproxyError
 from tests.conftest import twin_fixture
+from tools.fuzz_targets import chunk_target
 
 ck = twin_fixture("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import twin_fixture
 from tools.fuzz_targets import (
     cuts_strategy,
     raw_requests,
@@ -18,7 +19,6 @@ from tools.fuzz_targets import (
     request_target,
     response_target,
 )
-from tests.conftest import twin_fixture
 
 fc = twin_fixture("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec")
 ck = twin_fixture("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.support.pair import Pair, free_port, ptproxy_cmd, subprocess_env
-from tests.support.h1client import request
-from tools.origin_server import pattern_bytes
 
 from ptproxy.ops.devcerts import make_demo_pki
+from tests.support.h1client import request
+from tests.support.pair import Pair, free_port, ptproxy_cmd, subprocess_env
+from tools.origin_server import pattern_bytes
 
 DATA = Path(__file__).resolve().parent.parent / "unit" / "data"
 

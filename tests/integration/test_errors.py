@@ -9,8 +9,9 @@ import time
 import uuid
 
 import pytest
-from tests.support.pair import free_port, wait_for
+
 from tests.support.h1client import curl, open_socket, raw_exchange, read_response, request
+from tests.support.pair import free_port, wait_for
 from tools.origin_server import pattern_bytes
 
 

@@ -10,8 +10,9 @@ import uuid
 from typing import Any
 
 import pytest
-from tests.support.pair import TEST_TRANSPORT, wait_for
+
 from tests.support.h1client import request
+from tests.support.pair import TEST_TRANSPORT, wait_for
 
 IDLE = TEST_TRANSPORT["max_idle_timeout"] / 1000.0
 

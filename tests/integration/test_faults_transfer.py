@@ -12,10 +12,12 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+
 from tests.support.h1client import open_socket, read_response, request
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from ptproxy.ops.devcerts import DemoPki
-
 from tests.support.pair import OriginProcess, Pair, free_port, read_text, stop_process, wait_for
 
 caddy_path = shutil.which("caddy")

@@ -10,12 +10,13 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import pytest
-from tests.support.pair import Pair, build_pair, defects
+
 from tests.support.h1client import open_socket, read_response, request
+from tests.support.pair import Pair, build_pair, defects
 
 LIMITS = {
     "max_request_line": 1024,
@@ -67,7 +68,7 @@ def recv_until_close(sock: socket.socket, timeout: float) -> tuple[bytes, float]
     while True:
         try:
             data = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             break
         if not data:
             break

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from tests.support.pair import BULK, vmrss_kib
+
 from tests.support.h1client import request
+from tests.support.pair import BULK, vmrss_kib
 from tools.origin_server import pattern
 
 MB = 1024 * 1024

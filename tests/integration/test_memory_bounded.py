@@ -16,8 +16,9 @@ import socket
 import time
 
 import pytest
-from tests.support.pair import Pair, vmrss_kib, wait_for
+
 from tests.support.h1client import request
+from tests.support.pair import Pair, vmrss_kib, wait_for
 
 RSS_BOUND_KIB = 200 * 1024
 # Pooled idle origin connections are not a leak: close them after 1 s so fd counts can settle.

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.pair import HERE, Pair
-from tests.support.h1client import request
 
 from ptproxy.ops.devcerts import CertificateAuthority, DemoPki, make_ca
+from tests.support.h1client import request
+from tests.support.pair import HERE, Pair
 
 REFUSAL_WINDOW = 4.0  # connect_interval is 300 ms in the test configs: many attempts fit in it
 

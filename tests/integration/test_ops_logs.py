@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from tests.support.pair import Pair, build_pair, wait_for
 
 from ptproxy.ops.devcerts import DemoPki
+from tests.support.pair import Pair, build_pair, wait_for
 
 
 def fetch(pair: Pair, target: str = "/echo?ops-logs") -> int:

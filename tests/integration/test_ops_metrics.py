@@ -11,11 +11,13 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from tests.support.pair import Pair, free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.pair import Pair, free_port, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -122,7 +124,7 @@ def test_probes_follow_the_tunnel(make_pair: Callable[..., Pair]) -> None:
     assert scrape(cport)[("ptproxy_tunnel_up", ())] == 0.0
     hc = healthcheck(pair.client_toml)
     assert hc.returncode == 1 and hc.stdout.startswith("unhealthy: /readyz 503"), hc
-    failed = lambda: sample(scrape(cport), "ptproxy_connection_attempts_total", result="failed")  # noqa: E731
+    failed = lambda: sample(scrape(cport), "ptproxy_connection_attempts_total", result="failed")
     assert wait_for(lambda: failed() >= 1, 20), pair.logs()
 
     pair.start_server()

@@ -10,12 +10,11 @@ import shutil
 import signal
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
-from tests.support.pair import Pair, wait_for
 
 from ptproxy.ops.devcerts import DemoPki, make_ca
+from tests.support.pair import Pair, wait_for
 
 
 def fetch(pair: Pair, target: str = "/echo?reload") -> int:

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from tests.support.pair import OriginProcess, Pair, build_pair, defects, read_text, wait_for
 
 from ptproxy.ops.devcerts import DemoPki
+from tests.support.pair import OriginProcess, Pair, build_pair, defects, read_text, wait_for
 
 Message = dict[str, str]
 
@@ -45,7 +46,7 @@ class Manager:
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(4096)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
             self.messages.append((time.monotonic(), fields))

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tests.support.pair import BULK
+
 from tests.support.h1client import curl, header, open_socket, raw_exchange, read_response, request
+from tests.support.pair import BULK
 from tools.origin_server import OLD_DATE, pattern, pattern_bytes, pattern_sha256
 
 MB = 1024 * 1024

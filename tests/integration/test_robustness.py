@@ -6,6 +6,7 @@ import socket
 import uuid
 
 import pytest
+
 from tests.support.h1client import open_socket, raw_exchange, read_response, request
 
 MALFORMED = {

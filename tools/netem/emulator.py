@@ -12,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import control, netns
 from .profile import LinkProfile
@@ -85,7 +86,7 @@ class LinkEmulator:
     available = staticmethod(netns.available)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "LinkEmulator":
+    def start(self) -> LinkEmulator:
         if self._proc is not None:
             raise RuntimeError("already started")
         self._closed = False
@@ -170,7 +171,7 @@ class LinkEmulator:
         finally:
             self._restore_sigterm()
 
-    def __enter__(self) -> "LinkEmulator":
+    def __enter__(self) -> LinkEmulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -275,8 +275,7 @@ class Forwarder:
                 late = mono() - due
                 if late > 0.0:
                     self.late_sum += late
-                    if late > self.late_max:
-                        self.late_max = late
+                    self.late_max = max(self.late_max, late)
                     i = 0
                     while late >= buckets[i]:
                         i += 1
@@ -313,8 +312,7 @@ class Forwarder:
                 timeout = IDLE_TIMEOUT
             else:
                 timeout = nd - EARLY - mono()
-                if timeout < 0.0:
-                    timeout = 0.0
+                timeout = max(timeout, 0.0)
             rl = [fa, fb, ctl]
             if clients:
                 rl.extend(clients)

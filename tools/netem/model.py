@@ -22,8 +22,9 @@ import heapq
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 INF = math.inf
 
@@ -202,7 +203,7 @@ class Direction:
                 c.queue_drops += 1
                 pc[P_QUEUE] += 1
                 return
-            start = self._tx_free if self._tx_free > now else now
+            start = max(now, self._tx_free)
             t = start + n * self._inv_rate
             self._tx_free = t
             bq.append((t, n))
@@ -231,8 +232,7 @@ class Direction:
             else:
                 j = (2.0 * self.rng.random() - 1.0) * self._jitter
             due += j
-            if due < t:
-                due = t
+            due = max(due, t)
         if self._reorder:
             if len(self._heap) >= self.MAX_INFLIGHT:
                 c.overflow_drops += 1
@@ -243,8 +243,7 @@ class Direction:
             if len(self._line) >= self.MAX_INFLIGHT:
                 c.overflow_drops += 1
                 return
-            if due < self._last_due:
-                due = self._last_due
+            due = max(due, self._last_due)
             self._last_due = due
             self._line.append((due, pkt))
 

@@ -57,7 +57,7 @@ class LinkProfile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LinkProfile":
+    def from_dict(cls, d: dict[str, Any]) -> LinkProfile:
         return cls(**d)
 
 
