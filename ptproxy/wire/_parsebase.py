@@ -12,6 +12,7 @@ from typing import Any
 from httptools.parser.errors import HttpParserCallbackError, HttpParserError
 
 from ptproxy.errors import ClientProtocolError, PtproxyError
+from ptproxy.wire import chunked
 from ptproxy.wire.events import BodyData, BodyKind, ChunkComplete, Event, Fields
 
 __all__ = [
@@ -110,8 +111,12 @@ class BaseParser:
         self._trailers: Fields = []
         self._header_bytes = 0
         self._body = BodyKind.NONE
+        self._remaining = 0  # Content-Length body bytes not yet parsed
         self._chunk_has_data = False
         self._keep_alive = True
+        self._tail = b""  # up to 3 bytes fed last, to find CRLFCRLF across feeds
+        # Follows chunked bodies ahead of llhttp so chunk extensions with whitespace pass.
+        self._chunks = chunked.ChunkedScanner()
 
     def _callbacks(self) -> SimpleNamespace:
         # A separate namespace keeps the on_* callbacks off the public surface of the parser.
@@ -160,6 +165,7 @@ class BaseParser:
         raise NotImplementedError
 
     def _on_body(self, data: bytes) -> None:
+        self._remaining -= len(data)
         self._chunk_has_data = True
         self._events.append(BodyData(data))
 
@@ -176,6 +182,42 @@ class BaseParser:
         raise NotImplementedError
 
     # -- driving llhttp --------------------------------------------------------------------------
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Hand ``data`` to llhttp; raise its complaint as our error class."""
+        raise NotImplementedError
+
+    def _boundary(self, data: bytes, pos: int) -> int:
+        """Index just past the next CRLFCRLF at or after ``pos`` (counting the tail of earlier feeds),
+        or the end of ``data``. A head, and a chunked body, can only end there."""
+        tail = self._tail
+        if tail:
+            i = (tail + data[pos : pos + 3]).find(b"\r\n\r\n")
+            if i != -1:
+                return pos + i + 4 - len(tail)
+        i = data.find(b"\r\n\r\n", pos)
+        return len(data) if i == -1 else i + 4
+
+    def _note_tail(self, data: bytes, pos: int, end: int) -> None:
+        self._tail = data[end - 3 : end] if end - pos >= 3 else (self._tail + data[pos:end])[-3:]
+
+    def _feed_chunked(self, data: bytes, view: memoryview, pos: int) -> int:
+        """Feed llhttp the next stretch of a chunked body through the scanner; return where to go on.
+
+        Chunk-size lines with extension whitespace reach llhttp rewritten, so feeds stop at them.
+        """
+        scanner = self._chunks
+        if scanner.done:
+            # llhttp has not ended a body the scanner saw end: it is the judge, give it the rest.
+            self._feed(view[pos:])
+            return len(data)
+        end, insert, resume = scanner.scan(data, pos)
+        if end > pos:
+            self._feed(view[pos:end])
+        if insert:
+            self._feed(insert)
+        self._tail = b""  # a CRLFCRLF in a body is not the end of a head
+        return resume
 
     def _translate(self, exc: HttpParserError) -> BaseException:
         if isinstance(exc, HttpParserCallbackError):

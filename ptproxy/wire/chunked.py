@@ -18,6 +18,7 @@ __all__ = [  # noqa: RUF022 - the order is the twins' contract
     "CHUNK_END",
     "last_chunk",
     "ChunkCoalescer",
+    "ChunkedScanner",
 ]
 
 IMPLEMENTATION = "pure"
@@ -35,3 +36,4 @@ chunk_header = _impl.chunk_header
 CHUNK_END = _impl.CHUNK_END
 last_chunk = _impl.last_chunk
 ChunkCoalescer = _impl.ChunkCoalescer
+ChunkedScanner = _impl.ChunkedScanner

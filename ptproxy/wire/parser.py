@@ -21,10 +21,15 @@
 # Limits are enforced from callback sizes (request line, field bytes, field count) plus a guard for a
 # single field line growing across feeds inside httptools, where no callback fires until it ends.
 #
-# Responses: one parser per response. llhttp cannot be told that the request was HEAD, so we feed it
-# only up to the end of each head (and exactly Content-Length body bytes; chunked bodies up to each
-# CRLFCRLF, the only place a message can end). A message therefore always ends at the end of a
-# feed_data call, which gives an exact ``leftover`` and lets us stop after a HEAD response's head.
+# Chunk extensions: llhttp rejects the whitespace RFC 9112 7.1.1 allows around ";" and "=" (BWS), so
+# we feed it each head up to its CRLFCRLF and each body by its framing: exactly Content-Length bytes,
+# and chunked bodies through ``chunked.ChunkedScanner``, which follows the chunk sizes and hands
+# llhttp a valid chunk-size line with such whitespace as plain ``chunk-size CRLF`` (extensions are
+# dropped in any case). Every other byte reaches llhttp as received, so it still rejects bad lines.
+#
+# Responses: one parser per response. llhttp cannot be told that the request was HEAD, and since a
+# message always ends at the end of a feed_data call (see above), ``leftover`` is exact and we can
+# stop after a HEAD response's head.
 #
 # Errors: a bad request raises ClientProtocolError (or 405/414/431 subclasses); a bad response raises
 # UpstreamError. Events that precede the error in the same feed are returned first and the error is
@@ -115,21 +120,33 @@ class RequestParser(BaseParser):
 
     def _execute(self, data: bytes) -> None:
         view = memoryview(data)
-        offset = 0
-        while offset < len(data) and not self._closed:
+        pos, n = 0, len(data)
+        while pos < n and not self._closed:
+            if self._state == BODY and self._body is BodyKind.CHUNKED:
+                pos = self._feed_chunked(data, view, pos)
+                continue
+            if self._state == BODY and self._body is BodyKind.LENGTH and self._remaining > 0:
+                end = pos + min(self._remaining, n - pos)
+            else:
+                end = self._boundary(data, pos)
             try:
-                self._llhttp.feed_data(view[offset:] if offset else data)
+                self._feed(data if end - pos == n else view[pos:end])
             except HttpParserUpgrade as up:
                 # llhttp stopped right after an Upgrade request's head (CONNECT is refused earlier).
-                offset += int(up.args[0])
+                pos += int(up.args[0])
                 self._restart_after_upgrade()
                 continue
-            except HttpParserInvalidMethodError:
-                raise ClientProtocolError("invalid request: unknown or malformed method") from None
-            except HttpParserError as exc:
-                err = self._translate(exc)
-                raise err from None
-            return
+            self._note_tail(data, pos, end)
+            pos = end
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        try:
+            self._llhttp.feed_data(data)
+        except HttpParserInvalidMethodError:
+            raise ClientProtocolError("invalid request: unknown or malformed method") from None
+        except HttpParserError as exc:
+            err = self._translate(exc)
+            raise err from None
 
     def _restart_after_upgrade(self) -> None:
         self._llhttp = self._new_llhttp()
@@ -196,6 +213,9 @@ class RequestParser(BaseParser):
         body, length = framing.body(version, ClientProtocolError)
         self._body = body
         self._content_length = length
+        self._remaining = length or 0
+        if body is BodyKind.CHUNKED:
+            self._chunks.reset()
         self._keep_alive = bool(llhttp.should_keep_alive())
         self._state = BODY
         # Upgrade with a body: llhttp is about to report the message complete without reading it.
@@ -267,8 +287,6 @@ class ResponseParser(BaseParser):
         self._head_request = request_method == b"HEAD"
         self._done = False
         self._leftover = b""
-        self._remaining = 0
-        self._tail = b""  # up to 3 bytes fed last, to find CRLFCRLF across feeds
         self._reason: list[bytes] = []
         self._seen_head = False
         self._interim = False
@@ -329,37 +347,30 @@ class ResponseParser(BaseParser):
         view = memoryview(data)
         pos, end_all = 0, len(data)
         while pos < end_all and not self._done:
+            if self._state == BODY and self._body is BodyKind.CHUNKED:
+                pos = self._feed_chunked(data, view, pos)
+                continue
             if self._state == BODY and self._body is BodyKind.LENGTH:
                 end = pos + min(self._remaining, end_all - pos)
             elif self._state == BODY and self._body is BodyKind.CLOSE:
                 end = end_all
             else:
                 end = self._boundary(data, pos)
-            try:
-                self._llhttp.feed_data(view[pos:end])
-            except HttpParserUpgrade:
-                # Only a 101 makes llhttp stop here, and _on_headers_complete refuses 101 first.
-                raise UpstreamError("origin switched protocols") from None
-            except HttpParserError as exc:
-                err = self._translate(exc)
-                raise err from None
-            self._tail = (
-                data[end - 3 : end] if end - pos >= 3 else (self._tail + data[pos:end])[-3:]
-            )
+            self._feed(view[pos:end])
+            self._note_tail(data, pos, end)
             pos = end
         if pos < end_all:
             self._leftover += data[pos:]
 
-    def _boundary(self, data: bytes, pos: int) -> int:
-        """Index just past the next CRLFCRLF at or after ``pos`` (counting the tail of earlier feeds),
-        or the end of ``data``. A head, and a chunked body, can only end there."""
-        tail = self._tail
-        if tail:
-            i = (tail + data[pos : pos + 3]).find(b"\r\n\r\n")
-            if i != -1:
-                return pos + i + 4 - len(tail)
-        i = data.find(b"\r\n\r\n", pos)
-        return len(data) if i == -1 else i + 4
+    def _feed(self, data: bytes | memoryview) -> None:
+        try:
+            self._llhttp.feed_data(data)
+        except HttpParserUpgrade:
+            # Only a 101 makes llhttp stop here, and _on_headers_complete refuses 101 first.
+            raise UpstreamError("origin switched protocols") from None
+        except HttpParserError as exc:
+            err = self._translate(exc)
+            raise err from None
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -406,6 +417,8 @@ class ResponseParser(BaseParser):
         self._interim = interim
         self._body = body
         self._remaining = length or 0
+        if body is BodyKind.CHUNKED:
+            self._chunks.reset()
         self._state = BODY
         self._events.append(
             ResponseHead(
@@ -423,10 +436,8 @@ class ResponseParser(BaseParser):
             self._finish()
 
     def _on_body(self, data: bytes) -> None:
-        if self._done:
-            return
-        self._remaining -= len(data)
-        super()._on_body(data)
+        if not self._done:
+            super()._on_body(data)
 
     def _on_message_complete(self) -> None:
         if self._done:

@@ -17,7 +17,14 @@ impl = twin_fixture("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked")
 
 
 def test_all_is_exact(impl: ModuleType) -> None:
-    assert impl.__all__ == ["chunk", "chunk_header", "CHUNK_END", "last_chunk", "ChunkCoalescer"]
+    assert impl.__all__ == [
+        "chunk",
+        "chunk_header",
+        "CHUNK_END",
+        "last_chunk",
+        "ChunkCoalescer",
+        "ChunkedScanner",
+    ]
 
 
 def test_facade_exposes_the_twin() -> None:
