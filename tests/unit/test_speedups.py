@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 TWINS = {
     "fieldcodec": ("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec"),
     "chunked": ("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked"),
+    "framing": ("ptproxy.wire._framing_py", "ptproxy._speedups.framing"),
 }
 
 fieldcodec_impl = twin_fixture(*TWINS["fieldcodec"])
@@ -245,7 +246,12 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-FACADES = ["ptproxy.wire.fieldcodec", "ptproxy.wire.chunked"]
+# Every facade over a twin pair, so each one's selection switches are tested.
+FACADES = ["ptproxy.wire.fieldcodec", "ptproxy.wire.chunked", "ptproxy.wire.framing"]
+
+
+def test_every_twin_pair_has_a_facade_under_test() -> None:
+    assert sorted(f.rsplit(".", 1)[1] for f in FACADES) == sorted(TWINS)
 
 
 @pytest.mark.parametrize("facade", FACADES)
@@ -273,10 +279,8 @@ def test_no_extensions_wins_over_require(facade: str) -> None:
 
 
 @pytest.mark.parametrize("facade", FACADES)
-def test_require_extensions_selects_the_built_twin(
-    facade: str, pair: tuple[ModuleType, ModuleType]
-) -> None:
-    # ``pair`` makes this skip (or fail under REQUIRE) when the twins are not built.
+def test_require_extensions_selects_the_built_twin(facade: str) -> None:
+    _compiled(facade.rsplit(".", 1)[1])  # skip (or fail under REQUIRE) when the twin is not built
     r = _run(
         f"import {facade} as f; print(f.IMPLEMENTATION, f._impl.__name__)",
         PTPROXY_REQUIRE_EXTENSIONS="1",
