@@ -15,12 +15,16 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from aioquic import tls
-
 from ptproxy.errors import TunnelUnavailable
-from ptproxy.tunnel.endpoint import EndpointSettings, connection_numbers
-from ptproxy.tunnel.session import Session, SessionClosed
-from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
+from ptproxy.tunnel import (
+    BufferSizes,
+    EndpointSettings,
+    Session,
+    SessionClosed,
+    SessionTicket,
+    connection_numbers,
+    open_udp_socket,
+)
 
 __all__ = ["Dialer", "TunnelState", "next_retry_delay"]
 
@@ -89,7 +93,7 @@ class Dialer:
         self._on_state = on_state
         self._rng = random.Random()
         self._stopping = False
-        self._last_ticket: tls.SessionTicket | None = None
+        self._last_ticket: SessionTicket | None = None
         # A session resuming with 0-RTT, not yet confirmed: usable for replay-safe requests.
         self._early: Session | None = None
         # Called with every Session as it is created (metrics track its counters).
@@ -237,7 +241,7 @@ class Dialer:
             self._early = None
         return session, transport, addr
 
-    def _ticket_received(self, ticket: tls.SessionTicket, settings: EndpointSettings) -> None:
+    def _ticket_received(self, ticket: SessionTicket, settings: EndpointSettings) -> None:
         if settings is self.settings:
             self._last_ticket = ticket
 

@@ -22,11 +22,11 @@ from ptproxy.errors import (
 )
 from ptproxy.h1conn import ConnectionClosed, H1Connection, HeadTimeout
 from ptproxy.ops.config import Config
-from ptproxy.tunnel.aioquic.patches import DataFrame
-from ptproxy.tunnel.session import Session
-from ptproxy.tunnel.stream import (
+from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
+    DataFrame,
     Headers,
+    Session,
     StreamAborted,
     StreamEnded,
     TunnelStream,

@@ -25,8 +25,7 @@ from ptproxy.ops.metrics import Metrics
 from ptproxy.ops.systemd import Notifier, run_watchdog
 from ptproxy.server.listener import Listener
 from ptproxy.server.origin import Backend
-from ptproxy.tunnel.endpoint import EndpointSettings
-from ptproxy.tunnel.tls import client_auth_policy, load_material
+from ptproxy.tunnel import EndpointSettings, client_auth_policy, load_material
 
 __all__ = ["App", "run"]
 

@@ -22,7 +22,7 @@ logger = logging.getLogger("ptproxy")
 
 def version_text() -> str:
     """Version line plus the implementation of each hot path and the event loop."""
-    import aioquic
+    from importlib.metadata import version as installed_version
 
     from ptproxy.wire import chunked, fieldcodec
     from ptproxy.wire import framing as pump
@@ -36,7 +36,7 @@ def version_text() -> str:
     except ImportError:
         loop = "asyncio"
     return (
-        f"ptproxy {__version__} (speedups: {speedups}; aioquic {aioquic.__version__}; {loop}; "
+        f"ptproxy {__version__} (speedups: {speedups}; aioquic {installed_version('aioquic')}; {loop}; "
         f"Python {sys.version.split()[0]})"
     )
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         config = load(args.config)
         if args.check:
-            from ptproxy.tunnel.tls import load_material
+            from ptproxy.tunnel import load_material
 
             load_material(config)
             print("OK")

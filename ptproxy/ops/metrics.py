@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from ptproxy.client.dialer import TunnelState
-    from ptproxy.tunnel.session import Session
+    from ptproxy.tunnel import Session
 
 __all__ = ["Metrics", "CONTENT_TYPE", "DURATION_BUCKETS"]
 

@@ -20,11 +20,15 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 
-from ptproxy.tunnel.endpoint import EndpointSettings, connection_numbers
-from ptproxy.tunnel.session import Session
-from ptproxy.tunnel.stream import TunnelStream
-from ptproxy.tunnel.tls import ServerTicketStore
-from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
+from ptproxy.tunnel import (
+    BufferSizes,
+    EndpointSettings,
+    ServerTicketStore,
+    Session,
+    TunnelStream,
+    connection_numbers,
+    open_udp_socket,
+)
 
 __all__ = ["Listener"]
 

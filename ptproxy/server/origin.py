@@ -24,9 +24,7 @@ from ptproxy.errors import (
 from ptproxy.h1conn import ConnectionClosed, H1Connection
 from ptproxy.ops.config import Config
 from ptproxy.server.pool import OriginPool
-from ptproxy.tunnel.aioquic.patches import DataFrame
-from ptproxy.tunnel.session import Session
-from ptproxy.tunnel.stream import Headers, StreamAborted, StreamEnded, TunnelStream
+from ptproxy.tunnel import DataFrame, Headers, Session, StreamAborted, StreamEnded, TunnelStream
 from ptproxy.wire import chunked, serialize
 from ptproxy.wire.events import BodyData, BodyKind, ChunkComplete, EndOfMessage, ResponseHead
 from ptproxy.wire.framing import BodyFramer

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from aioquic.quic.configuration import QuicConfiguration
 
 from ptproxy.ops.config import Config
-from ptproxy.tunnel.aioquic.patches import (
+from ptproxy.tunnel.aioquic import (
     ClientAuthPolicy,
     EndQlogWriter,
     FlowSettings,

@@ -3,7 +3,8 @@
 A Session owns a PatchedQuicConnection and a PatchedH3Connection, feeds them datagrams and timer
 ticks, and routes their events to :class:`TunnelStream` objects. Time comes from
 ``time.monotonic()``, never ``loop.time()``: uvloop's loop clock is cached at 1 ms resolution, and
-aioquic's pacer then spins on sub-millisecond timers (aioquic.md §5).
+aioquic's pacer then spins on sub-millisecond timers (measured: 12 Mbit/s at 100 % CPU instead of
+~200 Mbit/s).
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ from aioquic.h3.events import HeadersReceived
 from aioquic.quic import events as qe
 
 from ptproxy.errors import SessionClosed  # re-exported: defined in the one error tree
-from ptproxy.tunnel.aioquic import patches
-from ptproxy.tunnel.aioquic.patches import DataFrame, PatchedH3Connection, PatchedQuicConnection
+from ptproxy.tunnel.aioquic import (
+    DataFrame,
+    PatchedH3Connection,
+    PatchedQuicConnection,
+    connection_stats,
+    handshake_confirmed,
+    is_client,
+    lost_packets,
+    peer_max_streams_bidi,
+    pending_close,
+    stream_send_buffered,
+)
 from ptproxy.tunnel.stream import (
     H3_REQUEST_REJECTED,
     Headers,
@@ -174,7 +185,7 @@ class Session:
         if not self.closed.done():
             # Closing (by us or the peer) is final at once; aioquic only reports it after the
             # draining period (3 PTO), which would delay 503s and reconnects for seconds.
-            pending = patches.pending_close(quic)
+            pending = pending_close(quic)
             if pending is not None:
                 self._terminated(_describe_close(pending))
         if self._slot_waiters and self.stream_slots_free() > 0:
@@ -184,8 +195,8 @@ class Session:
                     fut.set_result(None)
         if (
             not self.confirmed.done()
-            and quic._is_client
-            and patches.handshake_confirmed(quic)
+            and is_client(quic)
+            and handshake_confirmed(quic)
         ):
             self.confirmed.set_result(None)
 
@@ -207,7 +218,7 @@ class Session:
             self.handshake_done = True
             self.early_data_accepted = event.early_data_accepted
             self.session_resumed = event.session_resumed
-            if not self.quic._is_client and not self.confirmed.done():
+            if not is_client(self.quic) and not self.confirmed.done():
                 self.confirmed.set_result(None)
         elif isinstance(event, qe.StreamReset):
             self._ensure_h3()
@@ -250,10 +261,10 @@ class Session:
             sid = event.stream_id
             stream = self._streams.get(sid)
             if stream is None:
-                if self.quic._is_client or self._on_request is None or self._draining:
+                if is_client(self.quic) or self._on_request is None or self._draining:
                     # A push (client) or a request this end will not serve: REQUEST_REJECTED tells
                     # the peer nothing was processed, so its client end answers 503, not 502.
-                    if not self.quic._is_client:
+                    if not is_client(self.quic):
                         self.quic.reset_stream(sid, H3_REQUEST_REJECTED)
                         if not event.stream_ended:
                             self.quic.stop_stream(sid, H3_REQUEST_REJECTED)
@@ -301,7 +312,7 @@ class Session:
         # MAX_STREAMS is cumulative (RFC 9000 4.6): compare it with every stream ever opened,
         # not with those still open, or the count runs ahead and aioquic queues the stream
         # itself (where stream_queue_timeout cannot see it).
-        return patches.peer_max_streams_bidi(self.quic) - self._opened_streams
+        return peer_max_streams_bidi(self.quic) - self._opened_streams
 
     async def wait_stream_slot(self) -> None:
         """Wait until the peer's MAX_STREAMS lets us open one more request stream."""
@@ -327,9 +338,7 @@ class Session:
             self.h3.send_data(stream.stream_id, data, end_stream=end)
         elif end:
             # Finish without writing an empty DATA frame.
-            h3_stream = self.h3._get_or_create_stream(stream.stream_id)
-            h3_stream.sending_ended = True
-            self.quic.send_stream_data(stream.stream_id, b"", end_stream=True)
+            self.h3.finish_stream(stream.stream_id)
         self.transmit_soon()
 
     def reset_stream(self, stream: TunnelStream, code: int) -> None:
@@ -376,7 +385,7 @@ class Session:
 
     def _buffered_total(self) -> int:
         quic = self.quic
-        return sum(patches.stream_send_buffered(quic, sid) for sid in self._streams)
+        return sum(stream_send_buffered(quic, sid) for sid in self._streams)
 
     async def wait_send_room(self, stream: TunnelStream) -> None:
         """Block while unacknowledged data on this connection exceeds ``send_window``."""
@@ -438,11 +447,11 @@ class Session:
             self.finished.set_result(None)
 
     def stats(self) -> dict[str, float]:
-        data = patches.connection_stats(self.quic)
+        data = connection_stats(self.quic)
         data["bytes_received"] = float(self.bytes_received)
         data["bytes_sent"] = float(self.bytes_sent)
         data["open_streams"] = float(len(self._streams))
-        data["lost_packets"] = float(patches.lost_packets(self.quic))
+        data["lost_packets"] = float(lost_packets(self.quic))
         return data
 
 

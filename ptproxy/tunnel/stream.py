@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Union
 from aioquic.h3.connection import ErrorCode
 
 from ptproxy.errors import StreamAborted  # re-exported: defined in the one error tree
-from ptproxy.tunnel.aioquic.patches import DataFrame
+from ptproxy.tunnel.aioquic.h3 import DataFrame
 
 if TYPE_CHECKING:
     from ptproxy.tunnel.session import Session

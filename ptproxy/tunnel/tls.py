@@ -3,7 +3,7 @@
 Both ends verify each other (reference: "Mutual TLS"): the client end checks the server
 certificate against ``ca`` and its ``peer_hostname``; the server end *requires* a client
 certificate that chains to ``ca`` and carries the server's ``peer_hostname``. aioquic does the
-first part itself; the second is enforced by :class:`~.aioquic_patches.ClientAuthPolicy`.
+first part itself; the second is enforced by :class:`~ptproxy.tunnel.aioquic.mtls.ClientAuthPolicy`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ptproxy.errors import StartupError
 from ptproxy.ops.config import Config
-from ptproxy.tunnel.aioquic.patches import ClientAuthPolicy
+from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
 
 __all__ = [
     "TlsMaterial",

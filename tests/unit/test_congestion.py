@@ -302,7 +302,7 @@ class LinkSim:
     loss: float = 0.0  # random loss after the bottleneck
     seed: int = 1
     app_rate: float | None = None  # bytes/s the application offers; None = always backlogged
-    report_app_limited: bool = True  # call cc.on_app_limited like aioquic_patches does
+    report_app_limited: bool = True  # call cc.on_app_limited like PatchedQuicConnection does
 
     now: float = 0.0
     delivered: int = 0

@@ -1,9 +1,9 @@
-"""Patch 7 (aioquic_patches.lost_packets): packets dropped on the wire are counted as lost."""
+"""Loss counting (ptproxy.tunnel.aioquic.lost_packets): packets dropped on the wire are counted as lost."""
 
 from __future__ import annotations
 
 from ptproxy.ops.devcerts import DemoPki
-from ptproxy.tunnel.aioquic import patches
+from ptproxy.tunnel.aioquic import lost_packets
 
 from .test_aioquic_patches import CLIENT_ADDR, SERVER_ADDR, Pair
 
@@ -11,7 +11,7 @@ from .test_aioquic_patches import CLIENT_ADDR, SERVER_ADDR, Pair
 def test_lost_packets_counts_dropped_datagrams(pki: DemoPki) -> None:
     pair = Pair(pki, client_leaf=pki.client)
     pair.roundtrip()
-    assert patches.lost_packets(pair.client) == 0
+    assert lost_packets(pair.client) == 0
     sid = pair.client.get_next_available_stream_id()
     pair.client.send_stream_data(sid, b"x" * 60_000)
     # Drop every third client datagram of the burst; acks of the rest reveal the gaps.
@@ -24,6 +24,6 @@ def test_lost_packets_counts_dropped_datagrams(pki: DemoPki) -> None:
     for data, _ in pair.server.datagrams_to_send(now=pair.now):
         pair.client.receive_datagram(data, SERVER_ADDR, now=pair.now)
     pair.roundtrip(200)
-    lost = patches.lost_packets(pair.client)
+    lost = lost_packets(pair.client)
     assert 1 <= lost <= len(sent)
-    assert patches.lost_packets(pair.server) == 0
+    assert lost_packets(pair.server) == 0

@@ -11,7 +11,7 @@ import pytest
 
 from ptproxy.ops.config import Config, parse
 from ptproxy.ops.devcerts import DemoPki
-from ptproxy.tunnel.aioquic import patches
+from ptproxy.tunnel.aioquic import PatchedQuicConnection, handshake_confirmed, peer_transport_parameters
 from ptproxy.tunnel.endpoint import EndpointSettings
 from ptproxy.tunnel.tls import client_auth_policy, load_material
 from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
@@ -52,7 +52,7 @@ key = "{pki.server.key}"
     return client, server
 
 
-def _pair(pki: DemoPki, transport: str = "") -> tuple[patches.PatchedQuicConnection, patches.PatchedQuicConnection]:
+def _pair(pki: DemoPki, transport: str = "") -> tuple[PatchedQuicConnection, PatchedQuicConnection]:
     ccfg, scfg = _configs(pki, transport)
     csettings = EndpointSettings.build(ccfg, load_material(ccfg))
     smat = load_material(scfg)
@@ -67,7 +67,7 @@ def _pair(pki: DemoPki, transport: str = "") -> tuple[patches.PatchedQuicConnect
         for data, _ in server.datagrams_to_send(now=now):
             client.receive_datagram(data, SERVER_ADDR, now=now)
         now += 0.001
-    assert patches.handshake_confirmed(client)
+    assert handshake_confirmed(client)
     return client, server
 
 
@@ -76,7 +76,7 @@ def test_windows_and_stream_limit_reach_the_peer(pki: DemoPki) -> None:
         pki,
         "stream_receive_window = 123456\nreceive_window = 654321\nmax_concurrent_http_streams = 9\nmax_idle_timeout = 7000",
     )
-    seen = patches.peer_transport_parameters(client)
+    seen = peer_transport_parameters(client)
     assert seen["initial_max_stream_data_bidi_remote"] == 123456
     assert seen["initial_max_data"] == 654321
     assert seen["initial_max_streams_bidi"] == 9
@@ -85,7 +85,7 @@ def test_windows_and_stream_limit_reach_the_peer(pki: DemoPki) -> None:
 
 def test_receive_window_defaults_to_initial_window(pki: DemoPki) -> None:
     client, _ = _pair(pki, "initial_window = 50000")
-    assert patches.peer_transport_parameters(client)["initial_max_data"] == 50000
+    assert peer_transport_parameters(client)["initial_max_data"] == 50000
 
 
 @pytest.mark.parametrize(

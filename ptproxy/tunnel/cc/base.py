@@ -8,7 +8,7 @@ sending rate is decided by the controller rather than by the window. So every co
 * implements aioquic's public ``QuicCongestionControl`` interface (``bytes_in_flight`` bookkeeping
   included, as aioquic leaves it to the controller), and
 * owns a :class:`Pacer` that the tunnel installs in place of aioquic's ``QuicLossRecovery._pacer``
-  (``ptproxy/tunnel/aioquic/patches.py``); this module never touches ``QuicConnection`` internals.
+  (``ptproxy/tunnel/aioquic/connection.py``); this module never touches ``QuicConnection`` internals.
 
 Call order inside aioquic's ``QuicPacketRecovery.on_ack_received`` (recovery.py): every newly
 acked in-flight packet -> ``on_packet_acked``; then, if the largest acked packet was newly acked
@@ -130,7 +130,7 @@ def window_pacer(window: int, max_datagram_size: int) -> Pacer:
 
 
 class Controller(QuicCongestionControl):
-    """The contract ``aioquic_patches`` installs: aioquic's CC interface plus a pacer and hooks."""
+    """The contract ``PatchedQuicConnection`` installs: aioquic's CC interface plus a pacer and hooks."""
 
     pacer: Pacer
 

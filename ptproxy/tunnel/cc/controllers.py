@@ -8,6 +8,7 @@ from aioquic.quic.congestion.cubic import CubicCongestionControl
 from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.packet_builder import QuicSentPacket
 
+from ptproxy.tunnel.aioquic.congestion import restart_cubic
 from ptproxy.tunnel.cc.base import ALGORITHMS, Controller, window_pacer
 from ptproxy.tunnel.cc.bbr import Bbr
 
@@ -34,7 +35,7 @@ class Cubic(Controller, CubicCongestionControl):
 
     def reset(self) -> None:
         super().reset()
-        self.congestion_window = self._W_max = self._initial_window
+        restart_cubic(self, self._initial_window)
 
 
 class FixedWindow(Controller):

@@ -1,0 +1,267 @@
+"""The QUIC connection: aioquic's QuicConnection with the transport knobs it has no setting for.
+
+* Consumption-based flow control: aioquic doubles MAX_DATA / MAX_STREAM_DATA as bytes *arrive*, so a
+  slow consumer buffers without bound. We grant credit only for bytes the application consumed.
+* ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128.
+* Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
+  controller is told when the sender was application-limited.
+* Lost packets are counted (metrics): aioquic keeps no such count.
+* ACKs ride along with stream data instead of waiting out aioquic's 1 ms ACK delay alone.
+* Server-side mutual TLS is installed on the TLS context once aioquic creates it (see mtls.py).
+
+The module-level functions read connection state that aioquic keeps in private attributes, so that
+no other module has to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from aioquic import tls
+from aioquic.quic import connection as qc
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import ConnectionTerminated
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream
+
+if TYPE_CHECKING:
+    from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
+    from ptproxy.tunnel.cc.base import Controller
+
+__all__ = [
+    "FlowSettings",
+    "PatchedQuicConnection",
+    "connection_stats",
+    "handshake_confirmed",
+    "is_client",
+    "lost_packets",
+    "peer_max_streams_bidi",
+    "peer_transport_parameters",
+    "pending_close",
+    "stream_send_buffered",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    """Transport knobs aioquic has no public setting for."""
+
+    stream_receive_window: int
+    receive_window: int
+    max_concurrent_streams: int
+    congestion_algorithm: str
+    initial_window: int
+
+
+class PatchedQuicConnection(QuicConnection):
+    """QuicConnection with consumption-based credit, a stream limit and our congestion control.
+
+    Our own attributes carry a ``_ptp_`` prefix so they can never shadow one of aioquic's.
+    """
+
+    def __init__(
+        self,
+        *,
+        flow: FlowSettings,
+        client_auth: ClientAuthPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._ptp_flow = flow
+        self._ptp_client_auth = client_auth
+        # Transport parameters are serialized later, in _initialize, so this lands in them.
+        limit = self._local_max_streams_bidi
+        limit.value = limit.sent = flow.max_concurrent_streams
+        # The windows are ours, whatever the QuicConfiguration says (initial transport params).
+        self._local_max_data.value = self._local_max_data.sent = flow.receive_window
+        self._local_max_stream_data_bidi_local = flow.stream_receive_window
+        self._local_max_stream_data_bidi_remote = flow.stream_receive_window
+        # Credit granted = bytes the application consumed (plus HTTP/3 framing overhead).
+        self._ptp_stream_credited: dict[int, int] = {}
+        self._ptp_conn_credited = 0
+        self._ptp_lost_packets = 0
+        self._ptp_install_congestion()
+
+    # -- congestion control --------------------------------------------------------------------
+
+    def _ptp_install_congestion(self) -> None:
+        # Imported here, not at the top: tunnel/cc/controllers.py imports this package (for
+        # Cubic's private window, see congestion.py), and this package's __init__ imports this
+        # module, so a top-level import would fail whenever tunnel/cc is imported first.
+        from ptproxy.tunnel.cc.controllers import create_controller
+
+        cc = create_controller(
+            self._ptp_flow.congestion_algorithm,
+            max_datagram_size=self._max_datagram_size,
+            initial_window=self._ptp_flow.initial_window,
+        )
+        self._ptp_cc = cc
+        self._loss._cc = cc
+        # Our pacer is duck-typed: the interface of aioquic's QuicPacketPacer, not a subclass.
+        self._loss._pacer = cc.pacer  # type: ignore[assignment]
+        # Count packets declared lost as a congestion event; PTO probes are not losses.
+        original = self._loss._on_packets_lost
+
+        def on_packets_lost(*, congestion_event: bool = True, packets: Any, **kwargs: Any) -> None:
+            packets = list(packets)
+            if congestion_event:
+                self._ptp_lost_packets += len(packets)
+            original(congestion_event=congestion_event, packets=packets, **kwargs)
+
+        self._loss._on_packets_lost = on_packets_lost  # type: ignore[method-assign]
+
+    @property
+    def congestion_controller(self) -> Controller:
+        return self._ptp_cc
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        # Piggyback a pending ACK on outgoing stream data. aioquic only writes an ACK once its
+        # 1 ms delay has expired, so a response sent within that millisecond left the ACK for a
+        # packet of its own: one extra datagram (two syscalls, a wakeup) per request each way.
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if (
+            space is not None
+            and space.ack_at is not None
+            and space.ack_at > now
+            and any(not stream.sender.buffer_is_empty for stream in self._streams_queue)
+        ):
+            space.ack_at = now
+        datagrams = super().datagrams_to_send(now)
+        # The sender stopped with room left in the window and the pacer not holding it back:
+        # we ran out of data. BBR must not lower its bandwidth estimate from such samples.
+        cc = self._ptp_cc
+        if (
+            self._pacing_at is None
+            and cc.bytes_in_flight + self._max_datagram_size < cc.congestion_window
+        ):
+            cc.on_app_limited(now=now)
+        return datagrams
+
+    # -- flow control --------------------------------------------------------------------------
+
+    def credit(self, stream_id: int, nbytes: int) -> None:
+        """Record that ``nbytes`` received on ``stream_id`` were consumed (or discarded)."""
+        if nbytes <= 0:
+            return
+        self._ptp_stream_credited[stream_id] = self._ptp_stream_credited.get(stream_id, 0) + nbytes
+        self._ptp_conn_credited += nbytes
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Credit whatever the stream received but nobody consumed, then drop its bookkeeping.
+
+        Without this the connection window would leak the bytes of every reset stream.
+        """
+        stream = self._streams.get(stream_id)
+        credited = self._ptp_stream_credited.pop(stream_id, 0)
+        if stream is not None:
+            leftover = stream.receiver.highest_offset - credited
+            if leftover > 0:
+                self._ptp_conn_credited += leftover
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
+    ) -> None:
+        # Replaces aioquic's version (which doubles the window as data arrives) entirely.
+        window = self._ptp_flow.stream_receive_window
+        sid = cast(int, stream.stream_id)  # None only for streams outside a connection
+        if stream.max_stream_data_local:
+            target = self._ptp_stream_credited.get(sid, 0) + window
+            # Batch updates: only announce once half a window has been consumed.
+            if target - stream.max_stream_data_local >= window // 2:
+                stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                qc.QuicFrameType.MAX_STREAM_DATA,
+                capacity=qc.MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(sid)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        max_data = self._local_max_data
+        window = self._ptp_flow.receive_window
+        target = self._ptp_conn_credited + window
+        if target - max_data.value >= window // 2:
+            max_data.value = target
+        # Hide `used` from the built-in doubling rule, let it write MAX_DATA / MAX_STREAMS.
+        used, max_data.used = max_data.used, 0
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            max_data.used = used
+
+    # -- server-side mutual TLS ----------------------------------------------------------------
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        # aioquic creates the TLS context here, on the first datagram: hook it before it runs.
+        super()._initialize(peer_cid)
+        if self._ptp_client_auth is not None and not self._is_client:
+            self._ptp_client_auth.install(self.tls)
+
+
+# -- state aioquic keeps private ---------------------------------------------------------------
+
+
+def is_client(conn: QuicConnection) -> bool:
+    """True on the end that dialed the connection."""
+    return bool(conn._is_client)
+
+
+def stream_send_buffered(conn: QuicConnection, stream_id: int) -> int:
+    """Bytes written to the stream and not yet acknowledged by the peer (0 if gone).
+
+    aioquic buffers without limit and has no event for ACKed data; this is what backpressure polls.
+    """
+    stream = conn._streams.get(stream_id)
+    if stream is None:
+        return 0
+    sender = stream.sender
+    return int(sender._buffer_stop - sender._buffer_start)
+
+
+def peer_max_streams_bidi(conn: QuicConnection) -> int:
+    """How many bidirectional streams the peer lets us open in total."""
+    return int(conn._remote_max_streams_bidi)
+
+
+def pending_close(conn: QuicConnection) -> ConnectionTerminated | None:
+    """The ConnectionTerminated aioquic will report after draining, if closing has begun."""
+    return conn._close_event
+
+
+def handshake_confirmed(conn: QuicConnection) -> bool:
+    """True once the server confirmed the handshake (HANDSHAKE_DONE): it accepted our certificate."""
+    return bool(conn._handshake_confirmed)
+
+
+def peer_transport_parameters(conn: QuicConnection) -> dict[str, Any]:
+    """What the peer announced, for tests and metrics."""
+    return {
+        "max_idle_timeout": conn._remote_max_idle_timeout,
+        "initial_max_data": conn._remote_max_data,
+        "initial_max_stream_data_bidi_remote": conn._remote_max_stream_data_bidi_remote,
+        "initial_max_stream_data_bidi_local": conn._remote_max_stream_data_bidi_local,
+        "initial_max_streams_bidi": conn._remote_max_streams_bidi,
+    }
+
+
+def connection_stats(conn: QuicConnection) -> dict[str, float]:
+    """RTT, window and loss figures of the live connection (metrics)."""
+    loss = conn._loss
+    cc = loss._cc
+    return {
+        "smoothed_rtt": loss._rtt_smoothed if loss._rtt_initialized else 0.0,
+        "min_rtt": loss._rtt_min if loss._rtt_initialized else 0.0,
+        "congestion_window": float(cc.congestion_window),
+        "bytes_in_flight": float(cc.bytes_in_flight),
+    }
+
+
+def lost_packets(conn: QuicConnection) -> int:
+    """Packets of this connection declared lost so far (0 for an unpatched connection)."""
+    return int(getattr(conn, "_ptp_lost_packets", 0))
