@@ -4,7 +4,7 @@
 #   docker run -v ./client:/etc/ptproxy:ro -p 20080:20080 ptproxy
 #
 # Build arguments:
-#   BASE        a Python 3.10+ image with python3 and its venv module (default python:3.11-slim).
+#   BASE        a Python 3.11+ image with python3 and its venv module (default python:3.11-slim).
 #               The builder and the runtime stage use the same base: the venv is copied across.
 #   WHEELHOUSE  offline build: a directory inside the build context holding the ptproxy wheel and
 #               every dependency's wheel; installed with --no-index, nothing is downloaded.

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+import tomllib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -25,11 +26,6 @@ import msgspec
 from msgspec import Meta
 
 from ptproxy.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - 3.10 only
-    import tomli as tomllib
 
 __all__ = [
     "Config",

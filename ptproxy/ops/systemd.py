@@ -1,6 +1,6 @@
 """systemd readiness, status and watchdog notifications (sd_notify(3) protocol).
 
-Why not the ``sdnotify`` package (0.3.2, listed in pyproject): its source reads ``NOTIFY_SOCKET``
+Why not the ``sdnotify`` package (0.3.2): its source reads ``NOTIFY_SOCKET``
 from ``os.environ`` only (no injectable mapping for tests), wraps every call in a bare ``except:``
 that also swallows ``KeyboardInterrupt``/``SystemExit`` and hides failures unless ``debug=True``,
 encodes Latin-1 (a ``STATUS=`` carrying a non-Latin-1 error text is dropped silently), keeps a
