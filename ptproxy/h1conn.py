@@ -19,12 +19,13 @@ from ptproxy.wire.events import BodyData, EndOfMessage
 from ptproxy.wire.framing import FlowMarks
 
 __all__ = [
-    "H1Connection",
-    "ConnectionClosed",
-    "HeadTimeout",
-    "EventParser",
     "HIGH_WATER",
     "LOW_WATER",
+    "ConnectionClosed",
+    "ConnectionReset",
+    "EventParser",
+    "H1Connection",
+    "HeadTimeout",
 ]
 
 HIGH_WATER = 256 * 1024
@@ -33,6 +34,13 @@ LOW_WATER = 64 * 1024
 
 class EventParser(Protocol):
     def feed(self, data: bytes) -> list[Any]: ...
+
+
+class ConnectionReset(ConnectionClosed):
+    """The connection ended by a reset (or a socket error), not by the peer's FIN.
+
+    Never the end of a message, not even of a body delimited by the close: it may have been cut
+    anywhere."""
 
 
 class H1Connection(asyncio.Protocol):
@@ -47,6 +55,7 @@ class H1Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._eof = False
+        self._reset: Exception | None = None  # why the connection ended, if not by a clean FIN
         self._closed = False
         self._raw: bytearray = bytearray()  # bytes received while no parser is set
         self._write_paused = False
@@ -101,6 +110,10 @@ class H1Connection(asyncio.Protocol):
         return True  # keep the write side open: a half-closed client may still read the answer
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self._eof:
+            # ECONNRESET and the like: the input was cut, not ended. After a FIN, all the input
+            # arrived; a later error (writing to a peer that is gone) does not change that.
+            self._reset = exc
         self._closed = True
         self._eof = True
         self._wake()
@@ -173,6 +186,8 @@ class H1Connection(asyncio.Protocol):
             if self._error is not None:
                 raise self._error
             if self._eof:
+                if self._reset is not None:
+                    raise ConnectionReset(f"connection reset: {_describe_os_error(self._reset)}")
                 raise ConnectionClosed("connection closed by peer")
             in_head = head_timeout is not None and self.message_started_at is not None
             if in_head:
@@ -230,3 +245,7 @@ class H1Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None and not self._closed:
             self.transport.abort()
+
+
+def _describe_os_error(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__

@@ -31,6 +31,8 @@ Endpoints (any method unless said otherwise; the request body is always read fir
 - ``/close-delimited?n=<bytes>``: no Content-Length, no chunked: the body ends when the origin
   closes the connection.
 - ``/reset-mid-body?n=<bytes>``: declares Content-Length ``n``, sends half, then resets (RST).
+- ``/reset-close-delimited?n=<bytes>``: a close-delimited head (as ``/close-delimited``), ``n``
+  pattern bytes, then a reset (RST via SO_LINGER 0) instead of a clean close.
 - ``/sleep?ms=N``: answers after ``N`` ms.
 - ``/te-gzip``: a response with ``Transfer-Encoding: gzip, chunked`` (not acceptable to a proxy).
 - ``/_log``: the recorded requests (not recorded itself).
@@ -441,6 +443,20 @@ class Origin:
             await self._write_pattern(writer, n // 2)
             await writer.drain()
             await asyncio.sleep(0.3)  # let the peer read the half before the RST discards it
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+        elif path == "/reset-close-delimited":
+            n = int(query.get("n", 20000))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nServer: test-origin\r\nDate: %b\r\n"
+                b"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n" % OLD_DATE
+            )
+            await self._write_pattern(writer, n)
+            await writer.drain()
+            await asyncio.sleep(0.3)  # let the peer read the bytes before the RST discards them
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ptproxy.addr import format_address
 from ptproxy.errors import TunnelUnavailable
 from ptproxy.tunnel import (
     BufferSizes,
@@ -156,11 +157,12 @@ class Dialer:
             session, transport, addr = await self._connect(number)
         except (OSError, SessionClosed, asyncio.TimeoutError) as exc:
             reason = _reason(exc)
-            self._failed(f"connecting to {cfg.general.connect_host}:{cfg.general.quic_port} failed: {reason}")
+            target = format_address((cfg.general.connect_host, cfg.general.quic_port))
+            self._failed(f"connecting to {target} failed: {reason}")
             if transport is not None:
                 transport.close()
             return
-        logger.info("connection %d established (%s)", number, _fmt_addr(addr))
+        logger.info("connection %d established (%s)", number, format_address(addr))
         logger.info("tunnel ready")
         self.session = session
         self.state.up = True
@@ -178,9 +180,7 @@ class Dialer:
         except asyncio.TimeoutError:
             pass
         session.abort(reason)
-        session_transport = getattr(session, "_udp_transport", None)
-        if session_transport is not None:
-            session_transport.close()
+        transport.close()  # the dialer made the socket for this session; it goes with it
 
     async def _connect(self, number: int) -> tuple[Session, asyncio.DatagramTransport, Any]:
         cfg = self.settings.config
@@ -214,7 +214,6 @@ class Dialer:
             send_window=cfg.transport.effective_send_window,
             keep_alive_interval=cfg.transport.keep_alive_interval / 1000.0,
         )
-        session._udp_transport = transport  # type: ignore[attr-defined]
         proto.session = session
         if self.on_session is not None:
             self.on_session(session)
@@ -267,11 +266,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc)
-
-
-def _fmt_addr(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    if host.startswith("::ffff:"):
-        host = host[7:]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-

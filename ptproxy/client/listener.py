@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
+from ptproxy import relay
+from ptproxy.addr import format_address
 from ptproxy.client.dialer import Dialer
 from ptproxy.errors import (
     ClientProtocolError,
@@ -24,16 +26,13 @@ from ptproxy.h1conn import ConnectionClosed, H1Connection, HeadTimeout
 from ptproxy.ops.config import Config
 from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
-    DataFrame,
     Headers,
     Session,
     StreamAborted,
-    StreamEnded,
     TunnelStream,
 )
-from ptproxy.wire import chunked, serialize
-from ptproxy.wire.events import BodyData, BodyKind, ChunkComplete, EndOfMessage, RequestHead
-from ptproxy.wire.framing import BodyFramer
+from ptproxy.wire import serialize
+from ptproxy.wire.events import BodyKind, EndOfMessage, RequestHead
 from ptproxy.wire.h3map import NO_BODY_STATUSES, request_to_h3, response_from_h3
 from ptproxy.wire.parser import RequestParser
 
@@ -41,7 +40,7 @@ __all__ = ["Frontend"]
 
 logger = logging.getLogger("ptproxy.frontend")
 
-SIDE = "client"
+SIDE: Final = "client"
 # RFC 9110 9.2.1 safe methods: the only ones allowed in replayable 0-RTT data (RFC 8470 §4).
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
@@ -57,9 +56,11 @@ class Frontend:
     ) -> None:
         self.config = config
         self.dialer = dialer
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._busy: set[asyncio.Task[None]] = set()
+        # Connections with a request in flight, and the task serving each: shutdown closes the
+        # others at once and waits for these.
+        self._busy: dict[H1Connection, asyncio.Task[None]] = {}
         self._connections: set[H1Connection] = set()
         self._closing = False
         self._on_request_done = on_request_done
@@ -68,8 +69,7 @@ class Frontend:
         host, port = self.config.general.http_bind
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        logger.info("listening for HTTP/1.1 at %s", shown)
+        logger.info("listening for HTTP/1.1 at %s", format_address((host, port)))
 
     @property
     def sockets(self) -> list[Any]:
@@ -97,15 +97,12 @@ class Frontend:
         if self._server is not None:
             self._server.close()
         for conn in list(self._connections):
-            if not self._is_busy(conn):
+            if conn not in self._busy:
                 conn.close()
         if self._busy:
-            await asyncio.wait(list(self._busy), timeout=grace)
+            await asyncio.wait(list(self._busy.values()), timeout=grace)
         for conn in list(self._connections):
             conn.close()
-
-    def _is_busy(self, conn: H1Connection) -> bool:
-        return getattr(conn, "_ptp_busy", False)
 
     # -- one connection -----------------------------------------------------------------------
 
@@ -135,15 +132,13 @@ class Frontend:
                     # Its body is already known to be malformed: refuse it whole, forward nothing.
                     self._refuse(conn, bad)
                     break
-                conn._ptp_busy = True  # type: ignore[attr-defined]
                 task = asyncio.current_task()
                 assert task is not None
-                self._busy.add(task)
+                self._busy[conn] = task
                 try:
                     keep = await self._exchange(conn, event)
                 finally:
-                    self._busy.discard(task)
-                    conn._ptp_busy = False  # type: ignore[attr-defined]
+                    del self._busy[conn]
                 if not keep:
                     break
         finally:
@@ -151,11 +146,11 @@ class Frontend:
             self._connections.discard(conn)
 
     def _refuse(self, conn: H1Connection, exc: PtproxyError) -> None:
-        logger.warning("rejected request from %s: %s", _fmt(conn.peername), exc)
+        logger.warning("rejected request from %s: %s", format_address(conn.peername), exc)
         conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=True))
-        self._count(str(exc.status), exc.status, 0.0)
+        self._count(exc.status, 0.0)
 
-    def _count(self, _what: str, status: int, started: float) -> None:
+    def _count(self, status: int, started: float) -> None:
         if self._on_request_done is not None:
             self._on_request_done(SIDE, status, time.monotonic() - started if started else 0.0)
 
@@ -177,7 +172,7 @@ class Frontend:
             if isinstance(exc, TunnelUnavailable):
                 logger.warning("%s %s: 503: %s", head.method.decode(), head.target[:200].decode("latin-1"), exc)
             conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=has_body or not head.keep_alive))
-            self._count("error", exc.status, started)
+            self._count(exc.status, started)
             return not has_body and head.keep_alive
         stream.send_headers(h3_headers, end_stream=not has_body)
         upload: asyncio.Task[bool] | None = None
@@ -193,7 +188,7 @@ class Frontend:
         finally:
             if upload is None or upload.done():
                 stream.finish()
-        self._count("ok", status, started)
+        self._count(status, started)
         if upload is not None:
             if not upload.done():
                 # Early response: the rest of the request body is not needed by anyone.
@@ -223,35 +218,17 @@ class Frontend:
 
     async def _upload(self, conn: H1Connection, stream: TunnelStream, head: RequestHead) -> bool:
         """Request body → DATA frames (one per HTTP/1.1 chunk). Returns False if it failed."""
-        coalescer = chunked.ChunkCoalescer() if head.body is BodyKind.CHUNKED else None
         try:
-            while True:
-                event = await conn.next_event()
-                if type(event) is BodyData:
-                    if coalescer is None:
-                        await stream.send_data(event.data)
-                    else:
-                        frame = coalescer.add(event.data)
-                        if frame:
-                            await stream.send_data(frame)
-                elif type(event) is ChunkComplete:
-                    assert coalescer is not None
-                    frame = coalescer.complete()
-                    if frame:
-                        await stream.send_data(frame)
-                elif type(event) is EndOfMessage:
-                    if event.trailers:
-                        trailers = [(n.lower(), v) for n, v in event.trailers]
-                        stream.send_headers(trailers, end_stream=True)
-                    else:
-                        stream.end()
-                    return True
+            # A request body is never close-delimited (RFC 9112 6.3): it ends by its framing.
+            return await relay.h1_body_to_stream(conn, stream, head.body)
         except StreamAborted:
             # First: a StreamAborted is a PtproxyError too, but the stream is already gone.
             return False
         except PtproxyError as exc:
             # Never finish a body that ended short: the peer must see a reset.
-            logger.warning("request body from %s failed: %s; resetting the stream", _fmt(conn.peername), exc)
+            logger.warning(
+                "request body from %s failed: %s; resetting the stream", format_address(conn.peername), exc
+            )
             # The request is at fault: if no response head went out yet, the client gets a 4xx
             # saying why (not a 502 blaming the upstream).
             if isinstance(exc, ConnectionClosed):
@@ -304,7 +281,7 @@ class Frontend:
         if event.stream_ended:
             return status, not close
         try:
-            complete = await self._copy_body(conn, stream, kind, length)
+            await relay.stream_body_to_h1(stream, conn, kind, length)
         except (StreamAborted, PtproxyError, ConnectionClosed) as exc:
             # The head is out: all we can do is cut the connection so the client sees truncation.
             logger.warning(
@@ -316,37 +293,4 @@ class Frontend:
             stream.reset()
             conn.abort()
             return status, False
-        return status, complete and not close
-
-    async def _copy_body(
-        self, conn: H1Connection, stream: TunnelStream, kind: BodyKind, length: int | None
-    ) -> bool:
-        framer = BodyFramer(kind is BodyKind.CHUNKED, length, discard=kind is BodyKind.NONE)
-        trailers: list[tuple[bytes, bytes]] = []
-        while True:
-            event = await stream.receive()
-            if type(event) is DataFrame:
-                out = framer.feed(event.data, event.frame_size, event.frame_end)
-                if out:
-                    conn.write(out)
-                await conn.drain()
-            elif type(event) is Headers:
-                trailers = [(n, v) for n, v in event.headers if not n.startswith(b":")]
-            elif type(event) is StreamEnded:
-                framer.finish()
-                if kind is BodyKind.CHUNKED:
-                    conn.write(chunked.last_chunk(_h1_trailers(trailers)))
-                return True
-
-
-def _h1_trailers(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    from ptproxy.wire import fieldcodec
-
-    return fieldcodec.h3_to_h1_fields(fields) if fields else []
-
-
-def _fmt(addr: Any) -> str:
-    if not addr:
-        return "?"
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return status, not close

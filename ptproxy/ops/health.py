@@ -22,6 +22,7 @@ import logging
 import socket
 from collections.abc import Callable
 
+from ptproxy.addr import format_address
 from ptproxy.ops.metrics import CONTENT_TYPE, Metrics
 
 __all__ = ["MetricsServer", "healthcheck"]
@@ -50,9 +51,7 @@ class MetricsServer:
     async def start(self) -> None:
         host, port = self.bind
         self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
-        shown_host, shown_port = self.address
-        shown = f"[{shown_host}]:{shown_port}" if ":" in shown_host else f"{shown_host}:{shown_port}"
-        logger.info("metrics at http://%s/metrics (probes /healthz, /readyz)", shown)
+        logger.info("metrics at http://%s/metrics (probes /healthz, /readyz)", format_address(self.address))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -115,7 +114,7 @@ def healthcheck(config_path: str) -> int:
             finally:
                 conn.close()
         except OSError as exc:
-            print(f"unhealthy: GET /readyz on {host}:{port}: {exc}")
+            print(f"unhealthy: GET /readyz on {format_address((host, port))}: {exc}")
             return 1
         print(f"{'healthy' if resp.status == 200 else 'unhealthy'}: /readyz {resp.status} {body}")
         return 0 if resp.status == 200 else 1
@@ -127,9 +126,12 @@ def healthcheck(config_path: str) -> int:
             with socket.create_connection((host, port), timeout=2.0):
                 pass
         except OSError as exc:
-            print(f"unhealthy: connecting to the HTTP listener {host}:{port}: {exc}")
+            print(f"unhealthy: connecting to the HTTP listener {format_address((host, port))}: {exc}")
             return 1
-        print(f"healthy: HTTP listener {host}:{port} accepts connections (no [metrics]: tunnel state unknown)")
+        print(
+            f"healthy: HTTP listener {format_address((host, port))} accepts connections"
+            " (no [metrics]: tunnel state unknown)"
+        )
         return 0
     print("healthy: server config loads (no [metrics] section, so the running process was not probed)")
     return 0

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any, Callable
 
+from ptproxy import relay
 from ptproxy.errors import (
     BodyLengthError,
     ClientProtocolError,
@@ -21,13 +22,12 @@ from ptproxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from ptproxy.h1conn import ConnectionClosed, H1Connection
+from ptproxy.h1conn import ConnectionClosed, ConnectionReset, H1Connection
 from ptproxy.ops.config import Config
 from ptproxy.server.pool import OriginPool
-from ptproxy.tunnel import DataFrame, Headers, Session, StreamAborted, StreamEnded, TunnelStream
-from ptproxy.wire import chunked, serialize
-from ptproxy.wire.events import BodyData, BodyKind, ChunkComplete, EndOfMessage, ResponseHead
-from ptproxy.wire.framing import BodyFramer
+from ptproxy.tunnel import Headers, Session, StreamAborted, TunnelStream
+from ptproxy.wire import serialize
+from ptproxy.wire.events import BodyKind, EndOfMessage, ResponseHead
 from ptproxy.wire.h3map import TunnelRequest, request_from_h3, response_to_h3
 from ptproxy.wire.parser import ResponseParser
 
@@ -116,7 +116,7 @@ class Backend:
         return await self._relay(session, stream, request, conn)
 
     async def _send_head(self, request: TunnelRequest, head: bytes) -> H1Connection:
-        conn, _reused = await self.pool.acquire()
+        conn = await self.pool.acquire()
         conn.set_parser(ResponseParser(request.method))
         conn.write(head)
         return conn
@@ -128,7 +128,7 @@ class Backend:
         if request.body is not BodyKind.NONE:
             upload = asyncio.get_running_loop().create_task(self._upload(stream, request, conn))
         try:
-            status, complete = await self._download(session, stream, request, conn, upload)
+            status, complete = await self._download(session, stream, conn, upload)
         except BaseException:
             if upload is not None:
                 upload.cancel()
@@ -150,28 +150,9 @@ class Backend:
 
     async def _upload(self, stream: TunnelStream, request: TunnelRequest, conn: H1Connection) -> bool:
         """DATA frames → origin (one chunk per frame when chunked). False if the body failed."""
-        is_chunked = request.body is BodyKind.CHUNKED
-        framer = BodyFramer(is_chunked, request.content_length)
-        trailers_sent = False
         try:
-            while True:
-                event = await stream.receive()
-                if type(event) is DataFrame:
-                    out = framer.feed(event.data, event.frame_size, event.frame_end)
-                    if out:
-                        conn.write(out)
-                    await conn.drain()
-                elif type(event) is Headers:
-                    # Trailers end a chunked body; after a Content-Length body they are dropped.
-                    trailers = [(n, v) for n, v in event.headers if not n.startswith(b":")]
-                    if is_chunked and not trailers_sent:
-                        conn.write(chunked.last_chunk(_title(trailers)))
-                        trailers_sent = True
-                elif type(event) is StreamEnded:
-                    framer.finish()
-                    if is_chunked and not trailers_sent:
-                        conn.write(chunked.last_chunk())
-                    return True
+            await relay.stream_body_to_h1(stream, conn, request.body, request.content_length)
+            return True
         except (StreamAborted, ClientProtocolError, BodyLengthError, ConnectionClosed) as exc:
             logger.warning("request body to origin failed: %s", exc)
             # The origin must not take a short body for a whole one: cut its connection.
@@ -182,7 +163,6 @@ class Backend:
         self,
         session: Session,
         stream: TunnelStream,
-        request: TunnelRequest,
         conn: H1Connection,
         upload: asyncio.Task[bool] | None = None,
     ) -> tuple[int, bool]:
@@ -224,7 +204,7 @@ class Backend:
             return head.status, head.keep_alive
         stream.send_headers(h3_headers)
         try:
-            complete = await self._copy_response_body(stream, conn, head)
+            complete = await relay.h1_body_to_stream(conn, stream, head.body)
         except StreamAborted:
             raise  # the peer is gone, not the origin: _handle logs it (it is a PtproxyError too)
         except PtproxyError as exc:
@@ -232,7 +212,7 @@ class Backend:
                 "[conn %d stream %d] origin response body failed: %s; resetting the stream",
                 session.number,
                 stream.stream_id,
-                _describe(exc),
+                _describe_mid_body(exc),
             )
             stream.reset()
             return head.status, False
@@ -257,35 +237,6 @@ class Backend:
         event = await conn.next_event()
         assert isinstance(event, EndOfMessage)
 
-    async def _copy_response_body(self, stream: TunnelStream, conn: H1Connection, head: ResponseHead) -> bool:
-        coalescer = chunked.ChunkCoalescer() if head.body is BodyKind.CHUNKED else None
-        while True:
-            try:
-                event = await conn.next_event()
-            except ConnectionClosed:
-                if head.body is BodyKind.CLOSE:
-                    stream.end()
-                    return False
-                raise UpstreamError("origin closed the connection mid-body") from None
-            if type(event) is BodyData:
-                if coalescer is None:
-                    await stream.send_data(event.data)
-                else:
-                    frame = coalescer.add(event.data)
-                    if frame:
-                        await stream.send_data(frame)
-            elif type(event) is ChunkComplete:
-                assert coalescer is not None
-                frame = coalescer.complete()
-                if frame:
-                    await stream.send_data(frame)
-            elif type(event) is EndOfMessage:
-                if event.trailers:
-                    stream.send_headers([(n.lower(), v) for n, v in event.trailers], end_stream=True)
-                else:
-                    stream.end()
-                return head.body is not BodyKind.CLOSE
-
     def _fail(self, stream: TunnelStream, status: int, message: str) -> int:
         body = (message + "\n").encode()
         headers = [
@@ -297,21 +248,23 @@ class Backend:
         ]
         try:
             stream.send_headers(headers)
-            stream.session.send_data(stream, body, True)
-            stream.send_closed = True
+            stream.send_final(body)  # a few bytes: no waiting for send-buffer room
             stream.stop_receiving()
         except StreamAborted:
             pass
         return status
 
 
-def _title(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    from ptproxy.wire import fieldcodec
-
-    return fieldcodec.h3_to_h1_fields(fields)
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed):
         return "closed the connection before responding"
+    return str(exc)
+
+
+def _describe_mid_body(exc: BaseException) -> str:
+    """Why a response body could not be relayed whole, for the log line."""
+    if isinstance(exc, ConnectionReset):
+        return "origin reset the connection mid-body"
+    if isinstance(exc, ConnectionClosed):
+        return "origin closed the connection mid-body"
     return str(exc)

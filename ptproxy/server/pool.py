@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from ptproxy.addr import format_address
 from ptproxy.errors import UpstreamError
 from ptproxy.h1conn import H1Connection
 
@@ -37,26 +38,23 @@ class OriginPool:
         self._connect_timeout = connect_timeout
         self._idle: list[tuple[H1Connection, float]] = []
         self._reaper: asyncio.TimerHandle | None = None
-        self.connects = 0
-        self.reuses = 0
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_address((self.host, self.port))
 
     def _usable(self, conn: H1Connection) -> bool:
         return not conn.is_closed and not conn.at_eof and not conn.has_buffered_input()
 
-    async def acquire(self) -> tuple[H1Connection, bool]:
-        """A connection to the origin and whether it was reused. Raises UpstreamError (502)."""
+    async def acquire(self) -> H1Connection:
+        """A connection to the origin, an idle one if any is usable. Raises UpstreamError (502)."""
         now = time.monotonic()
         while self._idle:
             conn, since = self._idle.pop()
             if now - since < self._idle_timeout and self._usable(conn):
-                self.reuses += 1
-                return conn, True
+                return conn
             conn.close()
-        return await self._connect(), False
+        return await self._connect()
 
     async def _connect(self) -> H1Connection:
         loop = asyncio.get_running_loop()
@@ -75,7 +73,6 @@ class OriginPool:
             raise UpstreamError(
                 f"connecting to origin {self.address} failed: {exc.strerror or exc}"
             ) from None
-        self.connects += 1
         return conn
 
     def release(self, conn: H1Connection) -> None:

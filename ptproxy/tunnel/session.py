@@ -226,15 +226,13 @@ class Session:
             self.h3.handle_event(event)
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                stream.recv_closed = True
-                stream._abort(StreamAborted(f"peer reset the stream (code {event.error_code:#x})", event.error_code))
+                stream._peer_reset(event.error_code)
                 self.stream_maybe_done(stream)
         elif isinstance(event, qe.StopSendingReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 # aioquic already reset our sending half; nothing more may be written.
-                stream.send_closed = True
-                stream._abort(StreamAborted(f"peer stopped reading (code {event.error_code:#x})", event.error_code))
+                stream._peer_stopped(event.error_code)
                 if self.h3 is not None:
                     self.h3.end_stream_ended(event.stream_id)
                 self.stream_maybe_done(stream)

@@ -3,35 +3,41 @@
 The session (tunnel/session.py) pushes received events in; the frontend/backend pull them out with
 ``await receive()``. Pulling an event is what grants flow-control credit back to the peer, so a
 slow HTTP/1.1 socket on our side slows the sender down instead of growing a buffer here.
+
+The stream is the only writer of its lifecycle: each half (send, receive) is a :class:`HalfState`
+that moves once, from OPEN to CLOSED (a FIN) or RESET (aborted by either end). The session calls
+the ``_peer_*`` methods when the peer aborts a half; everyone else reads the state. What a stream
+needs from the connection that carries it is :class:`StreamOwner`, which the session implements
+(this module does not import it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import Protocol
 
 from aioquic.h3.connection import ErrorCode
 
 from ptproxy.errors import StreamAborted  # re-exported: defined in the one error tree
 from ptproxy.tunnel.aioquic.h3 import DataFrame
 
-if TYPE_CHECKING:
-    from ptproxy.tunnel.session import Session
-
 __all__ = [
-    "Headers",
-    "DataFrame",
-    "StreamEnded",
-    "StreamAborted",
-    "StreamEvent",
-    "TunnelStream",
-    "H3_REQUEST_CANCELLED",
     "H3_INTERNAL_ERROR",
-    "H3_REQUEST_INCOMPLETE",
     "H3_MESSAGE_ERROR",
+    "H3_REQUEST_CANCELLED",
+    "H3_REQUEST_INCOMPLETE",
     "H3_REQUEST_REJECTED",
+    "DataFrame",
+    "HalfState",
+    "Headers",
+    "StreamAborted",
+    "StreamEnded",
+    "StreamEvent",
+    "StreamOwner",
+    "TunnelStream",
 ]
 
 H3_REQUEST_CANCELLED = int(ErrorCode.H3_REQUEST_CANCELLED)
@@ -55,34 +61,72 @@ class StreamEnded:
     """The peer finished its half of the stream (FIN)."""
 
 
-StreamEvent = Union[Headers, DataFrame, StreamEnded]
+StreamEvent = Headers | DataFrame | StreamEnded
+
+
+class HalfState(enum.Enum):
+    """Where one half (send or receive) of a stream is. It leaves OPEN at most once."""
+
+    OPEN = "open"
+    CLOSED = "closed"  # ended by a FIN: sent (send half) or handed to the application (receive)
+    RESET = "reset"  # aborted: RESET_STREAM or STOP_SENDING, from either end, or abandoned
+
+
+class StreamOwner(Protocol):
+    """What a stream needs from the connection that carries it (the session)."""
+
+    def credit(self, stream_id: int, nbytes: int) -> None: ...
+
+    def send_headers(self, stream: TunnelStream, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
+
+    def send_data(self, stream: TunnelStream, data: bytes, end: bool) -> None: ...
+
+    async def wait_send_room(self, stream: TunnelStream) -> None: ...
+
+    def reset_stream(self, stream: TunnelStream, code: int) -> None: ...
+
+    def stop_stream(self, stream: TunnelStream, code: int) -> None: ...
+
+    def stream_maybe_done(self, stream: TunnelStream) -> None: ...
 
 
 class TunnelStream:
     """Receive queue + send helpers for one bidirectional request stream."""
 
-    __slots__ = (
-        "session",
-        "stream_id",
-        "_events",
-        "_waiter",
-        "_aborted",
-        "send_closed",
-        "recv_closed",
-        "bytes_in",
-        "bytes_out",
-    )
+    __slots__ = ("_aborted", "_events", "_owner", "_recv", "_send", "_waiter", "stream_id")
 
-    def __init__(self, session: "Session", stream_id: int) -> None:
-        self.session = session
+    def __init__(self, owner: StreamOwner, stream_id: int) -> None:
+        self._owner = owner
         self.stream_id = stream_id
         self._events: deque[StreamEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._aborted: Exception | None = None  # a StreamAborted, or the reason given to reset()
-        self.send_closed = False
-        self.recv_closed = False
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self._send = HalfState.OPEN
+        self._recv = HalfState.OPEN
+
+    # -- state (read by the session and the relays) -------------------------------------------
+
+    @property
+    def send_state(self) -> HalfState:
+        return self._send
+
+    @property
+    def recv_state(self) -> HalfState:
+        return self._recv
+
+    @property
+    def send_closed(self) -> bool:
+        """Nothing more may be sent: our FIN or a reset (ours, or forced by STOP_SENDING)."""
+        return self._send is not HalfState.OPEN
+
+    @property
+    def recv_closed(self) -> bool:
+        """Nothing more will be read: the peer's FIN consumed, a reset, or we stopped reading."""
+        return self._recv is not HalfState.OPEN
+
+    @property
+    def aborted(self) -> Exception | None:
+        return self._aborted
 
     # -- fed by the session -------------------------------------------------------------------
 
@@ -94,6 +138,16 @@ class TunnelStream:
         if self._aborted is None:
             self._aborted = reason
         self._wake()
+
+    def _peer_reset(self, code: int) -> None:
+        """The peer reset its sending half (RESET_STREAM): our receive half is over, cut short."""
+        self._recv = HalfState.RESET
+        self._abort(StreamAborted(f"peer reset the stream (code {code:#x})", code))
+
+    def _peer_stopped(self, code: int) -> None:
+        """The peer stopped reading (STOP_SENDING); aioquic has already reset our sending half."""
+        self._send = HalfState.RESET
+        self._abort(StreamAborted(f"peer stopped reading (code {code:#x})", code))
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -115,63 +169,69 @@ class TunnelStream:
         event = self._events.popleft()
         if isinstance(event, DataFrame) and event.data:
             # Consumed: give the credit back to the peer.
-            self.bytes_in += len(event.data)
-            self.session.credit(self.stream_id, len(event.data))
+            self._owner.credit(self.stream_id, len(event.data))
         elif isinstance(event, StreamEnded):
-            self.recv_closed = True
-            self.session.stream_maybe_done(self)
+            self._recv = HalfState.CLOSED
+            self._owner.stream_maybe_done(self)
         return event
 
     def stop_receiving(self, code: int = H3_REQUEST_CANCELLED) -> None:
         """We will not read the rest: tell the peer to stop sending, and free the credit."""
-        if not self.recv_closed:
-            self.recv_closed = True
+        if self._recv is HalfState.OPEN:
+            self._recv = HalfState.RESET
             self._events.clear()
-            self.session.stop_stream(self, code)
-            self.session.stream_maybe_done(self)
+            self._owner.stop_stream(self, code)
+            self._owner.stream_maybe_done(self)
 
     # -- send side ----------------------------------------------------------------------------
 
     def send_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool = False) -> None:
         self._check_send()
-        self.session.send_headers(self, headers, end_stream)
+        self._owner.send_headers(self, headers, end_stream)
         if end_stream:
-            self.send_closed = True
-            self.session.stream_maybe_done(self)
+            self._sent_fin()
 
     async def send_data(self, data: bytes, end_stream: bool = False) -> None:
         """Send one DATA frame; waits first while the connection's send buffer is full."""
         self._check_send()
         if data:
-            await self.session.wait_send_room(self)
+            await self._owner.wait_send_room(self)
             self._check_send()
-        self.bytes_out += len(data)
-        self.session.send_data(self, data, end_stream)
+        self._owner.send_data(self, data, end_stream)
         if end_stream:
-            self.send_closed = True
-            self.session.stream_maybe_done(self)
+            self._sent_fin()
+
+    def send_final(self, data: bytes) -> None:
+        """Send ``data`` as the last DATA frame now, without waiting for send-buffer room.
+
+        For a short body this end makes up itself (an error response): it must go out even
+        when the connection's send buffer is full, and from code that cannot wait."""
+        self._check_send()
+        self._owner.send_data(self, data, True)
+        self._sent_fin()
 
     def end(self) -> None:
         """Finish our half without more data."""
-        if not self.send_closed:
-            self._check_send()
-            self.session.send_data(self, b"", True)
-            self.send_closed = True
-            self.session.stream_maybe_done(self)
+        if self._send is HalfState.OPEN:
+            self.send_final(b"")
+
+    def _sent_fin(self) -> None:
+        self._send = HalfState.CLOSED
+        self._owner.stream_maybe_done(self)
 
     def reset(self, code: int = H3_REQUEST_CANCELLED, reason: Exception | None = None) -> None:
         """Abort our half: the peer sees a reset, never a silently short message.
 
         A task of ours still waiting in :meth:`receive` gets ``reason`` raised (default: a
         StreamAborted), so it can answer with the cause instead of waiting forever."""
-        if not self.send_closed:
-            self.send_closed = True
-            self.session.reset_stream(self, code)
+        if self._send is HalfState.OPEN:
+            self._send = HalfState.RESET
+            self._owner.reset_stream(self, code)
         # Nothing will ever arrive once we stop receiving: wake a waiter with the abort instead
         # of leaving it (and shutdown, which waits for it) hanging.
         self._abort(reason if reason is not None else StreamAborted("stream reset by this end", code))
         self.stop_receiving(code)
-        self.session.stream_maybe_done(self)
+        self._owner.stream_maybe_done(self)
 
     def finish(self) -> None:
         """The exchange is over: close whatever half is still open so the stream is freed.
@@ -180,24 +240,21 @@ class TunnelStream:
         quietly; unread data means we gave up on it (STOP_SENDING); an unfinished send half is
         reset, never left dangling.
         """
-        if not self.recv_closed:
+        if self._recv is HalfState.OPEN:
             if len(self._events) == 1 and isinstance(self._events[0], StreamEnded):
                 self._events.clear()
-                self.recv_closed = True
+                self._recv = HalfState.CLOSED
             elif self._aborted is None:
                 self.stop_receiving()
             else:
-                self.recv_closed = True
-        if not self.send_closed:
+                # Aborted already (session lost, peer stopped reading): nothing more to tell it.
+                self._recv = HalfState.RESET
+        if self._send is HalfState.OPEN:
             self.reset()
-        self.session.stream_maybe_done(self)
+        self._owner.stream_maybe_done(self)
 
     def _check_send(self) -> None:
         if self._aborted is not None:
             raise self._aborted
-        if self.send_closed:
+        if self._send is not HalfState.OPEN:
             raise StreamAborted("stream already closed for sending")
-
-    @property
-    def aborted(self) -> Exception | None:
-        return self._aborted
