@@ -42,10 +42,8 @@ class TunnelState:
     """What the client end knows about its tunnel (status line, metrics, health)."""
 
     up: bool = False
-    attempts: int = 0
     attempts_ok: int = 0
     attempts_failed: int = 0
-    connections_lost: int = 0
     last_failure: str | None = None
     first_attempt_done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -151,7 +149,6 @@ class Dialer:
     async def _attempt_and_hold(self) -> None:
         cfg = self.settings.config
         number = next(connection_numbers)
-        self.state.attempts += 1
         transport: asyncio.DatagramTransport | None = None
         try:
             session, transport, addr = await self._connect(number)
@@ -172,7 +169,6 @@ class Dialer:
         reason = await asyncio.shield(session.closed)
         self.state.up = False
         if not self._stopping:
-            self.state.connections_lost += 1
             self._failed(f"connection {number} lost: {reason}", attempt=False)
         # Let aioquic finish its closing handshake before the socket goes.
         try:
