@@ -20,6 +20,7 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 
+from ptproxy.addr import format_address
 from ptproxy.tunnel import (
     BufferSizes,
     EndpointSettings,
@@ -77,8 +78,7 @@ class Listener(asyncio.DatagramProtocol):
         await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.local_address = sock.getsockname()
         host, port = self.local_address[0], self.local_address[1]
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        logger.info("started endpoint at %s", shown)
+        logger.info("started endpoint at %s", format_address((host, port)))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -151,18 +151,18 @@ class Listener(asyncio.DatagramProtocol):
         if fut.cancelled() or fut.exception() is not None:
             return
         how = " (resumed)" if session.session_resumed else ""
-        logger.info("connection %d established (%s)%s", session.number, _fmt(session.peer), how)
+        logger.info("connection %d established (%s)%s", session.number, format_address(session.peer), how)
 
     def _session_closed(self, session: Session) -> None:
         reason = session.close_reason or "closed"
         if session.handshake_done:
             log = logger.info if "NO_ERROR" in reason else logger.error
-            log("connection %d from %s closed: %s", session.number, _fmt(session.peer), reason)
+            log("connection %d from %s closed: %s", session.number, format_address(session.peer), reason)
         else:
             logger.error(
                 "connection %d from %s refused during handshake: %s",
                 session.number,
-                _fmt(session.peer),
+                format_address(session.peer),
                 reason,
             )
         # Keep routing its datagrams until aioquic is done draining, then forget it.
@@ -189,10 +189,3 @@ class Listener(asyncio.DatagramProtocol):
             session.abort("server shut down")
         if self._transport is not None:
             self._transport.close()
-
-
-def _fmt(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    if host.startswith("::ffff:"):
-        host = host[7:]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
