@@ -77,6 +77,7 @@ class App:
             )
             self.listener = Listener(settings, self.backend.on_request)
             self.listener.on_session = self.metrics.track
+            self.metrics.listener = self.listener
             await self.listener.start()
             await self._start_metrics_server()
             self.notifier.ready("serving")

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from ptproxy.client.dialer import TunnelState
+    from ptproxy.server.listener import Listener
     from ptproxy.tunnel import Session
 
 __all__ = ["Metrics", "CONTENT_TYPE", "DURATION_BUCKETS"]
@@ -45,6 +46,8 @@ class Metrics:
         self._server_ok = 0
         self._server_failed = 0
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        # Server end: the listener whose admission step counts refused handshakes.
+        self.listener: Listener | None = None
         self.requests = Counter(
             "ptproxy_requests",
             "HTTP requests answered, by end and status code.",
@@ -141,7 +144,34 @@ class _TunnelCollector(Collector):
         current = m.current()
         stats = current.stats() if current is not None else None
         open_streams = sum(s.stats()["open_streams"] for s in m.sessions() if not s.closed.done())
-        return list(self._families(stats, m.tunnel_up(), m.attempts(), m.session_totals(), open_streams))
+        families = list(self._families(stats, m.tunnel_up(), m.attempts(), m.session_totals(), open_streams))
+        if m.listener is not None:
+            families += self._admission(m.listener)
+        return families
+
+    @staticmethod
+    def _admission(listener: Listener) -> list[Metric]:
+        admission = listener.admission
+        refused = CounterMetricFamily(
+            "ptproxy_handshakes_refused",
+            "New QUIC connections refused before authentication, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in admission.refused.items():
+            refused.add_metric([reason], float(count))
+        return [
+            refused,
+            CounterMetricFamily(
+                "ptproxy_retries_sent",
+                "Stateless Retry packets sent (address validation under load).",
+                value=float(admission.retries_sent),
+            ),
+            GaugeMetricFamily(
+                "ptproxy_handshakes_in_progress",
+                "QUIC handshakes started and not yet authenticated or dropped.",
+                value=float(listener.handshakes_in_progress),
+            ),
+        ]
 
     @staticmethod
     def _families(

@@ -2,25 +2,26 @@
 
 Datagrams are routed to sessions by destination connection ID, as aioquic's own QuicServer does;
 we route ourselves because sessions use our patched connection class (mutual TLS, flow control,
-congestion control) and because the endpoint owns its socket options. No Retry: the peer is a
-known, authenticated client end, and Retry would cost a round trip on every (re)connect.
+congestion control) and because the endpoint owns its socket options.
+
+The port faces the internet, so what a stranger may cost is decided by ``server/admission.py``
+(allowlist, per-source limit, proof by decryption, a cap, Retry under load); this module only does
+the I/O around its decisions. The tunnel comes first: a datagram for a known connection is handled
+at once, while one that would start a new connection waits in a small bounded queue drained by
+``call_soon`` in batches, after the datagrams already read. A handshake that has not authenticated
+within ``handshake_timeout`` is dropped, and refusals reach the log as summary lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from typing import Any, Callable
 
-from aioquic.buffer import Buffer
-from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
-from aioquic.quic.packet import (
-    QuicPacketType,
-    encode_quic_version_negotiation,
-    pull_quic_header,
-)
-
-from ptproxy.addr import format_address
+from ptproxy.server import admission as adm
+from ptproxy.server.admission import Accept, Admission, AdmissionSettings, Drop, New, RefusalLog, Reply, Route
 from ptproxy.tunnel import (
     BufferSizes,
     EndpointSettings,
@@ -37,6 +38,13 @@ logger = logging.getLogger("ptproxy.tunnel")
 
 RequestHandler = Callable[[Session, TunnelStream, list[tuple[bytes, bytes]]], None]
 
+# New-connection datagrams waiting for admission: enough for a burst of real clients, small enough
+# that a flood is dropped on arrival (cheaply) rather than queued behind itself.
+NEW_QUEUE_LIMIT = 256
+# Admissions per loop iteration: established connections' datagrams are read in between.
+ADMIT_BATCH = 32
+REFUSAL_LOG_INTERVAL = 10.0  # s between summary lines of one refusal reason
+
 
 class Listener(asyncio.DatagramProtocol):
     """The server end's QUIC endpoint."""
@@ -52,6 +60,27 @@ class Listener(asyncio.DatagramProtocol):
         self._draining = False
         # Called with every Session as it is created (metrics track its counters).
         self.on_session: Callable[[Session], None] | None = None
+        self.admission = Admission(self._admission_settings(settings))
+        self.refusal_log = RefusalLog(REFUSAL_LOG_INTERVAL)
+        self._new_queue: deque[tuple[bytes, Any, Any]] = deque()
+        self._admit_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
+        # Sessions not yet authenticated and not yet finished, with their handshake deadline.
+        self._half_open: dict[Session, asyncio.TimerHandle] = {}
+        self._timed_out: set[Session] = set()
+
+    @staticmethod
+    def _admission_settings(settings: EndpointSettings) -> AdmissionSettings:
+        qc = settings.quic_config
+        return AdmissionSettings.from_config(
+            settings.config,
+            host_cid_length=qc.connection_id_length,
+            supported_versions=qc.supported_versions,
+        )
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        return len(self._half_open)
 
     @property
     def listening(self) -> bool:
@@ -78,49 +107,85 @@ class Listener(asyncio.DatagramProtocol):
         await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.local_address = sock.getsockname()
         host, port = self.local_address[0], self.local_address[1]
-        logger.info("started endpoint at %s", format_address((host, port)))
+        logger.info("started endpoint at %s", _fmt((host, port)))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        try:
-            header = pull_quic_header(
-                Buffer(data=data), host_cid_length=self.settings.quic_config.connection_id_length
-            )
-        except ValueError:
-            return
-        cfg = self.settings.quic_config
-        if (
-            header.packet_type != QuicPacketType.VERSION_NEGOTIATION
-            and header.version is not None
-            and header.version not in cfg.supported_versions
-        ):
-            assert self._transport is not None
-            self._transport.sendto(
-                encode_quic_version_negotiation(
-                    source_cid=header.destination_cid,
-                    destination_cid=header.source_cid,
-                    supported_versions=cfg.supported_versions,
-                ),
-                addr,
-            )
-            return
-        session = self._by_cid.get(header.destination_cid)
-        if session is None:
-            if (
-                self._draining
-                or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
-                or header.packet_type != QuicPacketType.INITIAL
-            ):
-                return
-            session = self._new_session(header.destination_cid, addr)
-        session.datagram_received(data, addr)
+        decision = self.admission.screen(data, addr, self._by_cid.__contains__)
+        if type(decision) is Route:
+            self._by_cid[decision.cid].datagram_received(data, addr)
+        elif type(decision) is New:
+            self._enqueue_new(data, addr, decision)
+        else:
+            self._act(decision, addr)  # type: ignore[arg-type]
 
-    def _new_session(self, original_cid: bytes, addr: Any) -> Session:
+    def _enqueue_new(self, data: bytes, addr: Any, decision: New) -> None:
+        if self._draining:
+            return
+        if len(self._new_queue) >= NEW_QUEUE_LIMIT:
+            self._act(self.admission.refuse(adm.OVERLOADED), addr)
+            return
+        self._new_queue.append((data, addr, decision.packet))
+        if self._admit_handle is None:
+            self._admit_handle = asyncio.get_running_loop().call_soon(self._admit_queued)
+
+    def _admit_queued(self) -> None:
+        self._admit_handle = None
+        queue = self._new_queue
+        for _ in range(min(ADMIT_BATCH, len(queue))):
+            data, addr, packet = queue.popleft()
+            # A client's repeated Initial may have queued behind the one that created its session.
+            session = self._by_cid.get(packet.destination_cid)
+            if session is None and not self._draining:
+                decision = self.admission.admit(
+                    data, addr, packet, time.monotonic(), len(self._half_open)
+                )
+                if type(decision) is not Accept:
+                    self._act(decision, addr)  # type: ignore[arg-type]
+                    continue
+                session = self._new_session(decision, addr)  # type: ignore[arg-type]
+            if session is not None:
+                session.datagram_received(data, addr)
+        if queue and self._admit_handle is None:
+            self._admit_handle = asyncio.get_running_loop().call_soon(self._admit_queued)
+
+    def _act(self, decision: Reply | Drop, addr: Any) -> None:
+        if isinstance(decision, Reply):
+            assert self._transport is not None
+            try:
+                self._transport.sendto(decision.packet, addr)
+            except OSError:  # stateless reply: the client retransmits, or was never there
+                pass
+        elif decision.reason is not None:
+            self._refused(decision.reason, addr, _refusal_detail(decision.reason, addr, self.admission))
+
+    # -- refusal summaries ----------------------------------------------------------------------
+
+    def _refused(self, reason: str, addr: Any, detail: str, level: int = logging.WARNING) -> None:
+        line = self.refusal_log.record(reason, _fmt(addr), time.monotonic(), detail)
+        if line is not None:
+            logger.log(level, "%s", line)
+        if self.refusal_log.pending and self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.refusal_log.interval, self._flush_refusals)
+
+    def _flush_refusals(self, force: bool = False) -> None:
+        self._flush_handle = None
+        for line in self.refusal_log.flush(time.monotonic(), force=force):
+            logger.warning("%s", line)
+        if self.refusal_log.pending and not force:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.refusal_log.interval, self._flush_refusals)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def _new_session(self, accept: Accept, addr: Any) -> Session:
         number = next(connection_numbers)
         quic = self.settings.new_connection(
-            original_destination_connection_id=original_cid,
+            original_destination_connection_id=accept.original_destination_connection_id,
+            retry_source_connection_id=accept.retry_source_connection_id,
             session_ticket_fetcher=self.tickets.pop,
             session_ticket_handler=self.tickets.add,
         )
@@ -139,36 +204,66 @@ class Listener(asyncio.DatagramProtocol):
         )
         session.cid_issued_handler = lambda cid: self._by_cid.__setitem__(cid, session)
         session.cid_retired_handler = lambda cid: self._by_cid.pop(cid, None)
-        self._by_cid[original_cid] = session
+        self._by_cid[accept.cid] = session
         self._by_cid[quic.host_cid] = session
         self.sessions.add(session)
+        # Its own short deadline: an unauthenticated connection must not live for max_idle_timeout.
+        loop = asyncio.get_running_loop()
+        timeout = self.admission.settings.handshake_timeout
+        self._half_open[session] = loop.call_later(timeout, self._handshake_expired, session)
         if self.on_session is not None:
             self.on_session(session)
         session.confirmed.add_done_callback(lambda fut: self._confirmed(session, fut))
         return session
 
+    def _handshake_expired(self, session: Session) -> None:
+        if session in self._half_open and not session.handshake_done:
+            self._timed_out.add(session)
+            # Silently: a flood's half-open connections must not cost a packet each on the way out.
+            session.abort("handshake timeout")
+
+    def _end_half_open(self, session: Session) -> None:
+        timer = self._half_open.pop(session, None)
+        if timer is not None:
+            timer.cancel()
+
     def _confirmed(self, session: Session, fut: asyncio.Future[None]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
+        self._end_half_open(session)
+        self.admission.authenticated(session.peer[0], time.monotonic())
         how = " (resumed)" if session.session_resumed else ""
-        logger.info("connection %d established (%s)%s", session.number, format_address(session.peer), how)
+        logger.info("connection %d established (%s)%s", session.number, _fmt(session.peer), how)
 
     def _session_closed(self, session: Session) -> None:
         reason = session.close_reason or "closed"
         if session.handshake_done:
             log = logger.info if "NO_ERROR" in reason else logger.error
-            log("connection %d from %s closed: %s", session.number, format_address(session.peer), reason)
+            log("connection %d from %s closed: %s", session.number, _fmt(session.peer), reason)
         else:
-            logger.error(
-                "connection %d from %s refused during handshake: %s",
-                session.number,
-                format_address(session.peer),
-                reason,
-            )
+            # Never authenticated: a stranger's attempt, counted and summarised, not one line each.
+            self._refused_handshake(session, reason)
         # Keep routing its datagrams until aioquic is done draining, then forget it.
         session.finished.add_done_callback(lambda _f: self._forget(session))
 
+    def _refused_handshake(self, session: Session, reason: str) -> None:
+        if session in self._timed_out:
+            kind = adm.HANDSHAKE_TIMEOUT
+            ms = round(self.admission.settings.handshake_timeout * 1000)
+            reason = f"no authenticated handshake within handshake_timeout ({ms} ms)"
+        elif reason.startswith(("TLS alert", "crypto error")):
+            kind = adm.TLS_FAILED
+        else:
+            kind = adm.HANDSHAKE_FAILED
+        self.admission.refuse(kind)
+        peer = _fmt(session.peer)
+        detail = f"connection {session.number} from {peer} refused during handshake: {reason}"
+        level = logging.WARNING if kind == adm.HANDSHAKE_TIMEOUT else logging.ERROR
+        self._refused(kind, session.peer, detail, level)
+
     def _forget(self, session: Session) -> None:
+        self._end_half_open(session)
+        self._timed_out.discard(session)
         self.sessions.discard(session)
         for cid in [cid for cid, s in self._by_cid.items() if s is session]:
             del self._by_cid[cid]
@@ -187,5 +282,39 @@ class Listener(asyncio.DatagramProtocol):
             await asyncio.wait(waits, timeout=1.0)
         for session in list(self.sessions):
             session.abort("server shut down")
+        for session in list(self._half_open):
+            self._end_half_open(session)
+        if self._admit_handle is not None:
+            self._admit_handle.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_refusals(force=True)  # the last counts are not lost on shutdown
         if self._transport is not None:
             self._transport.close()
+
+
+def _refusal_detail(reason: str, addr: Any, admission: Admission) -> str:
+    """The log line describing the first refusal of a kind (later ones are only counted)."""
+    s = admission.settings
+    peer = _fmt(addr)
+    why = {
+        adm.NOT_ALLOWED: f"dropped datagrams from {peer}: not in allowed_sources",
+        adm.RATE_LIMITED: (
+            f"refused a handshake from {peer}: over handshakes_per_source "
+            f"({s.handshakes_per_source:g}/s) from that source"
+        ),
+        adm.UNDECRYPTABLE: (
+            f"dropped an Initial from {peer}: it does not decrypt with its connection ID's keys"
+        ),
+        adm.TOO_MANY: f"refused a handshake from {peer}: max_handshakes ({s.max_handshakes}) in progress",
+        adm.INVALID_TOKEN: f"refused a handshake from {peer}: invalid or expired Retry token",
+        adm.OVERLOADED: f"dropped an Initial from {peer}: too many new-connection datagrams waiting",
+    }
+    return why.get(reason, f"refused a handshake from {peer}: {reason}")
+
+
+def _fmt(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    if host.startswith("::ffff:"):
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
