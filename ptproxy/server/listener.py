@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+from ptproxy.addr import format_address
 from ptproxy.server import admission as adm
 from ptproxy.server.admission import Accept, Admission, AdmissionSettings, Drop, New, RefusalLog, Reply, Route
 from ptproxy.tunnel import (
@@ -107,7 +108,7 @@ class Listener(asyncio.DatagramProtocol):
         await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.local_address = sock.getsockname()
         host, port = self.local_address[0], self.local_address[1]
-        logger.info("started endpoint at %s", _fmt((host, port)))
+        logger.info("started endpoint at %s", format_address((host, port)))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -164,7 +165,7 @@ class Listener(asyncio.DatagramProtocol):
     # -- refusal summaries ----------------------------------------------------------------------
 
     def _refused(self, reason: str, addr: Any, detail: str, level: int = logging.WARNING) -> None:
-        line = self.refusal_log.record(reason, _fmt(addr), time.monotonic(), detail)
+        line = self.refusal_log.record(reason, format_address(addr), time.monotonic(), detail)
         if line is not None:
             logger.log(level, "%s", line)
         if self.refusal_log.pending and self._flush_handle is None:
@@ -233,13 +234,13 @@ class Listener(asyncio.DatagramProtocol):
         self._end_half_open(session)
         self.admission.authenticated(session.peer[0], time.monotonic())
         how = " (resumed)" if session.session_resumed else ""
-        logger.info("connection %d established (%s)%s", session.number, _fmt(session.peer), how)
+        logger.info("connection %d established (%s)%s", session.number, format_address(session.peer), how)
 
     def _session_closed(self, session: Session) -> None:
         reason = session.close_reason or "closed"
         if session.handshake_done:
             log = logger.info if "NO_ERROR" in reason else logger.error
-            log("connection %d from %s closed: %s", session.number, _fmt(session.peer), reason)
+            log("connection %d from %s closed: %s", session.number, format_address(session.peer), reason)
         else:
             # Never authenticated: a stranger's attempt, counted and summarised, not one line each.
             self._refused_handshake(session, reason)
@@ -256,7 +257,7 @@ class Listener(asyncio.DatagramProtocol):
         else:
             kind = adm.HANDSHAKE_FAILED
         self.admission.refuse(kind)
-        peer = _fmt(session.peer)
+        peer = format_address(session.peer)
         detail = f"connection {session.number} from {peer} refused during handshake: {reason}"
         level = logging.WARNING if kind == adm.HANDSHAKE_TIMEOUT else logging.ERROR
         self._refused(kind, session.peer, detail, level)
@@ -296,7 +297,7 @@ class Listener(asyncio.DatagramProtocol):
 def _refusal_detail(reason: str, addr: Any, admission: Admission) -> str:
     """The log line describing the first refusal of a kind (later ones are only counted)."""
     s = admission.settings
-    peer = _fmt(addr)
+    peer = format_address(addr)
     why = {
         adm.NOT_ALLOWED: f"dropped datagrams from {peer}: not in allowed_sources",
         adm.RATE_LIMITED: (
@@ -311,10 +312,3 @@ def _refusal_detail(reason: str, addr: Any, admission: Admission) -> str:
         adm.OVERLOADED: f"dropped an Initial from {peer}: too many new-connection datagrams waiting",
     }
     return why.get(reason, f"refused a handshake from {peer}: {reason}")
-
-
-def _fmt(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    if host.startswith("::ffff:"):
-        host = host[7:]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
