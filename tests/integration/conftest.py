@@ -17,7 +17,6 @@ an expected failure must be one log line, so a traceback is a defect.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,14 +25,8 @@ from typing import Any
 import pytest
 
 from ptproxy.ops.devcerts import DemoPki, LeafFiles
-from tests.support import h1client
 from tests.support.pair import OriginProcess, Pair, build_pair, defects
-from tools import origin_server
 
-# Transitional: test modules not yet moved to ``tests.support`` / ``tools`` imports (they used
-# ``from h1client import …`` with this directory on sys.path) get the same module objects.
-sys.modules.setdefault("h1client", h1client)
-sys.modules.setdefault("origin_server", origin_server)
 
 @pytest.fixture(scope="session")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OriginProcess]:
