@@ -28,7 +28,7 @@ def _chunked_request(target: bytes, sizes: list[int], body: bytes) -> bytes:
         ext = EXTENSIONS[i % len(EXTENSIONS)]
         wire.append(b"%x%b\r\n%b\r\n" % (size, ext, body[pos : pos + size]))
         pos += size
-    wire.append(b"0 ; last = \"yes\"\r\n\r\n")
+    wire.append(b'0 ; last = "yes"\r\n\r\n')
     return b"".join(wire)
 
 

@@ -81,6 +81,8 @@ def test_tree_lists_every_class_it_defines() -> None:
     defined = {
         name
         for name, obj in vars(errors).items()
-        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+        if inspect.isclass(obj)
+        and issubclass(obj, BaseException)
+        and obj.__module__ == errors.__name__
     }
     assert defined == set(errors.__all__)

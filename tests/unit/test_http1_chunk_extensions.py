@@ -127,7 +127,9 @@ def test_response_with_extensions_is_accepted(twin: ModuleType, ext: bytes, spli
 
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("ext", GARBAGE)
-def test_request_with_garbage_extension_is_rejected(twin: ModuleType, ext: bytes, split: str) -> None:
+def test_request_with_garbage_extension_is_rejected(
+    twin: ModuleType, ext: bytes, split: str
+) -> None:
     with pytest.raises(ClientProtocolError) as info:
         feed(RequestParser(), POST + b"5" + ext + b"\r\nhello\r\n0\r\n\r\n" + NEXT, split)
     assert info.value.status == 400
@@ -187,7 +189,9 @@ def canonical() -> bytes:
 
 @pytest.mark.parametrize("split", [1, 2, 3, 7, 1000])
 @pytest.mark.parametrize("ext", VALID)
-def test_scanner_rewrites_valid_lines_in_any_split(impl: ModuleType, ext: bytes, split: int) -> None:
+def test_scanner_rewrites_valid_lines_in_any_split(
+    impl: ModuleType, ext: bytes, split: int
+) -> None:
     data = body_with(ext) + b"NEXT"
     pieces = [data[i : i + split] for i in range(0, len(data), split)]
     assert run_scanner(impl, pieces) == (canonical(), b"NEXT")

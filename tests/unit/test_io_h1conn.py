@@ -76,7 +76,9 @@ class FakeTransport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         # No socket: the protocol must not need one (TCP_NODELAY is best effort).
-        return {"peername": ("192.0.2.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+        return {"peername": ("192.0.2.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -110,7 +112,7 @@ def test_connection_made_reads_the_addresses(twin: str) -> None:
 def test_request_fed_in_pieces_gives_its_events_in_order(twin: str) -> None:
     wire = (
         b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5 ; ext = \"v\"\r\nhello\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+        b'5 ; ext = "v"\r\nhello\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n'
         b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
     )
 

@@ -1,0 +1,239 @@
+"""Two Sessions (client end and server end) in one event loop, joined by their ``sendto`` callbacks.
+
+No sockets: each datagram is handed to the other session with ``loop.call_soon``, the way
+aioquic's own tests/test_asyncio.py joins two endpoints, so the whole I/O edge (handshake with
+mutual TLS, streams, flow control, timers, loss recovery) runs in-process. With loss injected at
+``sendto`` (every Nth datagram dropped, deterministically) the transfer must still complete with
+exactly the bytes that were sent. No wall-clock assertions: only a generous overall timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import pull_quic_header
+
+from ptproxy.ops.config import Config, load
+from ptproxy.ops.demo import demo_configs
+from ptproxy.tunnel.endpoint import EndpointSettings
+from ptproxy.tunnel.session import Session
+from ptproxy.tunnel.stream import Headers, StreamEnded, TunnelStream
+from ptproxy.tunnel.tls import client_auth_policy, load_material
+
+CLIENT_ADDR = ("192.0.2.1", 40000)
+SERVER_ADDR = ("192.0.2.2", 4433)
+REQUEST_BODY = bytes(range(256)) * 1200  # 300 KiB: many packets, several flow-control windows
+RESPONSE_BODY = b"response-" * 40000  # 351 KiB the other way
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Config]:
+    """A client-end and a server-end config sharing one demo PKI (ports are never bound)."""
+    client_toml, server_toml = demo_configs(tmp_path_factory.mktemp("ends"), 1, 2, 3)
+    return load(client_toml), load(server_toml)
+
+
+class Link:
+    """One direction of the in-memory path: delivers with call_soon, drops every ``drop_every``th."""
+
+    def __init__(self, drop_every: int | None) -> None:
+        self.drop_every = drop_every
+        self.sent = 0
+        self.dropped = 0
+        self.deliver: Callable[[bytes], None] | None = None
+
+    def sendto(self, data: bytes, _addr: Any) -> None:
+        self.sent += 1
+        if self.drop_every and self.sent % self.drop_every == 0:
+            self.dropped += 1
+            return
+        assert self.deliver is not None
+        asyncio.get_running_loop().call_soon(self.deliver, bytes(data))
+
+
+class Pair:
+    """A client Session and the server Session it creates with its first datagram."""
+
+    def __init__(self, configs: tuple[Config, Config], drop_every: int | None) -> None:
+        client_cfg, server_cfg = configs
+        self.client_cfg, self.server_cfg = client_cfg, server_cfg
+        self.up = Link(drop_every)  # client -> server
+        self.down = Link(drop_every)  # server -> client
+        self.client_settings = EndpointSettings.build(client_cfg, load_material(client_cfg))
+        server_material = load_material(server_cfg)
+        self.server_settings = EndpointSettings.build(
+            server_cfg, server_material, client_auth_policy(server_cfg, server_material)
+        )
+        self.client = self._session(
+            client_cfg, self.client_settings.new_connection(), self.up, SERVER_ADDR
+        )
+        self.server: Session | None = None
+        self.requests: asyncio.Queue[TunnelStream] = asyncio.Queue()
+        self.up.deliver = self._to_server
+        self.down.deliver = lambda data: self.client.datagram_received(data, SERVER_ADDR)
+
+    @staticmethod
+    def _session(cfg: Config, quic: Any, link: Link, peer: Any, **kwargs: Any) -> Session:
+        return Session(
+            quic,
+            link.sendto,
+            number=1,
+            peer=peer,
+            send_window=cfg.transport.effective_send_window,
+            keep_alive_interval=cfg.transport.keep_alive_interval / 1000.0,
+            **kwargs,
+        )
+
+    def _to_server(self, data: bytes) -> None:
+        if self.server is None:
+            # What the listener does for a new connection: the client's first DCID seeds it.
+            header = pull_quic_header(Buffer(data=data), host_cid_length=8)
+            quic = self.server_settings.new_connection(
+                original_destination_connection_id=header.destination_cid
+            )
+            self.server = self._session(
+                self.server_cfg,
+                quic,
+                self.down,
+                CLIENT_ADDR,
+                on_request=lambda stream, _headers: self.requests.put_nowait(stream),
+            )
+        self.server.datagram_received(data, CLIENT_ADDR)
+
+    async def connect(self) -> None:
+        self.client.connect(SERVER_ADDR)
+        await self.client.confirmed
+
+    async def close(self) -> None:
+        self.client.close("test over")
+        for session in (self.client, self.server):
+            if session is not None:
+                await session.closed
+                session.abort("test over")  # stop aioquic's draining timers
+
+
+async def read_message(stream: TunnelStream) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Head fields and the whole body, until the peer's FIN."""
+    head = await stream.receive()
+    assert isinstance(head, Headers)
+    body = bytearray()
+    while True:
+        event = await stream.receive()
+        if isinstance(event, StreamEnded):
+            return head.headers, bytes(body)
+        assert not isinstance(event, Headers), "no trailers were sent"
+        body += event.data
+
+
+async def send_body(stream: TunnelStream, body: bytes, piece: int = 16384) -> None:
+    for i in range(0, len(body), piece):
+        await stream.send_data(body[i : i + piece])
+    stream.end()
+
+
+async def serve_one(pair: Pair) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Server end: read one request whole, answer with RESPONSE_BODY."""
+    stream = await pair.requests.get()
+    fields, body = await read_message(stream)
+    stream.send_headers(
+        [(b":status", b"200"), (b"x-request-sha256", hashlib.sha256(body).hexdigest().encode())]
+    )
+    await send_body(stream, RESPONSE_BODY)
+    return fields, body
+
+
+async def exchange(configs: tuple[Config, Config], drop_every: int | None) -> tuple[Pair, Any, Any]:
+    pair = Pair(configs, drop_every)
+    try:
+        await pair.connect()
+        assert pair.server is not None and pair.server.handshake_done
+        server = asyncio.ensure_future(serve_one(pair))
+        stream = pair.client.open_stream()
+        stream.send_headers(
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"https"),
+                (b":authority", b"origin.test"),
+                (b":path", b"/upload"),
+                (b"content-length", str(len(REQUEST_BODY)).encode()),
+            ]
+        )
+        upload = asyncio.ensure_future(send_body(stream, REQUEST_BODY))
+        response = await read_message(stream)
+        await upload
+        request = await server
+        stream.finish()
+        return pair, request, response
+    finally:
+        await pair.close()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+@pytest.mark.parametrize(
+    "drop_every", [None, 7, 5], ids=["no-loss", "drop-every-7th", "drop-every-5th"]
+)
+def test_request_and_response_cross_the_tunnel_exactly(
+    configs: tuple[Config, Config], drop_every: int | None
+) -> None:
+    pair, (req_fields, req_body), (resp_fields, resp_body) = run(exchange(configs, drop_every))
+    assert (b":path", b"/upload") in req_fields
+    assert req_body == REQUEST_BODY
+    assert dict(resp_fields)[b":status"] == b"200"
+    assert (
+        dict(resp_fields)[b"x-request-sha256"] == hashlib.sha256(REQUEST_BODY).hexdigest().encode()
+    )
+    assert resp_body == RESPONSE_BODY
+    if drop_every:
+        # The loss really happened, in both directions, and was recovered from.
+        assert pair.up.dropped > 0 and pair.down.dropped > 0
+    else:
+        assert pair.up.dropped == pair.down.dropped == 0
+
+
+def test_handshake_with_client_certificate_completes_on_both_ends(
+    configs: tuple[Config, Config],
+) -> None:
+    async def main() -> Pair:
+        pair = Pair(configs, None)
+        try:
+            await pair.connect()
+            return pair
+        finally:
+            await pair.close()
+
+    pair = run(main())
+    assert pair.client.handshake_done and pair.server is not None and pair.server.handshake_done
+    assert pair.client.closed.result() and pair.server.closed.done()
+
+
+def test_closing_the_client_aborts_the_servers_open_streams(configs: tuple[Config, Config]) -> None:
+    async def main() -> BaseException | None:
+        pair = Pair(configs, None)
+        try:
+            await pair.connect()
+            stream = pair.client.open_stream()
+            stream.send_headers(
+                [
+                    (b":method", b"GET"),
+                    (b":scheme", b"https"),
+                    (b":authority", b"o"),
+                    (b":path", b"/"),
+                ]
+            )
+            server_stream = await pair.requests.get()
+            assert isinstance(await server_stream.receive(), Headers)
+            pending = asyncio.ensure_future(server_stream.receive())
+        finally:
+            await pair.close()
+        return await asyncio.gather(pending, return_exceptions=True)
+
+    (outcome,) = run(main())
+    # The server's waiting reader learns the tunnel is gone (StreamAborted, a 502 RemoteError).
+    assert type(outcome).__name__ == "StreamAborted"
