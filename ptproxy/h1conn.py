@@ -197,14 +197,14 @@ class H1Connection(asyncio.Protocol):
             else:
                 remaining = None
             if remaining is not None and remaining <= 0:
-                raise HeadTimeout("request head incomplete") if in_head else asyncio.TimeoutError()
+                raise HeadTimeout("request head incomplete") if in_head else TimeoutError()
             self._waiter = loop.create_future()
             try:
                 if remaining is None:
                     await self._waiter
                 else:
                     await asyncio.wait_for(self._waiter, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass  # re-evaluated above
             finally:
                 self._waiter = None

@@ -40,7 +40,7 @@ def plot_all(report: dict[str, Any], out: Path) -> list[Path]:
             width = 0.4
             for j, scen in enumerate(("wrk_small", "ab_small")):
                 xs, ys, err = [], [], [[], []]
-                for i, (name, sc) in enumerate(bars):
+                for i, (_name, sc) in enumerate(bars):
                     m = sc.get(scen, {}).get("req_per_s")
                     if m:
                         xs.append(i + (j - 0.5) * width)

@@ -107,7 +107,8 @@ def _url(ep: Endpoint, path: str) -> str:
 def run_system(s: Settings, place: Place, system: System, lg: Loadgen, data: RunData) -> None:
     prof, name = place.name, system.name
     ep = system.start()
-    add = lambda sc, m: _add(data, prof, name, sc, m)
+    def add(sc, m):
+        return _add(data, prof, name, sc, m)
     want = set(s.scenarios)
     probe = lg.client(["latency", ep.host, str(ep.port), "/hello", "--n", "1", "--probe"])
     if probe["errors"]:

@@ -27,8 +27,16 @@ from typing import Any
 
 from benchmarks.e2e.machine import CpuPlan
 from benchmarks.e2e.places import Place
-from benchmarks.e2e.systems import Context, Endpoint, System, SYSTEMS
-from benchmarks.harness.procs import REPO_ROOT, ProcessGroups, python_env, read_text, rss_kib, start_origin, which
+from benchmarks.e2e.systems import SYSTEMS, Context, Endpoint, System
+from benchmarks.harness.procs import (
+    REPO_ROOT,
+    ProcessGroups,
+    python_env,
+    read_text,
+    rss_kib,
+    start_origin,
+    which,
+)
 from benchmarks.harness.stats import percentile
 from ptproxy.ops.devcerts import make_demo_pki
 

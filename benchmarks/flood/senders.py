@@ -45,7 +45,7 @@ class JunkFlood:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="junk-flood", daemon=True)
 
-    def __enter__(self) -> "JunkFlood":
+    def __enter__(self) -> JunkFlood:
         self.start()
         return self
 
@@ -112,7 +112,7 @@ async def _attempt(port: int, source: str, ca: str, server_name: str, timeout: f
         return "closed by server"
     except ConnectionError:
         return "refused"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return "timeout"
     finally:
         transport.close()

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{name}[{twin}]"
                 try:
                     cfg(build(key, fc, ck, counter))()
-                except Exception as exc:  # hypothesis re-raises the minimal failing example
+                except Exception as exc:  # noqa: BLE001 - hypothesis re-raises the minimal failing example
                     print(f"CRASH in {key} after {time.monotonic() - started:.0f}s: {type(exc).__name__}: {exc}",
                           file=sys.stderr)
                     return 1

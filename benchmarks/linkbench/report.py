@@ -30,7 +30,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         algo = r.get("algo")
 
-        def add(what: str, value: Any, limit: Any, ok: bool | None, note: str = "") -> None:
+        def add(what: str, value: Any, limit: Any, ok: bool | None, note: str = "", name: str = name) -> None:
             rows.append({"system": name, "target": what, "value": value, "limit": limit,
                          "met": ok, "note": note})  # fmt: skip
 

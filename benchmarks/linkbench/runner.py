@@ -286,21 +286,23 @@ class Bench:
                 p = self.spawn("b", nginx_cmd(self.work / "nginx-server" / "nginx.conf"), s.logs["server"])
                 s.procs["server"] = p
                 t_spawn = time.monotonic()
-                t_listen_fn = lambda: listening(self.link, "b", NGINX_TLS_PORT)
+                def t_listen_fn():
+                    return listening(self.link, "b", NGINX_TLS_PORT)
             else:
                 before = read_text(s.logs["client"]).count("tunnel ready")
                 s.info["ready_before_restart"] = before
                 self.start_ptproxy_server(s)
                 t_spawn = time.monotonic()
                 logf = s.logs["server"]
-                t_listen_fn = lambda: log_has(logf, "started endpoint")
+                def t_listen_fn(logf=logf):  # bind this iteration's log file
+                    return log_has(logf, "started endpoint")
             r = ag("poll", targets={s.name: [s.host, s.port]}, path="/hello", timeout=0.5, interval=0.05, deadline=60)
             r = r["results"][s.name]
             # when did the new server start listening? (checked after the fact, from its log)
             try:
-                t_listen = wait_for(t_listen_fn, 30, "listen", 0.01)
+                wait_for(t_listen_fn, 30, "listen", 0.01)
             except TimeoutError:
-                t_listen = None
+                pass
             out = {"t_down": t_down, "t_spawn": t_spawn, **r}
             if "t1" in r:
                 out["ms_from_spawn"] = (r["t1"] - t_spawn) * 1000

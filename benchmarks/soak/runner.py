@@ -178,7 +178,7 @@ class Soak:
             if self.paused.is_set():
                 conn.close()
                 self.idle_workers += 1
-                while self.paused.is_set() and not self.stop:
+                while self.paused.is_set() and not self.stop:  # noqa: ASYNC110 - also polls self.stop
                     await asyncio.sleep(0.05)
                 self.idle_workers -= 1
                 continue
@@ -235,7 +235,7 @@ class Soak:
     async def quiesce(self, seconds: float = 2.0) -> None:
         self.paused.set()
         deadline = time.monotonic() + REQUEST_TIMEOUT + 5
-        while self.idle_workers < self.opts.concurrency and time.monotonic() < deadline:
+        while self.idle_workers < self.opts.concurrency and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, bounded by a deadline
             await asyncio.sleep(0.05)
         await asyncio.sleep(seconds)
 

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import random
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ptproxy.addr import format_address
 from ptproxy.errors import TunnelUnavailable
@@ -141,7 +142,7 @@ class Dialer:
             session.close(reason)
             try:
                 await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # -- one attempt --------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class Dialer:
         transport: asyncio.DatagramTransport | None = None
         try:
             session, transport, addr = await self._connect(number)
-        except (OSError, SessionClosed, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, SessionClosed) as exc:
             reason = _reason(exc)
             target = format_address((cfg.general.connect_host, cfg.general.quic_port))
             self._failed(f"connecting to {target} failed: {reason}")
@@ -173,7 +174,7 @@ class Dialer:
         # Let aioquic finish its closing handshake before the socket goes.
         try:
             await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         session.abort(reason)
         transport.close()  # the dialer made the socket for this session; it goes with it
@@ -193,9 +194,10 @@ class Dialer:
             BufferSizes(cfg.transport.socket_receive_buffer_size, cfg.transport.socket_send_buffer_size),
             remote_family=family,
         )
+        target: tuple[Any, ...] = tuple(addr)
         if sock.family == socket.AF_INET6 and family == socket.AF_INET:
-            addr = ("::ffff:" + addr[0], addr[1], 0, 0)
-        sock.connect(addr)
+            target = (f"::ffff:{addr[0]}", addr[1], 0, 0)
+        sock.connect(target)
         addr = sock.getpeername()
         transport, proto = await loop.create_datagram_endpoint(_ClientProtocol, sock=sock)
         settings = self.settings

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from ptproxy import relay
 from ptproxy.addr import format_address
@@ -118,7 +119,7 @@ class Frontend:
                 except HeadTimeout:
                     self._refuse(conn, RequestTimeout(f"request head not received within {head_timeout:g}s"))
                     break
-                except (ConnectionClosed, asyncio.TimeoutError):
+                except (TimeoutError, ConnectionClosed):
                     break
                 except ClientProtocolError as exc:
                     self._refuse(conn, exc)
@@ -204,7 +205,7 @@ class Frontend:
             timeout = self.config.limits.stream_queue_timeout / 1000.0
             try:
                 await asyncio.wait_for(session.wait_stream_slot(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TunnelUnavailable(
                     f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy "
                     f"for {timeout:g}s"

@@ -9,7 +9,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from ptproxy._version import __version__
 from ptproxy.errors import PtproxyError
@@ -22,6 +23,7 @@ logger = logging.getLogger("ptproxy")
 
 def version_text() -> str:
     """Version line plus the implementation of each hot path and the event loop."""
+    from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed_version
 
     from ptproxy.wire import chunked, fieldcodec
@@ -30,10 +32,8 @@ def version_text() -> str:
     impls = {fieldcodec.IMPLEMENTATION, chunked.IMPLEMENTATION, pump.IMPLEMENTATION}
     speedups = impls.pop() if len(impls) == 1 else "mixed"
     try:
-        import uvloop
-
-        loop = f"uvloop {uvloop.__version__}"
-    except ImportError:
+        loop = f"uvloop {installed_version('uvloop')}"
+    except PackageNotFoundError:
         loop = "asyncio"
     return (
         f"ptproxy {__version__} (speedups: {speedups}; aioquic {installed_version('aioquic')}; {loop}; "

@@ -20,7 +20,7 @@ import sys
 import tomllib
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -111,7 +111,7 @@ def _check_networks(mode: str, networks: list[str] | None) -> None:
             raise ValueError(f"allowed_sources: {text!r} is not a network like 203.0.113.0/24 ({exc})") from None
 
 
-class General(_Section, kw_only=True):
+class General(_Section, kw_only=True, frozen=True):
     """Required table: role, peer identity and addresses."""
 
     mode: Annotated[Literal["Client", "Server"], Doc("Which end this instance is.")]
@@ -123,21 +123,21 @@ class General(_Section, kw_only=True):
         str, Doc("IP address to bind the QUIC socket to, in either mode.")
     ] = "::"
     connect_address: Annotated[
-        Optional[NonEmpty],
+        NonEmpty | None,
         Doc(
             "Client only: host to connect to instead of `peer_hostname`, resolved at each "
             "attempt (one resolved address picked at random). Unset: `peer_hostname`."
         ),
     ] = None
     http_bind_address: Annotated[
-        Optional[str],
+        str | None,
         Doc('Client only: socket address of the HTTP/1.1 listener. Unset: `"[::]:20080"`.'),
     ] = None
     http_connect_address: Annotated[
-        Optional[str], Doc("Server only, required there: `host:port` of the origin.")
+        str | None, Doc("Server only, required there: `host:port` of the origin.")
     ] = None
     allowed_sources: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         Doc(
             'Server only: networks that may send to the QUIC port, e.g. `["203.0.113.0/24", '
             '"2001:db8::/32"]`; datagrams from anywhere else are dropped before parsing '
@@ -187,11 +187,11 @@ class General(_Section, kw_only=True):
         return parse_socket_address(self.http_connect_address)
 
 
-class Tls(_Section, kw_only=True):
+class Tls(_Section, kw_only=True, frozen=True):
     """Required table: TLS 1.3, ALPN `h3`; both ends verify each other."""
 
     ca: Annotated[
-        Optional[Path],
+        Path | None,
         Doc("PEM file of CA certificates to verify the peer against. Unset: system roots."),
     ] = None
     skip_verify: Annotated[
@@ -201,7 +201,7 @@ class Tls(_Section, kw_only=True):
     key: Annotated[Path, Doc("PEM private key (PKCS#8).")]
 
 
-class Transport(_Section, kw_only=True):
+class Transport(_Section, kw_only=True, frozen=True):
     """Optional table: QUIC tuning. Keep both ends the same."""
 
     max_idle_timeout: Annotated[
@@ -212,7 +212,7 @@ class Transport(_Section, kw_only=True):
         Ms, Doc("ms of inactivity before a keep-alive packet is sent.")
     ] = 2000
     initial_rtt: Annotated[
-        Optional[Ms], Doc("ms, RTT estimate before the first sample. Unset: QUIC default (333).")
+        Ms | None, Doc("ms, RTT estimate before the first sample. Unset: QUIC default (333).")
     ] = None
     max_concurrent_http_streams: Annotated[
         Count, Doc("Concurrent requests the server end accepts.")
@@ -228,19 +228,19 @@ class Transport(_Section, kw_only=True):
         ),
     ] = 14720
     receive_window: Annotated[
-        Optional[Count],
+        Count | None,
         Doc("Connection-wide receive flow-control window, bytes. Unset: `initial_window`."),
     ] = None
     send_window: Annotated[
-        Optional[Count],
+        Count | None,
         Doc("Connection-wide unacknowledged send limit, bytes. Unset: `initial_window`."),
     ] = None
     socket_receive_buffer_size: Annotated[
-        Optional[Count],
+        Count | None,
         Doc("SO_RCVBUF of the UDP socket; warns when the OS grants less. Unset: OS default."),
     ] = None
     socket_send_buffer_size: Annotated[
-        Optional[Count],
+        Count | None,
         Doc("SO_SNDBUF of the UDP socket; warns when the OS grants less. Unset: OS default."),
     ] = None
     congestion_algorithm: Annotated[
@@ -270,7 +270,7 @@ class Transport(_Section, kw_only=True):
         return self.send_window if self.send_window is not None else self.initial_window
 
 
-class System(_Section, kw_only=True):
+class System(_Section, kw_only=True, frozen=True):
     """Optional table: process behaviour."""
 
     connect_interval: Annotated[
@@ -294,12 +294,12 @@ class System(_Section, kw_only=True):
         bool, Doc("Append an RFC 7239 `Forwarded` header to requests.")
     ] = False
     qlog_dir: Annotated[
-        Optional[Path],
+        Path | None,
         Doc("Directory for qlog traces of QUIC connections. Unset: off. (Extension.)"),
     ] = None
 
 
-class Limits(_Section, kw_only=True):
+class Limits(_Section, kw_only=True, frozen=True):
     """Optional table (extension): bounds on the HTTP/1.1 sides, the origin pool and QUIC handshakes."""
 
     max_request_line: Annotated[Count, Doc("Longest request line, bytes; longer gets 414.")] = 8192
@@ -358,7 +358,7 @@ class Limits(_Section, kw_only=True):
     ] = 5
 
 
-class Metrics(_Section, kw_only=True):
+class Metrics(_Section, kw_only=True, frozen=True):
     """Optional table (extension): metrics HTTP endpoint; off when the table is absent."""
 
     bind_address: Annotated[str, Doc("Socket address (`ip:port`) of the metrics listener.")]
@@ -372,7 +372,7 @@ class Metrics(_Section, kw_only=True):
         return parse_socket_address(self.bind_address, require_ip=True)
 
 
-class Config(_Section, kw_only=True):
+class Config(_Section, kw_only=True, frozen=True):
     """The whole file. ``source`` is not a TOML key: ``load``/``parse`` set it to the file."""
 
     general: General
@@ -380,7 +380,7 @@ class Config(_Section, kw_only=True):
     transport: Transport = msgspec.field(default_factory=Transport)
     system: System = msgspec.field(default_factory=System)
     limits: Limits = msgspec.field(default_factory=Limits)
-    metrics: Optional[Metrics] = None
+    metrics: Metrics | None = None
     source: Path = Path()
 
 

@@ -33,7 +33,7 @@ def _free_port(kind: int, wanted: int) -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return s.getsockname()[1]
+            return int(s.getsockname()[1])
     raise OSError("no free port")
 
 

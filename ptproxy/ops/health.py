@@ -41,12 +41,13 @@ class MetricsServer:
         self.bind = bind
         self.metrics = metrics
         self._ready = ready
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None
-        return self._server.sockets[0].getsockname()[:2]  # type: ignore[no-any-return]
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
 
     async def start(self) -> None:
         host, port = self.bind
@@ -69,7 +70,7 @@ class MetricsServer:
                 + body
             )
             await asyncio.wait_for(writer.drain(), _TIMEOUT)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
             writer.close()

@@ -28,7 +28,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ptproxy.tunnel.aioquic.initial import (
     SMALLEST_INITIAL_DATAGRAM,
@@ -123,8 +123,8 @@ class Drop:
     reason: str | None = None
 
 
-Screened = Union[Route, New, Reply, Drop]
-Admitted = Union[Accept, Reply, Drop]
+Screened = Route | New | Reply | Drop
+Admitted = Accept | Reply | Drop
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -143,7 +143,7 @@ class AdmissionSettings:
     supported_versions: tuple[int, ...] = (1,)
 
     @classmethod
-    def from_config(cls, config: Any, *, host_cid_length: int, supported_versions: Sequence[int]) -> "AdmissionSettings":
+    def from_config(cls, config: Any, *, host_cid_length: int, supported_versions: Sequence[int]) -> AdmissionSettings:
         lim = config.limits
         allowed = config.general.allowed_sources
         return cls(

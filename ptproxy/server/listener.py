@@ -18,11 +18,21 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ptproxy.addr import format_address
 from ptproxy.server import admission as adm
-from ptproxy.server.admission import Accept, Admission, AdmissionSettings, Drop, New, RefusalLog, Reply, Route
+from ptproxy.server.admission import (
+    Accept,
+    Admission,
+    AdmissionSettings,
+    Drop,
+    New,
+    RefusalLog,
+    Reply,
+    Route,
+)
 from ptproxy.tunnel import (
     BufferSizes,
     EndpointSettings,
@@ -146,7 +156,7 @@ class Listener(asyncio.DatagramProtocol):
                 if type(decision) is not Accept:
                     self._act(decision, addr)  # type: ignore[arg-type]
                     continue
-                session = self._new_session(decision, addr)  # type: ignore[arg-type]
+                session = self._new_session(decision, addr)
             if session is not None:
                 session.datagram_received(data, addr)
         if queue and self._admit_handle is None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ptproxy import relay
 from ptproxy.errors import (
@@ -176,7 +177,7 @@ class Backend:
                     if event.status != 101:
                         stream.send_headers(response_to_h3(event))
                     continue
-        except asyncio.TimeoutError:
+        except TimeoutError:
             msg = f"origin {self.pool.address} sent no response head within {timeout:g}s"
             logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
             return self._fail(stream, UpstreamTimeout.status, msg), False
@@ -229,7 +230,7 @@ class Backend:
         while upload is not None and not upload.done():
             try:
                 return await conn.next_event(timeout=min(timeout, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return await conn.next_event(timeout=timeout)
 

@@ -65,7 +65,7 @@ class OriginPool:
                 ),
                 self._connect_timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(
                 f"connecting to origin {self.address} timed out after {self._connect_timeout:g}s"
             ) from None

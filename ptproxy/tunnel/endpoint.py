@@ -41,7 +41,7 @@ class EndpointSettings:
     @classmethod
     def build(
         cls, config: Config, material: TlsMaterial, client_auth: ClientAuthPolicy | None = None
-    ) -> "EndpointSettings":
+    ) -> EndpointSettings:
         tr = config.transport
         qconf = quic_configuration(config, material)
         keylog = key_log_file()
@@ -83,7 +83,7 @@ def key_log_file(environ: Mapping[str, str] = os.environ) -> TextIO | None:
     handle = _key_logs.get(path)
     if handle is None:
         # Line-buffered: each secret is on disk as soon as aioquic writes it.
-        handle = open(path, "a", buffering=1, encoding="ascii")  # noqa: SIM115 - process lifetime
+        handle = open(path, "a", buffering=1, encoding="ascii")
         _key_logs[path] = handle
         logger.warning(
             "SSLKEYLOGFILE is set: TLS secrets of every QUIC connection are written to %s; "

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aioquic.h3.events import HeadersReceived
 from aioquic.quic import events as qe
@@ -58,7 +59,7 @@ class Session:
         send_window: int,
         keep_alive_interval: float,
         on_request: Callable[[TunnelStream, list[tuple[bytes, bytes]]], None] | None = None,
-        on_closed: Callable[["Session"], None] | None = None,
+        on_closed: Callable[[Session], None] | None = None,
     ) -> None:
         self.quic = quic
         self.h3: PatchedH3Connection | None = None
@@ -281,8 +282,8 @@ class Session:
 
     # -- connection ids (server routing) ------------------------------------------------------
 
-    cid_issued_handler: Callable[[bytes], None] | None = None
-    cid_retired_handler: Callable[[bytes], None] | None = None
+    cid_issued_handler: Callable[[bytes], object] | None = None
+    cid_retired_handler: Callable[[bytes], object] | None = None
 
     def _cid_issued(self, cid: bytes) -> None:
         if self.cid_issued_handler is not None:

@@ -97,7 +97,7 @@ def quic_configuration(config: Config, material: TlsMaterial) -> QuicConfigurati
         qconf.initial_rtt = tr.initial_rtt / 1000.0
     qconf.certificate = material.certificate
     qconf.certificate_chain = material.chain
-    qconf.private_key = material.private_key  # type: ignore[assignment]
+    qconf.private_key = material.private_key
     if material.ca_data is not None:
         qconf.cadata = material.ca_data
     if is_client:

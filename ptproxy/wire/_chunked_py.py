@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from ptproxy.wire._fieldcodec_py import title_case
 
-__all__ = [  # noqa: RUF022 - the order is the twins' contract
+__all__ = [
     "chunk",
     "chunk_header",
     "CHUNK_END",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from ptproxy.errors import HeaderError
 
-__all__ = [  # noqa: RUF022 - the order is the twins' contract
+__all__ = [
     "HOP_BY_HOP",
     "title_case",
     "validate_name",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ptproxy._speedups import NO_EXTENSIONS, REQUIRE_EXTENSIONS
 from ptproxy.wire import _fieldcodec_py as _impl
 
-__all__ = [  # noqa: RUF022 - the order is the twins' contract
+__all__ = [
     "IMPLEMENTATION",
     "HOP_BY_HOP",
     "title_case",

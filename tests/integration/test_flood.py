@@ -120,7 +120,7 @@ def test_junk_and_handshake_floods_cost_little(make_pair: Callable[..., Pair], p
     time.sleep(11)
     lines = refusal_lines(pair)
     assert 0 < len(lines) <= 20, "\n".join(lines[:40])
-    assert any(re.search(r"refused [\d,]+ handshakes? in the last \d+ s: \w+ \(sample peer ", l) for l in lines), lines
+    assert any(re.search(r"refused [\d,]+ handshakes? in the last \d+ s: \w+ \(sample peer ", line) for line in lines), lines
 
 
 def test_retry_always_and_our_client_follows_it(make_pair: Callable[..., Pair]) -> None:
@@ -178,7 +178,7 @@ def test_a_stalled_handshake_dies_after_handshake_timeout(make_pair: Callable[..
     # The idle timeout is long: only handshake_timeout can end these connections this soon.
     pair, mport = flood_pair(make_pair, {"handshake_timeout": 1000}, {"max_idle_timeout": 30000})
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for i in range(1, 4):
+        for _i in range(1, 4):
             quic = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["h3"]))
             quic.connect(("127.0.0.1", pair.quic_port), now=0.0)
             sock.sendto(quic.datagrams_to_send(now=0.0)[0][0], ("127.0.0.1", pair.quic_port))

@@ -87,12 +87,12 @@ def test_model_jitter_keeps_fifo_unless_reorder() -> None:
 def test_model_loss_bernoulli_and_bursts() -> None:
     n = 100_000
     d = Direction(DirectionParams(loss=0.05), seed=1)
-    for i in range(n):
+    for _i in range(n):
         d.ingress(_pkt(100), 0.0)
     assert abs(d.c.lost - 0.05 * n) < 5 * math.sqrt(n * 0.05 * 0.95)
     g = Direction(DirectionParams(loss=0.05, loss_burst=4), seed=2)
     lost = []
-    for i in range(n):
+    for _i in range(n):
         before = g.c.lost
         g.ingress(_pkt(100), 0.0)
         lost.append(g.c.lost > before)

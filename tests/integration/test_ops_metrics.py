@@ -124,7 +124,8 @@ def test_probes_follow_the_tunnel(make_pair: Callable[..., Pair]) -> None:
     assert scrape(cport)[("ptproxy_tunnel_up", ())] == 0.0
     hc = healthcheck(pair.client_toml)
     assert hc.returncode == 1 and hc.stdout.startswith("unhealthy: /readyz 503"), hc
-    failed = lambda: sample(scrape(cport), "ptproxy_connection_attempts_total", result="failed")
+    def failed():
+        return sample(scrape(cport), "ptproxy_connection_attempts_total", result="failed")
     assert wait_for(lambda: failed() >= 1, 20), pair.logs()
 
     pair.start_server()

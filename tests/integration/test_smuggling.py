@@ -209,7 +209,7 @@ def test_bad_response_is_502_and_nothing_of_it_reaches_the_client(rpair: Pair, r
             if line in (b"\r\n", b""):
                 break
         raw_head = b"".join(head)
-        length = int(next((l.split(b":")[1] for l in head if l.lower().startswith(b"content-length:")), b"0"))
+        length = int(next((h.split(b":")[1] for h in head if h.lower().startswith(b"content-length:")), b"0"))
         body = f.read(length)
     assert status_line.startswith(b"HTTP/1.1 502 "), raw_head + body
     assert b"\r\nServer: ptproxy server\r\n" in raw_head

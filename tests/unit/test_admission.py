@@ -22,8 +22,8 @@ from ptproxy.server.admission import (
     New,
     RefusalLog,
     Reply,
-    Route,
     RetryTokens,
+    Route,
     SourceFilter,
     source_key,
 )

@@ -19,8 +19,8 @@ from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
 
-from ptproxy.tunnel.cc.bbr import Bbr, BbrState, MaxFilter
 from ptproxy.tunnel.cc.base import PACING_GRANULARITY, Controller, Pacer
+from ptproxy.tunnel.cc.bbr import Bbr, BbrState, MaxFilter
 from ptproxy.tunnel.cc.controllers import Cubic, FixedWindow, NewReno, create_controller
 
 MDS = 1200

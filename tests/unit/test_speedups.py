@@ -32,6 +32,7 @@ TWINS = {
     "fieldcodec": ("ptproxy.wire._fieldcodec_py", "ptproxy._speedups.fieldcodec"),
     "chunked": ("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked"),
     "framing": ("ptproxy.wire._framing_py", "ptproxy._speedups.framing"),
+    "udpio": ("ptproxy.tunnel._udpio_py", "ptproxy._speedups.udpio"),
 }
 
 fieldcodec_impl = twin_fixture(*TWINS["fieldcodec"])
@@ -247,7 +248,12 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 # Every facade over a twin pair, so each one's selection switches are tested.
-FACADES = ["ptproxy.wire.fieldcodec", "ptproxy.wire.chunked", "ptproxy.wire.framing"]
+FACADES = [
+    "ptproxy.wire.fieldcodec",
+    "ptproxy.wire.chunked",
+    "ptproxy.wire.framing",
+    "ptproxy.tunnel.udpio",
+]
 
 
 def test_every_twin_pair_has_a_facade_under_test() -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 import socket
-from pathlib import Path
 
 import pytest
 
 from ptproxy.ops.config import Config, parse
 from ptproxy.ops.devcerts import DemoPki
-from ptproxy.tunnel.aioquic import PatchedQuicConnection, handshake_confirmed, peer_transport_parameters
+from ptproxy.tunnel.aioquic import (
+    PatchedQuicConnection,
+    handshake_confirmed,
+    peer_transport_parameters,
+)
 from ptproxy.tunnel.endpoint import EndpointSettings
 from ptproxy.tunnel.tls import client_auth_policy, load_material
 from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
@@ -105,7 +108,7 @@ def test_initial_rtt_sets_the_first_rtt_estimate(pki: DemoPki) -> None:
     settings = EndpointSettings.build(ccfg, load_material(ccfg))
     assert settings.quic_config.initial_rtt == pytest.approx(0.150)
     conn = settings.new_connection()
-    assert conn._loss._rtt_initial == pytest.approx(0.150)  # noqa: SLF001 - what aioquic uses before samples
+    assert conn._loss._rtt_initial == pytest.approx(0.150)
 
 
 def test_max_datagram_size_is_used_for_packets(pki: DemoPki) -> None:
