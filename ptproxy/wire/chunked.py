@@ -8,32 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ptproxy._speedups import NO_EXTENSIONS, REQUIRE_EXTENSIONS
-from ptproxy.wire import _chunked_py as _impl
+from ptproxy._speedups import load_twin
+from ptproxy.wire import _chunked_py
 
-__all__ = [
-    "IMPLEMENTATION",
-    "chunk",
-    "chunk_header",
-    "CHUNK_END",
-    "last_chunk",
-    "ChunkCoalescer",
-    "ChunkedScanner",
-]
+__all__ = ["IMPLEMENTATION"]
+__all__ += _chunked_py.__all__
 
-IMPLEMENTATION = "pure"
-if not (TYPE_CHECKING or NO_EXTENSIONS):
-    try:
-        from ptproxy._speedups import chunked as _impl  # type: ignore[no-redef]
+if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
+    from ptproxy.wire._chunked_py import *  # noqa: F403
 
-        IMPLEMENTATION = "compiled"
-    except ImportError:
-        if REQUIRE_EXTENSIONS:
-            raise
-
-chunk = _impl.chunk
-chunk_header = _impl.chunk_header
-CHUNK_END = _impl.CHUNK_END
-last_chunk = _impl.last_chunk
-ChunkCoalescer = _impl.ChunkCoalescer
-ChunkedScanner = _impl.ChunkedScanner
+    IMPLEMENTATION: str
+else:
+    load_twin(_chunked_py, "chunked", globals())

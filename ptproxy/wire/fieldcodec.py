@@ -8,32 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ptproxy._speedups import NO_EXTENSIONS, REQUIRE_EXTENSIONS
-from ptproxy.wire import _fieldcodec_py as _impl
+from ptproxy._speedups import load_twin
+from ptproxy.wire import _fieldcodec_py
 
-__all__ = [
-    "IMPLEMENTATION",
-    "HOP_BY_HOP",
-    "title_case",
-    "validate_name",
-    "validate_value",
-    "h1_to_h3_fields",
-    "h3_to_h1_fields",
-]
+__all__ = ["IMPLEMENTATION"]
+__all__ += _fieldcodec_py.__all__
 
-IMPLEMENTATION = "pure"
-if not (TYPE_CHECKING or NO_EXTENSIONS):
-    try:
-        from ptproxy._speedups import fieldcodec as _impl  # type: ignore[no-redef]
+if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
+    from ptproxy.wire._fieldcodec_py import *  # noqa: F403
 
-        IMPLEMENTATION = "compiled"
-    except ImportError:
-        if REQUIRE_EXTENSIONS:
-            raise
-
-HOP_BY_HOP = _impl.HOP_BY_HOP
-title_case = _impl.title_case
-validate_name = _impl.validate_name
-validate_value = _impl.validate_value
-h1_to_h3_fields = _impl.h1_to_h3_fields
-h3_to_h1_fields = _impl.h3_to_h1_fields
+    IMPLEMENTATION: str
+else:
+    load_twin(_fieldcodec_py, "fieldcodec", globals())

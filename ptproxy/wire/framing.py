@@ -1,24 +1,21 @@
-"""Facade: BodyFramer and FlowMarks from the compiled twin when built, else the pure one."""
+"""Facade: BodyFramer and FlowMarks from the compiled twin when built, else the pure one.
+
+Selection as in ``ptproxy.wire.chunked`` (``PTPROXY_NO_EXTENSIONS`` / ``PTPROXY_REQUIRE_EXTENSIONS``).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ptproxy._speedups import NO_EXTENSIONS, REQUIRE_EXTENSIONS
+from ptproxy._speedups import load_twin
+from ptproxy.wire import _framing_py
 
-__all__ = ["BodyFramer", "FlowMarks", "IMPLEMENTATION"]
+__all__ = ["IMPLEMENTATION"]
+__all__ += _framing_py.__all__
 
-from ptproxy.wire import _framing_py as _impl
+if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
+    from ptproxy.wire._framing_py import *  # noqa: F403
 
-IMPLEMENTATION = "pure"
-if not (TYPE_CHECKING or NO_EXTENSIONS):
-    try:
-        from ptproxy._speedups import framing as _impl  # type: ignore[no-redef]
-
-        IMPLEMENTATION = "compiled"
-    except ImportError:
-        if REQUIRE_EXTENSIONS:
-            raise
-
-BodyFramer = _impl.BodyFramer
-FlowMarks = _impl.FlowMarks
+    IMPLEMENTATION: str
+else:
+    load_twin(_framing_py, "framing", globals())
