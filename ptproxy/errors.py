@@ -16,12 +16,15 @@ implementations raise the same types; ``ptproxy.h1conn``, ``ptproxy.tunnel.strea
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BodyLengthError",
     "ChunkError",
     "ClientProtocolError",
     "ConfigError",
     "ConnectionClosed",
+    "ConnectionReset",
     "HeadTimeout",
     "HeaderError",
     "HeadersTooLarge",
@@ -42,9 +45,18 @@ __all__ = [
 
 
 class PtproxyError(Exception):
-    """Base of every error ptproxy raises on purpose. ``status`` is the HTTP answer it maps to."""
+    """Base of every error ptproxy raises on purpose. ``status`` is the HTTP answer it maps to.
+
+    A subclass states a status of its own as a class keyword (``class X(Base, status=504)``);
+    otherwise it answers as its base does.
+    """
 
     status: int = 500
+
+    def __init_subclass__(cls, status: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
 
 
 # -- operator errors (neither end of a request) ---------------------------------------------------
@@ -61,40 +73,32 @@ class StartupError(PtproxyError):
 # -- local: the request we received is at fault (4xx) ---------------------------------------------
 
 
-class LocalError(PtproxyError):
+class LocalError(PtproxyError, status=400):
     """The requesting side sent something we will not forward."""
-
-    status = 400
 
 
 class ProtocolError(LocalError):
     """Bytes that do not form a valid HTTP/1.1 message."""
 
-    status = 400
-
 
 class ClientProtocolError(ProtocolError):
     """The local service sent an invalid or unsupported request (answered 400)."""
 
-    status = 400
+
+class RequestLineTooLong(ClientProtocolError, status=414):
+    """The request line is longer than ``max_request_line``."""
 
 
-class RequestLineTooLong(ClientProtocolError):
-    status = 414
+class HeadersTooLarge(ClientProtocolError, status=431):
+    """The header section is larger than ``max_header_bytes`` or has too many fields."""
 
 
-class HeadersTooLarge(ClientProtocolError):
-    status = 431
+class MethodNotAllowed(ClientProtocolError, status=405):
+    """A method we do not relay (CONNECT)."""
 
 
-class MethodNotAllowed(ClientProtocolError):
-    status = 405
-
-
-class RequestTimeout(ClientProtocolError):
+class RequestTimeout(ClientProtocolError, status=408):
     """The request head did not arrive within ``request_head_timeout`` (slowloris)."""
-
-    status = 408
 
 
 class HeadTimeout(RequestTimeout, TimeoutError):
@@ -115,32 +119,31 @@ class ChunkError(ProtocolError):
 # -- remote: the peer, the tunnel or the origin failed us (5xx) -----------------------------------
 
 
-class RemoteError(PtproxyError):
+class RemoteError(PtproxyError, status=502):
     """A connection, or what came back over it, failed the request."""
-
-    status = 502
 
 
 class UpstreamError(RemoteError):
     """Proxying failed: origin unreachable, origin response rejected, or the peer misbehaved."""
 
-    status = 502
 
-
-class UpstreamTimeout(UpstreamError):
-    status = 504
+class UpstreamTimeout(UpstreamError, status=504):
+    """The origin did not answer within ``origin_response_timeout``."""
 
 
 class BodyLengthError(RemoteError):
     """A body longer or shorter than its Content-Length (never forwarded as if complete)."""
 
-    status = 502
-
 
 class ConnectionClosed(RemoteError):
     """The peer of a TCP connection (service or origin) closed or reset it."""
 
-    status = 502
+
+class ConnectionReset(ConnectionClosed):
+    """The connection ended by a reset (or a socket error), not by the peer's FIN.
+
+    Never the end of a message, not even of a body delimited by the close: it may have been cut
+    anywhere."""
 
 
 class StreamAborted(RemoteError):
@@ -149,17 +152,13 @@ class StreamAborted(RemoteError):
     ``code`` is the HTTP/3 error code when the peer sent one (H3_REQUEST_REJECTED: not processed).
     """
 
-    status = 502
-
     def __init__(self, reason: str, code: int | None = None) -> None:
         super().__init__(reason)
         self.code = code
 
 
-class TunnelUnavailable(RemoteError):
+class TunnelUnavailable(RemoteError, status=503):
     """No authenticated session to the peer is up."""
-
-    status = 503
 
 
 class SessionClosed(TunnelUnavailable):

@@ -14,7 +14,12 @@ import socket
 from collections import deque
 from typing import Any, Protocol
 
-from ptproxy.errors import ConnectionClosed, HeadTimeout, PtproxyError  # re-exported
+from ptproxy.errors import (  # re-exported
+    ConnectionClosed,
+    ConnectionReset,
+    HeadTimeout,
+    PtproxyError,
+)
 from ptproxy.wire.events import BodyData, EndOfMessage
 from ptproxy.wire.framing import FlowMarks
 
@@ -34,13 +39,6 @@ LOW_WATER = 64 * 1024
 
 class EventParser(Protocol):
     def feed(self, data: bytes) -> list[Any]: ...
-
-
-class ConnectionReset(ConnectionClosed):
-    """The connection ended by a reset (or a socket error), not by the peer's FIN.
-
-    Never the end of a message, not even of a body delimited by the close: it may have been cut
-    anywhere."""
 
 
 class H1Connection(asyncio.Protocol):
