@@ -252,12 +252,12 @@ class Frontend:
                 if resp.status != 101 and head.http_version >= (1, 1):
                     conn.write(serialize.response_head(resp.status, resp.fields, body=BodyKind.NONE, content_length=None))
                 event = await stream.receive()
-        except (StreamAborted, PtproxyError) as exc:
+        except PtproxyError as exc:
             if isinstance(exc, StreamAborted) and exc.code == H3_REQUEST_REJECTED:
                 # The peer refused the request unprocessed (its end is shutting down): the
                 # service is unavailable, the origin is not at fault.
                 exc = TunnelUnavailable(f"the server end refused the request unprocessed: {exc}")
-            status = exc.status if isinstance(exc, PtproxyError) else 502
+            status = exc.status
             message = str(exc) if isinstance(exc, ClientProtocolError) else f"proxying failed: {exc}"
             logger.warning("%s %s: %d: %s", head.method.decode(), head.target[:200].decode("latin-1"), status, message)
             conn.write(serialize.error_response(status, message, side=SIDE, close=True))
@@ -283,7 +283,7 @@ class Frontend:
             return status, not close
         try:
             await relay.stream_body_to_h1(stream, conn, kind, length)
-        except (StreamAborted, PtproxyError, ConnectionClosed) as exc:
+        except PtproxyError as exc:
             # The head is out: all we can do is cut the connection so the client sees truncation.
             logger.warning(
                 "%s %s: response body failed after the head was sent: %s; closing the connection",

@@ -17,8 +17,6 @@ from typing import Any
 
 from ptproxy import relay
 from ptproxy.errors import (
-    BodyLengthError,
-    ClientProtocolError,
     PtproxyError,
     UpstreamError,
     UpstreamTimeout,
@@ -106,7 +104,7 @@ class Backend:
                 body=request.body,
                 content_length=request.content_length,
             )
-        except (ClientProtocolError, PtproxyError) as exc:
+        except PtproxyError as exc:
             status = exc.status if exc.status < 500 else 400
             return self._fail(stream, status, f"invalid request: {exc}")
         try:
@@ -154,7 +152,7 @@ class Backend:
         try:
             await relay.stream_body_to_h1(stream, conn, request.body, request.content_length)
             return True
-        except (StreamAborted, ClientProtocolError, BodyLengthError, ConnectionClosed) as exc:
+        except PtproxyError as exc:
             logger.warning("request body to origin failed: %s", exc)
             # The origin must not take a short body for a whole one: cut its connection.
             conn.abort()
