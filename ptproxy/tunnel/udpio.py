@@ -11,30 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ptproxy._speedups import NO_EXTENSIONS, REQUIRE_EXTENSIONS
-from ptproxy.tunnel import _udpio_py as _impl
+from ptproxy._speedups import load_twin
+from ptproxy.tunnel import _udpio_py
 
-__all__ = [
-    "IMPLEMENTATION",
-    "MAX_SEGMENTS",
-    "capabilities",
-    "enable_gro",
-    "recv_batch",
-    "send_batch",
-]
+__all__ = ["IMPLEMENTATION"]
+__all__ += _udpio_py.__all__
 
-IMPLEMENTATION = "pure"
-if not (TYPE_CHECKING or NO_EXTENSIONS):
-    try:
-        from ptproxy._speedups import udpio as _impl  # type: ignore[no-redef]
+if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
+    from ptproxy.tunnel._udpio_py import *  # noqa: F403
 
-        IMPLEMENTATION = "compiled"
-    except ImportError:
-        if REQUIRE_EXTENSIONS:
-            raise
-
-MAX_SEGMENTS = _impl.MAX_SEGMENTS
-capabilities = _impl.capabilities
-enable_gro = _impl.enable_gro
-recv_batch = _impl.recv_batch
-send_batch = _impl.send_batch
+    IMPLEMENTATION: str
+else:
+    load_twin(_udpio_py, "udpio", globals())
