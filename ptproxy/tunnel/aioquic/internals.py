@@ -42,6 +42,11 @@ class Internal:
     calls: tuple[tuple[str, ...], ...] = ()
 
 
+def _each(owner: str, kind: Kind, *names: str) -> tuple[Internal, ...]:
+    """One entry per name, for the many attributes and names that need nothing but their owner."""
+    return tuple(Internal(owner, name, kind) for name in names)
+
+
 QC = "quic.connection.QuicConnection"
 LOSS = "quic.recovery.QuicPacketRecovery"
 SENDER = "quic.stream.QuicStreamSender"
@@ -50,24 +55,28 @@ H3 = "h3.connection.H3Connection"
 
 PRIVATE: tuple[Internal, ...] = (
     # QuicConnection: flow control, stream limit, congestion control (connection.py)
-    Internal(QC, "_local_max_streams_bidi", "attribute"),
-    Internal(QC, "_local_max_data", "attribute"),
-    Internal(QC, "_local_max_stream_data_bidi_local", "attribute"),
-    Internal(QC, "_local_max_stream_data_bidi_remote", "attribute"),
-    Internal(QC, "_max_datagram_size", "attribute"),
-    Internal(QC, "_loss", "attribute"),
-    Internal(QC, "_spaces", "attribute"),
-    Internal(QC, "_streams", "attribute"),
-    Internal(QC, "_streams_queue", "attribute"),
-    Internal(QC, "_pacing_at", "attribute"),
-    Internal(QC, "_is_client", "attribute"),
-    Internal(QC, "_close_event", "attribute"),
-    Internal(QC, "_handshake_confirmed", "attribute"),
-    Internal(QC, "_remote_max_streams_bidi", "attribute"),
-    Internal(QC, "_remote_max_idle_timeout", "attribute"),
-    Internal(QC, "_remote_max_data", "attribute"),
-    Internal(QC, "_remote_max_stream_data_bidi_remote", "attribute"),
-    Internal(QC, "_remote_max_stream_data_bidi_local", "attribute"),
+    *_each(
+        QC,
+        "attribute",
+        "_local_max_streams_bidi",
+        "_local_max_data",
+        "_local_max_stream_data_bidi_local",
+        "_local_max_stream_data_bidi_remote",
+        "_max_datagram_size",
+        "_loss",
+        "_spaces",
+        "_streams",
+        "_streams_queue",
+        "_pacing_at",
+        "_is_client",
+        "_close_event",
+        "_handshake_confirmed",
+        "_remote_max_streams_bidi",
+        "_remote_max_idle_timeout",
+        "_remote_max_data",
+        "_remote_max_stream_data_bidi_remote",
+        "_remote_max_stream_data_bidi_local",
+    ),
     # The delivery handler of our MAX_STREAM_DATA frames: handler(delivery_state, stream).
     Internal(QC, "_on_max_stream_data_delivery", "method", (("delivery", "stream"),)),
     Internal(QC, "_write_stream_limits", "override", (("builder=", "space=", "stream="),)),
@@ -75,11 +84,7 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(QC, "_write_connection_limits", "override", (("builder=", "space="), ("builder", "space"))),
     Internal(QC, "_initialize", "override", (("peer_cid",),)),
     # Loss recovery: our controller and pacer replace aioquic's; losses are counted.
-    Internal(LOSS, "_cc", "attribute"),
-    Internal(LOSS, "_pacer", "attribute"),
-    Internal(LOSS, "_rtt_smoothed", "attribute"),
-    Internal(LOSS, "_rtt_min", "attribute"),
-    Internal(LOSS, "_rtt_initialized", "attribute"),
+    *_each(LOSS, "attribute", "_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized"),
     Internal(
         LOSS,
         "_on_packets_lost",
@@ -90,13 +95,16 @@ PRIVATE: tuple[Internal, ...] = (
         ),
     ),
     # Send-side backpressure: unacknowledged bytes of a stream.
-    Internal(SENDER, "_buffer_start", "attribute"),
-    Internal(SENDER, "_buffer_stop", "attribute"),
+    *_each(SENDER, "attribute", "_buffer_start", "_buffer_stop"),
     # Server-side mutual TLS (mtls.py): the handlers are wrapped on the instance.
-    Internal(TLS, "_request_client_certificate", "attribute"),
-    Internal(TLS, "_session_resumed", "attribute"),
-    Internal(TLS, "_peer_certificate", "attribute"),
-    Internal(TLS, "_peer_certificate_chain", "attribute"),
+    *_each(
+        TLS,
+        "attribute",
+        "_request_client_certificate",
+        "_session_resumed",
+        "_peer_certificate",
+        "_peer_certificate_chain",
+    ),
     Internal(TLS, "_server_handle_hello", "method", (("input_buf", "initial_buf", "handshake_buf"),)),
     Internal(TLS, "_server_handle_certificate", "method", (("input_buf",),)),
     Internal(TLS, "_server_handle_certificate_verify", "method", (("input_buf",),)),
@@ -120,9 +128,7 @@ PRIVATE: tuple[Internal, ...] = (
 
 UNDOCUMENTED: tuple[Internal, ...] = (
     Internal("quic.connection", "Limit", "name"),
-    Internal("quic.connection.Limit", "value", "attribute"),
-    Internal("quic.connection.Limit", "sent", "attribute"),
-    Internal("quic.connection.Limit", "used", "attribute"),
+    *_each("quic.connection.Limit", "attribute", "value", "sent", "used"),
     Internal("quic.connection", "MAX_STREAM_DATA_FRAME_CAPACITY", "name"),
     Internal("quic.connection.QuicFrameType", "MAX_STREAM_DATA", "name"),
     Internal(
@@ -132,18 +138,26 @@ UNDOCUMENTED: tuple[Internal, ...] = (
         (("frame_type", "capacity=", "handler=", "handler_args="),),
     ),
     Internal("quic.recovery.QuicPacketSpace", "ack_at", "attribute"),
-    Internal("quic.stream.QuicStream", "stream_id", "attribute"),
-    Internal("quic.stream.QuicStream", "sender", "attribute"),
-    Internal("quic.stream.QuicStream", "receiver", "attribute"),
-    Internal("quic.stream.QuicStream", "max_stream_data_local", "attribute"),
-    Internal("quic.stream.QuicStream", "max_stream_data_local_sent", "attribute"),
+    *_each(
+        "quic.stream.QuicStream",
+        "attribute",
+        "stream_id",
+        "sender",
+        "receiver",
+        "max_stream_data_local",
+        "max_stream_data_local_sent",
+    ),
     Internal(SENDER, "buffer_is_empty", "attribute"),
     Internal("quic.stream.QuicStreamReceiver", "highest_offset", "attribute"),
-    Internal("h3.connection.H3Stream", "stream_id", "attribute"),
-    Internal("h3.connection.H3Stream", "frame_size", "attribute"),
-    Internal("h3.connection.H3Stream", "headers_recv_state", "attribute"),
-    Internal("h3.connection.H3Stream", "sending_ended", "attribute"),
-    Internal("h3.connection.H3Stream", "receiving_ended", "attribute"),
+    *_each(
+        "h3.connection.H3Stream",
+        "attribute",
+        "stream_id",
+        "frame_size",
+        "headers_recv_state",
+        "sending_ended",
+        "receiving_ended",
+    ),
     Internal("h3.connection.HeadersState", "AFTER_HEADERS", "name"),
     Internal("h3.connection.FrameType", "DATA", "name"),
     Internal("h3.connection", "FrameUnexpected", "name"),
