@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from httptools.parser.errors import HttpParserCallbackError, HttpParserError
+from httptools.parser.errors import HttpParserCallbackError, HttpParserError, HttpParserUpgrade
 
 from ptproxy.errors import ClientProtocolError, PtproxyError
 from ptproxy.wire import chunked
@@ -97,6 +97,9 @@ class BaseParser:
 
     _error_class: type[PtproxyError] = ClientProtocolError
     _llhttp: Any
+    # No more messages: after a request that does not keep the connection alive, or after the
+    # final response.
+    _ended = False
 
     def __init__(self, max_header_bytes: int, max_header_count: int, guard: int) -> None:
         self._max_header_bytes = max_header_bytes
@@ -181,11 +184,66 @@ class BaseParser:
     def _on_message_complete(self) -> None:
         raise NotImplementedError
 
+    def _start_body(self, body: BodyKind, length: int | None) -> None:
+        """The head is complete: what follows is its body, delimited as ``body``."""
+        self._body = body
+        self._remaining = length or 0
+        if body is BodyKind.CHUNKED:
+            self._chunks.reset()
+        self._state = BODY
+
     # -- driving llhttp --------------------------------------------------------------------------
+
+    def _parse(self, data: bytes) -> list[Event]:
+        """Run ``data`` (not empty) through llhttp; return the events it completes, in order."""
+        events = self._events = []
+        self._fresh_head = False
+        try:
+            self._execute(data)
+            self._check_stall(len(data))
+        except PtproxyError as exc:
+            return self._fail(exc, events)
+        return events
+
+    def _execute(self, data: bytes) -> None:
+        """Feed llhttp one stretch at a time: a head up to its CRLFCRLF, a body by its framing."""
+        view = memoryview(data)
+        pos, n = 0, len(data)
+        while pos < n and not self._ended:
+            if self._state == BODY and self._body is BodyKind.CHUNKED:
+                pos = self._feed_chunked(data, view, pos)
+                continue
+            if self._state == BODY and self._body is BodyKind.LENGTH and self._remaining > 0:
+                end = pos + min(self._remaining, n - pos)
+            elif self._state == BODY and self._body is BodyKind.CLOSE:
+                end = n
+            else:
+                end = self._boundary(data, pos)
+            try:
+                self._feed(data if end - pos == n else view[pos:end])
+            except HttpParserUpgrade as up:
+                # llhttp stopped right after an Upgrade request's head (CONNECT is refused earlier).
+                pos += int(up.args[0])
+                self._restart_after_upgrade()
+                continue
+            self._note_tail(data, pos, end)
+            pos = end
+        if pos < n:
+            self._after_end(data[pos:])
 
     def _feed(self, data: bytes | memoryview) -> None:
         """Hand ``data`` to llhttp; raise its complaint as our error class."""
+        try:
+            self._llhttp.feed_data(data)
+        except HttpParserError as exc:
+            err = self._translate(exc)
+            raise err from None
+
+    def _restart_after_upgrade(self) -> None:
         raise NotImplementedError
+
+    def _after_end(self, rest: bytes) -> None:
+        """Bytes after the last message this parser takes: ignored unless a subclass keeps them."""
 
     def _boundary(self, data: bytes, pos: int) -> int:
         """Index just past the next CRLFCRLF at or after ``pos`` (counting the tail of earlier feeds),

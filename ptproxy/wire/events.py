@@ -37,12 +37,11 @@ class BodyKind(enum.Enum):
     """Read until the connection closes (responses only, RFC 9112 6.3 rule 8)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    method: bytes
-    """The method token as received, e.g. ``b"GET"``."""
-    target: bytes
-    """The request-target: origin-form (``/path?q``) or ``*`` (OPTIONS only)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _MessageHead:
+    """What request and response heads have in common (keyword-only: the start line comes first
+    in each subclass's own fields, but after these in the generated ``__init__``)."""
+
     headers: Fields
     """Every field line as received: original name case, value with surrounding OWS stripped, in order."""
     http_version: tuple[int, int]
@@ -50,29 +49,28 @@ class RequestHead:
     keep_alive: bool
     """Whether the connection persists after this exchange (RFC 9112 section 9.3)."""
     body: BodyKind
-    """``NONE``, ``LENGTH`` or ``CHUNKED`` (never ``CLOSE`` for a request)."""
+    """How the body is delimited: ``NONE`` (also for HEAD, 1xx, 204, 304 responses), ``LENGTH``,
+    ``CHUNKED``, or ``CLOSE`` (responses only)."""
     content_length: int | None
-    """The declared length when ``body`` is ``LENGTH``, else None."""
+    """The declared length when ``body`` is ``LENGTH``, else None (the header itself stays in ``headers``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestHead(_MessageHead):
+    method: bytes
+    """The method token as received, e.g. ``b"GET"``."""
+    target: bytes
+    """The request-target: origin-form (``/path?q``) or ``*`` (OPTIONS only)."""
     expect_continue: bool
     """``Expect: 100-continue`` was sent: the client waits for an interim response (RFC 9110 10.1.1)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseHead(_MessageHead):
     status: int
     """Status code, 100..599."""
     reason: bytes
     """Reason phrase as received (it is replaced by the standard one when re-serialized)."""
-    headers: Fields
-    """Every field line as received: original name case, value with surrounding OWS stripped, in order."""
-    http_version: tuple[int, int]
-    """``(1, 1)`` or ``(1, 0)``."""
-    keep_alive: bool
-    """Whether the origin connection may carry another request after this response."""
-    body: BodyKind
-    """``NONE`` for HEAD, 1xx, 204, 304; else ``LENGTH``, ``CHUNKED`` or ``CLOSE``."""
-    content_length: int | None
-    """The declared length when ``body`` is ``LENGTH``, else None (the header itself stays in ``headers``)."""
 
 
 @dataclass(frozen=True, slots=True)

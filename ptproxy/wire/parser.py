@@ -87,7 +87,6 @@ class RequestParser(BaseParser):
         self._max_request_line = max_request_line
         self._url: list[bytes] = []
         self._url_len = 0
-        self._closed = False
         self._synthetic = False
         self._skip_eom = False
         self._content_length: int | None = None
@@ -107,46 +106,14 @@ class RequestParser(BaseParser):
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data`` (any split); return the events it completes, in order."""
         self._raise_stored()
-        if self._closed or not data:
+        if self._ended or not data:
             return []
-        events = self._events = []
-        self._fresh_head = False
-        try:
-            self._execute(data)
-            self._check_stall(len(data))
-        except PtproxyError as exc:
-            return self._fail(exc, events)
-        return events
+        return self._parse(data)
 
-    def _execute(self, data: bytes) -> None:
-        view = memoryview(data)
-        pos, n = 0, len(data)
-        while pos < n and not self._closed:
-            if self._state == BODY and self._body is BodyKind.CHUNKED:
-                pos = self._feed_chunked(data, view, pos)
-                continue
-            if self._state == BODY and self._body is BodyKind.LENGTH and self._remaining > 0:
-                end = pos + min(self._remaining, n - pos)
-            else:
-                end = self._boundary(data, pos)
-            try:
-                self._feed(data if end - pos == n else view[pos:end])
-            except HttpParserUpgrade as up:
-                # llhttp stopped right after an Upgrade request's head (CONNECT is refused earlier).
-                pos += int(up.args[0])
-                self._restart_after_upgrade()
-                continue
-            self._note_tail(data, pos, end)
-            pos = end
-
-    def _feed(self, data: bytes | memoryview) -> None:
-        try:
-            self._llhttp.feed_data(data)
-        except HttpParserInvalidMethodError:
-            raise ClientProtocolError("invalid request: unknown or malformed method") from None
-        except HttpParserError as exc:
-            err = self._translate(exc)
-            raise err from None
+    def _translate(self, exc: HttpParserError) -> BaseException:
+        if isinstance(exc, HttpParserInvalidMethodError):
+            return ClientProtocolError("invalid request: unknown or malformed method")
+        return super()._translate(exc)
 
     def _restart_after_upgrade(self) -> None:
         self._llhttp = self._new_llhttp()
@@ -211,13 +178,9 @@ class RequestParser(BaseParser):
         if not host or host.translate(None, HOST_OK):
             raise ClientProtocolError(f"invalid Host {host[:64]!r}")
         body, length = framing.body(version, ClientProtocolError)
-        self._body = body
         self._content_length = length
-        self._remaining = length or 0
-        if body is BodyKind.CHUNKED:
-            self._chunks.reset()
         self._keep_alive = bool(llhttp.should_keep_alive())
-        self._state = BODY
+        self._start_body(body, length)
         # Upgrade with a body: llhttp is about to report the message complete without reading it.
         self._skip_eom = bool(llhttp.should_upgrade()) and (
             body is BodyKind.CHUNKED or (body is BodyKind.LENGTH and bool(length))
@@ -262,7 +225,7 @@ class RequestParser(BaseParser):
         self._state = IDLE
         self._events.append(EndOfMessage(self._trailers))
         if not self._keep_alive:
-            self._closed = True
+            self._ended = True
 
 
 class ResponseParser(BaseParser):
@@ -285,7 +248,6 @@ class ResponseParser(BaseParser):
         super().__init__(max_header_bytes, max_header_count, max_header_bytes + 8192)
         # RFC 9112 6.3 step 1: a response to HEAD ends at the end of its header section.
         self._head_request = request_method == b"HEAD"
-        self._done = False
         self._leftover = b""
         self._reason: list[bytes] = []
         self._seen_head = False
@@ -297,7 +259,7 @@ class ResponseParser(BaseParser):
     @property
     def done(self) -> bool:
         """True once the final response's EndOfMessage has been returned."""
-        return self._done
+        return self._ended
 
     @property
     def leftover(self) -> bytes:
@@ -307,28 +269,19 @@ class ResponseParser(BaseParser):
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data`` (any split); return the events it completes, in order."""
         self._raise_stored()
-        if self._done:
+        if self._ended:
             self._leftover += data
             return []
-        if not data:
-            return []
-        events = self._events = []
-        self._fresh_head = False
-        try:
-            self._execute(data)
-            self._check_stall(len(data))
-        except PtproxyError as exc:
-            return self._fail(exc, events)
-        return events
+        return self._parse(data) if data else []
 
     def feed_eof(self) -> list[Event]:
         """The origin closed the connection: end a close-delimited body, or raise UpstreamError."""
         self._raise_stored()
-        if self._done:
+        if self._ended:
             return []
         events = self._events = []
         if self._state == BODY and self._body is BodyKind.CLOSE:
-            self._done = True
+            self._ended = True
             events.append(EndOfMessage([]))
             return events
         if self._state == BODY:
@@ -343,34 +296,15 @@ class ResponseParser(BaseParser):
         self._error = UpstreamError(msg)
         raise self._error
 
-    def _execute(self, data: bytes) -> None:
-        view = memoryview(data)
-        pos, end_all = 0, len(data)
-        while pos < end_all and not self._done:
-            if self._state == BODY and self._body is BodyKind.CHUNKED:
-                pos = self._feed_chunked(data, view, pos)
-                continue
-            if self._state == BODY and self._body is BodyKind.LENGTH:
-                end = pos + min(self._remaining, end_all - pos)
-            elif self._state == BODY and self._body is BodyKind.CLOSE:
-                end = end_all
-            else:
-                end = self._boundary(data, pos)
-            self._feed(view[pos:end])
-            self._note_tail(data, pos, end)
-            pos = end
-        if pos < end_all:
-            self._leftover += data[pos:]
+    def _after_end(self, rest: bytes) -> None:
+        self._leftover += rest
 
     def _feed(self, data: bytes | memoryview) -> None:
         try:
-            self._llhttp.feed_data(data)
+            super()._feed(data)
         except HttpParserUpgrade:
             # Only a 101 makes llhttp stop here, and _on_headers_complete refuses 101 first.
             raise UpstreamError("origin switched protocols") from None
-        except HttpParserError as exc:
-            err = self._translate(exc)
-            raise err from None
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -385,7 +319,7 @@ class ResponseParser(BaseParser):
             raise UpstreamError("response status line too long")
 
     def _on_headers_complete(self) -> None:
-        if self._done:
+        if self._ended:
             return
         llhttp = self._llhttp
         status: int = llhttp.get_status_code()
@@ -415,11 +349,7 @@ class ResponseParser(BaseParser):
             keep_alive = version == (1, 1) or b"keep-alive" in framing.conn
         self._seen_head = True
         self._interim = interim
-        self._body = body
-        self._remaining = length or 0
-        if body is BodyKind.CHUNKED:
-            self._chunks.reset()
-        self._state = BODY
+        self._start_body(body, length)
         self._events.append(
             ResponseHead(
                 status=status,
@@ -436,11 +366,11 @@ class ResponseParser(BaseParser):
             self._finish()
 
     def _on_body(self, data: bytes) -> None:
-        if not self._done:
+        if not self._ended:
             super()._on_body(data)
 
     def _on_message_complete(self) -> None:
-        if self._done:
+        if self._ended:
             return
         if self._interim:
             # A 1xx ends at its head; llhttp goes on with the next response on the same bytes.
@@ -451,5 +381,5 @@ class ResponseParser(BaseParser):
 
     def _finish(self) -> None:
         self._state = IDLE
-        self._done = True
+        self._ended = True
         self._events.append(EndOfMessage(self._trailers))
