@@ -30,7 +30,6 @@ __all__ = [
     "quic_configuration",
     "client_auth_policy",
     "ServerTicketStore",
-    "describe_alert",
 ]
 
 logger = logging.getLogger("ptproxy.tunnel.tls")
@@ -131,16 +130,6 @@ def client_auth_policy(config: Config, material: TlsMaterial) -> ClientAuthPolic
         )
 
     return ClientAuthPolicy(verify)
-
-
-def describe_alert(exc: BaseException) -> str:
-    """A human sentence for a TLS failure."""
-    if isinstance(exc, tls.Alert):
-        desc = getattr(exc, "description", None)
-        name = desc.name if desc is not None else "alert"
-        detail = str(exc)
-        return f"{name}: {detail}" if detail else name
-    return str(exc)
 
 
 class ServerTicketStore:
