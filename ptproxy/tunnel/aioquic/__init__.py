@@ -8,40 +8,19 @@ frame boundaries, per-stream Content-Length), ``mtls`` (server-side client certi
 first look at a datagram, before any connection exists).
 """
 
-from ptproxy.tunnel.aioquic.congestion import restart_cubic
-from ptproxy.tunnel.aioquic.connection import (
-    FlowSettings,
-    PatchedQuicConnection,
-    connection_stats,
-    handshake_confirmed,
-    is_client,
-    lost_packets,
-    peer_max_streams_bidi,
-    peer_transport_parameters,
-    pending_close,
-    stream_send_buffered,
-)
-from ptproxy.tunnel.aioquic.h3 import DataFrame, PatchedH3Connection
+from ptproxy.tunnel.aioquic import congestion, connection, h3, mtls, qlog
+from ptproxy.tunnel.aioquic.congestion import *  # noqa: F403
+from ptproxy.tunnel.aioquic.connection import *  # noqa: F403
+from ptproxy.tunnel.aioquic.h3 import *  # noqa: F403
 from ptproxy.tunnel.aioquic.internals import check_internals
-from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy, SessionTicket
-from ptproxy.tunnel.aioquic.qlog import EndQlogWriter
+from ptproxy.tunnel.aioquic.mtls import *  # noqa: F403
+from ptproxy.tunnel.aioquic.qlog import *  # noqa: F403
 
-__all__ = [
-    "ClientAuthPolicy",
-    "DataFrame",
-    "EndQlogWriter",
-    "FlowSettings",
-    "PatchedH3Connection",
-    "PatchedQuicConnection",
-    "SessionTicket",
-    "check_internals",
-    "connection_stats",
-    "handshake_confirmed",
-    "is_client",
-    "lost_packets",
-    "peer_max_streams_bidi",
-    "peer_transport_parameters",
-    "pending_close",
-    "restart_cubic",
-    "stream_send_buffered",
-]
+# The surface is each concern's own ``__all__`` (a name is declared once, where it is defined), plus
+# the check of the declared internals; ``initial`` is the server listener's alone.
+__all__ = ["check_internals"]
+__all__ += congestion.__all__
+__all__ += connection.__all__
+__all__ += h3.__all__
+__all__ += mtls.__all__
+__all__ += qlog.__all__
