@@ -1,8 +1,4 @@
-"""Facade for the chunk framing twins: selection only (aiohttp style).
-
-The compiled twin ``ptproxy._speedups.chunked`` is used unless ``PTPROXY_NO_EXTENSIONS=1``; when it is
-missing the pure twin ``_chunked_py`` is used, unless ``PTPROXY_REQUIRE_EXTENSIONS=1`` (ImportError).
-"""
+"""Facade over the chunk framing twins (``_chunked_py``, compiled ``ptproxy._speedups.chunked``): see ``load_twin``."""
 
 from __future__ import annotations
 
@@ -11,12 +7,10 @@ from typing import TYPE_CHECKING
 from ptproxy._speedups import load_twin
 from ptproxy.wire import _chunked_py
 
-__all__ = ["IMPLEMENTATION"]
-__all__ += _chunked_py.__all__
+__all__ = ["IMPLEMENTATION", *_chunked_py.__all__]
+load_twin(_chunked_py, "chunked", globals())
 
 if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
     from ptproxy.wire._chunked_py import *  # noqa: F403
 
     IMPLEMENTATION: str
-else:
-    load_twin(_chunked_py, "chunked", globals())
