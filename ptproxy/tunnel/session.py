@@ -235,7 +235,9 @@ class Session:
                 # aioquic already reset our sending half; nothing more may be written.
                 stream._peer_stopped(event.error_code)
                 if self.h3 is not None:
-                    self.h3.end_stream_ended(event.stream_id)
+                    # Only our sending half is over (aioquic reset it); the response may still
+                    # be arriving, so the stream's H3 state must stay.
+                    self.h3.handle_event(event)
                 self.stream_maybe_done(stream)
         elif isinstance(event, qe.ConnectionTerminated):
             self._terminated(_describe_close(event))
@@ -370,7 +372,7 @@ class Session:
             return
         self.quic.forget_stream(stream.stream_id)
         if self.h3 is not None:
-            self.h3.end_stream_ended(stream.stream_id)
+            self.h3.forget_stream(stream.stream_id)
         for fut in self._slot_waiters[:1]:
             if not fut.done():
                 fut.set_result(None)
@@ -391,8 +393,8 @@ class Session:
         while self._buffered_total() >= self._send_window:
             if self.closed.done():
                 raise StreamAborted(f"tunnel closed: {self.close_reason}")
-            if stream.aborted is not None:
-                raise stream.aborted
+            if stream.send_error is not None:
+                raise stream.send_error
             fut = self._loop.create_future()
             self._room_waiters.append(fut)
             await fut

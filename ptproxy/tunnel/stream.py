@@ -93,7 +93,7 @@ class StreamOwner(Protocol):
 class TunnelStream:
     """Receive queue + send helpers for one bidirectional request stream."""
 
-    __slots__ = ("_aborted", "_events", "_owner", "_recv", "_send", "_waiter", "stream_id")
+    __slots__ = ("_aborted", "_events", "_owner", "_recv", "_send", "_send_error", "_waiter", "stream_id")
 
     def __init__(self, owner: StreamOwner, stream_id: int) -> None:
         self._owner = owner
@@ -101,6 +101,8 @@ class TunnelStream:
         self._events: deque[StreamEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._aborted: Exception | None = None  # a StreamAborted, or the reason given to reset()
+        # Only our sending half failed (the peer sent STOP_SENDING): its response still counts.
+        self._send_error: Exception | None = None
         self._send = HalfState.OPEN
         self._recv = HalfState.OPEN
 
@@ -128,6 +130,11 @@ class TunnelStream:
     def aborted(self) -> Exception | None:
         return self._aborted
 
+    @property
+    def send_error(self) -> Exception | None:
+        """Why nothing more may be sent, if it failed (rather than ended): a reset or abort."""
+        return self._aborted or self._send_error
+
     # -- fed by the session -------------------------------------------------------------------
 
     def _push(self, event: StreamEvent) -> None:
@@ -145,9 +152,13 @@ class TunnelStream:
         self._abort(StreamAborted(f"peer reset the stream (code {code:#x})", code))
 
     def _peer_stopped(self, code: int) -> None:
-        """The peer stopped reading (STOP_SENDING); aioquic has already reset our sending half."""
+        """The peer stopped reading (STOP_SENDING); aioquic has already reset our sending half.
+
+        Only that half is over: the peer may still answer (an early response, RFC 9114 4.1), so
+        a reader of this stream keeps receiving; a writer gets the error at its next send."""
         self._send = HalfState.RESET
-        self._abort(StreamAborted(f"peer stopped reading (code {code:#x})", code))
+        if self._send_error is None:
+            self._send_error = StreamAborted(f"peer stopped reading (code {code:#x})", code)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -177,11 +188,17 @@ class TunnelStream:
 
     def stop_receiving(self, code: int = H3_REQUEST_CANCELLED) -> None:
         """We will not read the rest: tell the peer to stop sending, and free the credit."""
-        if self._recv is HalfState.OPEN:
+        if self._recv is not HalfState.OPEN:
+            return
+        if self._events and isinstance(self._events[-1], StreamEnded):
+            # The peer's half is complete already (its FIN is queued, unread): nothing to stop.
+            self._events.clear()
+            self._recv = HalfState.CLOSED
+        else:
             self._recv = HalfState.RESET
             self._events.clear()
             self._owner.stop_stream(self, code)
-            self._owner.stream_maybe_done(self)
+        self._owner.stream_maybe_done(self)
 
     # -- send side ----------------------------------------------------------------------------
 
@@ -241,20 +258,18 @@ class TunnelStream:
         reset, never left dangling.
         """
         if self._recv is HalfState.OPEN:
-            if len(self._events) == 1 and isinstance(self._events[0], StreamEnded):
-                self._events.clear()
-                self._recv = HalfState.CLOSED
-            elif self._aborted is None:
+            if self._aborted is None:
                 self.stop_receiving()
             else:
-                # Aborted already (session lost, peer stopped reading): nothing more to tell it.
+                # Aborted already (session lost, or reset by either end): nothing more to tell it.
                 self._recv = HalfState.RESET
         if self._send is HalfState.OPEN:
             self.reset()
         self._owner.stream_maybe_done(self)
 
     def _check_send(self) -> None:
-        if self._aborted is not None:
-            raise self._aborted
+        error = self.send_error
+        if error is not None:
+            raise error
         if self._send is not HalfState.OPEN:
             raise StreamAborted("stream already closed for sending")

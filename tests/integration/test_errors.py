@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import re
 import signal
 import socket
+import subprocess
 import time
 import uuid
 
@@ -31,6 +33,26 @@ def test_origin_down_gives_502_naming_the_origin(make_pair) -> None:
     # The tunnel is not affected: still the one session.
     assert request(p.http_port, "GET", "/bytes/10").status == 502
     assert p.client_log().count("tunnel ready") == 1
+
+
+def test_origin_down_under_concurrency_keeps_the_session(make_pair) -> None:
+    """Many 502s at once: the server end answers each and stops reading its request, and the
+    client end must not mistake the tail of a response (arriving after STOP_SENDING) for a new
+    stream — that used to close the whole session with H3_FRAME_ERROR within a second."""
+    dead = free_port()
+    p = make_pair(origin_port=dead)
+    out = subprocess.run(
+        ["wrk", "-c32", "-t2", "-d3s", f"http://127.0.0.1:{p.http_port}/bytes/10"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = int(re.search(r"Non-2xx or 3xx responses: (\d+)", out).group(1))
+    assert total > 100 and non2xx == total, out
+    assert "Socket errors" not in out, out
+    assert request(p.http_port, "GET", "/bytes/10").status == 502
+    log = p.client_log()
+    assert log.count("tunnel ready") == 1 and "lost" not in log, log[-3000:]
+    assert "503" not in log, log[-3000:]
 
 
 def test_tunnel_down_gives_503_at_once(make_pair) -> None:

@@ -5,7 +5,8 @@
   lengths per stream instead and never takes the session down for one request.
 * DATA frame boundaries: the relay needs the declared size of each DATA frame as it starts, to emit
   exactly one HTTP/1.1 chunk per frame while streaming its payload.
-* Stream state: aioquic keeps a reset stream's H3 state forever; we drop it when we are done.
+* Stream state: aioquic keeps a reset stream's H3 state forever; we drop it when both halves are
+  over, and drop (not misparse) what still arrives for a stream the application is done with.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from aioquic.h3 import connection as h3c
 from aioquic.h3.events import DataReceived, H3Event
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import QuicEvent, StreamDataReceived, StreamReset
 
 __all__ = ["DataFrame", "PatchedH3Connection"]
 
@@ -43,6 +45,8 @@ class PatchedH3Connection(h3c.H3Connection):
         self._ptp_quic = quic  # our own reference: aioquic's is private
         # Streams in the middle of a DATA frame (its header, with the size, already reported).
         self._ptp_in_frame: set[int] = set()
+        # Request streams the application is done with whose peer half may still carry data.
+        self._ptp_ignored: set[int] = set()
 
     def _check_content_length(self, stream: h3c.H3Stream) -> None:
         # Checked per stream by the application (tunnel/stream.py), never connection-fatal.
@@ -84,6 +88,10 @@ class PatchedH3Connection(h3c.H3Connection):
     def _receive_request_or_push_data(
         self, stream: h3c.H3Stream, data: bytes, stream_ended: bool
     ) -> list[H3Event]:
+        if stream.stream_id in self._ptp_ignored:
+            # Forgotten by the application (see forget_stream): drop what still arrives.
+            stream.receiving_ended = stream.receiving_ended or stream_ended
+            return []
         events = super()._receive_request_or_push_data(stream, data, stream_ended)
         # aioquic's fast path for DATA fragments emits DataReceived directly: a middle piece of a
         # frame whose header (and size) we already saw.
@@ -111,11 +119,31 @@ class PatchedH3Connection(h3c.H3Connection):
             stream.sending_ended = True
         self._ptp_quic.send_stream_data(stream_id, b"", end_stream=True)
 
-    def end_stream_ended(self, stream_id: int) -> None:
-        """Mark our sending half finished without a frame (after a reset), so the stream is freed."""
-        stream = self._stream.get(stream_id)
-        if stream is not None:
-            stream.sending_ended = True
-            stream.receiving_ended = True
-            self._stream.pop(stream_id, None)
+    def forget_stream(self, stream_id: int) -> None:
+        """The application is done with this request stream: free its state as soon as QUIC allows.
+
+        Our sending half is over (finished or reset). If the peer's half is still open at the QUIC
+        level (we sent STOP_SENDING, or stopped reading), frames may still be in flight: the
+        stream's state is kept, but what arrives is dropped, until its FIN or RESET_STREAM.
+        Dropping the state at once would let that data start a fresh stream mid-frame, which
+        aioquic treats as a connection error (H3_FRAME_ERROR) and the whole tunnel dies.
+        """
         self._ptp_in_frame.discard(stream_id)
+        stream = self._stream.get(stream_id)
+        if stream is None:
+            return
+        stream.sending_ended = True
+        if stream.receiving_ended:
+            self._stream.pop(stream_id, None)
+        else:
+            stream.buffer = b""
+            self._ptp_ignored.add(stream_id)
+
+    def handle_event(self, event: QuicEvent) -> list[H3Event]:
+        events = super().handle_event(event)
+        # A forgotten stream's last frame (FIN or reset) has come: aioquic has freed its state.
+        if self._ptp_ignored and (
+            isinstance(event, StreamReset) or (isinstance(event, StreamDataReceived) and event.end_stream)
+        ):
+            self._ptp_ignored.discard(event.stream_id)
+        return events
