@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ptproxy.ops.app import App
 from ptproxy.ops.config import load
-from ptproxy.ops.devcerts import make_demo_pki
+from ptproxy.ops.devcerts import DemoPki, make_demo_pki
 from ptproxy.wire.events import BodyData, EndOfMessage, RequestHead
 from ptproxy.wire.parser import RequestParser
 
@@ -37,39 +37,34 @@ def _free_port(kind: int, wanted: int) -> int:
     raise OSError("no free port")
 
 
+def _end_toml(pki: DemoPki, mode: str, quic_port: int, http_address: str) -> str:
+    """One end's TOML, all on loopback: the client dials the server and listens for HTTP on
+    ``http_address``; the server binds the QUIC port and relays to the origin at ``http_address``."""
+    if mode == "Client":
+        peer, leaf, host_key, http_key = pki.server_name, pki.client, "connect_address", "http_bind_address"
+    else:
+        peer, leaf, host_key, http_key = pki.client_name, pki.server, "bind_address", "http_connect_address"
+    return f"""[general]
+mode = "{mode}"
+peer_hostname = "{peer}"
+{host_key} = "127.0.0.1"
+quic_port = {quic_port}
+{http_key} = "{http_address}"
+
+[tls]
+ca = "{pki.ca.name}"
+cert = "{leaf.cert.name}"
+key = "{leaf.key.name}"
+"""
+
+
 def demo_configs(directory: Path, http_port: int, quic_port: int, origin_port: int) -> tuple[Path, Path]:
     """Write a CA, two certificates and the two TOML files; return (client.toml, server.toml)."""
     pki = make_demo_pki(directory)
     client = directory / "client.toml"
     server = directory / "server.toml"
-    client.write_text(
-        f"""[general]
-mode = "Client"
-peer_hostname = "{pki.server_name}"
-connect_address = "127.0.0.1"
-quic_port = {quic_port}
-http_bind_address = "127.0.0.1:{http_port}"
-
-[tls]
-ca = "{pki.ca.name}"
-cert = "{pki.client.cert.name}"
-key = "{pki.client.key.name}"
-"""
-    )
-    server.write_text(
-        f"""[general]
-mode = "Server"
-peer_hostname = "{pki.client_name}"
-bind_address = "127.0.0.1"
-quic_port = {quic_port}
-http_connect_address = "127.0.0.1:{origin_port}"
-
-[tls]
-ca = "{pki.ca.name}"
-cert = "{pki.server.cert.name}"
-key = "{pki.server.key.name}"
-"""
-    )
+    client.write_text(_end_toml(pki, "Client", quic_port, f"127.0.0.1:{http_port}"))
+    server.write_text(_end_toml(pki, "Server", quic_port, f"127.0.0.1:{origin_port}"))
     return client, server
 
 
