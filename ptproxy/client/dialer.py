@@ -19,13 +19,11 @@ from typing import Any
 from ptproxy.addr import format_address
 from ptproxy.errors import TunnelUnavailable
 from ptproxy.tunnel import (
-    BufferSizes,
     EndpointSettings,
     Session,
     SessionClosed,
     SessionTicket,
     connection_numbers,
-    open_udp_socket,
 )
 
 __all__ = ["Dialer", "TunnelState", "next_retry_delay"]
@@ -188,12 +186,7 @@ class Dialer:
         if not infos:
             raise OSError(f"{cfg.general.connect_host}: no address")
         family, _, _, _, addr = self._rng.choice(infos)
-        sock = open_udp_socket(
-            cfg.general.bind_address,
-            0,
-            BufferSizes(cfg.transport.socket_receive_buffer_size, cfg.transport.socket_send_buffer_size),
-            remote_family=family,
-        )
+        sock = self.settings.open_socket(0, remote_family=family)
         target: tuple[Any, ...] = tuple(addr)
         if sock.family == socket.AF_INET6 and family == socket.AF_INET:
             target = (f"::ffff:{addr[0]}", addr[1], 0, 0)

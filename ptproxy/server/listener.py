@@ -34,13 +34,11 @@ from ptproxy.server.admission import (
     Route,
 )
 from ptproxy.tunnel import (
-    BufferSizes,
     EndpointSettings,
     ServerTicketStore,
     Session,
     TunnelStream,
     connection_numbers,
-    open_udp_socket,
 )
 
 __all__ = ["Listener"]
@@ -109,11 +107,7 @@ class Listener(asyncio.DatagramProtocol):
 
     async def start(self) -> None:
         cfg = self.settings.config
-        sock = open_udp_socket(
-            cfg.general.bind_address,
-            cfg.general.quic_port,
-            BufferSizes(cfg.transport.socket_receive_buffer_size, cfg.transport.socket_send_buffer_size),
-        )
+        sock = self.settings.open_socket(cfg.general.quic_port)
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, sock=sock)
         self.local_address = sock.getsockname()

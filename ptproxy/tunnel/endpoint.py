@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -19,6 +20,7 @@ from ptproxy.tunnel.aioquic import (
     PatchedQuicConnection,
 )
 from ptproxy.tunnel.tls import TlsMaterial, quic_configuration
+from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
 
 __all__ = ["EndpointSettings", "connection_numbers", "key_log_file"]
 
@@ -58,6 +60,16 @@ class EndpointSettings:
             initial_window=tr.initial_window,
         )
         return cls(config, material, qconf, flow, client_auth)
+
+    def open_socket(self, port: int, remote_family: int | None = None) -> socket.socket:
+        """This end's UDP socket on ``bind_address:port`` (0: any), with the configured buffers."""
+        cfg = self.config
+        return open_udp_socket(
+            cfg.general.bind_address,
+            port,
+            BufferSizes(cfg.transport.socket_receive_buffer_size, cfg.transport.socket_send_buffer_size),
+            remote_family=remote_family,
+        )
 
     def new_connection(self, **kwargs: Any) -> PatchedQuicConnection:
         return PatchedQuicConnection(
