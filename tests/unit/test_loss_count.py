@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic import lost_packets
-
-from .test_aioquic_patches import CLIENT_ADDR, SERVER_ADDR, Pair
+from tests.support.quic_pair import CLIENT_ADDR, SERVER_ADDR, Pair
 
 
 def test_lost_packets_counts_dropped_datagrams(pki: DemoPki) -> None:
