@@ -45,7 +45,7 @@ __all__ = ["Listener"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
-RequestHandler = Callable[[Session, TunnelStream, list[tuple[bytes, bytes]]], None]
+RequestHandler = Callable[[Session, TunnelStream], None]
 
 # New-connection datagrams waiting for admission: enough for a burst of real clients, small enough
 # that a flood is dropped on arrival (cheaply) rather than queued behind itself.
@@ -204,7 +204,7 @@ class Listener(asyncio.DatagramProtocol):
             peer=addr,
             send_window=cfg.transport.effective_send_window,
             keep_alive_interval=cfg.transport.keep_alive_interval / 1000.0,
-            on_request=lambda stream, headers: self._on_request(session, stream, headers),
+            on_request=lambda stream: self._on_request(session, stream),
             on_closed=self._session_closed,
         )
         session.cid_issued_handler = lambda cid: self._by_cid.__setitem__(cid, session)

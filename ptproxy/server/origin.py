@@ -60,7 +60,7 @@ class Backend:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_request_done = on_request_done
 
-    def on_request(self, session: Session, stream: TunnelStream, headers: list[tuple[bytes, bytes]]) -> None:
+    def on_request(self, session: Session, stream: TunnelStream) -> None:
         task = asyncio.get_running_loop().create_task(self._handle(session, stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

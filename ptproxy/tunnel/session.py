@@ -58,7 +58,7 @@ class Session:
         peer: Any,
         send_window: int,
         keep_alive_interval: float,
-        on_request: Callable[[TunnelStream, list[tuple[bytes, bytes]]], None] | None = None,
+        on_request: Callable[[TunnelStream], None] | None = None,
         on_closed: Callable[[Session], None] | None = None,
     ) -> None:
         self.quic = quic
@@ -276,7 +276,7 @@ class Session:
                 stream._push(Headers(list(event.headers), event.stream_ended))
                 if event.stream_ended:
                     stream._push(StreamEnded())
-                self._on_request(stream, list(event.headers))
+                self._on_request(stream)
                 return
             stream._push(Headers(list(event.headers), event.stream_ended))
             if event.stream_ended:

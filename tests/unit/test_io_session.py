@@ -100,7 +100,7 @@ class Pair:
                 quic,
                 self.down,
                 CLIENT_ADDR,
-                on_request=lambda stream, _headers: self.requests.put_nowait(stream),
+                on_request=self.requests.put_nowait,
             )
         self.server.datagram_received(data, CLIENT_ADDR)
 
