@@ -343,20 +343,18 @@ class Session:
         self.transmit_soon()
 
     def reset_stream(self, stream: TunnelStream, code: int) -> None:
-        if self.closed.done():
-            return
-        try:
-            self.quic.reset_stream(stream.stream_id, code)
-        except Exception:  # noqa: BLE001 - already reset or finished: nothing left to abort
-            pass
-        self.transmit_soon()
+        self._abort_half(self.quic.reset_stream, stream, code)
 
     def stop_stream(self, stream: TunnelStream, code: int) -> None:
+        self._abort_half(self.quic.stop_stream, stream, code)
+
+    def _abort_half(self, abort: Callable[[int, int], None], stream: TunnelStream, code: int) -> None:
+        """RESET_STREAM (our sending half) or STOP_SENDING (the peer's), unless the session is gone."""
         if self.closed.done():
             return
         try:
-            self.quic.stop_stream(stream.stream_id, code)
-        except Exception:  # noqa: BLE001
+            abort(stream.stream_id, code)
+        except Exception:  # noqa: BLE001 - already reset or finished: nothing left to abort
             pass
         self.transmit_soon()
 
