@@ -5,9 +5,12 @@ datagram passes :meth:`Admission.screen` (cheap: allowlist, header, routing by c
 one that would start a new connection then passes :meth:`Admission.admit`, in order of cost:
 
 1. ``allowed_sources``: anything else is dropped before its bytes are even parsed;
-2. per-source rate limit on new handshakes (token bucket, bounded table) — sources that completed
-   an authenticated handshake in the last hour are exempt, so someone spoofing the peer's address
-   cannot lock it out of reconnecting;
+2. per-source rate limit on new handshakes (token bucket, bounded table). A source that completed
+   an authenticated handshake in the last hour gets a budget ``EXEMPT_FACTOR`` times larger, and
+   past it a Retry instead of a refusal (from a global Retry budget, without decrypting): someone
+   spoofing the peer's address can neither lock it out of reconnecting (the real peer answers the
+   Retry and comes back with a token) nor make every junk packet cost a decryption. An Initial
+   with a valid Retry token skips this step (checking the token is one HMAC);
 3. proof: the Initial must decrypt with the keys its destination connection ID implies
    (RFC 9001 §5.2). Junk never creates a connection;
 4. a cap on handshakes in progress (``max_handshakes``);
@@ -80,6 +83,8 @@ TOKEN_LIFETIME = 10.0  # s; a client echoes a Retry token within one round trip
 EXEMPT_FOR = 3600.0  # s an authenticated source stays exempt from the per-source limit
 SOURCE_TABLE_SIZE = 4096  # per-source buckets kept; the least recently seen is evicted
 EXEMPT_TABLE_SIZE = 64
+EXEMPT_FACTOR = 10.0  # an authenticated source's per-source budget, as a multiple of the normal one
+RETRY_BUDGET = 100.0  # Retries per second answering exempt sources past their budget (burst 2x)
 
 
 # -- decisions -----------------------------------------------------------------------------
@@ -295,6 +300,10 @@ class Admission:
     _filter: SourceFilter | None = None
     _buckets: SourceBuckets | None = None
     _exempt: dict[str, float] = field(default_factory=dict)
+    _exempt_buckets: SourceBuckets | None = None
+    _retry_budget: SourceBuckets = field(
+        default_factory=lambda: SourceBuckets(RETRY_BUDGET, 2 * RETRY_BUDGET, size=1)
+    )
     _proven: _RateWindow = field(default_factory=_RateWindow)
 
     def __post_init__(self) -> None:
@@ -304,6 +313,9 @@ class Admission:
         # Burst: a Retry round trip takes two Initials, and a reconnect may need a second try.
         rate = s.handshakes_per_source
         self._buckets = SourceBuckets(rate, max(4.0, 2.0 * rate))
+        self._exempt_buckets = SourceBuckets(
+            EXEMPT_FACTOR * rate, max(40.0, 2.0 * EXEMPT_FACTOR * rate), size=EXEMPT_TABLE_SIZE
+        )
 
     def allowed(self, host: str) -> bool:
         return self._filter is None or self._filter.allows(host)
@@ -337,19 +349,23 @@ class Admission:
 
     def admit(self, data: bytes, addr: Any, packet: FirstPacket, now: float, in_progress: int) -> Admitted:
         """Decide on a new connection's Initial (after :meth:`screen` returned ``New``)."""
-        key = source_key(addr[0])
-        if not self._is_exempt(key, now) and not self._take(key, now):
-            return self.refuse(RATE_LIMITED)
+        original = None
+        if packet.token:
+            # A token proves the address already; checking it is cheaper than any decryption.
+            original = self.tokens.validate(packet.token, addr, packet.destination_cid, now)
+            if original is None:
+                # The client will not take a second Retry (RFC 9000 §8.1.3): let it time out.
+                return self.refuse(INVALID_TOKEN)
+        else:
+            limited = self._source_limit(source_key(addr[0]), addr, packet, now)
+            if limited is not None:
+                return limited
         if not initial_decrypts(data, packet):
             return self.refuse(UNDECRYPTABLE)
         self._proven.add(now)
         if in_progress >= self.settings.max_handshakes:
             return self.refuse(TOO_MANY)
-        if packet.token:
-            original = self.tokens.validate(packet.token, addr, packet.destination_cid, now)
-            if original is None:
-                # The client will not take a second Retry (RFC 9000 §8.1.3): let it time out.
-                return self.refuse(INVALID_TOKEN)
+        if original is not None:
             return Accept(packet.destination_cid, original, packet.destination_cid)
         if self.under_load(now, in_progress):
             return self._retry(addr, packet, now)
@@ -379,9 +395,19 @@ class Admission:
             retry=True,
         )
 
-    def _take(self, key: str, now: float) -> bool:
-        assert self._buckets is not None
-        return self._buckets.take(key, now)
+    def _source_limit(self, key: str, addr: Any, packet: FirstPacket, now: float) -> Reply | Drop | None:
+        """None when the source may have this handshake; else the answer (refusal or Retry)."""
+        if not self._is_exempt(key, now):
+            assert self._buckets is not None
+            return None if self._buckets.take(key, now) else self.refuse(RATE_LIMITED)
+        assert self._exempt_buckets is not None
+        if self._exempt_buckets.take(key, now):
+            return None
+        # Past even an authenticated source's budget: spoofed, most likely. A Retry costs no
+        # decryption and lets the real peer, if it is among them, through with a token.
+        if self._retry_budget.take("", now):
+            return self._retry(addr, packet, now)
+        return self.refuse(RATE_LIMITED)
 
     def _is_exempt(self, key: str, now: float) -> bool:
         until = self._exempt.get(key)

@@ -151,7 +151,36 @@ def test_new_handshakes_per_source_are_rate_limited_and_refill() -> None:
     assert admit(a, junk_initial(), now=101.0) == Drop(adm.RATE_LIMITED)
 
 
-def test_an_authenticated_source_is_exempt_from_the_per_source_limit() -> None:
+def test_an_authenticated_source_gets_a_larger_budget_then_retries_not_decryptions() -> None:
+    a = make(handshakes_per_source=1.0)  # normal burst 4; authenticated: max(40, 2 * 10 * 1) = 40
+    a.authenticated("::ffff:127.0.0.1", now=100.0)
+    assert all(admit(a, junk_initial(), now=100.0) == Drop(adm.UNDECRYPTABLE) for _ in range(40))
+    # A spoofed flood from the peer's address: past the budget, Retries (no decryption) from the
+    # global Retry budget, then plain refusals; nothing past the budget reaches the decryption.
+    after = [admit(a, junk_initial(), now=100.0) for _ in range(int(2 * adm.RETRY_BUDGET) + 10)]
+    retries = [r for r in after if isinstance(r, Reply) and r.retry]
+    assert len(retries) == int(2 * adm.RETRY_BUDGET)
+    assert after[len(retries):] == [Drop(adm.RATE_LIMITED)] * 10
+    assert a.refused[adm.UNDECRYPTABLE] == 40
+
+
+def test_a_real_peer_gets_through_a_spoofed_flood_of_its_own_address_with_a_retry_token() -> None:
+    a = make(handshakes_per_source=1.0)
+    a.authenticated("127.0.0.1", now=100.0)
+    for _ in range(40):
+        admit(a, junk_initial(), now=100.0)  # the flood has used the peer's budget
+    _, again, first = retry_round_trip(a, now=100.0)
+    for _ in range(int(2 * adm.RETRY_BUDGET)):
+        admit(a, junk_initial(), now=100.0)  # ... and the Retry budget
+    second = parse_first_packet(again, 8)
+    assert second is not None and second.token
+    # The token skips the per-source budget entirely.
+    assert admit(a, again, now=100.1) == Accept(
+        second.destination_cid, first.destination_cid, second.destination_cid
+    )
+
+
+def test_an_authenticated_sources_larger_budget_ends_after_an_hour() -> None:
     a = make(handshakes_per_source=1.0)
     a.authenticated("::ffff:127.0.0.1", now=100.0)
     assert all(admit(a, junk_initial(), now=100.0) == Drop(adm.UNDECRYPTABLE) for _ in range(10))
