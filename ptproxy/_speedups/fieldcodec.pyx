@@ -330,6 +330,20 @@ def h1_to_h3_fields(headers):
     Validates each line, lowercases names, strips OWS, drops hop-by-hop fields, every field named by a
     Connection option and ``host`` (the caller sends it as ``:authority``, RFC 9114 4.3.1). Order kept.
     """
+    return _convert(headers, True)
+
+
+def h3_to_h1_fields(headers):
+    """HTTP/3 fields -> HTTP/1.1 field lines with Title-Case names, for a head about to be written.
+
+    Skips pseudo-headers, drops hop-by-hop and Connection-listed fields, validates names and values
+    (HeaderError) so nothing can inject a line break. Relative order of same-name fields is kept.
+    """
+    return _convert(headers, False)
+
+
+cdef list _convert(object headers, bint to_h3):
+    """The walk both directions share; ``to_h3`` picks what each field line becomes."""
     cdef list items = headers if type(headers) is list else list(headers)
     cdef Py_ssize_t n = PyList_GET_SIZE(items), i
     cdef set dropped = _connection_tokens(items)
@@ -341,43 +355,25 @@ def h1_to_h3_fields(headers):
         _require_bytes(o_name, o_value)  # again: a pair may be any iterable, not only a tuple
         name = <bytes>o_name
         value = <bytes>o_value
-        # Every line is validated, also the ones about to be dropped (a bad line is a bad request).
-        _check_name_b(name)
-        value = _strip_ows(value)
-        _check_value_b(value)
-        if _is_hop_by_hop(name) or _is_host(name):
-            continue
-        lname = _lower(name)
-        if dropped is not None and lname in dropped:
-            continue
-        out.append((lname, value))
-    return out
-
-
-def h3_to_h1_fields(headers):
-    """HTTP/3 fields -> HTTP/1.1 field lines with Title-Case names, for a head about to be written.
-
-    Skips pseudo-headers, drops hop-by-hop and Connection-listed fields, validates names and values
-    (HeaderError) so nothing can inject a line break. Relative order of same-name fields is kept.
-    """
-    cdef list items = headers if type(headers) is list else list(headers)
-    cdef Py_ssize_t n = PyList_GET_SIZE(items), i
-    cdef set dropped = _connection_tokens(items)
-    cdef bytes name, value
-    cdef object o_name, o_value
-    cdef list out = []
-    for i in range(n):
-        o_name, o_value = <object>PyList_GET_ITEM(items, i)
-        _require_bytes(o_name, o_value)  # again: a pair may be any iterable, not only a tuple
-        name = <bytes>o_name
-        value = <bytes>o_value
-        if PyBytes_GET_SIZE(name) and PyBytes_AS_STRING(name)[0] == 58:  # ':' pseudo-header
-            continue
-        _check_name_b(name)
-        _check_value_b(value)
-        if _is_hop_by_hop(name):
-            continue
-        if dropped is not None and _lower(name) in dropped:
-            continue
-        out.append((_title(name), value))
+        if to_h3:
+            # Every line is validated, also the ones about to be dropped (a bad line is a bad request).
+            _check_name_b(name)
+            value = _strip_ows(value)
+            _check_value_b(value)
+            if _is_hop_by_hop(name) or _is_host(name):
+                continue
+            lname = _lower(name)
+            if dropped is not None and lname in dropped:
+                continue
+            out.append((lname, value))
+        else:
+            if PyBytes_GET_SIZE(name) and PyBytes_AS_STRING(name)[0] == 58:  # ':' pseudo-header
+                continue
+            _check_name_b(name)
+            _check_value_b(value)
+            if _is_hop_by_hop(name):
+                continue
+            if dropped is not None and _lower(name) in dropped:
+                continue
+            out.append((_title(name), value))
     return out
