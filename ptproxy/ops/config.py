@@ -218,8 +218,13 @@ class Transport(_Section, kw_only=True, frozen=True):
         Count, Doc("Concurrent requests the server end accepts.")
     ] = 100
     stream_receive_window: Annotated[
-        Count, Doc("Bytes per stream before the sender blocks.")
-    ] = 1000000
+        Count | None,
+        Doc(
+            "Bytes per stream before the sender blocks; a hard limit when set. Unset: starts at "
+            "1000000 and tunes itself (doubles while the window, not the network, limits the "
+            "sender) up to `[limits] max_auto_stream_window`."
+        ),
+    ] = None
     initial_window: Annotated[
         Count,
         Doc(
@@ -229,11 +234,19 @@ class Transport(_Section, kw_only=True, frozen=True):
     ] = 14720
     receive_window: Annotated[
         Count | None,
-        Doc("Connection-wide receive flow-control window, bytes. Unset: `initial_window`."),
+        Doc(
+            "Connection-wide receive flow-control window, bytes; a hard limit when set. Unset: "
+            "starts at `initial_window` and tunes itself (doubles when a window is consumed "
+            "within about two round trips) up to `[limits] max_auto_window`."
+        ),
     ] = None
     send_window: Annotated[
         Count | None,
-        Doc("Connection-wide unacknowledged send limit, bytes. Unset: `initial_window`."),
+        Doc(
+            "Connection-wide unacknowledged send limit, bytes; a hard limit when set. Unset: "
+            "twice the congestion window, at least `initial_window`, at most "
+            "`[limits] max_auto_window`."
+        ),
     ] = None
     socket_receive_buffer_size: Annotated[
         Count | None,
@@ -260,13 +273,18 @@ class Transport(_Section, kw_only=True, frozen=True):
     ] = 1200
 
     @property
+    def effective_stream_receive_window(self) -> int:
+        """``stream_receive_window``, or the start of a self-tuning one (1000000, as config.rs)."""
+        return self.stream_receive_window if self.stream_receive_window is not None else 1000000
+
+    @property
     def effective_receive_window(self) -> int:
-        """``receive_window``, defaulting to ``initial_window`` as in config.rs."""
+        """``receive_window``, or where a self-tuning one starts: ``initial_window`` (config.rs)."""
         return self.receive_window if self.receive_window is not None else self.initial_window
 
     @property
     def effective_send_window(self) -> int:
-        """``send_window``, defaulting to ``initial_window`` as in config.rs."""
+        """``send_window``, or the floor of a self-tuning one: ``initial_window`` (config.rs)."""
         return self.send_window if self.send_window is not None else self.initial_window
 
 
@@ -349,6 +367,21 @@ class Limits(_Section, kw_only=True, frozen=True):
             "Retry (one extra round trip). 0: always Retry."
         ),
     ] = 20
+    max_auto_window: Annotated[
+        Count,
+        Doc(
+            "Ceiling, bytes, of the connection-wide receive and send windows when they tune "
+            "themselves (`[transport] receive_window` / `send_window` unset): the most one "
+            "session buffers for a slow consumer or keeps unacknowledged."
+        ),
+    ] = 16777216
+    max_auto_stream_window: Annotated[
+        Count,
+        Doc(
+            "Ceiling, bytes, of a stream's receive window when it tunes itself "
+            "(`[transport] stream_receive_window` unset)."
+        ),
+    ] = 8388608
     handshakes_per_source: Annotated[
         Count,
         Doc(

@@ -31,7 +31,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 Side = Literal["client", "server"]
-_SESSION_COUNTERS = ("bytes_sent", "bytes_received", "lost_packets")
+_SESSION_COUNTERS = ("bytes_sent", "bytes_received", "lost_packets", "flow_blocked_send", "flow_blocked_receive")
+# Flow-control windows of the current session (they tune themselves unless set in the file).
+_WINDOW_KINDS = (("receive", "window_receive"), ("stream_receive", "window_stream_receive"), ("send", "window_send"))
 
 
 class Metrics:
@@ -88,7 +90,7 @@ class Metrics:
         self._live.discard(session)
         stats = session.stats()
         for key in _SESSION_COUNTERS:
-            self._retired[key] += stats[key]
+            self._retired[key] += stats.get(key, 0.0)
         if self.side == "server":
             if session.handshake_done:
                 self._server_ok += 1
@@ -126,7 +128,7 @@ class Metrics:
         for session in self._live:
             stats = session.stats()
             for key in _SESSION_COUNTERS:
-                totals[key] += stats[key]
+                totals[key] += stats.get(key, 0.0)
         return totals
 
 
@@ -212,3 +214,23 @@ class _TunnelCollector(Collector):
         fam.add_metric(["received"], totals["bytes_received"])
         yield fam
         yield GaugeMetricFamily("ptproxy_open_streams", "HTTP/3 request streams open.", value=open_streams)
+        fam_w = GaugeMetricFamily(
+            "ptproxy_flow_window_bytes",
+            "Flow-control windows of the current session: connection receive, largest stream "
+            "receive, send (unacknowledged bytes allowed).",
+            labels=["kind"],
+        )
+        if stats is not None:
+            for kind, key in _WINDOW_KINDS:
+                if key in stats:
+                    fam_w.add_metric([kind], stats[key])
+        yield fam_w
+        fam = CounterMetricFamily(
+            "ptproxy_flow_blocked_seconds",
+            "Time QUIC flow control held data back: send (our data waited for the peer's credit), "
+            "receive (the peer had used all the credit we gave).",
+            labels=["direction"],
+        )
+        fam.add_metric(["send"], totals["flow_blocked_send"])
+        fam.add_metric(["receive"], totals["flow_blocked_receive"])
+        yield fam

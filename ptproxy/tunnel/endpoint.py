@@ -52,12 +52,18 @@ class EndpointSettings:
         if config.system.qlog_dir is not None:
             config.system.qlog_dir.mkdir(parents=True, exist_ok=True)
             qconf.quic_logger = EndQlogWriter(str(config.system.qlog_dir))
+        lim = config.limits
+        # A window set in the file is a hard limit; one left unset tunes itself up to a ceiling.
         flow = FlowSettings(
-            stream_receive_window=tr.stream_receive_window,
+            stream_receive_window=tr.effective_stream_receive_window,
             receive_window=tr.effective_receive_window,
             max_concurrent_streams=tr.max_concurrent_http_streams,
             congestion_algorithm=tr.congestion_algorithm,
             initial_window=tr.initial_window,
+            send_window=tr.effective_send_window,
+            stream_receive_window_max=lim.max_auto_stream_window if tr.stream_receive_window is None else None,
+            receive_window_max=lim.max_auto_window if tr.receive_window is None else None,
+            send_window_max=lim.max_auto_window if tr.send_window is None else None,
         )
         return cls(config, material, qconf, flow, client_auth)
 

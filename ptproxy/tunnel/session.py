@@ -29,6 +29,7 @@ from ptproxy.tunnel.aioquic import (
     lost_packets,
     peer_max_streams_bidi,
     pending_close,
+    send_window,
     stream_send_buffered,
 )
 from ptproxy.tunnel.stream import (
@@ -388,7 +389,7 @@ class Session:
 
     async def wait_send_room(self, stream: TunnelStream) -> None:
         """Block while unacknowledged data on this connection exceeds ``send_window``."""
-        while self._buffered_total() >= self._send_window:
+        while self._buffered_total() >= send_window(self.quic, self._send_window):
             if self.closed.done():
                 raise StreamAborted(f"tunnel closed: {self.close_reason}")
             if stream.send_error is not None:
@@ -398,7 +399,7 @@ class Session:
             await fut
 
     def _wake_room_waiters(self) -> None:
-        if self.closed.done() or self._buffered_total() < self._send_window:
+        if self.closed.done() or self._buffered_total() < send_window(self.quic, self._send_window):
             waiters, self._room_waiters = self._room_waiters, []
             for fut in waiters:
                 if not fut.done():

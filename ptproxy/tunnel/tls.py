@@ -90,7 +90,7 @@ def quic_configuration(config: Config, material: TlsMaterial) -> QuicConfigurati
         idle_timeout=tr.max_idle_timeout / 1000.0,
         max_datagram_size=tr.max_datagram_size,
         max_data=tr.effective_receive_window,
-        max_stream_data=tr.stream_receive_window,
+        max_stream_data=tr.effective_stream_receive_window,
     )
     if tr.initial_rtt is not None:
         qconf.initial_rtt = tr.initial_rtt / 1000.0

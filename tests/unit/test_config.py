@@ -119,7 +119,7 @@ def test_minimal_client_gets_every_default() -> None:
         "keep_alive_interval": 2000,
         "initial_rtt": None,
         "max_concurrent_http_streams": 100,
-        "stream_receive_window": 1000000,
+        "stream_receive_window": None,
         "initial_window": 14720,
         "receive_window": None,
         "send_window": None,
@@ -130,6 +130,7 @@ def test_minimal_client_gets_every_default() -> None:
     }
     assert config.transport.effective_receive_window == 14720
     assert config.transport.effective_send_window == 14720
+    assert config.transport.effective_stream_receive_window == 1000000
     assert msgspec.structs.asdict(config.system) == {
         "connect_interval": 1000,
         "tcp_nodelay": True,
@@ -152,6 +153,8 @@ def test_minimal_client_gets_every_default() -> None:
         "max_handshakes": 64,
         "handshake_timeout": 3000,
         "retry_threshold": 20,
+        "max_auto_window": 16777216,
+        "max_auto_stream_window": 8388608,
         "handshakes_per_source": 5,
     }
     assert config.metrics is None

@@ -2,6 +2,9 @@
 
 * Consumption-based flow control: aioquic doubles MAX_DATA / MAX_STREAM_DATA as bytes *arrive*, so a
   slow consumer buffers without bound. We grant credit only for bytes the application consumed.
+* Windows that tune themselves (when the configuration leaves them unset): a receive window doubles
+  whenever the application consumed half of it within two round trips, i.e. when the window and
+  not the network limited the sender, up to a ceiling; the send window follows the congestion window.
 * ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128.
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
@@ -40,6 +43,7 @@ __all__ = [
     "peer_max_streams_bidi",
     "peer_transport_parameters",
     "pending_close",
+    "send_window",
     "stream_send_buffered",
 ]
 
@@ -53,6 +57,12 @@ class FlowSettings:
     max_concurrent_streams: int
     congestion_algorithm: str
     initial_window: int
+    # The configured send window (start value when it tunes itself), for metrics; 0: unknown.
+    send_window: int = 0
+    # Ceilings of windows that tune themselves; None: the window above is fixed (set in the file).
+    stream_receive_window_max: int | None = None
+    receive_window_max: int | None = None
+    send_window_max: int | None = None
 
 
 class PatchedQuicConnection(QuicConnection):
@@ -82,6 +92,19 @@ class PatchedQuicConnection(QuicConnection):
         self._ptp_stream_credited: dict[int, int] = {}
         self._ptp_conn_credited = 0
         self._ptp_lost_packets = 0
+        # Auto-tuning: current windows, and when each last announced more credit.
+        self._ptp_conn_window = flow.receive_window
+        self._ptp_stream_window = flow.stream_receive_window  # what a new stream starts with
+        self._ptp_stream_windows: dict[int, int] = {}  # streams whose window grew beyond that
+        self._ptp_stream_update_at: dict[int, float] = {}
+        self._ptp_conn_update_at: float | None = None
+        self._ptp_now = 0.0
+        # Time spent blocked on flow control: we by the peer's credit, the peer by ours.
+        self._ptp_blocked_at = 0.0
+        self._ptp_send_blocked = False
+        self._ptp_receive_blocked = False
+        self.flow_blocked_send = 0.0
+        self.flow_blocked_receive = 0.0
         self._ptp_install_congestion()
 
     # -- congestion control --------------------------------------------------------------------
@@ -128,7 +151,9 @@ class PatchedQuicConnection(QuicConnection):
             and any(not stream.sender.buffer_is_empty for stream in self._streams_queue)
         ):
             space.ack_at = now
+        self._ptp_now = now
         datagrams = super().datagrams_to_send(now)
+        self._ptp_account_blocked(now)
         # The sender stopped with room left in the window and the pacer not holding it back:
         # we ran out of data. BBR must not lower its bandwidth estimate from such samples.
         cc = self._ptp_cc
@@ -148,6 +173,20 @@ class PatchedQuicConnection(QuicConnection):
         self._ptp_stream_credited[stream_id] = self._ptp_stream_credited.get(stream_id, 0) + nbytes
         self._ptp_conn_credited += nbytes
 
+    def credit_due(self, stream_id: int | None = None) -> bool:
+        """Whether the credit recorded so far makes a MAX_DATA (or ``stream_id``'s MAX_STREAM_DATA)
+        frame due: the thresholds of ``_write_connection_limits`` / ``_write_stream_limits``, so
+        the session transmits for consumed bytes only when they will produce a frame."""
+        conn_window = self._ptp_conn_window
+        if self._ptp_conn_credited + conn_window - self._local_max_data.value >= conn_window // 2:
+            return True
+        stream = self._streams.get(stream_id) if stream_id is not None else None
+        if stream is None or not stream.max_stream_data_local:
+            return False
+        window = self._ptp_stream_windows.get(stream_id, self._ptp_stream_window)  # type: ignore[arg-type]
+        credited = self._ptp_stream_credited.get(stream_id, 0)  # type: ignore[arg-type]
+        return credited + window - stream.max_stream_data_local >= window // 2
+
     def forget_stream(self, stream_id: int) -> None:
         """Credit whatever the stream received but nobody consumed, then drop its bookkeeping.
 
@@ -159,18 +198,100 @@ class PatchedQuicConnection(QuicConnection):
             leftover = stream.receiver.highest_offset - credited
             if leftover > 0:
                 self._ptp_conn_credited += leftover
+        self._ptp_stream_windows.pop(stream_id, None)
+        self._ptp_stream_update_at.pop(stream_id, None)
+        if len(self._ptp_stream_update_at) > 2 * len(self._streams) + 16:
+            # aioquic may still write limits for a forgotten stream until it discards it.
+            live = self._streams
+            self._ptp_stream_update_at = {k: v for k, v in self._ptp_stream_update_at.items() if k in live}
+            self._ptp_stream_windows = {k: v for k, v in self._ptp_stream_windows.items() if k in live}
+
+    def _ptp_rtt(self) -> float:
+        loss = self._loss
+        return float(loss._rtt_smoothed if loss._rtt_initialized else loss._rtt_initial)
+
+    def _ptp_grow(self, window: int, ceiling: int | None, last: float | None) -> int:
+        """The window after an update that comes ``now - last`` after the previous one.
+
+        Updates go out each time half a window was consumed. A sender held back by the window
+        sends it in one go and waits for the next update, so updates come about one round trip
+        apart; a sender held back by the network spreads the window over several. Updates less
+        than two round trips apart therefore double the window (as Chromium's QUIC does), never
+        beyond ``ceiling``; a fixed window has no ceiling and never grows.
+        """
+        if ceiling is None or window >= ceiling or last is None:
+            return window
+        if self._ptp_now - last < 2 * self._ptp_rtt():
+            return min(ceiling, window * 2)
+        return window
+
+    @property
+    def flow_windows(self) -> dict[str, int]:
+        """Current receive windows: connection, the largest stream's, and a new stream's."""
+        stream = max(self._ptp_stream_windows.values(), default=self._ptp_stream_window)
+        return {"receive": self._ptp_conn_window, "stream_receive": max(stream, self._ptp_stream_window)}
+
+    def send_window(self, configured: int) -> int:
+        """Bytes written and not yet acknowledged before writers wait (``send_window``).
+
+        Fixed at ``configured`` when set in the file; otherwise twice the congestion window (what
+        the network accepts within a round trip, and the same again in reserve), never below
+        ``configured`` (the start value) nor above the ceiling.
+        """
+        ceiling = self._ptp_flow.send_window_max
+        if ceiling is None:
+            return configured
+        return max(configured, min(ceiling, 2 * int(self._ptp_cc.congestion_window)))
+
+    def _ptp_account_blocked(self, now: float) -> None:
+        elapsed = now - self._ptp_blocked_at
+        if elapsed > 0:
+            if self._ptp_send_blocked:
+                self.flow_blocked_send += elapsed
+            if self._ptp_receive_blocked:
+                self.flow_blocked_receive += elapsed
+        self._ptp_blocked_at = now
+        # We are blocked when data waits and the peer's credit is used up (connection or stream).
+        send_blocked = False
+        conn_exhausted = self._remote_max_data_used >= self._remote_max_data
+        for stream in self._streams_queue:
+            sender = stream.sender
+            if not sender.buffer_is_empty and sender._buffer_stop > sender.highest_offset and (
+                conn_exhausted or sender.highest_offset >= stream.max_stream_data_remote
+            ):
+                send_blocked = True
+                break
+        self._ptp_send_blocked = send_blocked
+        # The peer is blocked when it used all the credit we announced.
+        limit = self._local_max_data
+        receive_blocked = limit.used >= limit.sent
+        if not receive_blocked:
+            for stream in self._streams.values():
+                receiver = stream.receiver
+                if not receiver.is_finished and receiver.highest_offset >= stream.max_stream_data_local_sent:
+                    receive_blocked = True
+                    break
+        self._ptp_receive_blocked = receive_blocked
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
     ) -> None:
         # Replaces aioquic's version (which doubles the window as data arrives) entirely.
-        window = self._ptp_flow.stream_receive_window
         sid = cast(int, stream.stream_id)  # None only for streams outside a connection
+        window = self._ptp_stream_windows.get(sid, self._ptp_stream_window)
         if stream.max_stream_data_local:
-            target = self._ptp_stream_credited.get(sid, 0) + window
+            credited = self._ptp_stream_credited.get(sid, 0)
             # Batch updates: only announce once half a window has been consumed.
-            if target - stream.max_stream_data_local >= window // 2:
-                stream.max_stream_data_local = target
+            if credited + window - stream.max_stream_data_local >= window // 2:
+                ceiling = self._ptp_flow.stream_receive_window_max
+                if ceiling is not None:
+                    grown = self._ptp_grow(window, ceiling, self._ptp_stream_update_at.get(sid))
+                    self._ptp_stream_update_at[sid] = self._ptp_now
+                    if grown != window:
+                        window = self._ptp_stream_windows[sid] = grown
+                        # Later streams start where this one got to: the link did not change.
+                        self._ptp_stream_window = max(self._ptp_stream_window, grown)
+                stream.max_stream_data_local = credited + window
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             buf = builder.start_frame(
                 qc.QuicFrameType.MAX_STREAM_DATA,
@@ -184,10 +305,13 @@ class PatchedQuicConnection(QuicConnection):
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
         max_data = self._local_max_data
-        window = self._ptp_flow.receive_window
-        target = self._ptp_conn_credited + window
-        if target - max_data.value >= window // 2:
-            max_data.value = target
+        window = self._ptp_conn_window
+        if self._ptp_conn_credited + window - max_data.value >= window // 2:
+            ceiling = self._ptp_flow.receive_window_max
+            if ceiling is not None:
+                window = self._ptp_conn_window = self._ptp_grow(window, ceiling, self._ptp_conn_update_at)
+                self._ptp_conn_update_at = self._ptp_now
+            max_data.value = self._ptp_conn_credited + window
         # Hide `used` from the built-in doubling rule, let it write MAX_DATA / MAX_STREAMS.
         used, max_data.used = max_data.used, 0
         try:
@@ -259,7 +383,28 @@ def connection_stats(conn: QuicConnection) -> dict[str, float]:
         "min_rtt": loss._rtt_min if loss._rtt_initialized else 0.0,
         "congestion_window": float(cc.congestion_window),
         "bytes_in_flight": float(cc.bytes_in_flight),
+        **_flow_stats(conn),
     }
+
+
+def _flow_stats(conn: QuicConnection) -> dict[str, float]:
+    if not isinstance(conn, PatchedQuicConnection):
+        return {}
+    windows = conn.flow_windows
+    return {
+        "window_receive": float(windows["receive"]),
+        "window_stream_receive": float(windows["stream_receive"]),
+        "window_send": float(conn.send_window(conn._ptp_flow.send_window)),
+        "flow_blocked_send": conn.flow_blocked_send,
+        "flow_blocked_receive": conn.flow_blocked_receive,
+    }
+
+
+def send_window(conn: QuicConnection, configured: int) -> int:
+    """The send window now: ``configured`` unless the connection tunes it (see PatchedQuicConnection)."""
+    if isinstance(conn, PatchedQuicConnection):
+        return conn.send_window(configured)
+    return configured
 
 
 def lost_packets(conn: QuicConnection) -> int:

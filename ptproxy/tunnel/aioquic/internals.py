@@ -74,6 +74,7 @@ PRIVATE: tuple[Internal, ...] = (
         "_remote_max_streams_bidi",
         "_remote_max_idle_timeout",
         "_remote_max_data",
+        "_remote_max_data_used",
         "_remote_max_stream_data_bidi_remote",
         "_remote_max_stream_data_bidi_local",
     ),
@@ -84,7 +85,7 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(QC, "_write_connection_limits", "override", (("builder=", "space="), ("builder", "space"))),
     Internal(QC, "_initialize", "override", (("peer_cid",),)),
     # Loss recovery: our controller and pacer replace aioquic's; losses are counted.
-    *_each(LOSS, "attribute", "_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized"),
+    *_each(LOSS, "attribute", "_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized", "_rtt_initial"),
     Internal(
         LOSS,
         "_on_packets_lost",
@@ -146,9 +147,10 @@ UNDOCUMENTED: tuple[Internal, ...] = (
         "receiver",
         "max_stream_data_local",
         "max_stream_data_local_sent",
+        "max_stream_data_remote",
     ),
-    Internal(SENDER, "buffer_is_empty", "attribute"),
-    Internal("quic.stream.QuicStreamReceiver", "highest_offset", "attribute"),
+    *_each(SENDER, "attribute", "buffer_is_empty", "highest_offset"),
+    *_each("quic.stream.QuicStreamReceiver", "attribute", "highest_offset", "is_finished"),
     *_each(
         "h3.connection.H3Stream",
         "attribute",
