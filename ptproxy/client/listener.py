@@ -201,19 +201,19 @@ class Frontend:
         return keep and head.keep_alive
 
     async def _open_stream(self, session: Session) -> TunnelStream:
-        if session.stream_slots_free() <= 0:
+        try:
+            if session.stream_slot_ready():
+                return session.open_stream()
+            # Queued behind earlier requests (first come, first served) until the peer's
+            # MAX_STREAMS lets this one go.
             timeout = self.config.limits.stream_queue_timeout / 1000.0
             try:
-                await asyncio.wait_for(session.wait_stream_slot(), timeout)
+                return await asyncio.wait_for(session.acquire_stream(), timeout)
             except TimeoutError:
                 raise TunnelUnavailable(
                     f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy "
                     f"for {timeout:g}s"
                 ) from None
-            except StreamAborted as exc:
-                raise TunnelUnavailable(str(exc)) from None
-        try:
-            return session.open_stream()
         except StreamAborted as exc:
             raise TunnelUnavailable(str(exc)) from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,9 @@ logger = logging.getLogger("ptproxy.tunnel")
 
 SendTo = Callable[[bytes, Any], None]
 
+# A timer firing this early counts as on time (uvloop's timers have 1 ms resolution).
+TIMER_SLACK = 0.001
+
 
 class Session:
     """A QUIC + HTTP/3 connection bound to a datagram sender."""
@@ -72,11 +76,14 @@ class Session:
         self._on_closed = on_closed
         self._streams: dict[int, TunnelStream] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer_at: float | None = None  # aioquic's deadline
+        self._timer_fires_at = 0.0  # what the armed timer was set for
         self._transmit_handle: asyncio.Handle | None = None
         self._send_window = send_window
         self._room_waiters: list[asyncio.Future[None]] = []
-        self._slot_waiters: list[asyncio.Future[None]] = []
+        # Requests waiting for a stream, in arrival order; granted ones hold a slot until they open.
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._slots_granted = 0
         self._keep_alive_interval = keep_alive_interval
         self._keep_alive: asyncio.TimerHandle | None = None
         self._last_activity = time.monotonic()
@@ -90,7 +97,11 @@ class Session:
         self.session_resumed = False
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.datagrams_received = 0
+        self.datagrams_sent = 0
+        self.transmits = 0
         self._opened_streams = 0
+        self._next_stream_id = 0
         self._draining = False
         self.log = logging.LoggerAdapter(logger, {"conn": number})
 
@@ -104,15 +115,22 @@ class Session:
         self._schedule_keep_alive()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        """Feed one datagram to aioquic; what it makes due goes out at the end of the iteration.
+
+        Not transmitting here lets one transmit answer every datagram read in the same loop
+        iteration (one ACK for a batch), and the tasks this batch woke add their data to it.
+        """
         self.bytes_received += len(data)
+        self.datagrams_received += 1
         self._last_activity = time.monotonic()
         try:
             self.quic.receive_datagram(data, addr, now=self._last_activity)
             self._process_events()
-            self.transmit()
         except Exception:  # a bug must cost this connection, never the endpoint
             self.log.exception("connection %d: internal error handling a datagram", self.number)
             self.abort("internal error")
+            return
+        self.transmit_soon()
 
     def transmit(self) -> None:
         """Send what aioquic has queued, re-arm its timer, wake writers waiting for buffer room."""
@@ -120,7 +138,10 @@ class Session:
         now = time.monotonic()
         sendto = self._sendto
         sent = 0
-        for data, addr in self.quic.datagrams_to_send(now=now):
+        self.transmits += 1
+        datagrams = self.quic.datagrams_to_send(now=now)
+        self.datagrams_sent += len(datagrams)
+        for data, addr in datagrams:
             sent += len(data)
             try:
                 sendto(data, addr)
@@ -139,22 +160,32 @@ class Session:
             self._transmit_handle = self._loop.call_soon(self.transmit)
 
     def _arm_timer(self) -> None:
+        # One timer, re-armed only when aioquic's deadline moves earlier: a deadline moving later
+        # (every ACK pushes loss detection and the idle timeout) leaves the armed timer alone, and
+        # when it fires early it simply re-arms. uvloop allocates a libuv timer per call_later.
         timer_at = self.quic.get_timer()
-        if self._timer is not None and self._timer_at != timer_at:
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None and timer_at is not None:
-            delay = max(0.0, timer_at - time.monotonic())
-            self._timer = self._loop.call_later(delay, self._on_timer)
         self._timer_at = timer_at
+        if timer_at is None:
+            return
+        if self._timer is not None:
+            if timer_at >= self._timer_fires_at:
+                return
+            self._timer.cancel()
+        self._timer_fires_at = timer_at
+        self._timer = self._loop.call_later(max(0.0, timer_at - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
-        timer_at = self._timer_at or 0.0
         self._timer = None
-        self._timer_at = None
+        timer_at = self._timer_at
+        if timer_at is None:
+            return
+        now = time.monotonic()
         # The loop may fire up to ~1 ms early (ms-resolution timers): act as if the deadline
         # arrived, rather than re-arming a sub-millisecond timer in a busy loop.
-        self.quic.handle_timer(now=max(time.monotonic(), timer_at))
+        if timer_at > now + TIMER_SLACK:
+            self._arm_timer()  # the deadline moved later since this timer was armed
+            return
+        self.quic.handle_timer(now=max(now, timer_at))
         self._process_events()
         self.transmit()
 
@@ -191,10 +222,7 @@ class Session:
             if pending is not None:
                 self._terminated(_describe_close(pending))
         if self._slot_waiters and self.stream_slots_free() > 0:
-            # The peer's MAX_STREAMS arrived: a request waiting for a stream may go.
-            for fut in self._slot_waiters[:1]:
-                if not fut.done():
-                    fut.set_result(None)
+            self._grant_slots()  # the peer's MAX_STREAMS arrived
         if (
             not self.confirmed.done()
             and is_client(quic)
@@ -299,35 +327,64 @@ class Session:
     # -- streams (called by TunnelStream) -----------------------------------------------------
 
     def open_stream(self) -> TunnelStream:
-        """Client: open a new request stream (call :meth:`wait_stream_slot` first)."""
+        """Client: open a new request stream now (when :meth:`stream_slot_ready`, else wait in
+        :meth:`acquire_stream`)."""
         if self.closed.done():
             raise StreamAborted(f"tunnel closed: {self.close_reason}")
         self._ensure_h3()
-        sid = self.quic.get_next_available_stream_id()
+        # aioquic creates a stream only when something is sent on it, so two streams opened
+        # before either sent would get the same id from it: ids are handed out here.
+        sid = max(self.quic.get_next_available_stream_id(), self._next_stream_id)
+        self._next_stream_id = sid + 4
         stream = TunnelStream(self, sid)
         self._streams[sid] = stream
         self._opened_streams += 1
         return stream
 
     def stream_slots_free(self) -> int:
-        """Request streams the peer still lets us open right now."""
+        """Request streams the peer lets us open now that no waiting request was promised."""
         # MAX_STREAMS is cumulative (RFC 9000 4.6): compare it with every stream ever opened,
         # not with those still open, or the count runs ahead and aioquic queues the stream
         # itself (where stream_queue_timeout cannot see it).
-        return peer_max_streams_bidi(self.quic) - self._opened_streams
+        return peer_max_streams_bidi(self.quic) - self._opened_streams - self._slots_granted
 
-    async def wait_stream_slot(self) -> None:
-        """Wait until the peer's MAX_STREAMS lets us open one more request stream."""
-        while self.stream_slots_free() <= 0:
-            if self.closed.done():
-                raise StreamAborted(f"tunnel closed: {self.close_reason}")
-            fut = self._loop.create_future()
-            self._slot_waiters.append(fut)
-            try:
-                await fut
-            finally:
-                if fut in self._slot_waiters:
-                    self._slot_waiters.remove(fut)
+    def stream_slot_ready(self) -> bool:
+        """A request may open its stream at once: a slot is free and nobody is queued before it."""
+        return not self._slot_waiters and self.stream_slots_free() > 0
+
+    async def acquire_stream(self) -> TunnelStream:
+        """Open a request stream, waiting in arrival order for the peer to allow one more."""
+        if self.stream_slot_ready():
+            return self.open_stream()
+        if self.closed.done():
+            raise StreamAborted(f"tunnel closed: {self.close_reason}")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._slot_waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut in self._slot_waiters:
+                self._slot_waiters.remove(fut)
+            elif fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Granted a slot, then gave up (timeout) before using it: pass it on.
+                self._slots_granted -= 1
+                self._grant_slots()
+            raise
+        self._slots_granted -= 1
+        return self.open_stream()
+
+    def _grant_slots(self) -> None:
+        """Promise free slots to the waiting requests, first come first served: as many as the
+        peer's MAX_STREAMS frees at once, not one per event batch."""
+        waiters = self._slot_waiters
+        free = self.stream_slots_free()
+        while waiters and free > 0:
+            fut = waiters.popleft()
+            if fut.done():
+                continue
+            fut.set_result(None)
+            self._slots_granted += 1
+            free -= 1
 
     def send_headers(self, stream: TunnelStream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         assert self.h3 is not None
@@ -361,7 +418,9 @@ class Session:
 
     def credit(self, stream_id: int, nbytes: int) -> None:
         self.quic.credit(stream_id, nbytes)
-        self.transmit_soon()
+        # Most reads credit a few bytes: transmit only once they make a window update due.
+        if self.quic.credit_due(stream_id):
+            self.transmit_soon()
 
     def stream_maybe_done(self, stream: TunnelStream) -> None:
         """Forget a stream once both halves are over; return its credit and its slot."""
@@ -372,10 +431,11 @@ class Session:
         self.quic.forget_stream(stream.stream_id)
         if self.h3 is not None:
             self.h3.forget_stream(stream.stream_id)
-        for fut in self._slot_waiters[:1]:
-            if not fut.done():
-                fut.set_result(None)
-        self.transmit_soon()
+        # The server end returns the stream's credit (MAX_STREAMS) when aioquic discards it, in
+        # its next transmit; the client end transmits only when the leftover bytes it credited
+        # make MAX_DATA due. (A client's slots come back only with the peer's MAX_STREAMS.)
+        if not is_client(self.quic) or self.quic.credit_due():
+            self.transmit_soon()
 
     @property
     def open_streams(self) -> int:
@@ -427,9 +487,13 @@ class Session:
         aborted = StreamAborted(f"tunnel lost: {reason}")
         for stream in list(self._streams.values()):
             stream._abort(aborted)
-        for fut in self._room_waiters + self._slot_waiters:
+        for fut in self._room_waiters:
             if not fut.done():
                 fut.set_result(None)
+        waiting, self._slot_waiters = self._slot_waiters, deque()
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(StreamAborted(f"tunnel closed: {reason}"))
         if not self.confirmed.done():
             self.confirmed.set_exception(SessionClosed(reason))
             self.confirmed.exception()  # retrieved: no "never retrieved" warning
@@ -443,6 +507,9 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._transmit_handle is not None:  # the socket may be gone: nothing more to send
+            self._transmit_handle.cancel()
+            self._transmit_handle = None
         if not self.finished.done():
             self.finished.set_result(None)
 

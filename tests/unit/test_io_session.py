@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import pull_quic_header
@@ -237,3 +238,84 @@ def test_closing_the_client_aborts_the_servers_open_streams(configs: tuple[Confi
     (outcome,) = run(main())
     # The server's waiting reader learns the tunnel is gone (StreamAborted, a 502 RemoteError).
     assert type(outcome).__name__ == "StreamAborted"
+
+
+def test_datagrams_read_in_one_iteration_get_one_transmit(configs: tuple[Config, Config]) -> None:
+    """Reading a batch of datagrams sends nothing until the batch is in; then one transmit answers
+    all of them (the end of the loop iteration), instead of one per datagram."""
+
+    async def main() -> tuple[int, int, int]:
+        pair = Pair(configs, None)
+        try:
+            await pair.connect()
+            server = pair.server
+            assert server is not None
+            held: list[bytes] = []
+            pair.up.deliver = held.append  # hold the client's datagrams back
+            stream = pair.client.open_stream()
+            stream.send_headers([(b":method", b"POST"), (b":scheme", b"https"),
+                                 (b":authority", b"o"), (b":path", b"/")])
+            stream.send_final(REQUEST_BODY[:30000])
+            pair.client.transmit()
+            await asyncio.sleep(0)  # the link's deliveries (call_soon) run
+            assert len(held) >= 4
+            transmits, received = server.transmits, server.datagrams_received
+            for data in held:  # one loop callback: what a batched read delivers
+                server.datagram_received(data, CLIENT_ADDR)
+            during = server.transmits - transmits
+            await asyncio.sleep(0)  # the iteration ends: the deferred transmit runs before us
+            pair.up.deliver = pair._to_server
+            return during, server.transmits - transmits, server.datagrams_received - received
+        finally:
+            await pair.close()
+
+    during, after, received = run(main())
+    assert received >= 4
+    assert during == 0
+    assert after == 1
+
+
+def test_requests_waiting_for_a_stream_get_one_in_arrival_order(configs: tuple[Config, Config]) -> None:
+    """Beyond the server's stream limit requests queue; each MAX_STREAMS serves them first come,
+    first served, and a request arriving later never overtakes one already waiting."""
+    client_cfg, server_cfg = configs
+    transport = msgspec.structs.replace(server_cfg.transport, max_concurrent_http_streams=2)
+    small = msgspec.structs.replace(server_cfg, transport=transport)
+    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")]
+
+    async def answer(pair: Pair) -> None:
+        while True:
+            stream = await pair.requests.get()
+            while not isinstance(await stream.receive(), StreamEnded):
+                pass
+            stream.send_headers([(b":status", b"204")], end_stream=True)
+
+    async def exchange(stream: TunnelStream) -> None:
+        stream.send_headers(get, end_stream=True)
+        while not isinstance(await stream.receive(), StreamEnded):
+            pass
+
+    async def main() -> list[int]:
+        pair = Pair((client_cfg, small), None)
+        server = asyncio.ensure_future(answer(pair))
+        try:
+            await pair.connect()
+            client = pair.client
+            busy = [client.open_stream() for _ in range(2)]
+            assert not client.stream_slot_ready()
+            granted: list[int] = []
+
+            async def request(i: int) -> None:
+                stream = await client.acquire_stream()
+                granted.append(i)
+                await exchange(stream)
+
+            waiting = [asyncio.ensure_future(request(i)) for i in range(6)]
+            await asyncio.sleep(0)
+            await asyncio.gather(*(exchange(s) for s in busy), *waiting)
+            return granted
+        finally:
+            server.cancel()
+            await pair.close()
+
+    assert run(main()) == list(range(6))

@@ -1,0 +1,38 @@
+"""Requests beyond the server's stream limit queue at the client end and all get through.
+
+Three times ``max_concurrent_http_streams`` requests arrive at once, each held at the origin for a
+moment so the streams really are all busy: every one is answered by the origin (no 503), because
+waiting requests are handed the streams the server grants back as the earlier ones finish, as
+many at a time as it grants. (The order of the grants is checked in-process, in
+tests/unit/test_io_session.py, where it is deterministic.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.support.h1client import request
+from tests.support.pair import Pair
+
+STREAMS = 3
+REQUESTS = 3 * STREAMS
+
+
+def test_three_times_the_stream_limit_at_once_all_complete(make_pair: Callable[..., Pair]) -> None:
+    both = {"transport": {"max_concurrent_http_streams": STREAMS},
+            "limits": {"stream_queue_timeout": 30000}}
+    pair = make_pair(both, both)
+
+    def one(i: int) -> tuple[int, bytes]:
+        resp = request(pair.http_port, "GET", f"/sleep?ms=300&i={i}&{uuid.uuid4().hex[:8]}", timeout=60)
+        return resp.status, resp.body
+
+    with ThreadPoolExecutor(REQUESTS) as pool:
+        results = list(pool.map(one, range(REQUESTS)))
+    assert [status for status, _ in results] == [200] * REQUESTS, results
+    assert "streams busy" not in pair.client_log()
+    # The slots all came back: the tunnel still carries a full set at once.
+    with ThreadPoolExecutor(STREAMS) as pool:
+        assert [s for s, _ in pool.map(one, range(STREAMS))] == [200] * STREAMS
