@@ -127,9 +127,13 @@ class Dialer:
         """Dial, hold, re-dial; until cancelled."""
         interval = self.settings.config.system.connect_interval / 1000.0
         while not self._stopping:
-            await self._attempt_and_hold()
+            lost = await self._attempt_and_hold()
             if self._stopping:
                 break
+            if lost:
+                # A session was up and is gone (peer restarted, blackout ended, reset): try
+                # again at once; only a failed attempt waits the jittered interval.
+                continue
             await asyncio.sleep(next_retry_delay(interval, self._rng))
 
     async def close(self, reason: str = "shutting down") -> None:
@@ -145,7 +149,8 @@ class Dialer:
 
     # -- one attempt --------------------------------------------------------------------------
 
-    async def _attempt_and_hold(self) -> None:
+    async def _attempt_and_hold(self) -> bool:
+        """One attempt; True when it established a session that was then lost."""
         cfg = self.settings.config
         number = next(connection_numbers)
         transport: asyncio.DatagramTransport | None = None
@@ -157,7 +162,7 @@ class Dialer:
             self._failed(f"connecting to {target} failed: {reason}")
             if transport is not None:
                 transport.close()
-            return
+            return False
         logger.info("connection %d established (%s)", number, format_address(addr))
         logger.info("tunnel ready")
         self.session = session
@@ -176,6 +181,7 @@ class Dialer:
             pass
         session.abort(reason)
         transport.close()  # the dialer made the socket for this session; it goes with it
+        return True
 
     async def _connect(self, number: int) -> tuple[Session, asyncio.DatagramTransport, Any]:
         cfg = self.settings.config

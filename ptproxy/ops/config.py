@@ -199,6 +199,16 @@ class Tls(_Section, kw_only=True, frozen=True):
     ] = False
     cert: Annotated[Path, Doc("PEM certificate chain to present.")]
     key: Annotated[Path, Doc("PEM private key (PKCS#8).")]
+    ticket_key_file: Annotated[
+        Path | None,
+        Doc(
+            "Server only: file of session-ticket keys (current and previous, rotated daily) and "
+            "of the Stateless Reset secret, created with mode 0600 if missing. With it a restarted "
+            "server still resumes its client's session (0-RTT) and resets the client's old "
+            "connection at its next packet. Unset: per-process keys; after a restart the client "
+            "does a full handshake and notices the restart only at `max_idle_timeout`. (Extension.)"
+        ),
+    ] = None
 
 
 class Transport(_Section, kw_only=True, frozen=True):
@@ -504,7 +514,11 @@ def parse(text: str | bytes, *, path: Path) -> Config:
         return None if p is None else base / p
 
     tls = msgspec.structs.replace(
-        config.tls, ca=rel(config.tls.ca), cert=rel(config.tls.cert), key=rel(config.tls.key)
+        config.tls,
+        ca=rel(config.tls.ca),
+        cert=rel(config.tls.cert),
+        key=rel(config.tls.key),
+        ticket_key_file=rel(config.tls.ticket_key_file),
     )
     system = msgspec.structs.replace(config.system, qlog_dir=rel(config.system.qlog_dir))
     return msgspec.structs.replace(config, tls=tls, system=system, source=path)

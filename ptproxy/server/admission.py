@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptproxy.tunnel import StatelessReset
 from ptproxy.tunnel.aioquic.initial import (
     SMALLEST_INITIAL_DATAGRAM,
     FirstPacket,
@@ -297,6 +298,8 @@ class Admission:
     random_cid: Callable[[int], bytes] = os.urandom
     refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     retries_sent: int = 0
+    # Answers short-header packets for unknown connections (None: dropped quietly).
+    stateless_reset: StatelessReset | None = None
     _filter: SourceFilter | None = None
     _buckets: SourceBuckets | None = None
     _exempt: dict[str, float] = field(default_factory=dict)
@@ -343,6 +346,11 @@ class Admission:
                     supported_versions=list(self.settings.supported_versions),
                 )
             )
+        if packet.version is None and self.stateless_reset is not None:
+            # A short header for a connection we do not know (we restarted, or it is long gone):
+            # tell the peer at once with a Stateless Reset (small, rate-limited, never larger).
+            reset = self.stateless_reset.packet_for(packet.destination_cid, len(data))
+            return Reply(reset) if reset is not None else Drop()
         if not packet.is_initial or len(data) < SMALLEST_INITIAL_DATAGRAM:
             return Drop()  # late packets of a finished connection, or not a client's first
         return New(packet)

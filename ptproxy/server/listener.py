@@ -35,7 +35,6 @@ from ptproxy.server.admission import (
 )
 from ptproxy.tunnel import (
     EndpointSettings,
-    ServerTicketStore,
     Session,
     TunnelStream,
     connection_numbers,
@@ -60,7 +59,7 @@ class Listener(asyncio.DatagramProtocol):
 
     def __init__(self, settings: EndpointSettings, on_request: RequestHandler) -> None:
         self.settings = settings
-        self.tickets = ServerTicketStore()
+        self.tickets = settings.ticket_store()
         self._on_request = on_request
         self._by_cid: dict[bytes, Session] = {}
         self.sessions: set[Session] = set()
@@ -69,7 +68,7 @@ class Listener(asyncio.DatagramProtocol):
         self._draining = False
         # Called with every Session as it is created (metrics track its counters).
         self.on_session: Callable[[Session], None] | None = None
-        self.admission = Admission(self._admission_settings(settings))
+        self.admission = Admission(self._admission_settings(settings), stateless_reset=settings.stateless_reset)
         self.refusal_log = RefusalLog(REFUSAL_LOG_INTERVAL)
         self._new_queue: deque[tuple[bytes, Any, Any]] = deque()
         self._admit_handle: asyncio.Handle | None = None
@@ -104,6 +103,7 @@ class Listener(asyncio.DatagramProtocol):
         """
         self.settings = settings
         self.tickets.clear()
+        self.tickets.keys = settings.material.ticket_keys  # re-read (and maybe rotated) on reload
 
     async def start(self) -> None:
         cfg = self.settings.config
@@ -191,8 +191,7 @@ class Listener(asyncio.DatagramProtocol):
         quic = self.settings.new_connection(
             original_destination_connection_id=accept.original_destination_connection_id,
             retry_source_connection_id=accept.retry_source_connection_id,
-            session_ticket_fetcher=self.tickets.pop,
-            session_ticket_handler=self.tickets.add,
+            tickets=self.tickets,
         )
         cfg = self.settings.config
         assert self._transport is not None

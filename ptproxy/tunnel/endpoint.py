@@ -18,8 +18,10 @@ from ptproxy.tunnel.aioquic import (
     EndQlogWriter,
     FlowSettings,
     PatchedQuicConnection,
+    install_ticket_sealer,
 )
-from ptproxy.tunnel.tls import TlsMaterial, quic_configuration
+from ptproxy.tunnel.reset import BOOT_SECRET, StatelessReset
+from ptproxy.tunnel.tls import ServerTicketStore, TlsMaterial, quic_configuration
 from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
 
 __all__ = ["EndpointSettings", "connection_numbers", "key_log_file"]
@@ -39,6 +41,8 @@ class EndpointSettings:
     quic_config: QuicConfiguration
     flow: FlowSettings
     client_auth: ClientAuthPolicy | None = None
+    # Server: reset tokens derived from the ticket key file's secret, else from a per-boot one.
+    stateless_reset: StatelessReset | None = None
 
     @classmethod
     def build(
@@ -65,7 +69,15 @@ class EndpointSettings:
             receive_window_max=lim.max_auto_window if tr.receive_window is None else None,
             send_window_max=lim.max_auto_window if tr.send_window is None else None,
         )
-        return cls(config, material, qconf, flow, client_auth)
+        reset = None
+        if config.general.mode == "Server":
+            keys = material.ticket_keys
+            reset = StatelessReset(keys.reset_secret if keys is not None else BOOT_SECRET)
+        return cls(config, material, qconf, flow, client_auth, reset)
+
+    def ticket_store(self) -> ServerTicketStore:
+        """Server: where session tickets go (sealed into their label with a ticket key file)."""
+        return ServerTicketStore(keys=self.material.ticket_keys, context=self.material.ca_data or b"")
 
     def open_socket(self, port: int, remote_family: int | None = None) -> socket.socket:
         """This end's UDP socket on ``bind_address:port`` (0: any), with the configured buffers."""
@@ -77,11 +89,22 @@ class EndpointSettings:
             remote_family=remote_family,
         )
 
-    def new_connection(self, **kwargs: Any) -> PatchedQuicConnection:
+    def new_connection(self, *, tickets: ServerTicketStore | None = None, **kwargs: Any) -> PatchedQuicConnection:
+        """A connection; a server's passes ``tickets`` (its store) for resumption."""
+        sealer = None
+        if tickets is not None:
+            kwargs.setdefault("session_ticket_fetcher", tickets.pop)
+            kwargs.setdefault("session_ticket_handler", tickets.add)
+            if tickets.keys is not None:
+                seal = tickets.seal
+                sealer = lambda ctx: install_ticket_sealer(ctx, seal)  # noqa: E731
+        reset = self.stateless_reset
         return PatchedQuicConnection(
             configuration=self.quic_config,
             flow=self.flow,
             client_auth=self.client_auth,
+            reset_token=reset.token if reset is not None else None,
+            ticket_sealer=sealer,
             **kwargs,
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from ptproxy.errors import StartupError
 from ptproxy.ops.config import Config
 from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
+from ptproxy.tunnel.ticketkeys import TicketKeys, load_ticket_keys
 
 __all__ = [
     "TlsMaterial",
@@ -44,6 +46,8 @@ class TlsMaterial:
     private_key: object
     ca_path: Path | None
     ca_data: bytes | None
+    # Server: ``[tls] ticket_key_file`` (None: per-process keys, made by the listener).
+    ticket_keys: TicketKeys | None = None
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -75,8 +79,12 @@ def load_material(config: Config) -> TlsMaterial:
             x509.load_pem_x509_certificates(ca_data)
         except ValueError as exc:
             raise StartupError(f"loading TLS CA {t.ca}: no PEM certificates ({exc})") from exc
+    keys = None
+    if t.ticket_key_file is not None and config.general.mode == "Server":
+        keys = load_ticket_keys(t.ticket_key_file)
     return TlsMaterial(
-        certificate=certs[0], chain=certs[1:], private_key=key, ca_path=t.ca, ca_data=ca_data
+        certificate=certs[0], chain=certs[1:], private_key=key, ca_path=t.ca, ca_data=ca_data,
+        ticket_keys=keys,
     )
 
 
@@ -139,23 +147,42 @@ class ServerTicketStore:
     (the verify hook runs at CertificateVerify), so a ticket in this store stands for a verified
     client identity. Popping on use makes each ticket single-use (0-RTT anti-replay for this
     process); clearing on reload revokes resumption with old material.
+
+    With ``keys`` (``[tls] ticket_key_file``) a ticket lives in its own label, sealed with the
+    file's key and bound to ``context`` (the trusted CA), so a restarted server opens it too; a CA
+    change invalidates it, and a reload (``clear``) refuses tickets issued before it.
     """
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, keys: TicketKeys | None = None, context: bytes = b"") -> None:
         self._tickets: OrderedDict[bytes, tls.SessionTicket] = OrderedDict()
         self._capacity = capacity
+        self.keys = keys
+        self._context = context
+        self._not_before = 0.0
+
+    def seal(self, ticket: tls.SessionTicket) -> bytes:
+        assert self.keys is not None
+        return self.keys.seal(ticket, self._context)
 
     def add(self, ticket: tls.SessionTicket) -> None:
+        if self.keys is not None:
+            return  # the label is the ticket
         self._tickets[ticket.ticket] = ticket
         while len(self._tickets) > self._capacity:
             self._tickets.popitem(last=False)
 
     def pop(self, label: bytes) -> tls.SessionTicket | None:
         # Must return None, not raise: an exception here aborts the handshake.
+        if self.keys is not None:
+            ticket = self.keys.unseal(label, self._context)
+            if ticket is None or ticket.not_valid_before.timestamp() < self._not_before:
+                return None
+            return ticket
         return self._tickets.pop(label, None)
 
     def clear(self) -> None:
         self._tickets.clear()
+        self._not_before = time.time()
 
     def __len__(self) -> int:
         return len(self._tickets)

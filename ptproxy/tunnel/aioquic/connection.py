@@ -11,6 +11,9 @@
 * Lost packets are counted (metrics): aioquic keeps no such count.
 * ACKs ride along with stream data instead of waiting out aioquic's 1 ms ACK delay alone.
 * Server-side mutual TLS is installed on the TLS context once aioquic creates it (see mtls.py).
+* Stateless Reset (RFC 9000 §10.3), which aioquic neither derives nor detects: the server end's
+  tokens come from a function of the connection ID (a restarted server recomputes them), and the
+  client end ends the connection at once when a datagram ends with one of its peer's tokens.
 
 The module-level functions read connection state that aioquic keeps in private attributes, so that
 no other module has to.
@@ -18,6 +21,7 @@ no other module has to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,6 +29,7 @@ from aioquic import tls
 from aioquic.quic import connection as qc
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated
+from aioquic.quic.packet import QuicErrorCode
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
@@ -46,6 +51,11 @@ __all__ = [
     "send_window",
     "stream_send_buffered",
 ]
+
+
+# PADDING bytes after each PING a client sends: a bare PING packet is ~30 bytes, under the 41 a
+# server needs to see before it may answer with a Stateless Reset.
+PING_PADDING = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +86,18 @@ class PatchedQuicConnection(QuicConnection):
         *,
         flow: FlowSettings,
         client_auth: ClientAuthPolicy | None = None,
+        reset_token: Callable[[bytes], bytes] | None = None,
+        ticket_sealer: Callable[[Any], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._ptp_flow = flow
         self._ptp_client_auth = client_auth
+        self._ptp_ticket_sealer = ticket_sealer
+        # Server: each connection ID's Stateless Reset token is reset_token(cid), not random.
+        self._ptp_reset_token = reset_token if not self._is_client else None
+        self._ptp_fix_reset_tokens()
+        self.stateless_reset_received = False
         # Transport parameters are serialized later, in _initialize, so this lands in them.
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = flow.max_concurrent_streams
@@ -319,13 +336,67 @@ class PatchedQuicConnection(QuicConnection):
         finally:
             max_data.used = used
 
-    # -- server-side mutual TLS ----------------------------------------------------------------
+    # -- stateless reset ----------------------------------------------------------------------
+
+    def _ptp_fix_reset_tokens(self) -> None:
+        derive = self._ptp_reset_token
+        if derive is None:
+            return
+        for host_cid in self._host_cids:
+            if not host_cid.was_sent or host_cid.sequence_number == 0:
+                # Sequence 0 goes out in the transport parameters (serialized in _initialize).
+                host_cid.stateless_reset_token = derive(host_cid.cid)
+
+    def _replenish_connection_ids(self) -> None:
+        super()._replenish_connection_ids()
+        self._ptp_fix_reset_tokens()
+
+    def _write_ping_frame(self, builder: QuicPacketBuilder, uids: list[int] = [], comment: str = "") -> None:  # noqa: B006 - aioquic's signature
+        super()._write_ping_frame(builder, uids, comment)
+        # Client: pad PINGs (keep-alives, probes) so a packet of a silent session is large enough
+        # to be answered with a Stateless Reset (servers only answer packets larger than theirs).
+        if self._is_client and builder.remaining_flight_space >= PING_PADDING + 16:
+            buf = builder.start_frame(qc.QuicFrameType.PADDING, capacity=PING_PADDING)
+            buf.push_bytes(bytes(PING_PADDING - 1))
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        # A short-header datagram ending with one of the peer's reset tokens is a Stateless Reset:
+        # the peer lost our connection (e.g. it restarted). aioquic would drop it as undecryptable
+        # and wait out the idle timeout; we end the connection now. A real packet ends with an AEAD
+        # tag, which matches a token with probability 2^-128, so checking first is safe.
+        if self._is_client and len(data) >= 21 and not data[0] & 0x80 and self._ptp_is_reset(data[-16:]):
+            self._ptp_on_stateless_reset()
+            return
+        super().receive_datagram(data, addr, now)
+
+    def _ptp_is_reset(self, tail: bytes) -> bool:
+        if self._state in qc.END_STATES:
+            return False
+        current = self._peer_cid.stateless_reset_token
+        if current and tail == current:
+            return True
+        return any(c.stateless_reset_token and tail == c.stateless_reset_token for c in self._peer_cid_available)
+
+    def _ptp_on_stateless_reset(self) -> None:
+        self.stateless_reset_received = True
+        # RFC 9000 §10.3.1: enter the draining period and send nothing more; the connection is
+        # over at once (no closing handshake is possible with a peer that has no state).
+        self._close_event = ConnectionTerminated(
+            error_code=QuicErrorCode.NO_ERROR,
+            frame_type=qc.QuicFrameType.PADDING,
+            reason_phrase="stateless reset: the peer has no state for this connection (restarted?)",
+        )
+        self._close_end()
+
+    # -- server-side mutual TLS, session tickets -------------------------------------------------
 
     def _initialize(self, peer_cid: bytes) -> None:
         # aioquic creates the TLS context here, on the first datagram: hook it before it runs.
         super()._initialize(peer_cid)
         if self._ptp_client_auth is not None and not self._is_client:
             self._ptp_client_auth.install(self.tls)
+        if self._ptp_ticket_sealer is not None and not self._is_client:
+            self._ptp_ticket_sealer(self.tls)
 
 
 # -- state aioquic keeps private ---------------------------------------------------------------

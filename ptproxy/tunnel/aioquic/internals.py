@@ -78,6 +78,11 @@ PRIVATE: tuple[Internal, ...] = (
         "_remote_max_stream_data_bidi_remote",
         "_remote_max_stream_data_bidi_local",
     ),
+    # Stateless Reset (connection.py): tokens derived per connection ID, received resets detected.
+    *_each(QC, "attribute", "_host_cids", "_peer_cid", "_peer_cid_available", "_state"),
+    Internal(QC, "_replenish_connection_ids", "override", ((),)),
+    Internal(QC, "_close_end", "method", ((),)),
+    Internal(QC, "_write_ping_frame", "override", (("builder", "uids"), ("builder", "comment="))),
     # The delivery handler of our MAX_STREAM_DATA frames: handler(delivery_state, stream).
     Internal(QC, "_on_max_stream_data_delivery", "method", (("delivery", "stream"),)),
     Internal(QC, "_write_stream_limits", "override", (("builder=", "space=", "stream="),)),
@@ -110,6 +115,10 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(TLS, "_server_handle_certificate", "method", (("input_buf",),)),
     Internal(TLS, "_server_handle_certificate_verify", "method", (("input_buf",),)),
     Internal(TLS, "_server_expect_finished", "method", ((),)),
+    # Sealed session tickets (tickets.py): the Finished handler is wrapped on the instance.
+    *_each(TLS, "attribute", "_psk_key_exchange_mode", "_max_early_data", "_new_session_ticket"),
+    Internal(TLS, "_server_handle_finished", "method", (("input_buf", "output_buf"),)),
+    Internal(TLS, "_build_session_ticket", "method", (("message", "extensions"),)),
     # HTTP/3 (h3.py)
     Internal(H3, "_stream", "attribute"),
     Internal(H3, "_get_or_create_stream", "method", (("stream_id",),)),
@@ -136,8 +145,9 @@ UNDOCUMENTED: tuple[Internal, ...] = (
         "quic.packet_builder.QuicPacketBuilder",
         "start_frame",
         "method",
-        (("frame_type", "capacity=", "handler=", "handler_args="),),
+        (("frame_type", "capacity=", "handler=", "handler_args="), ("frame_type", "capacity=")),
     ),
+    Internal("quic.packet_builder.QuicPacketBuilder", "remaining_flight_space", "name"),
     Internal("quic.recovery.QuicPacketSpace", "ack_at", "attribute"),
     *_each(
         "quic.stream.QuicStream",
@@ -164,6 +174,12 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     Internal("h3.connection.FrameType", "DATA", "name"),
     Internal("h3.connection", "FrameUnexpected", "name"),
     Internal(TLS, "state", "attribute"),
+    *_each(TLS, "attribute", "new_session_ticket_cb", "handshake_extensions"),
+    Internal("tls", "NewSessionTicket", "name"),
+    Internal("tls", "push_new_session_ticket", "name"),
+    Internal("quic.connection", "END_STATES", "name"),
+    Internal("quic.connection.QuicFrameType", "PADDING", "name"),
+    *_each("quic.connection.QuicConnectionId", "attribute", "cid", "sequence_number", "was_sent", "stateless_reset_token"),
     Internal("tls.State", "SERVER_EXPECT_CERTIFICATE", "name"),
     Internal("tls", "verify_certificate", "name"),
 )
@@ -204,6 +220,7 @@ def build_instances() -> dict[str, Any]:
         QC: conn,
         LOSS: lambda: conn()._loss,
         "quic.connection.Limit": lambda: conn()._local_max_data,
+        "quic.connection.QuicConnectionId": lambda: conn()._host_cids[0],
         "quic.recovery.QuicPacketSpace": QuicPacketSpace,
         "quic.stream.QuicStream": lambda: QuicStream(stream_id=0),
         SENDER: lambda: QuicStream(stream_id=0).sender,
