@@ -132,3 +132,10 @@ def test_socket_buffer_sizes_are_applied_and_clamping_is_reported(caplog: pytest
         assert any(str(huge) in r.getMessage() and str(granted) in r.getMessage() for r in caplog.records)
 
 
+
+
+def test_a_small_max_ack_delay_is_advertised(pki: DemoPki) -> None:
+    # aioquic advertises 25 ms; ours is 5 ms, so the peer's probe timeout is 20 ms shorter.
+    client, server = _pair(pki)
+    assert client._loss.max_ack_delay == pytest.approx(0.005)
+    assert server._loss.max_ack_delay == pytest.approx(0.005)

@@ -89,6 +89,7 @@ PRIVATE: tuple[Internal, ...] = (
     # aioquic calls it by keyword; our override calls super() positionally.
     Internal(QC, "_write_connection_limits", "override", (("builder=", "space="), ("builder", "space"))),
     Internal(QC, "_initialize", "override", (("peer_cid",),)),
+    Internal(QC, "_serialize_transport_parameters", "override", ((),)),
     # Loss recovery: our controller and pacer replace aioquic's; losses are counted.
     *_each(LOSS, "attribute", "_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized", "_rtt_initial"),
     Internal(
@@ -178,6 +179,8 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     Internal("tls", "NewSessionTicket", "name"),
     Internal("tls", "push_new_session_ticket", "name"),
     Internal("quic.connection", "END_STATES", "name"),
+    *_each("quic.packet", "name", "pull_quic_transport_parameters", "push_quic_transport_parameters"),
+    Internal("quic.recovery.QuicPacketRecovery", "max_ack_delay", "attribute"),
     Internal("quic.connection.QuicFrameType", "PADDING", "name"),
     *_each("quic.connection.QuicConnectionId", "attribute", "cid", "sequence_number", "was_sent", "stateless_reset_token"),
     Internal("tls.State", "SERVER_EXPECT_CERTIFICATE", "name"),
