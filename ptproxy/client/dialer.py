@@ -19,6 +19,7 @@ from typing import Any
 from ptproxy.addr import format_address
 from ptproxy.errors import TunnelUnavailable
 from ptproxy.tunnel import (
+    DatagramSocket,
     EndpointSettings,
     Session,
     SessionClosed,
@@ -54,21 +55,19 @@ class TunnelState:
         return "connecting"
 
 
-class _ClientProtocol(asyncio.DatagramProtocol):
+class _ClientProtocol:
+    """What the dialer's DatagramSocket reports to: datagrams for the session, socket errors."""
+
     def __init__(self) -> None:
         self.session: Session | None = None
-        self.transport: asyncio.DatagramTransport | None = None
         self._refused = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._refused = 0
         if self.session is not None:
             self.session.datagram_received(data, addr)
 
-    def error_received(self, exc: Exception) -> None:
+    def error_received(self, exc: OSError) -> None:
         # ICMP port unreachable: the server end is not running. One may be stale or spoofed,
         # so only a run of them with nothing received in between ends the session early.
         if isinstance(exc, ConnectionRefusedError) and self.session is not None:
@@ -153,7 +152,7 @@ class Dialer:
         """One attempt; True when it established a session that was then lost."""
         cfg = self.settings.config
         number = next(connection_numbers)
-        transport: asyncio.DatagramTransport | None = None
+        transport: DatagramSocket | None = None
         try:
             session, transport, addr = await self._connect(number)
         except (TimeoutError, OSError, SessionClosed) as exc:
@@ -183,7 +182,7 @@ class Dialer:
         transport.close()  # the dialer made the socket for this session; it goes with it
         return True
 
-    async def _connect(self, number: int) -> tuple[Session, asyncio.DatagramTransport, Any]:
+    async def _connect(self, number: int) -> tuple[Session, DatagramSocket, Any]:
         cfg = self.settings.config
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(
@@ -198,14 +197,15 @@ class Dialer:
             target = (f"::ffff:{addr[0]}", addr[1], 0, 0)
         sock.connect(target)
         addr = sock.getpeername()
-        transport, proto = await loop.create_datagram_endpoint(_ClientProtocol, sock=sock)
+        proto = _ClientProtocol()
+        transport = DatagramSocket(sock, proto.datagram_received, proto.error_received)
         settings = self.settings
         quic = settings.new_connection(
             session_ticket_handler=lambda t: self._ticket_received(t, settings)
         )
         session = Session(
             quic,
-            lambda data, _addr: transport.sendto(data),
+            lambda datagrams, _addr: transport.send(datagrams, None),  # the connected peer
             number=number,
             peer=addr,
             send_window=cfg.transport.effective_send_window,

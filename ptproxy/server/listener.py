@@ -34,6 +34,7 @@ from ptproxy.server.admission import (
     Route,
 )
 from ptproxy.tunnel import (
+    DatagramSocket,
     EndpointSettings,
     Session,
     TunnelStream,
@@ -54,7 +55,7 @@ ADMIT_BATCH = 32
 REFUSAL_LOG_INTERVAL = 10.0  # s between summary lines of one refusal reason
 
 
-class Listener(asyncio.DatagramProtocol):
+class Listener:
     """The server end's QUIC endpoint."""
 
     def __init__(self, settings: EndpointSettings, on_request: RequestHandler) -> None:
@@ -63,7 +64,7 @@ class Listener(asyncio.DatagramProtocol):
         self._on_request = on_request
         self._by_cid: dict[bytes, Session] = {}
         self.sessions: set[Session] = set()
-        self._transport: asyncio.DatagramTransport | None = None
+        self._socket: DatagramSocket | None = None
         self.local_address: Any = None
         self._draining = False
         # Called with every Session as it is created (metrics track its counters).
@@ -93,7 +94,7 @@ class Listener(asyncio.DatagramProtocol):
     @property
     def listening(self) -> bool:
         """The endpoint is bound and accepts new sessions (not draining)."""
-        return self._transport is not None and not self._transport.is_closing() and not self._draining
+        return self._socket is not None and not self._socket.closed and not self._draining
 
     def replace_settings(self, settings: EndpointSettings) -> None:
         """Reload: new sessions use ``settings`` (certificate, CA); live sessions keep theirs.
@@ -108,14 +109,11 @@ class Listener(asyncio.DatagramProtocol):
     async def start(self) -> None:
         cfg = self.settings.config
         sock = self.settings.open_socket(cfg.general.quic_port)
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        # Read in batches; datagrams of known connections are handled as read, new ones queued.
+        self._socket = DatagramSocket(sock, self.datagram_received)
         self.local_address = sock.getsockname()
         host, port = self.local_address[0], self.local_address[1]
         logger.info("started endpoint at %s", format_address((host, port)))
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         decision = self.admission.screen(data, addr, self._by_cid.__contains__)
@@ -158,11 +156,9 @@ class Listener(asyncio.DatagramProtocol):
 
     def _act(self, decision: Reply | Drop, addr: Any) -> None:
         if isinstance(decision, Reply):
-            assert self._transport is not None
-            try:
-                self._transport.sendto(decision.packet, addr)
-            except OSError:  # stateless reply: the client retransmits, or was never there
-                pass
+            assert self._socket is not None
+            # A stateless reply: if it is lost the client retransmits (or was never there).
+            self._socket.send([decision.packet], addr)
         elif decision.reason is not None:
             self._refused(decision.reason, addr, _refusal_detail(decision.reason, addr, self.admission))
 
@@ -194,11 +190,11 @@ class Listener(asyncio.DatagramProtocol):
             tickets=self.tickets,
         )
         cfg = self.settings.config
-        assert self._transport is not None
-        transport = self._transport
+        assert self._socket is not None
+        udp = self._socket
         session = Session(
             quic,
-            transport.sendto,
+            udp.send,
             number=number,
             peer=addr,
             send_window=cfg.transport.effective_send_window,
@@ -293,8 +289,8 @@ class Listener(asyncio.DatagramProtocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush_refusals(force=True)  # the last counts are not lost on shutdown
-        if self._transport is not None:
-            self._transport.close()
+        if self._socket is not None:
+            self._socket.close()
 
 
 def _refusal_detail(reason: str, addr: Any, admission: Admission) -> str:

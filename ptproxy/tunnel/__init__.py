@@ -3,12 +3,13 @@
 This is the surface the client, server and ops code use; they import from ``ptproxy.tunnel``, not
 from its modules. Inside: ``session`` (the I/O edge around aioquic's sans-IO connection),
 ``stream`` (one request stream and its state), ``endpoint`` (settings shared by both ends), ``tls``,
-``ticketkeys`` and ``reset`` (secrets that survive a restart), ``udp``; ``aioquic/`` holds every touch of aioquic internals, ``cc/`` the congestion controllers.
+``ticketkeys`` and ``reset`` (secrets that survive a restart), ``udp`` and ``datagrams`` (the socket, read and written in batches); ``aioquic/`` holds every touch of aioquic internals, ``cc/`` the congestion controllers.
 Importing this package has no side effects beyond importing those modules.
 """
 
-from ptproxy.tunnel import endpoint, reset, session, stream, tls, udp
+from ptproxy.tunnel import datagrams, endpoint, reset, session, stream, tls, udp
 from ptproxy.tunnel.aioquic import ClientAuthPolicy, SessionTicket
+from ptproxy.tunnel.datagrams import *  # noqa: F403
 from ptproxy.tunnel.endpoint import *  # noqa: F403
 from ptproxy.tunnel.reset import *  # noqa: F403
 from ptproxy.tunnel.session import *  # noqa: F403
@@ -19,6 +20,7 @@ from ptproxy.tunnel.udp import *  # noqa: F403
 # The surface is each module's own ``__all__`` (a name is declared once, where it is defined), plus
 # the two aioquic-layer types the ends hand to a session.
 __all__ = ["ClientAuthPolicy", "SessionTicket"]
+__all__ += datagrams.__all__
 __all__ += endpoint.__all__
 __all__ += reset.__all__
 __all__ += session.__all__

@@ -45,7 +45,8 @@ __all__ = ["Session", "SessionClosed"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
-SendTo = Callable[[bytes, Any], None]
+# Sends a transmit's datagrams to one address, in order (a DatagramSocket's send).
+SendBatch = Callable[[list[bytes], Any], None]
 
 # A timer firing this early counts as on time (uvloop's timers have 1 ms resolution).
 TIMER_SLACK = 0.001
@@ -57,7 +58,7 @@ class Session:
     def __init__(
         self,
         quic: PatchedQuicConnection,
-        sendto: SendTo,
+        send: SendBatch,
         *,
         number: int,
         peer: Any,
@@ -70,7 +71,7 @@ class Session:
         self.h3: PatchedH3Connection | None = None
         self.number = number
         self.peer = peer
-        self._sendto = sendto
+        self._send = send
         self._loop = asyncio.get_running_loop()
         self._on_request = on_request
         self._on_closed = on_closed
@@ -136,23 +137,31 @@ class Session:
         """Send what aioquic has queued, re-arm its timer, wake writers waiting for buffer room."""
         self._transmit_handle = None
         now = time.monotonic()
-        sendto = self._sendto
-        sent = 0
         self.transmits += 1
         datagrams = self.quic.datagrams_to_send(now=now)
-        self.datagrams_sent += len(datagrams)
-        for data, addr in datagrams:
-            sent += len(data)
-            try:
-                sendto(data, addr)
-            except OSError as exc:  # e.g. ENETUNREACH: loss, QUIC recovers or times out
-                self.log.debug("sendto failed: %s", exc)
+        sent = self._send_grouped(datagrams) if datagrams else 0
         if sent:
             self.bytes_sent += sent
             self._last_activity = now
         self._arm_timer()
         if self._room_waiters:
             self._wake_room_waiters()
+
+    def _send_grouped(self, datagrams: list[tuple[bytes, Any]]) -> int:
+        """Hand the datagrams over in runs to one address (one batched send each); their bytes."""
+        self.datagrams_sent += len(datagrams)
+        send = self._send
+        target = datagrams[0][1]
+        run: list[bytes] = []
+        size = 0
+        for data, addr in datagrams:
+            if addr != target:  # only while migrating or probing a path: rare
+                send(run, target)
+                run, target = [], addr
+            run.append(data)
+            size += len(data)
+        send(run, target)
+        return size
 
     def transmit_soon(self) -> None:
         """Coalesce transmits requested by the application within one loop iteration."""

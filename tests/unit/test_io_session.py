@@ -55,6 +55,11 @@ class Link:
         assert self.deliver is not None
         asyncio.get_running_loop().call_soon(self.deliver, bytes(data))
 
+    def send(self, datagrams: list[bytes], addr: Any) -> None:
+        """The Session's batched sender: each datagram crosses (or is dropped) on its own."""
+        for data in datagrams:
+            self.sendto(data, addr)
+
 
 class Pair:
     """A client Session and the server Session it creates with its first datagram."""
@@ -81,7 +86,7 @@ class Pair:
     def _session(cfg: Config, quic: Any, link: Link, peer: Any, **kwargs: Any) -> Session:
         return Session(
             quic,
-            link.sendto,
+            link.send,
             number=1,
             peer=peer,
             send_window=cfg.transport.effective_send_window,
