@@ -90,9 +90,14 @@ class Dialer:
         self._on_state = on_state
         self._rng = random.Random()
         self._stopping = False
+        self.session_reset = False  # the last session ended with the peer's Stateless Reset
         self._last_ticket: SessionTicket | None = None
         # A session resuming with 0-RTT, not yet confirmed: usable for replay-safe requests.
         self._early: Session | None = None
+        # The next attempt follows a lost session at once: offer it for 0-RTT only if the peer is
+        # known to be alive (it sent a Stateless Reset), else requests would wait on a dead peer
+        # for the handshake timeout (502) instead of getting 503 at once.
+        self._peer_unknown = False
         # Called with every Session as it is created (metrics track its counters).
         self.on_session: Callable[[Session], None] | None = None
 
@@ -129,9 +134,11 @@ class Dialer:
             lost = await self._attempt_and_hold()
             if self._stopping:
                 break
+            self._peer_unknown = False
             if lost:
                 # A session was up and is gone (peer restarted, blackout ended, reset): try
                 # again at once; only a failed attempt waits the jittered interval.
+                self._peer_unknown = not self.session_reset
                 continue
             await asyncio.sleep(next_retry_delay(interval, self._rng))
 
@@ -170,6 +177,7 @@ class Dialer:
         self.state.first_attempt_done.set()
         self._notify()
         reason = await asyncio.shield(session.closed)
+        self.session_reset = session.quic.stateless_reset_received
         self.state.up = False
         if not self._stopping:
             self._failed(f"connection {number} lost: {reason}", attempt=False)
@@ -223,7 +231,7 @@ class Dialer:
                 session.connect(addr)
             finally:
                 self.settings.quic_config.session_ticket = None
-            if ticket is not None and ticket.max_early_data_size:
+            if ticket is not None and ticket.max_early_data_size and not self._peer_unknown:
                 self._early = session
             # aioquic's idle timeout bounds the handshake; the margin only guards against a bug.
             await asyncio.wait_for(
