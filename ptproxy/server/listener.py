@@ -39,6 +39,7 @@ from ptproxy.tunnel import (
     Session,
     TunnelStream,
     connection_numbers,
+    host_cids,
 )
 
 __all__ = ["Listener"]
@@ -116,13 +117,24 @@ class Listener:
         logger.info("started endpoint at %s", format_address((host, port)))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        decision = self.admission.screen(data, addr, self._by_cid.__contains__)
+        decision = self.admission.screen(data, addr, self._knows)
         if type(decision) is Route:
             self._by_cid[decision.cid].datagram_received(data, addr)
         elif type(decision) is New:
             self._enqueue_new(data, addr, decision)
         else:
             self._act(decision, addr)  # type: ignore[arg-type]
+
+    def _knows(self, cid: bytes) -> bool:
+        if cid in self._by_cid:
+            return True
+        # A connection ID the peer heard of before we processed its ConnectionIdIssued event:
+        # route it now (answering it with a Stateless Reset would kill a live connection).
+        for session in self.sessions:
+            if cid in host_cids(session.quic):
+                self._by_cid[cid] = session
+                return True
+        return False
 
     def _enqueue_new(self, data: bytes, addr: Any, decision: New) -> None:
         if self._draining:

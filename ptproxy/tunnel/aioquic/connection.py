@@ -49,6 +49,7 @@ __all__ = [
     "PatchedQuicConnection",
     "connection_stats",
     "handshake_confirmed",
+    "host_cids",
     "is_client",
     "lost_packets",
     "peer_max_streams_bidi",
@@ -492,6 +493,15 @@ def _flow_stats(conn: QuicConnection) -> dict[str, float]:
         "flow_blocked_send": conn.flow_blocked_send,
         "flow_blocked_receive": conn.flow_blocked_receive,
     }
+
+
+def host_cids(conn: QuicConnection) -> list[bytes]:
+    """Connection IDs this end issued for the connection (the peer may use any of them).
+
+    aioquic reports a new one (ConnectionIdIssued) only after it went out, so a peer quick to use
+    it can be heard before the event is: routing looks here before calling a packet a stranger's.
+    """
+    return [c.cid for c in conn._host_cids]
 
 
 def send_window(conn: QuicConnection, configured: int) -> int:
