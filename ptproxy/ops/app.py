@@ -14,18 +14,21 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ptproxy.client.dialer import Dialer, TunnelState
 from ptproxy.client.listener import Frontend
 from ptproxy.errors import PtproxyError
 from ptproxy.ops.config import Config
-from ptproxy.ops.health import MetricsServer
-from ptproxy.ops.metrics import Metrics
 from ptproxy.ops.systemd import Notifier, run_watchdog
 from ptproxy.server.listener import Listener
 from ptproxy.server.origin import Backend
 from ptproxy.tunnel import EndpointSettings, client_auth_policy, load_material
+
+if TYPE_CHECKING:  # imported only when [metrics] is configured: prometheus_client costs start-up
+    from ptproxy.client.dialer import TunnelState as _State
+    from ptproxy.ops.health import MetricsServer
+    from ptproxy.ops.metrics import Metrics, Side
 
 __all__ = ["App", "run"]
 
@@ -58,9 +61,11 @@ class App:
         if self.is_client:
             settings = EndpointSettings.build(self.config, material)
             self.dialer = Dialer(settings, on_state=self._tunnel_state)
-            self.metrics = Metrics("client", self.dialer.state)
-            self.dialer.on_session = self.metrics.track
-            self.frontend = Frontend(self.config, self.dialer, on_request_done=self.metrics.request_done)
+            self.metrics = self._make_metrics("client", self.dialer.state)
+            if self.metrics is not None:
+                self.dialer.on_session = self.metrics.track
+            done = self.metrics.request_done if self.metrics is not None else None
+            self.frontend = Frontend(self.config, self.dialer, on_request_done=done)
             await self.frontend.start()
             await self._start_metrics_server()
             self._spawn(self.dialer.run())
@@ -69,15 +74,16 @@ class App:
             self.notifier.ready(self.dialer.state.describe())
         else:
             settings = EndpointSettings.build(self.config, material, client_auth_policy(self.config, material))
-            self.metrics = Metrics("server")
+            self.metrics = self._make_metrics("server")
             self.backend = Backend(
                 self.config,
                 lambda: self.listener.local_address if self.listener else ("", 0),
-                on_request_done=self.metrics.request_done,
+                on_request_done=self.metrics.request_done if self.metrics is not None else None,
             )
             self.listener = Listener(settings, self.backend.on_request)
-            self.listener.on_session = self.metrics.track
-            self.metrics.listener = self.listener
+            if self.metrics is not None:
+                self.listener.on_session = self.metrics.track
+                self.metrics.listener = self.listener
             await self.listener.start()
             await self._start_metrics_server()
             self.notifier.ready("serving")
@@ -85,8 +91,18 @@ class App:
         if interval:
             self._spawn(run_watchdog(self.notifier, interval))
 
+    def _make_metrics(self, side: Side, state: _State | None = None) -> Metrics | None:
+        """Metrics when [metrics] is configured; without it nothing reads them, so none are kept."""
+        if self.config.metrics is None:
+            return None
+        from ptproxy.ops.metrics import Metrics
+
+        return Metrics(side, state)
+
     async def _start_metrics_server(self) -> None:
         if self.config.metrics is not None and self.metrics is not None:
+            from ptproxy.ops.health import MetricsServer
+
             self.metrics_server = MetricsServer(self.config.metrics.bind, self.metrics, self.readiness)
             await self.metrics_server.start()
 

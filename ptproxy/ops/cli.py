@@ -26,6 +26,7 @@ def version_text() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed_version
 
+    from ptproxy.tunnel import udp_features, udp_implementation
     from ptproxy.wire import chunked, fieldcodec
     from ptproxy.wire import framing as pump
 
@@ -35,9 +36,10 @@ def version_text() -> str:
         loop = f"uvloop {installed_version('uvloop')}"
     except PackageNotFoundError:
         loop = "asyncio"
+    batching = ", ".join(name for name, used in udp_features().items() if used) or "none"
     return (
-        f"ptproxy {__version__} (speedups: {speedups}; aioquic {installed_version('aioquic')}; {loop}; "
-        f"Python {sys.version.split()[0]})"
+        f"ptproxy {__version__} (speedups: {speedups}; UDP I/O: {udp_implementation()}, batching: "
+        f"{batching}; aioquic {installed_version('aioquic')}; {loop}; Python {sys.version.split()[0]})"
     )
 
 

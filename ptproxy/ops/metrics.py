@@ -31,7 +31,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 Side = Literal["client", "server"]
-_SESSION_COUNTERS = ("bytes_sent", "bytes_received", "lost_packets", "flow_blocked_send", "flow_blocked_receive")
+_SESSION_COUNTERS = (
+    "bytes_sent", "bytes_received", "lost_packets", "flow_blocked_send", "flow_blocked_receive",
+    "datagrams_sent", "datagrams_received",
+)
 # Flow-control windows of the current session (they tune themselves unless set in the file).
 _WINDOW_KINDS = (("receive", "window_receive"), ("stream_receive", "window_stream_receive"), ("send", "window_send"))
 
@@ -149,7 +152,26 @@ class _TunnelCollector(Collector):
         families = list(self._families(stats, m.tunnel_up(), m.attempts(), m.session_totals(), open_streams))
         if m.listener is not None:
             families += self._admission(m.listener)
+        families += self._udp(m.session_totals())
         return families
+
+    @staticmethod
+    def _udp(totals: dict[str, float]) -> list[Metric]:
+        from ptproxy.tunnel import udp_features
+
+        datagrams = CounterMetricFamily(
+            "ptproxy_datagrams", "UDP datagrams of QUIC traffic, by direction.", labels=["direction"]
+        )
+        datagrams.add_metric(["sent"], totals["datagrams_sent"])
+        datagrams.add_metric(["received"], totals["datagrams_received"])
+        batching = GaugeMetricFamily(
+            "ptproxy_udp_batching",
+            "1 for each batched UDP feature in use (recvmmsg, sendmmsg, gso, gro), else 0.",
+            labels=["feature"],
+        )
+        for feature, used in udp_features().items():
+            batching.add_metric([feature], float(used))
+        return [datagrams, batching]
 
     @staticmethod
     def _admission(listener: Listener) -> list[Metric]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ptproxy.tunnel import udpio
 
-__all__ = ["DatagramSocket", "udp_features"]
+__all__ = ["DatagramSocket", "udp_features", "udp_implementation"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
@@ -41,6 +41,11 @@ _logged = False
 def udp_features() -> dict[str, bool]:
     """What the batched I/O uses on this machine (``recvmmsg``, ``sendmmsg``, ``gso``, ``gro``)."""
     return dict(udpio.capabilities())
+
+
+def udp_implementation() -> str:
+    """Which twin does the batched UDP I/O: ``compiled`` or ``pure``."""
+    return str(udpio.IMPLEMENTATION)
 
 
 def _log_features_once() -> None:

@@ -526,6 +526,8 @@ class Session:
         data = connection_stats(self.quic)
         data["bytes_received"] = float(self.bytes_received)
         data["bytes_sent"] = float(self.bytes_sent)
+        data["datagrams_received"] = float(self.datagrams_received)
+        data["datagrams_sent"] = float(self.datagrams_sent)
         data["open_streams"] = float(len(self._streams))
         data["lost_packets"] = float(lost_packets(self.quic))
         return data

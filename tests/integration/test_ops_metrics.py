@@ -184,3 +184,24 @@ def test_metrics_port_in_use_is_a_one_line_error(make_pair: Callable[..., Pair])
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_metrics_count_datagrams_and_report_udp_batching(make_pair: Callable[..., Pair]) -> None:
+    pair, cport, sport = metrics_pair(make_pair)
+    before_c, before_s = scrape(cport), scrape(sport)
+    assert fetch(pair, "/echo?datagrams", body=b"x" * 100_000) == 200
+    after_c, after_s = scrape(cport), scrape(sport)
+
+    def delta(before: Samples, after: Samples, direction: str) -> float:
+        name = "ptproxy_datagrams_total"
+        return sample(after, name, direction=direction) - sample(before, name, direction=direction)
+
+    sent = delta(before_c, after_c, "sent")
+    assert sent > 0 and delta(before_s, after_s, "received") > 0 and delta(before_s, after_s, "sent") > 0
+    bytes_sent = sample(after_c, "ptproxy_quic_bytes_total", direction="sent") - sample(
+        before_c, "ptproxy_quic_bytes_total", direction="sent"
+    )
+    assert bytes_sent / sent <= 65535, (bytes_sent, sent)  # counted as QUIC datagrams, not batches
+    for side in (after_c, after_s):
+        features = {f: sample(side, "ptproxy_udp_batching", feature=f) for f in ("recvmmsg", "sendmmsg", "gso", "gro")}
+        assert set(features.values()) <= {0.0, 1.0}, features
