@@ -19,11 +19,15 @@ from ptproxy.tunnel.udp import *  # noqa: F403
 
 # The surface is each module's own ``__all__`` (a name is declared once, where it is defined), plus
 # the two aioquic-layer types the ends hand to a session and the server's routing helper.
-__all__ = ["ClientAuthPolicy", "SessionTicket", "host_cids"]
-__all__ += datagrams.__all__
-__all__ += endpoint.__all__
-__all__ += reset.__all__
-__all__ += session.__all__
-__all__ += stream.__all__
-__all__ += tls.__all__
-__all__ += udp.__all__
+__all__ = [
+    "ClientAuthPolicy",
+    "SessionTicket",
+    "host_cids",
+    *datagrams.__all__,
+    *endpoint.__all__,
+    *reset.__all__,
+    *session.__all__,
+    *stream.__all__,
+    *tls.__all__,
+    *udp.__all__,
+]

@@ -19,10 +19,12 @@ from ptproxy.tunnel.aioquic.tickets import *  # noqa: F403
 
 # The surface is each concern's own ``__all__`` (a name is declared once, where it is defined), plus
 # the check of the declared internals; ``initial`` is the server listener's alone.
-__all__ = ["check_internals"]
-__all__ += congestion.__all__
-__all__ += connection.__all__
-__all__ += h3.__all__
-__all__ += mtls.__all__
-__all__ += qlog.__all__
-__all__ += tickets.__all__
+__all__ = [
+    "check_internals",
+    *congestion.__all__,
+    *connection.__all__,
+    *h3.__all__,
+    *mtls.__all__,
+    *qlog.__all__,
+    *tickets.__all__,
+]
