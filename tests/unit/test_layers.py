@@ -180,21 +180,9 @@ def test_cycle_detection_reports_a_path() -> None:
     assert _cycles(graph) == [["a", "b", "c", "a"]]
 
 
-# Cycles being removed by a change in progress: reported as an expected failure, never hidden.
-KNOWN_CYCLES = {
-    frozenset({"ptproxy.tunnel.session", "ptproxy.tunnel.stream"}): (
-        "stream.py imports session.py (under TYPE_CHECKING) for its owner's type; the stream "
-        "lifecycle change replaces that with a protocol"
-    ),
-}
-
-
 def test_no_import_cycles() -> None:
-    cycles = _cycles(GRAPH)
-    unknown = [_describe(cycle) for cycle in cycles if frozenset(cycle) not in KNOWN_CYCLES]
-    assert unknown == [], "import cycles:\n" + "\n".join(unknown)
-    if cycles:
-        pytest.xfail("; ".join(KNOWN_CYCLES[frozenset(cycle)] for cycle in cycles))
+    cycles = [_describe(cycle) for cycle in _cycles(GRAPH)]
+    assert cycles == [], "import cycles:\n" + "\n".join(cycles)
 
 
 # -- (b) aioquic only in tunnel/ -------------------------------------------------------------------
