@@ -134,6 +134,8 @@ COLUMNS = [
     ("down MB/s", "download_10m", "mb_per_s", "{:.0f}"),
     ("up MB/s", "upload_10m", "mb_per_s", "{:.0f}"),
     ("CPU s/10k req", "wrk_small", "cpu_s_per_10k_total", "{:.2f}"),
+    ("pkts/req (wrk)", "wrk_small", "packets_per_req_total", "{:.2f}"),
+    ("ACK-only pkts/req", "wrk_small", "packets_per_req_ack", "{:.2f}"),
     ("RSS MiB", "process", "peak_rss_mib_total", "{:.0f}"),
 ]
 

@@ -9,9 +9,11 @@ recorded and the run goes on.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import traceback
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,48 @@ class Measured:
         return out
 
 
+class Packets:
+    """QUIC packets (by kind) and datagrams of both ends over a block, from their /metrics;
+    per request. Empty for systems without metrics endpoints (or when a scrape fails)."""
+
+    def __init__(self, system: System) -> None:
+        self.urls = system.metrics_urls
+
+    def __enter__(self) -> Packets:
+        self.t0 = _scrape(self.urls)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        t1 = _scrape(self.urls)
+        self.delta = {k: t1[k] - self.t0.get(k, 0.0) for k in t1} if self.t0 and t1 else {}
+
+    def per_request(self, requests: float) -> dict[str, float]:
+        if not self.delta or requests <= 0:
+            return {}
+        out = {f"packets_per_req_{k}": v / requests for k, v in self.delta.items()}
+        out["packets_per_req_total"] = sum(v for k, v in self.delta.items() if not k.startswith("datagrams_")) / requests
+        return out
+
+
+_SAMPLE = re.compile(r'^ptproxy_(packets_sent|datagrams)_total\{(?:kind|direction)="(\w+)"\} ([0-9.e+]+)$', re.M)
+
+
+def _scrape(urls: list[str]) -> dict[str, float]:
+    """Sum of ptproxy_packets_sent_total{kind} (key: kind) and ptproxy_datagrams_total{direction}
+    (key: datagrams_<direction>) over ``urls``; {} if there are none or one fails."""
+    totals: dict[str, float] = {}
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        for family, label, value in _SAMPLE.findall(text):
+            key = label if family == "packets_sent" else f"datagrams_{label}"
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
+
+
 def _url(ep: Endpoint, path: str) -> str:
     return f"http://{ep.host}:{ep.port}{path}"
 
@@ -138,9 +182,11 @@ def run_system(s: Settings, place: Place, system: System, lg: Loadgen, data: Run
 def sc_small(tool: str) -> Callable[..., None]:
     def f(s: Settings, place: Place, system: System, lg: Loadgen, ep: Endpoint, data: RunData) -> None:
         run = lg.wrk if tool == "wrk" else lg.ab
-        with Measured(system) as cpu:
+        with Packets(system) as packets, Measured(system) as cpu:
             r = run(_url(ep, "/hello"), s.conns, s.duration)
-        _add(data, place.name, system.name, f"{tool}_small", {**r, **cpu.per(r.get("requests", 0) / 10_000, "10k")})
+        n = r.get("requests", 0)
+        _add(data, place.name, system.name, f"{tool}_small",
+             {**r, **cpu.per(n / 10_000, "10k"), **packets.per_request(n)})
     return f
 
 
@@ -171,9 +217,10 @@ def sc_transfer(mode: str) -> Callable[..., None]:
 
 def sc_sweep(s: Settings, place: Place, system: System, lg: Loadgen, ep: Endpoint, data: RunData) -> None:
     for c in s.sweep:
-        with Measured(system) as cpu:
+        with Packets(system) as packets, Measured(system) as cpu:
             r = lg.wrk(_url(ep, "/hello"), c, s.sweep_duration)
-        _add(data, place.name, system.name, f"sweep_c{c}", {**r, **cpu.per(r.get("requests", 0) / 10_000, "10k")})
+        n = r.get("requests", 0)
+        _add(data, place.name, system.name, f"sweep_c{c}", {**r, **cpu.per(n / 10_000, "10k"), **packets.per_request(n)})
 
 
 SCENARIO_FUNCS: dict[str, Callable[..., None]] = {

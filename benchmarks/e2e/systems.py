@@ -61,6 +61,8 @@ class System:
     ctx: Context
     proxies: dict[str, Managed] = field(default_factory=dict)  # "client_end"/"server_end"
     info: dict[str, Any] = field(default_factory=dict)
+    # Prometheus endpoints of the proxy processes (ptproxy: both ends), scraped around scenarios.
+    metrics_urls: list[str] = field(default_factory=list)
 
     def start(self) -> Endpoint:
         raise NotImplementedError
@@ -102,9 +104,15 @@ class Ptproxy(System):
             rate = place.params.get("rate_mbit") or 1000.0
             bdp = int(rate * 1e6 / 8 * place.params.get("rtt_ms", 1.0) / 1000)
             transport["initial_window"] = self.info["initial_window"] = max(14720, bdp)
+        # Each end serves /metrics: the scenarios read packets per request from both ends.
+        client_metrics, server_metrics = free_ports(2)
+        self.metrics_urls = [f"http://{place.addr('a')}:{client_metrics}/metrics",
+                             f"http://{place.addr('b')}:{server_metrics}/metrics"]
         client, server = ptproxy_configs(
             d, pki, http_port=http_port, quic_port=quic_port, origin=f"{place.addr('b')}:{self.ctx.origin_port}",
             client_addr=place.addr("a"), server_addr=place.addr("b"), transport=transport,
+            client_extra={"metrics": {"bind_address": f"{place.addr('a')}:{client_metrics}"}},
+            server_extra={"metrics": {"bind_address": f"{place.addr('b')}:{server_metrics}"}},
         )
         env = python_env(pure=self.pure)
         srv = self._run("server_end", "b", ptproxy_cmd(server), d / "server.log", env=env, cwd=d)

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ptproxy.tunnel import PACKET_KINDS
+
 if TYPE_CHECKING:
     from ptproxy.client.dialer import TunnelState
     from ptproxy.server.listener import Listener
@@ -34,6 +36,7 @@ Side = Literal["client", "server"]
 _SESSION_COUNTERS = (
     "bytes_sent", "bytes_received", "lost_packets", "flow_blocked_send", "flow_blocked_receive",
     "datagrams_sent", "datagrams_received",
+    *(f"packets_sent_{kind}" for kind in PACKET_KINDS),
 )
 # Flow-control windows of the current session (they tune themselves unless set in the file).
 _WINDOW_KINDS = (("receive", "window_receive"), ("stream_receive", "window_stream_receive"), ("send", "window_send"))
@@ -164,6 +167,14 @@ class _TunnelCollector(Collector):
         )
         datagrams.add_metric(["sent"], totals["datagrams_sent"])
         datagrams.add_metric(["received"], totals["datagrams_received"])
+        packets = CounterMetricFamily(
+            "ptproxy_packets_sent",
+            "QUIC packets sent, by kind: ack (ACK-only), data (request-stream data), qpack (QPACK "
+            "stream data only), control (other ack-eliciting frames), handshake (Initial/Handshake).",
+            labels=["kind"],
+        )
+        for kind in PACKET_KINDS:
+            packets.add_metric([kind], totals[f"packets_sent_{kind}"])
         batching = GaugeMetricFamily(
             "ptproxy_udp_batching",
             "1 for each batched UDP feature in use (recvmmsg, sendmmsg, gso, gro), else 0.",
@@ -171,7 +182,7 @@ class _TunnelCollector(Collector):
         )
         for feature, used in udp_features().items():
             batching.add_metric([feature], float(used))
-        return [datagrams, batching]
+        return [datagrams, packets, batching]
 
     @staticmethod
     def _admission(listener: Listener) -> list[Metric]:

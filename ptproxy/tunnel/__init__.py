@@ -8,7 +8,7 @@ Importing this package has no side effects beyond importing those modules.
 """
 
 from ptproxy.tunnel import datagrams, endpoint, reset, session, stream, tls, udp
-from ptproxy.tunnel.aioquic import ClientAuthPolicy, SessionTicket, host_cids
+from ptproxy.tunnel.aioquic import PACKET_KINDS, ClientAuthPolicy, SessionTicket, host_cids
 from ptproxy.tunnel.datagrams import *  # noqa: F403
 from ptproxy.tunnel.endpoint import *  # noqa: F403
 from ptproxy.tunnel.reset import *  # noqa: F403
@@ -18,8 +18,10 @@ from ptproxy.tunnel.tls import *  # noqa: F403
 from ptproxy.tunnel.udp import *  # noqa: F403
 
 # The surface is each module's own ``__all__`` (a name is declared once, where it is defined), plus
-# the two aioquic-layer types the ends hand to a session and the server's routing helper.
+# the two aioquic-layer types the ends hand to a session, the server's routing helper and the kinds
+# of packets a session counts.
 __all__ = [
+    "PACKET_KINDS",
     "ClientAuthPolicy",
     "SessionTicket",
     "host_cids",

@@ -28,6 +28,7 @@ from ptproxy.tunnel.aioquic import (
     handshake_confirmed,
     is_client,
     lost_packets,
+    packets_sent,
     peer_max_streams_bidi,
     pending_close,
     send_window,
@@ -530,6 +531,8 @@ class Session:
         data["datagrams_sent"] = float(self.datagrams_sent)
         data["open_streams"] = float(len(self._streams))
         data["lost_packets"] = float(lost_packets(self.quic))
+        for kind, count in packets_sent(self.quic).items():
+            data[f"packets_sent_{kind}"] = float(count)
         return data
 
 

@@ -8,7 +8,8 @@
 * ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128.
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
-* Lost packets are counted (metrics): aioquic keeps no such count.
+* Lost packets are counted (metrics): aioquic keeps no such count; so are the packets we send, by
+  kind (ACK-only, stream data, QPACK, other control, handshake), read from each sent-packet record.
 * ACKs ride along with stream data instead of waiting out aioquic's 1 ms ACK delay alone, and the
   max_ack_delay we advertise is 5 ms, not 25 (the peer's probe timeout shrinks by 20 ms).
 * Server-side mutual TLS is installed on the TLS context once aioquic creates it (see mtls.py).
@@ -38,7 +39,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.quic.stream import QuicStream
+from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 if TYPE_CHECKING:
     from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
@@ -53,6 +54,8 @@ __all__ = [
     "is_client",
     "lost_packets",
     "peer_max_streams_bidi",
+    "PACKET_KINDS",
+    "packets_sent",
     "peer_transport_parameters",
     "pending_close",
     "send_window",
@@ -62,6 +65,12 @@ __all__ = [
 
 # max_ack_delay we advertise, ms (aioquic: 25; it really acknowledges within ~1 ms).
 MAX_ACK_DELAY_MS = 5
+
+# Kinds of packets sent (ptproxy_packets_sent_total{kind}): "ack" carries no ack-eliciting frame
+# (ACK-only); "data" carries request-stream data; "qpack" QPACK encoder/decoder-stream data (Section
+# Acknowledgments) and no request data; "control" anything else ack-eliciting (MAX_DATA, PING, ...);
+# "handshake" an Initial or Handshake packet.
+PACKET_KINDS = ("ack", "data", "qpack", "control", "handshake")
 
 # PADDING bytes after each PING a client sends: a bare PING packet is ~30 bytes, under the 41 a
 # server needs to see before it may answer with a Stateless Reset.
@@ -132,6 +141,8 @@ class PatchedQuicConnection(QuicConnection):
         self._ptp_receive_blocked = False
         self.flow_blocked_send = 0.0
         self.flow_blocked_receive = 0.0
+        self.packets_sent = dict.fromkeys(PACKET_KINDS, 0)
+        self._ptp_qpack_streams: frozenset[int] = frozenset()
         self._ptp_install_congestion()
 
     # -- congestion control --------------------------------------------------------------------
@@ -190,6 +201,49 @@ class PatchedQuicConnection(QuicConnection):
         ):
             cc.on_app_limited(now=now)
         return datagrams
+
+    # -- packets by kind -----------------------------------------------------------------------
+
+    def set_qpack_streams(self, stream_ids: frozenset[int]) -> None:
+        """Our QPACK encoder and decoder stream IDs (told by the HTTP/3 layer), for packet kinds."""
+        self._ptp_qpack_streams = stream_ids
+
+    def _flush_builder(
+        self, builder: QuicPacketBuilder, network_path: Any, peer_cid: bytes, now: float
+    ) -> list[tuple[bytes, Any]]:
+        first = self._packet_number
+        datagrams = super()._flush_builder(builder=builder, network_path=network_path, peer_cid=peer_cid, now=now)
+        if datagrams:
+            # aioquic numbers the packets of every space from one counter; the 1-RTT space keeps
+            # the record of each packet it sent until it is acknowledged or lost (not within this call).
+            sent = self._spaces[tls.Epoch.ONE_RTT].sent_packets
+            counts = self.packets_sent
+            for number in range(first, self._packet_number):
+                packet = sent.get(number)
+                if packet is None:
+                    counts["handshake"] += 1
+                elif not packet.is_ack_eliciting:
+                    counts["ack"] += 1
+                else:
+                    counts[self._ptp_kind(packet.delivery_handlers)] += 1
+        return datagrams
+
+    def _ptp_kind(self, handlers: list[tuple[Any, Any]]) -> str:
+        kind = "control"
+        qpack = self._ptp_qpack_streams
+        for handler, _args in handlers:
+            # A STREAM frame's delivery handler is its stream's sender.on_data_delivery.
+            sender = getattr(handler, "__self__", None)
+            if not isinstance(sender, QuicStreamSender):
+                continue
+            sid = sender._stream_id
+            if sid is None:
+                continue
+            if not sid & 2:  # bidirectional: a request stream
+                return "data"
+            if sid in qpack:
+                kind = "qpack"
+        return kind
 
     # -- flow control --------------------------------------------------------------------------
 
@@ -509,6 +563,12 @@ def send_window(conn: QuicConnection, configured: int) -> int:
     if isinstance(conn, PatchedQuicConnection):
         return conn.send_window(configured)
     return configured
+
+
+def packets_sent(conn: QuicConnection) -> dict[str, int]:
+    """Packets of this connection sent so far, by kind (PACKET_KINDS; all 0 for an unpatched one)."""
+    counts = getattr(conn, "packets_sent", None)
+    return dict(counts) if counts is not None else dict.fromkeys(PACKET_KINDS, 0)
 
 
 def lost_packets(conn: QuicConnection) -> int:

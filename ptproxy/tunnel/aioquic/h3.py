@@ -47,6 +47,10 @@ class PatchedH3Connection(h3c.H3Connection):
         self._ptp_in_frame: set[int] = set()
         # Request streams the application is done with whose peer half may still carry data.
         self._ptp_ignored: set[int] = set()
+        # Packets that carry only QPACK stream data are counted as such (connection.py).
+        set_qpack = getattr(quic, "set_qpack_streams", None)
+        if set_qpack is not None:
+            set_qpack(frozenset(s for s in (self._local_encoder_stream_id, self._local_decoder_stream_id) if s is not None))
 
     def _check_content_length(self, stream: h3c.H3Stream) -> None:
         # Checked per stream by the application (tunnel/stream.py), never connection-fatal.

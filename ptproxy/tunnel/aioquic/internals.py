@@ -89,6 +89,11 @@ PRIVATE: tuple[Internal, ...] = (
     # aioquic calls it by keyword; our override calls super() positionally.
     Internal(QC, "_write_connection_limits", "override", (("builder=", "space="), ("builder", "space"))),
     Internal(QC, "_initialize", "override", (("peer_cid",),)),
+    # Packets sent, by kind: each flush's packet numbers, their records in the 1-RTT space, and the
+    # stream a STREAM frame's delivery handler (sender.on_data_delivery) belongs to.
+    Internal(QC, "_flush_builder", "override", (("builder=", "network_path=", "peer_cid=", "now="),)),
+    Internal(QC, "_packet_number", "attribute"),
+    Internal(SENDER, "_stream_id", "attribute"),
     Internal(QC, "_serialize_transport_parameters", "override", ((),)),
     # Loss recovery: our controller and pacer replace aioquic's; losses are counted.
     *_each(LOSS, "attribute", "_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized", "_rtt_initial"),
@@ -123,6 +128,7 @@ PRIVATE: tuple[Internal, ...] = (
     # HTTP/3 (h3.py)
     Internal(H3, "_stream", "attribute"),
     Internal(H3, "_get_or_create_stream", "method", (("stream_id",),)),
+    *_each(H3, "attribute", "_local_encoder_stream_id", "_local_decoder_stream_id"),
     Internal(H3, "_check_content_length", "override", (("stream",),)),
     Internal(
         H3,
@@ -150,6 +156,7 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     ),
     Internal("quic.packet_builder.QuicPacketBuilder", "remaining_flight_space", "name"),
     Internal("quic.recovery.QuicPacketSpace", "ack_at", "attribute"),
+    Internal("quic.recovery.QuicPacketSpace", "sent_packets", "attribute"),
     *_each(
         "quic.stream.QuicStream",
         "attribute",
