@@ -33,6 +33,7 @@ TWINS = {
     "chunked": ("ptproxy.wire._chunked_py", "ptproxy._speedups.chunked"),
     "framing": ("ptproxy.wire._framing_py", "ptproxy._speedups.framing"),
     "udpio": ("ptproxy.tunnel._udpio_py", "ptproxy._speedups.udpio"),
+    "quicpath": ("ptproxy.tunnel.aioquic._quicpath_py", "ptproxy._speedups.quicpath"),
 }
 
 fieldcodec_impl = twin_fixture(*TWINS["fieldcodec"])
@@ -253,6 +254,7 @@ FACADES = [
     "ptproxy.wire.chunked",
     "ptproxy.wire.framing",
     "ptproxy.tunnel.udpio",
+    "ptproxy.tunnel.aioquic.quicpath",
 ]
 
 

@@ -192,6 +192,14 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     *_each("quic.connection.QuicConnectionId", "attribute", "cid", "sequence_number", "was_sent", "stateless_reset_token"),
     Internal("tls.State", "SERVER_EXPECT_CERTIFICATE", "name"),
     Internal("tls", "verify_certificate", "name"),
+    # quicpath.py: the per-packet objects replaced by their compiled twins, in each module binding them.
+    *_each("quic.rangeset", "name", "RangeSet"),
+    *_each("quic.stream", "name", "RangeSet"),
+    *_each("quic.recovery", "name", "RangeSet"),
+    *_each("quic.packet", "name", "pull_ack_frame", "push_ack_frame"),
+    *_each("quic.connection", "name", "pull_ack_frame", "push_ack_frame"),
+    *_each("_crypto", "name", "HeaderProtection", "CryptoError"),
+    *_each("quic.crypto", "name", "HeaderProtection"),
 )
 
 
