@@ -88,13 +88,17 @@ class DatagramSocket:
 
     def _readable(self) -> None:
         sock, deliver = self.sock, self._on_datagram
-        for _ in range(RECV_ROUNDS):
+        for round_ in range(RECV_ROUNDS):
             try:
                 batch = udpio.recv_batch(sock, RECV_BATCH, RECV_BUFSIZE)
             except BlockingIOError:
+                if round_ == 0:
+                    # Woken with nothing to read: a POLLERR whose error a send already took.
+                    self._rearm_reader()
                 return
             except OSError as exc:  # reported for the socket, not for a datagram: read on
                 self._error(exc)
+                self._rearm_reader()
                 continue
             for data, addr in batch:
                 deliver(data, addr)
@@ -102,6 +106,14 @@ class DatagramSocket:
                     return
             if len(batch) < RECV_BATCH:
                 return
+
+    def _rearm_reader(self) -> None:
+        # A socket error (an ICMP port unreachable on a connected socket) arrives as POLLERR,
+        # and libuv stops polling the fd for reading when it sees one: without registering the
+        # reader again the socket would go deaf after the first ICMP error.
+        if not self.closed:
+            self._loop.remove_reader(self._fd)
+            self._loop.add_reader(self._fd, self._readable)
 
     def _error(self, exc: OSError) -> None:
         if self._on_error is not None:
