@@ -273,6 +273,24 @@ class Transport(_Section, kw_only=True, frozen=True):
             "are still paced by it."
         ),
     ] = "Bbr"
+    redundancy: Annotated[
+        Literal["None", "Tail"],
+        Doc(
+            '`"Tail"`: when a small flight (at most 4 packets) leaves nothing more to send, its '
+            "last one or two packets are sent once more a few ms later (max(2 ms, RTT/8) plus "
+            "jitter), so one lost packet of a short exchange costs a few ms instead of a round "
+            "trip or more. Costs bytes: copies are capped at `redundancy_max_share` of the bytes "
+            "sent and counted in `ptproxy_redundant_bytes_total`. (Extension.)"
+        ),
+    ] = "None"
+    redundancy_max_share: Annotated[
+        Annotated[float, Meta(gt=0, le=1)],
+        Doc(
+            'With `redundancy = "Tail"`: copies stay below this share of the bytes sent over a '
+            "sliding window of about 5 s. A link carrying only short exchanges needs up to 1.0 "
+            "(each copied once) to protect them all. (Extension.)"
+        ),
+    ] = 0.1
     max_datagram_size: Annotated[
         Annotated[int, Meta(ge=1200, le=65527)],
         Doc(

@@ -35,6 +35,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 Side = Literal["client", "server"]
 _SESSION_COUNTERS = (
     "bytes_sent", "bytes_received", "lost_packets", "flow_blocked_send", "flow_blocked_receive",
+    "redundant_bytes",
     "datagrams_sent", "datagrams_received",
     *(f"packets_sent_{kind}" for kind in PACKET_KINDS),
 )
@@ -239,6 +240,11 @@ class _TunnelCollector(Collector):
             yield fam_g
         yield CounterMetricFamily(
             "ptproxy_lost_packets", "QUIC packets declared lost.", value=totals["lost_packets"]
+        )
+        yield CounterMetricFamily(
+            "ptproxy_redundant_bytes",
+            'Bytes of packets sent a second time by redundancy = "Tail" (cost of the loss tail).',
+            value=totals["redundant_bytes"],
         )
         fam = CounterMetricFamily(
             "ptproxy_quic_bytes", "UDP payload bytes of QUIC traffic, by direction.", labels=["direction"]

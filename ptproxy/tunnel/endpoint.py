@@ -68,6 +68,8 @@ class EndpointSettings:
             stream_receive_window_max=lim.max_auto_stream_window if tr.stream_receive_window is None else None,
             receive_window_max=lim.max_auto_window if tr.receive_window is None else None,
             send_window_max=lim.max_auto_window if tr.send_window is None else None,
+            redundancy=tr.redundancy,
+            redundancy_max_share=tr.redundancy_max_share,
         )
         reset = None
         if config.general.mode == "Server":

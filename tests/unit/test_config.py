@@ -126,6 +126,8 @@ def test_minimal_client_gets_every_default() -> None:
         "socket_receive_buffer_size": None,
         "socket_send_buffer_size": None,
         "congestion_algorithm": "Bbr",
+        "redundancy": "None",
+        "redundancy_max_share": 0.1,
         "max_datagram_size": 1200,
     }
     assert config.transport.effective_receive_window == 14720

@@ -8,6 +8,7 @@
 * ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128.
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
+* ``redundancy = "Tail"``: the tail of a small flight is sent twice (redundancy.py).
 * Lost packets are counted (metrics): aioquic keeps no such count; so are the packets we send, by
   kind (ACK-only, stream data, QPACK, other control, handshake), read from each sent-packet record.
 * ACKs ride along with stream data instead of waiting out aioquic's 1 ms ACK delay alone, and the
@@ -40,6 +41,8 @@ from aioquic.quic.packet import (
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
+
+from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
 
 if TYPE_CHECKING:
     from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
@@ -92,6 +95,9 @@ class FlowSettings:
     stream_receive_window_max: int | None = None
     receive_window_max: int | None = None
     send_window_max: int | None = None
+    # [transport] redundancy: "Tail" sends the tail of a small flight twice (redundancy.py).
+    redundancy: str = "None"
+    redundancy_max_share: float = 0.1
 
 
 class PatchedQuicConnection(QuicConnection):
@@ -144,6 +150,9 @@ class PatchedQuicConnection(QuicConnection):
         self.packets_sent = dict.fromkeys(PACKET_KINDS, 0)
         self._ptp_qpack_streams: frozenset[int] = frozenset()
         self._ptp_install_congestion()
+        self._ptp_tail = (
+            TailRedundancy(max_share=flow.redundancy_max_share) if flow.redundancy == "Tail" else None
+        )
 
     # -- congestion control --------------------------------------------------------------------
 
@@ -200,7 +209,28 @@ class PatchedQuicConnection(QuicConnection):
             and cc.bytes_in_flight + self._max_datagram_size < cc.congestion_window
         ):
             cc.on_app_limited(now=now)
+        if self._ptp_tail is not None:
+            self._ptp_tail.after_send(self, now, sum(len(data) for data, _ in datagrams))
         return datagrams
+
+    # -- redundancy = "Tail" -----------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        timer_at = super().get_timer()
+        tail = self._ptp_tail
+        if tail is not None and tail.deadline is not None and (timer_at is None or tail.deadline < timer_at):
+            return tail.deadline
+        return timer_at
+
+    def handle_timer(self, now: float) -> None:
+        if self._ptp_tail is not None and self._state not in qc.END_STATES:
+            self._ptp_tail.on_timer(self, now)
+        super().handle_timer(now)
+
+    @property
+    def redundant_bytes(self) -> int:
+        """Bytes of packets sent a second time by ``redundancy = "Tail"`` (0 when off)."""
+        return self._ptp_tail.redundant_bytes if self._ptp_tail is not None else 0
 
     # -- packets by kind -----------------------------------------------------------------------
 
@@ -546,6 +576,7 @@ def _flow_stats(conn: QuicConnection) -> dict[str, float]:
         "window_send": float(conn.send_window(conn._ptp_flow.send_window)),
         "flow_blocked_send": conn.flow_blocked_send,
         "flow_blocked_receive": conn.flow_blocked_receive,
+        "redundant_bytes": float(conn.redundant_bytes),
     }
 
 

@@ -156,6 +156,17 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     ),
     Internal("quic.packet_builder.QuicPacketBuilder", "remaining_flight_space", "name"),
     Internal("quic.recovery.QuicPacketSpace", "ack_at", "attribute"),
+    # redundancy.py: the tail of a small flight, read from the sent-packet records.
+    Internal("quic.recovery.QuicPacketSpace", "ack_eliciting_in_flight", "attribute"),
+    *_each(
+        "quic.packet_builder.QuicSentPacket",
+        "attribute",
+        "delivery_handlers",
+        "is_ack_eliciting",
+        "packet_number",
+        "sent_bytes",
+        "sent_time",
+    ),
     Internal("quic.recovery.QuicPacketSpace", "sent_packets", "attribute"),
     *_each(
         "quic.stream.QuicStream",
@@ -228,6 +239,8 @@ def build_instances() -> dict[str, Any]:
     from aioquic.quic.congestion.cubic import CubicCongestionControl
     from aioquic.quic.connection import QuicConnection
     from aioquic.quic.logger import QuicLogger
+    from aioquic.quic.packet import QuicPacketType
+    from aioquic.quic.packet_builder import QuicSentPacket
     from aioquic.quic.recovery import QuicPacketSpace
     from aioquic.quic.stream import QuicStream
 
@@ -240,6 +253,14 @@ def build_instances() -> dict[str, Any]:
         "quic.connection.Limit": lambda: conn()._local_max_data,
         "quic.connection.QuicConnectionId": lambda: conn()._host_cids[0],
         "quic.recovery.QuicPacketSpace": QuicPacketSpace,
+        "quic.packet_builder.QuicSentPacket": lambda: QuicSentPacket(
+            epoch=tls.Epoch.ONE_RTT,
+            in_flight=True,
+            is_ack_eliciting=True,
+            is_crypto_packet=False,
+            packet_number=0,
+            packet_type=QuicPacketType.ONE_RTT,
+        ),
         "quic.stream.QuicStream": lambda: QuicStream(stream_id=0),
         SENDER: lambda: QuicStream(stream_id=0).sender,
         "quic.stream.QuicStreamReceiver": lambda: QuicStream(stream_id=0).receiver,
