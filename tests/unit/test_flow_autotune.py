@@ -60,7 +60,9 @@ class Link:
                 deadlines.append(self._queue[0][0])
             if not deadlines:
                 break
-            self.now = max(self.now, min(*deadlines, until))
+            # A deadline already due moves the clock on by a microsecond: aioquic paces even an ACK
+            # due exactly now (ack_at >= now), which would otherwise be retried at the same instant.
+            self.now = max(self.now, min(*deadlines, until)) if min(deadlines) > self.now else self.now + 1e-6
             while self._queue and self._queue[0][0] <= self.now:
                 _, _, dst, data, src = heapq.heappop(self._queue)
                 dst.receive_datagram(data, src, now=self.now)
@@ -128,3 +130,68 @@ def test_send_window_follows_the_congestion_window_up_to_its_ceiling(pki: DemoPk
     auto_low = PatchedQuicConnection(configuration=fixed._configuration,
                                      flow=flow_settings(initial_window=10_000, send_window_max=150_000))
     assert send_window(auto_low, 50_000) == 50_000  # never below the start value
+
+
+RATE = 250_000  # bytes/s (2 Mbit/s): the bottleneck of the rate-limited link below
+BDP = int(RATE * 2 * ONE_WAY)  # 12500 bytes
+
+
+class RateLink(Link):
+    """The same link with a serialization bottleneck of RATE bytes/s from client to server."""
+
+    def __init__(self, pair: Pair) -> None:
+        super().__init__(pair)
+        self._busy_until = self.now
+
+    def _send(self, conn: PatchedQuicConnection) -> None:
+        if conn is not self.pair.client:
+            super()._send(conn)
+            return
+        for data, _ in conn.datagrams_to_send(now=self.now):
+            self._busy_until = max(self.now, self._busy_until) + len(data) / RATE
+            heapq.heappush(self._queue, (self._busy_until + ONE_WAY, next(self._seq), self.pair.server, data, CLIENT_ADDR))
+
+
+def _network_limited_upload(pki: DemoPki, window: int) -> tuple[RateLink, PatchedQuicConnection]:
+    # The sender's congestion window is the link's BDP (paced over a round trip): the network,
+    # not the receive window, limits it whenever the window is comfortably above the BDP.
+    pair = Pair(
+        pki,
+        client_leaf=pki.client,
+        client_flow=flow_settings(congestion_algorithm="None", initial_window=BDP),
+        server_flow=flow_settings(
+            stream_receive_window=window,
+            receive_window=window,
+            receive_window_max=8_000_000,
+            stream_receive_window_max=8_000_000,
+        ),
+    )
+    link = RateLink(pair)
+    link.run(until=link.now + 1.0)  # handshake
+    sid = pair.client.get_next_available_stream_id()
+    pair.client.send_stream_data(sid, b"x" * 1_000_000, end_stream=True)
+    link.run(until=link.now + 30.0)
+    return link, pair.server
+
+
+def test_a_network_limited_sender_does_not_grow_the_windows(pki: DemoPki) -> None:
+    # Start at 4 BDPs: half a window takes 2 RTT to arrive at the link's rate, so credit updates
+    # never come less than 2 RTT apart and the tuning rule never doubles.
+    window = 4 * BDP + 1200
+    link, server = _network_limited_upload(pki, window)
+    assert link.consumed == 1_000_000
+    assert server.flow_windows == {"receive": window, "stream_receive": window}
+    assert link.max_credit_ahead <= window
+
+
+def test_a_network_limited_sender_grows_a_small_window_at_most_to_the_bound(pki: DemoPki) -> None:
+    # Below 4 BDPs the window may limit the sender and doubles; once half of it takes 2 RTT (the
+    # RTT seen, queueing included) to arrive it stops: the last doubling ends below 8x rate x RTT.
+    window = 8 * 1024
+    link, server = _network_limited_upload(pki, window)
+    assert link.consumed == 1_000_000
+    rtt = server._ptp_rtt()
+    bound = max(window, 8 * RATE * rtt)
+    windows = server.flow_windows
+    assert windows["receive"] <= bound
+    assert windows["stream_receive"] <= bound
