@@ -145,27 +145,29 @@ LINK_WINDOWS = {"initial_window": 50_000, "receive_window": 2_000_000, "send_win
 class LinkPair:
     """Origin and server end in namespace b, client end in namespace a, the emulated link between."""
 
-    def __init__(self, link: Any, pki: Any, work: Path, name: str, transport: dict[str, int]) -> None:
+    def __init__(
+        self, link: Any, pki: Any, work: Path, name: str, transport: dict[str, Any], extra: str = ""
+    ) -> None:
         self.link, self.work = link, work / name
         self.work.mkdir()
         self.procs: list[subprocess.Popen[Any]] = []
         self.http = f"{link.a_addr}:18080"
         quic_port, origin_port = 18443, 18081
-        tr = "".join(f"{k} = {v}\n" for k, v in {**LINK_WINDOWS, **transport}.items())
+        tr = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in {**LINK_WINDOWS, **transport}.items())
         tls = f'[tls]\nca = "{pki.ca}"\n'
         self.client_conf = self.work / "client.toml"
         self.client_conf.write_text(
             f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\n'
             f'connect_address = "{link.b_addr}"\nquic_port = {quic_port}\n'
             f'http_bind_address = "{self.http}"\n\n{tls}cert = "{pki.client.cert}"\n'
-            f'key = "{pki.client.key}"\n\n[transport]\n{tr}\n[system]\nconnect_interval = 300\n'
+            f'key = "{pki.client.key}"\n\n[transport]\n{tr}\n[system]\nconnect_interval = 300\n\n{extra}'
         )
         server_conf = self.work / "server.toml"
         server_conf.write_text(
             f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\n'
             f'bind_address = "{link.b_addr}"\nquic_port = {quic_port}\n'
             f'http_connect_address = "{link.b_addr}:{origin_port}"\n\n{tls}'
-            f'cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n\n[transport]\n{tr}'
+            f'cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n\n[transport]\n{tr}\n{extra}'
         )
         self._spawn("b", ["-m", "tools.origin_server", "--host", link.b_addr, "--port", str(origin_port)],
                     "origin.log")
@@ -238,8 +240,8 @@ def blackout_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def link_pair(blackout_link: Any, pki: Any, tmp_path: Path) -> Iterator[Callable[..., LinkPair]]:
     made: list[LinkPair] = []
 
-    def factory(name: str, transport: dict[str, int]) -> LinkPair:
-        made.append(LinkPair(blackout_link, pki, tmp_path, name, transport))
+    def factory(name: str, transport: dict[str, Any], extra: str = "") -> LinkPair:
+        made.append(LinkPair(blackout_link, pki, tmp_path, name, transport, extra))
         return made[-1]
 
     yield factory
@@ -290,3 +292,20 @@ def test_blackout_longer_than_idle_timeout_fails_fast_and_recovers(blackout_link
     assert _wait(lambda: lp.log("client").count("tunnel ready") >= 2, until - time.monotonic() + 20), lp.log("client")
     rc, status, size, _ = _done(lp.curl("/bytes/1000"), 20)
     assert (rc, status, size) == (0, 200, 1000), lp.log("client")
+
+
+@pytest.mark.root
+def test_redundancy_tail_copies_are_counted_and_requests_work(blackout_link: Any, link_pair: Any) -> None:
+    """redundancy = "Tail" (uncapped) on both ends of a 20 ms link: every small exchange has its
+    tail sent twice, the requests still get whole answers, and /metrics counts the copies."""
+    extra = '[metrics]\nbind_address = "127.0.0.1:19464"\n'
+    lp = link_pair("tail", {"redundancy": "Tail", "redundancy_max_share": 1.0}, extra)
+    for _ in range(10):
+        assert _done(lp.curl("/bytes/1000"), 20)[:3] == (0, 200, 1000), lp.log("client")
+    totals = {}
+    for side in ("a", "b"):
+        out = subprocess.run(blackout_link.cmd_prefix(side) + ["curl", "-s", "http://127.0.0.1:19464/metrics"],
+                             capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+        line = next(ln for ln in out.splitlines() if ln.startswith("ptproxy_redundant_bytes_total "))
+        totals[side] = float(line.split()[1])
+    assert totals["a"] > 0 and totals["b"] > 0, totals
