@@ -94,6 +94,14 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(QC, "_flush_builder", "override", (("builder=", "network_path=", "peer_cid=", "now="),)),
     Internal(QC, "_packet_number", "attribute"),
     Internal(SENDER, "_stream_id", "attribute"),
+    # ACK policy: the delay aioquic arms its ACK timer with, and where it reports a packet ack-eliciting.
+    Internal(QC, "_ack_delay", "attribute"),
+    Internal(
+        QC,
+        "_payload_received",
+        "override",
+        (("context", "plain_payload", "crypto_frame_required="), ("context", "plain", "crypto_frame_required=")),
+    ),
     Internal(QC, "_serialize_transport_parameters", "override", ((),)),
     # Loss recovery: our controller and pacer replace aioquic's; losses are counted.
     *_each(LOSS, "attribute", "_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized", "_rtt_initial"),
@@ -168,6 +176,7 @@ UNDOCUMENTED: tuple[Internal, ...] = (
         "sent_time",
     ),
     Internal("quic.recovery.QuicPacketSpace", "sent_packets", "attribute"),
+    Internal("quic.recovery.QuicPacketSpace", "largest_received_packet", "attribute"),
     *_each(
         "quic.stream.QuicStream",
         "attribute",
