@@ -67,6 +67,23 @@ class Agent:
         res = await asyncio.gather(*(one(c) for c in pool[:n]))
         return {"t0": t0, "results": list(res)}
 
+    async def op_conc(self, name: str, path: str, n: int, per_conn: int) -> dict[str, Any]:
+        """``n`` connections of the pool, each sending ``per_conn`` GETs one after another, all at once."""
+        pool = self.pools[name][:n]
+
+        async def loop(c: Conn) -> list[dict[str, Any]]:
+            out = []
+            for _ in range(per_conn):
+                try:
+                    out.append(await asyncio.wait_for(get(c, path), 30))
+                except Exception as e:  # noqa: BLE001
+                    c.close()
+                    out.append({"error": repr(e)})
+            return out
+
+        res = await asyncio.gather(*(loop(c) for c in pool))
+        return {"results": [r for rs in res for r in rs]}
+
     async def op_fresh(self, host: str, port: int, path: str, timeout: float = 60) -> dict[str, Any]:
         """A new connection, one GET (connect included in ms), then close."""
         c = new_conn(host, port)

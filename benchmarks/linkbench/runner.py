@@ -73,6 +73,30 @@ def transport_conf(algo: str) -> dict[str, Any]:
     }
 
 
+def natural_conf(algo: str = "Bbr") -> dict[str, Any]:
+    """What the documentation recommends and a new user writes: initial_window = the BDP,
+    initial_rtt = the RTT, every window left unset (they tune themselves), socket buffers at the
+    OS default. (max_idle_timeout is its default, written out for the blackout below.)"""
+    return {
+        "congestion_algorithm": algo,
+        "initial_window": BDP,
+        "initial_rtt": int(RTT_MS),
+        "max_idle_timeout": MAX_IDLE_MS,
+    }
+
+
+# The ptproxy systems beside the per-algorithm tuned ones: name -> (transport, what it shows).
+NATURAL_SYSTEMS: dict[str, tuple[dict[str, Any], str]] = {
+    "ptproxy-natural": (natural_conf(), "natural configuration"),
+    "ptproxy-natural-tail": (natural_conf() | {"redundancy": "Tail"}, 'natural + redundancy "Tail" (cap 10 %)'),
+    "ptproxy-natural-tail-uncapped": (
+        natural_conf() | {"redundancy": "Tail", "redundancy_max_share": 1.0},
+        'natural + redundancy "Tail", redundancy_max_share 1.0',
+    ),
+}
+METRICS_PORT = 9464
+
+
 class Agent:
     """The JSON-lines load agent inside namespace a."""
 
@@ -165,12 +189,18 @@ class Bench:
         wait_for(lambda: listening(self.link, "a", NGINX_HTTP_PORT), 30, "client-side nginx", 0.02)
 
     def ptproxy_configs(self, s: System, quic_port: int) -> tuple[Path, Path]:
-        tr = transport_conf(s.algo or "Bbr") | s.info.get("transport_overrides", {})
+        tr = s.info.get("transport") or transport_conf(s.algo or "Bbr") | s.info.get("transport_overrides", {})
         s.info["config"] = {"transport": tr}
-        extra = s.info.get("extra_toml", "")
+        d = self.work / s.name
+        # A ticket key file: a restarted server end still resumes its client's session (0-RTT).
+        # Metrics on both ends (loopback of each namespace): redundant bytes, lost packets.
+        mport = METRICS_PORT + s.port % 100
+        cextra = {"metrics": {"bind_address": f"127.0.0.1:{mport}"}}
+        sextra = {"tls": {"ticket_key_file": str(d / "tickets.key")}, "metrics": {"bind_address": f"127.0.0.1:{mport}"}}
+        s.info["metrics_port"] = mport
         client, server = ptproxy_configs(
-            self.work / s.name, self.pki, http_port=s.port, quic_port=quic_port, origin=f"{self.link.b_addr}:{ORIGIN_PORT}",
-            client_addr=self.link.a_addr, server_addr=self.link.b_addr, transport=tr, client_extra=extra, server_extra=extra,
+            d, self.pki, http_port=s.port, quic_port=quic_port, origin=f"{self.link.b_addr}:{ORIGIN_PORT}",
+            client_addr=self.link.a_addr, server_addr=self.link.b_addr, transport=tr, client_extra=cextra, server_extra=sextra,
         )
         s.info["config"]["client_toml"] = client.read_text()
         s.info["config"]["server_toml"] = server.read_text()
@@ -243,6 +273,37 @@ class Bench:
                 "errors": [r["error"] for r in out if "error" in r],
             }
             log(f"{s.name}: {key} {mb} Mbit/s")
+
+    def conc(self, key: str, n: int, per_conn: int) -> None:
+        """n keep-alive connections each sending per_conn small GETs back to back, all at once."""
+        ag = self.agent
+        assert ag is not None
+        for s in self.systems:
+            pool = f"conc-{s.name}"
+            ag("open", name=pool, host=s.host, port=s.port, n=n)
+            r = ag("conc", name=pool, path="/hello", n=n, per_conn=per_conn)["results"]
+            self.res[s.name][key] = summarize_seq(r)
+            ag("close", name=pool)
+            log(f"{s.name}: {key} {self.res[s.name][key]['summary']}")
+
+    def scrape(self, key: str) -> None:
+        """ptproxy ends: the counters of /metrics that explain the figures (bytes, losses, copies)."""
+        names = ("ptproxy_redundant_bytes_total", "ptproxy_lost_packets_total", "ptproxy_quic_bytes_total")
+        for s in self.systems:
+            if s.kind != "ptproxy":
+                continue
+            out: dict[str, dict[str, float]] = {}
+            for side in ("a", "b"):
+                url = f"http://127.0.0.1:{s.info['metrics_port']}/metrics"
+                txt = subprocess.run(self.link.cmd_prefix(side) + ["curl", "-s", "-m", "5", url],
+                                     capture_output=True, text=True).stdout  # fmt: skip
+                vals = {}
+                for ln in txt.splitlines():
+                    if ln.startswith(names):
+                        name, _, value = ln.rpartition(" ")
+                        vals[name] = float(value)
+                out["client" if side == "a" else "server"] = vals
+            self.res[s.name][key] = out
 
     def silence(self, what: str) -> float:
         log(f"silence {self.args.silence:.0f} s before {what}")
@@ -354,6 +415,10 @@ class Bench:
             s = System(f"ptproxy-{algo}", link.a_addr, 20080 + i, "ptproxy", algo)
             s.info["quic_port"] = 20010 + i
             self.systems.append(s)
+        for i, (name, (tr, what)) in enumerate(NATURAL_SYSTEMS.items()):
+            s = System(name, link.a_addr, 20090 + i, "ptproxy", tr["congestion_algorithm"])
+            s.info.update(quic_port=20020 + i, transport=tr, what=what)
+            self.systems.append(s)
         if a.only:
             self.systems = [s for s in self.systems if s.name in a.only]
         self.res = {s.name: {"kind": s.kind, "algo": s.algo} for s in self.systems}
@@ -363,15 +428,23 @@ class Bench:
         self.first_after_start()
         self.seq("seq_loss0", a.seq)
         self.downloads("download_loss0", 1)
+        self.conc("conc16_loss0", 16, a.conc_per_conn)
         self.first_after_silence()
-        self.burst_after_silence("burst_loss0")
+        if "burst" not in a.skip:
+            self.burst_after_silence("burst_loss0")
         link.set(loss=0.01)
         self.seq("seq_loss1", a.seq_loss)
+        self.conc("conc16_loss1", 16, a.conc_per_conn)
+        self.scrape("metrics_after_small_loss1")
         self.downloads("download_loss1", a.downloads)
-        self.burst_after_silence("burst_loss1")
+        if "burst" not in a.skip:
+            self.burst_after_silence("burst_loss1")
         link.set(loss=0.0)
-        self.restart()
-        self.blackout()
+        self.scrape("metrics_before_restart")
+        if "restart" not in a.skip:
+            self.restart()
+        if "blackout" not in a.skip:
+            self.blackout()
         for s in self.systems:
             self.res[s.name]["config"] = {k: v for k, v in s.info.items() if k not in ("server_conf",)}
             self.res[s.name]["config"].pop("ready_before_restart", None)
@@ -405,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", type=int, default=None, help="sequential GETs at 0%% loss (default 300, quick 100)")
     ap.add_argument("--seq-loss", type=int, default=None, help="sequential GETs at 1%% loss (default 1000, quick 300)")
     ap.add_argument("--downloads", type=int, default=None, help="10 MB downloads at 1%% loss (default 3, quick 2)")
+    ap.add_argument("--conc-per-conn", type=int, default=40, help="GETs per connection, 16 concurrent (default 40)")
+    ap.add_argument("--skip", default="", help="comma-separated phases to leave out: burst, restart, blackout")
     ap.add_argument("--blackout-extra", type=float, default=2.0, help="blackout = max_idle_timeout + this (s)")
     ap.add_argument("--algos", default=",".join(ALGOS))
     ap.add_argument("--only", default="", help="comma-separated system names")
@@ -413,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     a.algos = [x for x in a.algos.split(",") if x]
     a.only = [x for x in a.only.split(",") if x]
+    a.skip = [x for x in a.skip.split(",") if x]
     if a.silence is None:
         a.silence = 10.0 if a.quick else 120.0
     if a.seq is None:
@@ -430,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     profile = LinkProfile(rtt_ms=RTT_MS, loss=0.0, rate_mbit=RATE_MBIT)
     t_start = time.time()
+    load_start = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: figures are noisy under load
     work = Path(tempfile.mkdtemp(prefix="linkbench-"))
     work.chmod(0o755)
     try:
@@ -449,9 +526,11 @@ def main(argv: list[str] | None = None) -> int:
             "link": {"rtt_ms": RTT_MS, "rate_mbit": RATE_MBIT, "loss": [0.0, 0.01], "bdp_bytes": BDP,
                      "profile": profile.to_dict(), "seed": final.get("seed")},  # fmt: skip
             "settings": {"silence_s": a.silence, "seq": a.seq, "seq_loss": a.seq_loss, "downloads": a.downloads,
-                         "blackout_s": MAX_IDLE_MS / 1000 + a.blackout_extra, "quick": a.quick},  # fmt: skip
+                         "blackout_s": MAX_IDLE_MS / 1000 + a.blackout_extra, "quick": a.quick,
+                         "conc_per_conn": a.conc_per_conn, "skipped_phases": a.skip},  # fmt: skip
             "emulator_sched": final.get("sched"),
-            "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0]},
+            "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0],
+                        "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         }
         doc = {"meta": meta, "systems": res}
         write_reports(doc, out)
