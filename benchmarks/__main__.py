@@ -41,6 +41,7 @@ scenarios (--scenarios):
   latency_seq    sequential GETs over one keep-alive connection (Python client): p50/p90/p99/max
   download_10m   GET of 10 MB (MB/s), upload_10m: POST of 10 MB (MB/s)
   sweep          wrk at each of --sweep connections (req/s and latency)
+  launch         stop the system, launch both ends again, time until the first 200 (ms; last)
 CPU seconds per 10,000 requests (per GB for transfers) of each proxy process come from
 /proc/<pid>/stat around each scenario; peak RSS from VmHWM. Each metric is also given as a ratio
 to the best peer (best of the proxy systems) measured in the same run.

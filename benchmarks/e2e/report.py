@@ -131,6 +131,7 @@ COLUMNS = [
     ("seq p50 ms", "latency_seq", "p50_ms", "{:.3f}"),
     ("seq p99 ms", "latency_seq", "p99_ms", "{:.3f}"),
     ("first req ms", "first_request", "ms", "{:.1f}"),
+    ("launch ms", "launch", "ms", "{:.0f}"),
     ("down MB/s", "download_10m", "mb_per_s", "{:.0f}"),
     ("up MB/s", "upload_10m", "mb_per_s", "{:.0f}"),
     ("CPU s/10k req", "wrk_small", "cpu_s_per_10k_total", "{:.2f}"),

@@ -10,6 +10,7 @@ recorded and the run goes on.
 from __future__ import annotations
 
 import re
+import socket
 import tempfile
 import time
 import traceback
@@ -38,7 +39,7 @@ from .machine import CpuPlan
 from .places import Place, PlaceContext
 from .systems import SYSTEMS, Context, Endpoint, System
 
-SCENARIOS = ["first_request", "wrk_small", "ab_small", "latency_seq", "download_10m", "upload_10m", "sweep"]
+SCENARIOS = ["first_request", "wrk_small", "ab_small", "latency_seq", "download_10m", "upload_10m", "sweep", "launch"]
 
 
 @dataclass
@@ -161,7 +162,7 @@ def run_system(s: Settings, place: Place, system: System, lg: Loadgen, data: Run
         add("first_request", {"ms": probe["latencies_ms"][0]})
     lg.wrk(_url(ep, "/hello"), s.conns, s.warmup)  # warm-up, not recorded
     for scenario in SCENARIOS[1:]:
-        if scenario not in want:
+        if scenario not in want or scenario == "launch":
             continue
         try:
             SCENARIO_FUNCS[scenario](s, place, system, lg, ep, data)
@@ -176,6 +177,13 @@ def run_system(s: Settings, place: Place, system: System, lg: Loadgen, data: Run
     if name == "caddy":  # a last probe so the log shows the protocol after the load too
         lg.client(["latency", ep.host, str(ep.port), "/hello", "--n", "1", "--probe"])
     system.check()
+    if "launch" in want:  # last: it restarts the system
+        try:
+            sc_launch(s, place, system, lg, ep, data)
+        except Exception as exc:  # noqa: BLE001 - recorded like any scenario
+            s.log(f"[{prof}] {name} launch failed: {exc}")
+            data.errors.append({"profile": prof, "system": name, "scenario": "launch",
+                                "error": f"{type(exc).__name__}: {exc}"[:600]})
 
 
 
@@ -221,6 +229,37 @@ def sc_sweep(s: Settings, place: Place, system: System, lg: Loadgen, ep: Endpoin
             r = lg.wrk(_url(ep, "/hello"), c, s.sweep_duration)
         n = r.get("requests", 0)
         _add(data, place.name, system.name, f"sweep_c{c}", {**r, **cpu.per(n / 10_000, "10k"), **packets.per_request(n)})
+
+
+def sc_launch(s: Settings, place: Place, system: System, lg: Loadgen, ep: Endpoint, data: RunData) -> None:
+    """Stop the system, launch both ends again and time until the first 200 through them (from the
+    first process start, polling the way a client would: connect, GET, read the status line)."""
+    system.stop()
+    system.proxies.clear()
+    t0 = time.monotonic()
+    new_ep = system.start(poll=LAUNCH_POLL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _status(new_ep) == 200:
+            _add(data, place.name, system.name, "launch", {"ms": (time.monotonic() - t0) * 1000})
+            return
+        time.sleep(LAUNCH_POLL)
+    raise TimeoutError("no 200 within 30 s of launch")
+
+
+LAUNCH_POLL = 0.002
+
+
+def _status(ep: Endpoint) -> int:
+    """Status of one GET /hello on a new connection (0: no answer)."""
+    try:
+        with socket.create_connection((ep.host, ep.port), timeout=2) as sock:
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            head = sock.recv(64)
+    except OSError:
+        return 0
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 SCENARIO_FUNCS: dict[str, Callable[..., None]] = {

@@ -64,7 +64,9 @@ class System:
     # Prometheus endpoints of the proxy processes (ptproxy: both ends), scraped around scenarios.
     metrics_urls: list[str] = field(default_factory=list)
 
-    def start(self) -> Endpoint:
+    def start(self, poll: float = 0.05) -> Endpoint:
+        """Start the processes; ``poll``: seconds between readiness checks (the launch scenario
+        polls finely so the wait adds little to what it measures)."""
         raise NotImplementedError
 
     def check(self) -> None:
@@ -88,14 +90,14 @@ class System:
 
 
 class Direct(System):
-    def start(self) -> Endpoint:
+    def start(self, poll: float = 0.05) -> Endpoint:
         return Endpoint(self.ctx.place.addr("b"), self.ctx.origin_port)
 
 
 class Ptproxy(System):
     pure = False
 
-    def start(self) -> Endpoint:
+    def start(self, poll: float = 0.05) -> Endpoint:
         d = self._dir()
         pki, place = self.ctx.pki, self.ctx.place
         http_port, quic_port = free_ports(2)
@@ -116,10 +118,10 @@ class Ptproxy(System):
         )
         env = python_env(pure=self.pure)
         srv = self._run("server_end", "b", ptproxy_cmd(server), d / "server.log", env=env, cwd=d)
-        wait_until(lambda: listening(srv.pid, quic_port, udp=True), START_TIMEOUT, "ptproxy server end", srv)
+        wait_until(lambda: listening(srv.pid, quic_port, udp=True), START_TIMEOUT, "ptproxy server end", srv, step=poll)
         cli = self._run("client_end", "a", ptproxy_cmd(client), d / "client.log", env=env, cwd=d)
-        wait_until(lambda: b"tunnel ready" in cli.log.read_bytes(), START_TIMEOUT, "tunnel ready", cli)
-        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "ptproxy listener", cli)
+        wait_until(lambda: b"tunnel ready" in cli.log.read_bytes(), START_TIMEOUT, "tunnel ready", cli, step=poll)
+        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "ptproxy listener", cli, step=poll)
         self.info["speedups"] = "pure" if self.pure else "compiled"
         return Endpoint(place.addr("a"), http_port)
 
@@ -129,7 +131,7 @@ class PtproxyPure(Ptproxy):
 
 
 class NginxPair(System):
-    def start(self) -> Endpoint:
+    def start(self, poll: float = 0.05) -> Endpoint:
         d = self._dir()
         pki, place = self.ctx.pki, self.ctx.place
         http_port, tls_port = free_ports(2)
@@ -140,16 +142,16 @@ class NginxPair(System):
             workers=workers, listen_options="reuseport backlog=4096",
         )
         srv = self._run("server_end", "b", nginx_cmd(sconf), d / "server.log")
-        wait_until(lambda: listening(srv.pid, tls_port), START_TIMEOUT, "server-side nginx", srv)
+        wait_until(lambda: listening(srv.pid, tls_port), START_TIMEOUT, "server-side nginx", srv, step=poll)
         cli = self._run("client_end", "a", nginx_cmd(cconf), d / "client.log")
-        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side nginx", cli)
+        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side nginx", cli, step=poll)
         self.info["workers_per_end"] = workers
         self.info["hop"] = "HTTP/1.1 over TLS 1.3 (TCP), mTLS, upstream keepalive"
         return Endpoint(place.addr("a"), http_port)
 
 
 class CaddyPair(System):
-    def start(self) -> Endpoint:
+    def start(self, poll: float = 0.05) -> Endpoint:
         d = self._dir()
         pki, place = self.ctx.pki, self.ctx.place
         http_port, h3_port = free_ports(2)
@@ -214,9 +216,9 @@ http://:{http_port} {{
         env["XDG_CONFIG_HOME"] = str(d / "xdg-config")
         env["HOME"] = str(d)
         srv = self._run("server_end", "b", caddy_cmd(server_conf), d / "server.log", env=env, cwd=d)
-        wait_until(lambda: listening(srv.pid, h3_port, udp=True), START_TIMEOUT, "server-side caddy (UDP)", srv)
+        wait_until(lambda: listening(srv.pid, h3_port, udp=True), START_TIMEOUT, "server-side caddy (UDP)", srv, step=poll)
         cli = self._run("client_end", "a", caddy_cmd(client_conf), d / "client.log", env=env, cwd=d)
-        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side caddy", cli)
+        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side caddy", cli, step=poll)
         self.info["gomaxprocs"] = self.ctx.proxy_cores
         return Endpoint(a, http_port)
 

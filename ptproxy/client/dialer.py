@@ -55,12 +55,21 @@ class TunnelState:
         return "connecting"
 
 
+# ICMP port unreachable during the handshake (the server end is starting too): the handshake is sent
+# again after 10, 20, 40, 80, 160 ms instead of the probe timeout (~200 ms, then doubling), so a pair
+# launched together connects soon after the server end binds; later ones count towards giving up.
+HANDSHAKE_RESEND_FIRST = 0.01
+HANDSHAKE_RESENDS = 5
+
+
 class _ClientProtocol:
     """What the dialer's DatagramSocket reports to: datagrams for the session, socket errors."""
 
     def __init__(self) -> None:
         self.session: Session | None = None
         self._refused = 0
+        self._resends = 0
+        self._resend_handle: asyncio.TimerHandle | None = None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._refused = 0
@@ -71,9 +80,22 @@ class _ClientProtocol:
         # ICMP port unreachable: the server end is not running. One may be stale or spoofed,
         # so only a run of them with nothing received in between ends the session early.
         if isinstance(exc, ConnectionRefusedError) and self.session is not None:
+            if not self.session.handshake_done and self._resends < HANDSHAKE_RESENDS:
+                if self._resend_handle is None:
+                    delay = HANDSHAKE_RESEND_FIRST * 2**self._resends
+                    self._resends += 1
+                    self._resend_handle = asyncio.get_running_loop().call_later(delay, self._resend)
+                return
             self._refused += 1
             if self._refused >= 3:
                 self.session.abort("peer unreachable (ICMP port unreachable)")
+
+
+    def _resend(self) -> None:
+        self._resend_handle = None
+        session = self.session
+        if session is not None and not session.closed.done():
+            session.resend_handshake()
 
 
 class Dialer:

@@ -16,19 +16,20 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
-from ptproxy.client.dialer import Dialer, TunnelState
-from ptproxy.client.listener import Frontend
 from ptproxy.errors import PtproxyError
 from ptproxy.ops.config import Config
 from ptproxy.ops.systemd import Notifier, run_watchdog
-from ptproxy.server.listener import Listener
-from ptproxy.server.origin import Backend
 from ptproxy.tunnel import EndpointSettings, client_auth_policy, load_material
 
-if TYPE_CHECKING:  # imported only when [metrics] is configured: prometheus_client costs start-up
-    from ptproxy.client.dialer import TunnelState as _State
+# Imported where used, not here: each end imports its own side only (in start), and metrics only
+# when [metrics] is configured (prometheus_client); the rest costs start-up.
+if TYPE_CHECKING:
+    from ptproxy.client.dialer import Dialer, TunnelState
+    from ptproxy.client.listener import Frontend
     from ptproxy.ops.health import MetricsServer
     from ptproxy.ops.metrics import Metrics, Side
+    from ptproxy.server.listener import Listener
+    from ptproxy.server.origin import Backend
 
 __all__ = ["App", "run"]
 
@@ -59,6 +60,9 @@ class App:
     async def start(self) -> None:
         material = load_material(self.config)
         if self.is_client:
+            from ptproxy.client.dialer import Dialer
+            from ptproxy.client.listener import Frontend
+
             settings = EndpointSettings.build(self.config, material)
             self.dialer = Dialer(settings, on_state=self._tunnel_state)
             self.metrics = self._make_metrics("client", self.dialer.state)
@@ -73,6 +77,9 @@ class App:
                 await self.dialer.state.first_attempt_done.wait()
             self.notifier.ready(self.dialer.state.describe())
         else:
+            from ptproxy.server.listener import Listener
+            from ptproxy.server.origin import Backend
+
             settings = EndpointSettings.build(self.config, material, client_auth_policy(self.config, material))
             self.metrics = self._make_metrics("server")
             self.backend = Backend(
@@ -91,7 +98,7 @@ class App:
         if interval:
             self._spawn(run_watchdog(self.notifier, interval))
 
-    def _make_metrics(self, side: Side, state: _State | None = None) -> Metrics | None:
+    def _make_metrics(self, side: Side, state: TunnelState | None = None) -> Metrics | None:
         """Metrics when [metrics] is configured; without it nothing reads them, so none are kept."""
         if self.config.metrics is None:
             return None

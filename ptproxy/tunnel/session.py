@@ -116,6 +116,11 @@ class Session:
         self.transmit()
         self._schedule_keep_alive()
 
+    def resend_handshake(self) -> None:
+        """Client: send the handshake again now (the server end was not listening yet)."""
+        if self.quic.resend_handshake(time.monotonic()):
+            self.transmit()
+
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Feed one datagram to aioquic; what it makes due goes out at the end of the iteration.
 

@@ -249,6 +249,17 @@ class PatchedQuicConnection(QuicConnection):
         """Bytes of packets sent a second time by ``redundancy = "Tail"`` (0 when off)."""
         return self._ptp_tail.redundant_bytes if self._ptp_tail is not None else 0
 
+    # -- handshake -----------------------------------------------------------------------------
+
+    def resend_handshake(self, now: float) -> bool:
+        """Queue the handshake's CRYPTO data again now, before the probe timeout (no congestion
+        event, no PTO backoff), e.g. after an ICMP port unreachable: the server end was not
+        listening yet. False once the handshake is complete (nothing to do)."""
+        if self._handshake_complete or self._state in qc.END_STATES:
+            return False
+        self._loss.reschedule_data(now=now, speed_up_handshake=True)
+        return True
+
     # -- packets by kind -----------------------------------------------------------------------
 
     def set_qpack_streams(self, stream_ids: frozenset[int]) -> None:

@@ -96,6 +96,8 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(SENDER, "_stream_id", "attribute"),
     # ACK policy: the delay aioquic arms its ACK timer with, and where it reports a packet ack-eliciting.
     Internal(QC, "_ack_delay", "attribute"),
+    # Early handshake resend (resend_handshake): CRYPTO data re-queued as aioquic does on a PTO.
+    Internal(QC, "_handshake_complete", "attribute"),
     Internal(
         QC,
         "_payload_received",
@@ -176,6 +178,7 @@ UNDOCUMENTED: tuple[Internal, ...] = (
         "sent_time",
     ),
     Internal("quic.recovery.QuicPacketSpace", "sent_packets", "attribute"),
+    Internal(LOSS, "reschedule_data", "method", (("now=", "speed_up_handshake="),)),
     Internal("quic.recovery.QuicPacketSpace", "largest_received_packet", "attribute"),
     *_each(
         "quic.stream.QuicStream",
