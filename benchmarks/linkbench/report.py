@@ -106,7 +106,7 @@ def markdown(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     out = [
         "# linkbench: issues 4 and 13's measurements on an emulated sensitive link",
         "",
-        f"Run {m['started']} ({m['duration_s']} s). Link (user-space emulator, tools/netem): "
+        f"Run {m['started']} ({m['duration_s']} s){', code at commit ' + m['commit'] if m.get('commit') else ''}. Link (user-space emulator, tools/netem): "
         f"RTT {m['link']['rtt_ms']:g} ms, {m['link']['rate_mbit']:g} Mbit/s each way, drop-tail queue = 1 BDP, "
         f"random loss 0 % then 1 % per direction. BDP = {m['link']['bdp_bytes']} bytes. "
         f"Silence {m['settings']['silence_s']:g} s; {m['settings']['seq']} sequential GETs at 0 %, "

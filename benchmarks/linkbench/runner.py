@@ -522,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench.groups.stop_all()
         meta = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
+            "commit": subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip() or None,  # fmt: skip
             "duration_s": round(time.time() - t_start, 1),
             "link": {"rtt_ms": RTT_MS, "rate_mbit": RATE_MBIT, "loss": [0.0, 0.01], "bdp_bytes": BDP,
                      "profile": profile.to_dict(), "seed": final.get("seed")},  # fmt: skip
