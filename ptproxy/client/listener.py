@@ -168,14 +168,13 @@ class Frontend:
             if self.config.system.add_forwarded:
                 forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
             h3_headers = request_to_h3(head, forwarded)
-            stream = await self._open_stream(session)
+            stream = await self._open_stream(session, h3_headers, end_stream=not has_body)
         except PtproxyError as exc:
             if isinstance(exc, TunnelUnavailable):
                 logger.warning("%s %s: 503: %s", head.method.decode(), head.target[:200].decode("latin-1"), exc)
             conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=has_body or not head.keep_alive))
             self._count(exc.status, started)
             return not has_body and head.keep_alive
-        stream.send_headers(h3_headers, end_stream=not has_body)
         upload: asyncio.Task[bool] | None = None
         if has_body:
             upload = asyncio.get_running_loop().create_task(self._upload(conn, stream, head))
@@ -200,15 +199,18 @@ class Frontend:
                 return False
         return keep and head.keep_alive
 
-    async def _open_stream(self, session: Session) -> TunnelStream:
+    async def _open_stream(
+        self, session: Session, headers: list[tuple[bytes, bytes]], end_stream: bool
+    ) -> TunnelStream:
+        """A stream with the request head sent on it (open and first send must not be apart)."""
         try:
             if session.stream_slot_ready():
-                return session.open_stream()
+                return session.open_stream(headers, end_stream)
             # Queued behind earlier requests (first come, first served) until the peer's
             # MAX_STREAMS lets this one go.
             timeout = self.config.limits.stream_queue_timeout / 1000.0
             try:
-                return await asyncio.wait_for(session.acquire_stream(), timeout)
+                return await asyncio.wait_for(session.acquire_stream(headers, end_stream), timeout)
             except TimeoutError:
                 raise TunnelUnavailable(
                     f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy "

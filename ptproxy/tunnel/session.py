@@ -341,19 +341,27 @@ class Session:
 
     # -- streams (called by TunnelStream) -----------------------------------------------------
 
-    def open_stream(self) -> TunnelStream:
+    def open_stream(
+        self, headers: list[tuple[bytes, bytes]] | None = None, end_stream: bool = False
+    ) -> TunnelStream:
         """Client: open a new request stream now (when :meth:`stream_slot_ready`, else wait in
-        :meth:`acquire_stream`)."""
+        :meth:`acquire_stream`), sending its request ``headers`` at once when given.
+
+        Pass the headers here rather than sending them later: aioquic creates a stream when
+        something is first sent on it and takes every lower id of ours as already finished, so
+        streams must make their first send in the order their ids were handed out."""
         if self.closed.done():
             raise StreamAborted(f"tunnel closed: {self.close_reason}")
         self._ensure_h3()
-        # aioquic creates a stream only when something is sent on it, so two streams opened
-        # before either sent would get the same id from it: ids are handed out here.
+        # Two streams opened before either sent would get the same id from aioquic: ids are
+        # handed out here.
         sid = max(self.quic.get_next_available_stream_id(), self._next_stream_id)
         self._next_stream_id = sid + 4
         stream = TunnelStream(self, sid)
         self._streams[sid] = stream
         self._opened_streams += 1
+        if headers is not None:
+            stream.send_headers(headers, end_stream)
         return stream
 
     def stream_slots_free(self) -> int:
@@ -367,10 +375,13 @@ class Session:
         """A request may open its stream at once: a slot is free and nobody is queued before it."""
         return not self._slot_waiters and self.stream_slots_free() > 0
 
-    async def acquire_stream(self) -> TunnelStream:
-        """Open a request stream, waiting in arrival order for the peer to allow one more."""
+    async def acquire_stream(
+        self, headers: list[tuple[bytes, bytes]] | None = None, end_stream: bool = False
+    ) -> TunnelStream:
+        """Open a request stream (as :meth:`open_stream`), waiting in arrival order for the peer
+        to allow one more."""
         if self.stream_slot_ready():
-            return self.open_stream()
+            return self.open_stream(headers, end_stream)
         if self.closed.done():
             raise StreamAborted(f"tunnel closed: {self.close_reason}")
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -386,7 +397,8 @@ class Session:
                 self._grant_slots()
             raise
         self._slots_granted -= 1
-        return self.open_stream()
+        # Opened and first sent in this same step: the request granted next cannot send first.
+        return self.open_stream(headers, end_stream)
 
     def _grant_slots(self) -> None:
         """Promise free slots to the waiting requests, first come first served: as many as the

@@ -324,3 +324,44 @@ def test_requests_waiting_for_a_stream_get_one_in_arrival_order(configs: tuple[C
             await pair.close()
 
     assert run(main()) == list(range(6))
+
+
+def test_requests_granted_together_through_wait_for_all_get_their_stream(
+    configs: tuple[Config, Config],
+) -> None:
+    """The client end waits for a stream inside ``asyncio.wait_for``, so a task switch separates
+    the grant from the caller, and a new request may take a free slot meanwhile. Streams must
+    still make their first send in id order, or aioquic takes a lower id as finished ("Cannot
+    send data on a finished stream", seen with 1,000 concurrent requests): so the head is sent by
+    ``acquire_stream`` itself, in the step that opens the stream."""
+    client_cfg, server_cfg = configs
+    transport = msgspec.structs.replace(server_cfg.transport, max_concurrent_http_streams=2)
+    small = msgspec.structs.replace(server_cfg, transport=transport)
+    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")]
+
+    async def answer(pair: Pair) -> None:
+        while True:
+            stream = await pair.requests.get()
+            while not isinstance(await stream.receive(), StreamEnded):
+                pass
+            stream.send_headers([(b":status", b"204")], end_stream=True)
+
+    async def request(client: Any) -> bytes:
+        stream = await asyncio.wait_for(client.acquire_stream(get, end_stream=True), 10)
+        head = await stream.receive()
+        assert isinstance(head, Headers)
+        while not isinstance(await stream.receive(), StreamEnded):
+            pass
+        return dict(head.headers)[b":status"]
+
+    async def main() -> list[bytes]:
+        pair = Pair((client_cfg, small), None)
+        server = asyncio.ensure_future(answer(pair))
+        try:
+            await pair.connect()
+            return list(await asyncio.gather(*(request(pair.client) for _ in range(12))))
+        finally:
+            server.cancel()
+            await pair.close()
+
+    assert run(main()) == [b"204"] * 12
