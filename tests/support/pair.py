@@ -8,7 +8,6 @@ tests/integration/conftest.py.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from ptproxy.ops.devcerts import DemoPki, LeafFiles
+from tools.toml_writer import merge, to_toml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent  # helper scripts run as files (quic_client_nocert.py)
@@ -57,41 +57,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (str, Path)):
-        return json.dumps(str(value))
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def to_toml(doc: dict[str, dict[str, Any]]) -> str:
-    out: list[str] = []
-    for table, fields in doc.items():
-        out.append(f"[{table}]")
-        for key, value in fields.items():
-            out.append(f"{key} = {toml_value(value)}")
-        out.append("")
-    return "\n".join(out)
-
-
-def merge(base: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Deep-merge ``overrides`` (a None value deletes the key) into a copy of ``base``."""
-    out = copy.deepcopy(base)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def read_text(path: Path) -> str:

@@ -277,32 +277,42 @@ def test_datagrams_read_in_one_iteration_get_one_transmit(configs: tuple[Config,
     during, after, received = run(main())
     assert received >= 4
     assert during == 0
-    assert after == 1
+    # One transmit answers the batch; on a loaded machine a timer that came due meanwhile (the
+    # ACK delay) may run in the same iteration and transmit once more, never once per datagram.
+    assert 1 <= after <= 2 < received
+
+
+GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")]
+
+
+def with_stream_limit(server_cfg: Config, limit: int) -> Config:
+    transport = msgspec.structs.replace(server_cfg.transport, max_concurrent_http_streams=limit)
+    return msgspec.structs.replace(server_cfg, transport=transport)
+
+
+async def answer_204(pair: Pair) -> None:
+    """The server side of the stream-queue tests: read each request to its end, answer 204."""
+    while True:
+        stream = await pair.requests.get()
+        while not isinstance(await stream.receive(), StreamEnded):
+            pass
+        stream.send_headers([(b":status", b"204")], end_stream=True)
 
 
 def test_requests_waiting_for_a_stream_get_one_in_arrival_order(configs: tuple[Config, Config]) -> None:
     """Beyond the server's stream limit requests queue; each MAX_STREAMS serves them first come,
     first served, and a request arriving later never overtakes one already waiting."""
     client_cfg, server_cfg = configs
-    transport = msgspec.structs.replace(server_cfg.transport, max_concurrent_http_streams=2)
-    small = msgspec.structs.replace(server_cfg, transport=transport)
-    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")]
-
-    async def answer(pair: Pair) -> None:
-        while True:
-            stream = await pair.requests.get()
-            while not isinstance(await stream.receive(), StreamEnded):
-                pass
-            stream.send_headers([(b":status", b"204")], end_stream=True)
+    small = with_stream_limit(server_cfg, 2)
 
     async def exchange(stream: TunnelStream) -> None:
-        stream.send_headers(get, end_stream=True)
+        stream.send_headers(GET, end_stream=True)
         while not isinstance(await stream.receive(), StreamEnded):
             pass
 
     async def main() -> list[int]:
         pair = Pair((client_cfg, small), None)
-        server = asyncio.ensure_future(answer(pair))
+        server = asyncio.ensure_future(answer_204(pair))
         try:
             await pair.connect()
             client = pair.client
@@ -335,19 +345,10 @@ def test_requests_granted_together_through_wait_for_all_get_their_stream(
     send data on a finished stream", seen with 1,000 concurrent requests): so the head is sent by
     ``acquire_stream`` itself, in the step that opens the stream."""
     client_cfg, server_cfg = configs
-    transport = msgspec.structs.replace(server_cfg.transport, max_concurrent_http_streams=2)
-    small = msgspec.structs.replace(server_cfg, transport=transport)
-    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")]
-
-    async def answer(pair: Pair) -> None:
-        while True:
-            stream = await pair.requests.get()
-            while not isinstance(await stream.receive(), StreamEnded):
-                pass
-            stream.send_headers([(b":status", b"204")], end_stream=True)
+    small = with_stream_limit(server_cfg, 2)
 
     async def request(client: Any) -> bytes:
-        stream = await asyncio.wait_for(client.acquire_stream(get, end_stream=True), 10)
+        stream = await asyncio.wait_for(client.acquire_stream(GET, end_stream=True), 10)
         head = await stream.receive()
         assert isinstance(head, Headers)
         while not isinstance(await stream.receive(), StreamEnded):
@@ -356,7 +357,7 @@ def test_requests_granted_together_through_wait_for_all_get_their_stream(
 
     async def main() -> list[bytes]:
         pair = Pair((client_cfg, small), None)
-        server = asyncio.ensure_future(answer(pair))
+        server = asyncio.ensure_future(answer_204(pair))
         try:
             await pair.connect()
             return list(await asyncio.gather(*(request(pair.client) for _ in range(12))))
