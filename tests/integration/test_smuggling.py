@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.h1client import open_socket, request
+from tests.support.h1client import open_socket, read_until_close, request
 from tests.support.http1_vectors import REQUEST_VECTORS as _REQ
 from tests.support.http1_vectors import RESPONSE_VECTORS as _RESP
 from tests.support.pair import Pair, build_pair, defects
@@ -152,20 +152,6 @@ def _check_logs(p: Pair, before: tuple[int, int]) -> None:
     assert p.alive(), p.logs()
 
 
-def recv_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    sock.settimeout(timeout)
-    out = []
-    while True:
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        out.append(data)
-    return b"".join(out)
-
-
 # -- requests -----------------------------------------------------------------------------------
 
 
@@ -175,7 +161,8 @@ def test_bad_request_is_refused_and_nothing_reaches_the_origin(spair: Pair, orig
     before = len(origin.log())
     with open_socket(spair.http_port, timeout=10) as sock:
         sock.sendall(data)
-        got = recv_all(sock)  # returns only once the client end closed the connection
+        sock.settimeout(10.0)
+        got = read_until_close(sock)  # returns only once the client end closed the connection
     assert got.startswith(b"HTTP/1.1 %d " % status), got[:300]
     head = got.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nServer: ptproxy client" in head
