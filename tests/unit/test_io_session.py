@@ -262,7 +262,13 @@ def test_datagrams_read_in_one_iteration_get_one_transmit(configs: tuple[Config,
                                  (b":authority", b"o"), (b":path", b"/")])
             stream.send_final(REQUEST_BODY[:30000])
             pair.client.transmit()
-            await asyncio.sleep(0)  # the link's deliveries (call_soon) run
+            # The pacer may release the flight over a few milliseconds (on a loaded machine the
+            # first transmit can carry only two or three packets): wait until four are held.
+            for _ in range(200):
+                await asyncio.sleep(0.005)  # the link's deliveries (call_soon) and pacing timers
+                if len(held) >= 4:
+                    break
+                pair.client.transmit()
             assert len(held) >= 4
             transmits, received = server.transmits, server.datagrams_received
             for data in held:  # one loop callback: what a batched read delivers
