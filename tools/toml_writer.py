@@ -24,12 +24,34 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML for {value!r}")
 
 
-def to_toml(doc: dict[str, dict[str, Any]]) -> str:
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _table(name: str, fields: dict[str, Any], header: str) -> list[str]:
+    """One table (``[name]`` or ``[[name]]``): its scalar keys, then its sub-tables."""
+    out = [header]
+    nested = {k: v for k, v in fields.items() if isinstance(v, dict) or _is_tables(v)}
+    out += [f"{key} = {toml_value(value)}" for key, value in fields.items() if key not in nested]
+    out.append("")
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            out += _table(f"{name}.{key}", value, f"[{name}.{key}]")
+        else:
+            for item in value:
+                out += _table(f"{name}.{key}", item, f"[[{name}.{key}]]")
+    return out
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """Tables as ``[table]``, lists of tables (``routes``) as ``[[routes]]``, nested as dotted."""
     out: list[str] = []
     for table, fields in doc.items():
-        out.append(f"[{table}]")
-        out += [f"{key} = {toml_value(value)}" for key, value in fields.items()]
-        out.append("")
+        if _is_tables(fields):
+            for item in fields:
+                out += _table(table, item, f"[[{table}]]")
+        else:
+            out += _table(table, fields, f"[{table}]")
     return "\n".join(out)
 
 

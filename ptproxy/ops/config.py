@@ -19,6 +19,7 @@ import re
 import sys
 import tomllib
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,12 +33,17 @@ __all__ = [
     "ConfigError",
     "General",
     "Limits",
+    "Health",
     "Metrics",
+    "PathRule",
+    "Queue",
+    "Route",
     "System",
     "Tls",
     "Transport",
     "load",
     "parse",
+    "check_routes",
     "parse_socket_address",
     "render_reference",
 ]
@@ -47,6 +53,17 @@ Ms = Annotated[int, Meta(ge=1)]  # durations: integer milliseconds, as config.rs
 Count = Annotated[int, Meta(ge=1)]  # sizes and counts; 0 would wedge or disable silently
 Port = Annotated[int, Meta(ge=1, le=65535)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
+# Headers the server end can set from what it knows of the client (routes' request_headers).
+IdentityHeader = Literal[
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-SSL-Subject",
+    "X-SSL-Issuer",
+    "X-SSL-Serial",
+    "X-SSL-Notbefore",
+    "X-SSL-Notafter",
+    "X-SSL-Cipher",
+]
 
 
 def Doc(text: str) -> Meta:
@@ -95,6 +112,19 @@ def _check_socket_address(field: str, value: str | None, *, require_ip: bool) ->
             raise ValueError(f"{field}: {exc}") from None
 
 
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _check_nonempty_list(field: str, value: str | Sequence[str] | None) -> None:
+    if isinstance(value, list) and not value:
+        raise ValueError(f"{field}: an empty list; give at least one value or omit the field")
+    if isinstance(value, list) and len(set(value)) != len(value):
+        raise ValueError(f"{field}: listed twice: {sorted({v for v in value if value.count(v) > 1})}")
+
+
 def _check_networks(mode: str, networks: list[str] | None) -> None:
     """``allowed_sources``: server mode only, a non-empty list of CIDR networks."""
     if networks is None:
@@ -115,7 +145,14 @@ class General(_Section, kw_only=True, frozen=True):
     """Required table: role, peer identity and addresses."""
 
     mode: Annotated[Literal["Client", "Server"], Doc("Which end this instance is.")]
-    peer_hostname: Annotated[NonEmpty, Doc("Name the peer's certificate must carry.")]
+    peer_hostname: Annotated[
+        NonEmpty | list[NonEmpty],
+        Doc(
+            "Name the peer's certificate must carry. Server only: a list of names, any of which "
+            "a client certificate may carry (a hub for several client ends; routes restrict "
+            "them with `allowed_peers`)."
+        ),
+    ]
     quic_port: Annotated[
         Port, Doc("UDP port: the server binds it, the client connects to it.")
     ] = 20010
@@ -123,10 +160,13 @@ class General(_Section, kw_only=True, frozen=True):
         str, Doc("IP address to bind the QUIC socket to, in either mode.")
     ] = "::"
     connect_address: Annotated[
-        NonEmpty | None,
+        NonEmpty | list[NonEmpty] | None,
         Doc(
             "Client only: host to connect to instead of `peer_hostname`, resolved at each "
-            "attempt (one resolved address picked at random). Unset: `peer_hostname`."
+            "attempt (one resolved address picked at random). A list: server ends tried in "
+            "order; the session fails over to the next when the one in use is unreachable and "
+            "returns to an earlier one when it answers a handshake again. Each must present "
+            "`peer_hostname`. Unset: `peer_hostname`."
         ),
     ] = None
     http_bind_address: Annotated[
@@ -134,7 +174,11 @@ class General(_Section, kw_only=True, frozen=True):
         Doc('Client only: socket address of the HTTP/1.1 listener. Unset: `"[::]:20080"`.'),
     ] = None
     http_connect_address: Annotated[
-        str | None, Doc("Server only, required there: `host:port` of the origin.")
+        str | list[str] | None,
+        Doc(
+            "Server only, required there: `host:port` of the default route's origin; a list is "
+            "a pool balanced as `[[routes]] name = \"default\"` says (round robin unless set)."
+        ),
     ] = None
     allowed_sources: Annotated[
         list[str] | None,
@@ -160,14 +204,33 @@ class General(_Section, kw_only=True, frozen=True):
                 raise ValueError("http_bind_address: not allowed in Server mode")
         elif self.http_connect_address is not None:
             raise ValueError("http_connect_address: not allowed in Client mode")
+        if self.mode == "Client":
+            if isinstance(self.peer_hostname, list):
+                raise ValueError("peer_hostname: a list is only allowed in Server mode")
+        elif self.connect_address is not None:
+            raise ValueError("connect_address: not allowed in Server mode")
+        _check_nonempty_list("peer_hostname", self.peer_hostname)
+        _check_nonempty_list("connect_address", self.connect_address)
+        _check_nonempty_list("http_connect_address", self.http_connect_address)
         _check_socket_address("http_bind_address", self.http_bind_address, require_ip=True)
-        _check_socket_address("http_connect_address", self.http_connect_address, require_ip=False)
+        for address in _as_list(self.http_connect_address):
+            _check_socket_address("http_connect_address", address, require_ip=False)
         _check_networks(self.mode, self.allowed_sources)
 
     @property
+    def peer_hostnames(self) -> list[str]:
+        """Every name a peer certificate may carry (one at the client end)."""
+        return _as_list(self.peer_hostname)
+
+    @property
+    def connect_hosts(self) -> list[str]:
+        """Client: the server ends to dial, in order of preference."""
+        return _as_list(self.connect_address) or [self.peer_hostnames[0]]
+
+    @property
     def connect_host(self) -> str:
-        """Host the client dials: ``connect_address`` or else ``peer_hostname``."""
-        return self.connect_address if self.connect_address is not None else self.peer_hostname
+        """The first host the client dials: ``connect_address`` or else ``peer_hostname``."""
+        return self.connect_hosts[0]
 
     @property
     def effective_http_bind_address(self) -> str:
@@ -181,10 +244,14 @@ class General(_Section, kw_only=True, frozen=True):
 
     @property
     def http_connect(self) -> tuple[str, int] | None:
-        """Server origin ``(host, port)``; ``None`` in client mode."""
-        if self.http_connect_address is None:
-            return None
-        return parse_socket_address(self.http_connect_address)
+        """The first server origin ``(host, port)``; ``None`` in client mode."""
+        origins = self.http_connects
+        return origins[0] if origins else None
+
+    @property
+    def http_connects(self) -> list[tuple[str, int]]:
+        """Server: the default route's origins ``(host, port)``; empty in client mode."""
+        return [parse_socket_address(a) for a in _as_list(self.http_connect_address)]
 
 
 class Tls(_Section, kw_only=True, frozen=True):
@@ -343,6 +410,13 @@ class System(_Section, kw_only=True, frozen=True):
         Path | None,
         Doc("Directory for qlog traces of QUIC connections. Unset: off. (Extension.)"),
     ] = None
+    request_headers: Annotated[
+        list[IdentityHeader] | None,
+        Doc(
+            "Server only: headers the server end sets on every request of the default route "
+            "(as `[[routes]] request_headers`). Unset: none. (Extension.)"
+        ),
+    ] = None
 
 
 class Limits(_Section, kw_only=True, frozen=True):
@@ -419,6 +493,212 @@ class Limits(_Section, kw_only=True, frozen=True):
     ] = 5
 
 
+RouteName = Annotated[str, Meta(pattern="^[a-z0-9-]{1,32}$")]
+Balance = Literal["RoundRobin", "LeastRequests", "Random", "PeerHash"]
+
+
+class PathRule(_Section, kw_only=True, frozen=True):
+    """`[[routes.paths]]`, server end: the first rule whose prefix matches the request's path
+    wins; a request matching none goes to the route's origins."""
+
+    prefix: Annotated[str, Doc("Path prefix to match, starting with `/` (query string ignored).")]
+    rewrite: Annotated[
+        str | None, Doc("What replaces the prefix before the origin sees the path. Unset: kept.")
+    ] = None
+    origins: Annotated[
+        list[str] | None,
+        Doc("`host:port` origins for matching requests, balanced as the route. Unset: the route's."),
+    ] = None
+
+
+class Health(_Section, kw_only=True, frozen=True):
+    """`[routes.health]`, server end: an active probe of each origin of the route (passive
+    marking, an origin DOWN as soon as a connection to it fails, is always on)."""
+
+    path: Annotated[str, Doc("Path of the probe: `GET path`, a status below 500 is healthy.")]
+    interval: Annotated[Ms, Doc("ms between probes of one origin.")] = 2000
+    timeout: Annotated[Ms, Doc("ms a probe may take before it counts as failed.")] = 1000
+    down_after: Annotated[Count, Doc("Consecutive failed probes that mark an UP origin DOWN.")] = 3
+    up_after: Annotated[Count, Doc("Consecutive good probes that bring a DOWN origin back UP.")] = 2
+
+
+class Queue(_Section, kw_only=True, frozen=True):
+    """`[routes.queue]`, server end: requests wait here while no origin of the route can take
+    them (every one DOWN)."""
+
+    max_pending: Annotated[
+        Annotated[int, Meta(ge=0)], Doc("Requests that may wait; one more is answered 503 at once.")
+    ] = 256
+    pending_timeout: Annotated[Ms, Doc("ms a request may wait before it is answered 503.")] = 5000
+
+
+class Route(_Section, kw_only=True, frozen=True):
+    """`[[routes]]`, optional: named routes over the one session. The client end picks a
+    request's route (by listener or Host) and tags the request with its name; the server end
+    sends it to that route's origins. A request with no tag (a standard HTTP/3 client, or the
+    general listener with no matching host) takes the route named `default`: the general listener
+    at the client end, `http_connect_address` at the server end. (Extension.)"""
+
+    name: Annotated[
+        RouteName,
+        Doc('`[a-z0-9-]{1,32}`, unique; both ends use the same name. `"default"` is the general route.'),
+    ]
+    http_bind_address: Annotated[
+        str | None,
+        Doc("Client: socket address of a listener whose requests all take this route."),
+    ] = None
+    hosts: Annotated[
+        list[str] | None,
+        Doc(
+            'Client: Host names (`"api.example.com"`, `"*.example.com"` for any subdomain) that '
+            "select this route on the general listener; port ignored, exact names before wildcards."
+        ),
+    ] = None
+    origins: Annotated[
+        list[str] | None,
+        Doc("Server, required there except for `default`: `host:port` of each origin of the pool."),
+    ] = None
+    balance: Annotated[
+        Balance | None,
+        Doc(
+            "Server: how a request picks among UP origins; `PeerHash` keeps each client "
+            'identity on one origin. Unset: `"RoundRobin"`.'
+        ),
+    ] = None
+    allowed_peers: Annotated[
+        list[str] | None,
+        Doc(
+            "Server: certificate names (from `peer_hostname`) that may use this route; others "
+            "get 403. Unset: every peer the server accepts."
+        ),
+    ] = None
+    request_headers: Annotated[
+        list[IdentityHeader] | None,
+        Doc(
+            "Server: headers set on each request to the origin: `X-Forwarded-For` (the address "
+            "the client end saw), `X-Forwarded-Proto`, and the verified client certificate's "
+            "`X-SSL-Subject`/`X-SSL-Issuer` (RFC 4514), `X-SSL-Serial` (hex), "
+            "`X-SSL-Notbefore`/`X-SSL-Notafter` (RFC 3339) and `X-SSL-Cipher`. Any such header "
+            "from the HTTP/1.1 client is removed first."
+        ),
+    ] = None
+    paths: Annotated[list[PathRule] | None, Doc("Server: path rules, see `[[routes.paths]]`.")] = None
+    health: Annotated[Health | None, Doc("Server: active probe, see `[routes.health]`.")] = None
+    queue: Annotated[Queue | None, Doc("Server: pending queue, see `[routes.queue]`.")] = None
+
+    @property
+    def effective_balance(self) -> str:
+        return self.balance if self.balance is not None else "RoundRobin"
+
+    @property
+    def effective_queue(self) -> Queue:
+        return self.queue if self.queue is not None else Queue()
+
+
+_CLIENT_ROUTE_FIELDS = ("http_bind_address", "hosts")
+_SERVER_ROUTE_FIELDS = (
+    "origins", "balance", "allowed_peers", "request_headers", "paths", "health", "queue",
+)
+
+
+def _check_host_pattern(text: str) -> None:
+    name = text[2:] if text.startswith("*.") else text
+    labels = name.split(".")
+    if not name or any(not re.fullmatch(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", x) for x in labels):
+        raise ValueError(f"{text!r} is not a host name or a wildcard like \"*.example.com\"")
+
+
+def _check_origins(field: str, origins: list[str] | None) -> None:
+    if origins is None:
+        return
+    if not origins:
+        raise ValueError(f"{field}: an empty pool; list at least one `host:port`")
+    for address in origins:
+        _check_socket_address(field, address, require_ip=False)
+
+
+def _check_route(mode: str, route: Route, peers: list[str]) -> None:
+    """One route's fields for this end; messages start with the field (prefixed by the caller)."""
+    mine, other = (
+        (_CLIENT_ROUTE_FIELDS, _SERVER_ROUTE_FIELDS)
+        if mode == "Client"
+        else (_SERVER_ROUTE_FIELDS, _CLIENT_ROUTE_FIELDS)
+    )
+    for field in other:
+        if getattr(route, field) is not None:
+            raise ValueError(f"{field}: not allowed in {mode} mode")
+    if mode == "Client":
+        if route.name == "default":
+            raise ValueError('name: "default" is the general listener\'s route; choose another name')
+        if route.http_bind_address is None and route.hosts is None:
+            raise ValueError("http_bind_address: a client route needs a listener, `hosts`, or both")
+        _check_socket_address("http_bind_address", route.http_bind_address, require_ip=True)
+        if route.hosts is not None:
+            if not route.hosts:
+                raise ValueError("hosts: an empty list; omit it or name at least one host")
+            for host in route.hosts:
+                try:
+                    _check_host_pattern(host)
+                except ValueError as exc:
+                    raise ValueError(f"hosts: {exc}") from None
+        return
+    if route.name == "default":
+        if route.origins is not None:
+            raise ValueError("origins: the default route's origins are [general] http_connect_address")
+    elif route.origins is None:
+        raise ValueError("origins: required for a server route (a pool of `host:port`)")
+    _check_origins("origins", route.origins)
+    for i, rule in enumerate(route.paths or []):
+        if not rule.prefix.startswith("/"):
+            raise ValueError(f"paths[{i}].prefix: must start with '/', got {rule.prefix!r}")
+        if rule.rewrite is not None and not rule.rewrite.startswith("/"):
+            raise ValueError(f"paths[{i}].rewrite: must start with '/', got {rule.rewrite!r}")
+        _check_origins(f"paths[{i}].origins", rule.origins)
+    if route.health is not None and not route.health.path.startswith("/"):
+        raise ValueError(f"health.path: must start with '/', got {route.health.path!r}")
+    if route.allowed_peers is not None:
+        if not route.allowed_peers:
+            raise ValueError("allowed_peers: an empty list would refuse every peer; omit it to allow all")
+        for peer in route.allowed_peers:
+            if peer not in peers:
+                raise ValueError(f"allowed_peers: {peer!r} is not one of peer_hostname {peers}")
+    _check_nonempty_list("request_headers", route.request_headers)
+
+
+def check_routes(config: Config) -> None:
+    """Cross-field rules of ``[[routes]]``; raises ``ValueError`` naming ``routes[i].field``."""
+    mode = config.general.mode
+    seen: dict[str, int] = {}
+    binds: dict[str, str] = {}
+    if mode == "Client":
+        binds[str(parse_socket_address(config.general.effective_http_bind_address, require_ip=True))] = (
+            "[general] http_bind_address"
+        )
+    hosts: dict[str, str] = {}
+    for i, route in enumerate(config.routes):
+        where = f"routes[{i}]"
+        if route.name in seen:
+            raise ValueError(f"{where}.name: {route.name!r} is also routes[{seen[route.name]}]")
+        seen[route.name] = i
+        try:
+            _check_route(mode, route, config.general.peer_hostnames)
+        except ValueError as exc:
+            raise ValueError(f"{where}.{exc}") from None
+        if route.http_bind_address is not None:
+            key = str(parse_socket_address(route.http_bind_address, require_ip=True))
+            if key in binds:
+                raise ValueError(f"{where}.http_bind_address: {route.http_bind_address} is also {binds[key]}")
+            binds[key] = f"routes[{i}].http_bind_address"
+        for host in route.hosts or []:
+            if host.lower() in hosts:
+                raise ValueError(f"{where}.hosts: {host!r} is also in {hosts[host.lower()]}")
+            hosts[host.lower()] = f"routes[{i}].hosts"
+    if config.system.request_headers is not None:
+        if mode != "Server":
+            raise ValueError("system.request_headers: only allowed in Server mode")
+        _check_nonempty_list("system.request_headers", config.system.request_headers)
+
+
 class Metrics(_Section, kw_only=True, frozen=True):
     """Optional table (extension): metrics HTTP endpoint; off when the table is absent."""
 
@@ -442,7 +722,12 @@ class Config(_Section, kw_only=True, frozen=True):
     system: System = msgspec.field(default_factory=System)
     limits: Limits = msgspec.field(default_factory=Limits)
     metrics: Metrics | None = None
+    routes: list[Route] = msgspec.field(default_factory=list)
     source: Path = Path()
+
+    def route(self, name: str) -> Route | None:
+        """The ``[[routes]]`` entry named ``name``, if any."""
+        return next((r for r in self.routes if r.name == name), None)
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -452,6 +737,10 @@ _SECTIONS: dict[str, type[_Section]] = {
     "system": System,
     "limits": Limits,
     "metrics": Metrics,
+    "routes": Route,
+    "routes.paths": PathRule,
+    "routes.health": Health,
+    "routes.queue": Queue,
 }
 
 
@@ -463,9 +752,18 @@ def _dec_hook(tp: type, value: Any) -> Any:
 
 
 def _literals(tp: Any) -> tuple[Any, ...]:
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    return typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+    """The choices of a Literal field, also inside ``Optional`` and ``list``."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Literal:
+            return typing.get_args(tp)
+        if origin is Annotated or origin is list:
+            tp = typing.get_args(tp)[0]
+            continue
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            return ()
+        tp = args[0]
 
 
 # msgspec speaks JSON type names; users wrote TOML.
@@ -474,30 +772,44 @@ _TYPE_WORDS = {"object": "table", "str": "string", "int": "integer", "bool": "bo
 
 def _translate(msg: str, raw: dict[str, Any]) -> str:
     """Turn msgspec's ``Problem - at `$.a.b``` into ``a.b: problem`` in TOML terms."""
-    m = re.fullmatch(r"(.*?)(?: - at `\$((?:\.\w+)*)`)?", msg, re.S)
+    m = re.fullmatch(r"(.*?)(?: - at `\$((?:\.\w+|\[\d+\])*)`)?", msg, re.S)
     assert m is not None
-    problem, path = m.group(1), [p for p in (m.group(2) or "").split(".") if p]
+    problem = m.group(1)
+    # Keys and list indexes, e.g. `$.routes[0].balance` -> ["routes", 0, "balance"].
+    path: list[str | int] = [
+        int(p[1:-1]) if p.startswith("[") else p[1:]
+        for p in re.findall(r"\.\w+|\[\d+\]", m.group(2) or "")
+    ]
+
+    def where(*more: str | int) -> str:
+        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in [*path, *more]).lstrip(".")
+
     if (u := re.fullmatch(r"Object contains unknown field `(.+)`", problem)) is not None:
-        return ".".join([*path, u.group(1)]) + ": unknown field"
+        return where(u.group(1)) + ": unknown field"
     if (u := re.fullmatch(r"Object missing required field `(.+)`", problem)) is not None:
-        return ".".join([*path, u.group(1)]) + ": required"
+        return where(u.group(1)) + ": required"
     # __post_init__ messages begin with the offending field of that section.
     if (u := re.fullmatch(r"(\w+): (.*)", problem, re.S)) is not None and path:
-        return ".".join([*path, u.group(1)]) + ": " + u.group(2)
+        return where(u.group(1)) + ": " + u.group(2)
     got: Any = raw  # the offending value, to echo it back
     for part in path:
-        got = got.get(part) if isinstance(got, dict) else None
+        if isinstance(part, int):
+            got = got[part] if isinstance(got, list) and part < len(got) else None
+        else:
+            got = got.get(part) if isinstance(got, dict) else None
     # Every enum is a section field, so the Literal is found in that section's hints.
-    if problem.startswith("Invalid enum value") and len(path) == 2 and path[0] in _SECTIONS:
-        hints = typing.get_type_hints(_SECTIONS[path[0]], include_extras=True)
-        if choices := _literals(hints.get(path[1])):
+    keys = [p for p in path if isinstance(p, str)]
+    section = ".".join(keys[:-1])
+    if problem.startswith("Invalid enum value") and section in _SECTIONS:
+        hints = typing.get_type_hints(_SECTIONS[section], include_extras=True)
+        if choices := _literals(hints.get(keys[-1])):
             listed = ", ".join(json.dumps(c) for c in choices)
-            return f"{'.'.join(path)}: expected one of {listed}, got {json.dumps(got)}"
+            return f"{where()}: expected one of {listed}, got {json.dumps(got)}"
     problem = re.sub(r"`(\w+)`", lambda w: _TYPE_WORDS.get(w.group(1), w.group(1)), problem)
     problem = problem[:1].lower() + problem[1:]
     if "got" not in problem and isinstance(got, (int, float, str)):
         problem += f", got {json.dumps(got)}"
-    return f"{'.'.join(path) or '(top level)'}: {problem}"
+    return f"{where() or '(top level)'}: {problem}"
 
 
 def parse(text: str | bytes, *, path: Path) -> Config:
@@ -524,6 +836,10 @@ def parse(text: str | bytes, *, path: Path) -> Config:
         config = msgspec.convert(raw, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {_translate(str(exc), raw)}") from None
+    try:
+        check_routes(config)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     # Relative paths mean "next to the config file" (as in the Rust original); resolve them once
     # here, against an absolute directory so a later chdir cannot change their meaning.
     base = path.absolute().parent
@@ -553,6 +869,10 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated and typing.get_args(tp)[0] is str:
+        pattern = next((m.pattern for m in typing.get_args(tp)[1:] if isinstance(m, Meta) and m.pattern), None)
+        if pattern is not None:
+            return f"string (`{pattern}`)"
     while typing.get_origin(tp) is Annotated:
         args = typing.get_args(tp)
         tp, metas = args[0], [a for a in args[1:] if isinstance(a, Meta)]
@@ -567,6 +887,13 @@ def _type_name(tp: Any) -> str:
     args = typing.get_args(tp)
     if typing.get_origin(tp) is list:
         return f"list of {_type_name(args[0])}"
+    if isinstance(tp, type) and issubclass(tp, _Section):
+        return "table"
+    if type(None) in args and len(args) > 2:  # str | list[str] | None
+        rest = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(rest) + ", optional"
+    if len(args) == 2 and type(None) not in args and typing.get_origin(tp) is not Literal:
+        return " or ".join(_type_name(a) for a in args)
     if type(None) in args:
         return _type_name(next(a for a in args if a is not type(None))) + ", optional"
     return {Path: "path", str: "string", int: "integer", float: "float", bool: "boolean"}.get(
@@ -596,7 +923,9 @@ def render_reference() -> str:
     ]
     for name, cls in _SECTIONS.items():
         hints = typing.get_type_hints(cls, include_extras=True)
-        out += ["", f"## `[{name}]`", "", (cls.__doc__ or "").strip(), ""]
+        heading = f"[[{name}]]" if name in ("routes", "routes.paths") else f"[{name}]"
+        doc = " ".join((cls.__doc__ or "").split())
+        out += ["", f"## `{heading}`", "", doc, ""]
         out += ["| field | type | default | meaning |", "|---|---|---|---|"]
         for f in msgspec.structs.fields(cls):
             tp = hints[f.name]

@@ -7,10 +7,11 @@ from its modules. Inside: ``session`` (the I/O edge around aioquic's sans-IO con
 Importing this package has no side effects beyond importing those modules.
 """
 
-from ptproxy.tunnel import datagrams, endpoint, reset, session, stream, tls, udp
+from ptproxy.tunnel import datagrams, endpoint, identity, reset, session, stream, tls, udp
 from ptproxy.tunnel.aioquic import PACKET_KINDS, ClientAuthPolicy, SessionTicket, host_cids
 from ptproxy.tunnel.datagrams import *  # noqa: F403
 from ptproxy.tunnel.endpoint import *  # noqa: F403
+from ptproxy.tunnel.identity import *  # noqa: F403
 from ptproxy.tunnel.reset import *  # noqa: F403
 from ptproxy.tunnel.session import *  # noqa: F403
 from ptproxy.tunnel.stream import *  # noqa: F403
@@ -27,6 +28,7 @@ __all__ = [
     "host_cids",
     *datagrams.__all__,
     *endpoint.__all__,
+    *identity.__all__,
     *reset.__all__,
     *session.__all__,
     *stream.__all__,

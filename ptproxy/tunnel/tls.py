@@ -109,7 +109,7 @@ def quic_configuration(config: Config, material: TlsMaterial) -> QuicConfigurati
         qconf.cadata = material.ca_data
     if is_client:
         # Dialing an IP (connect_address) must still check the certificate's name.
-        qconf.server_name = config.general.peer_hostname
+        qconf.server_name = config.general.peer_hostnames[0]
         if config.tls.skip_verify:
             logger.warning(
                 "tls.skip_verify is on: the server's certificate is NOT verified; "
@@ -122,7 +122,7 @@ def quic_configuration(config: Config, material: TlsMaterial) -> QuicConfigurati
 
 def client_auth_policy(config: Config, material: TlsMaterial) -> ClientAuthPolicy:
     """Server end: require a client certificate chaining to ``ca`` named ``peer_hostname``."""
-    peer = config.general.peer_hostname
+    peers = config.general.peer_hostnames
     skip = config.tls.skip_verify
     if skip:
         logger.warning(
@@ -133,9 +133,16 @@ def client_auth_policy(config: Config, material: TlsMaterial) -> ClientAuthPolic
     def verify(cert: x509.Certificate, chain: list[x509.Certificate]) -> None:
         if skip:
             return
-        tls.verify_certificate(
-            certificate=cert, chain=chain, server_name=peer, cadata=material.ca_data
-        )
+        # A hub accepts any of its peers' names: the first one the certificate verifies for.
+        for i, peer in enumerate(peers):
+            try:
+                tls.verify_certificate(
+                    certificate=cert, chain=chain, server_name=peer, cadata=material.ca_data
+                )
+                return
+            except tls.AlertBadCertificate:
+                if i == len(peers) - 1:
+                    raise
 
     return ClientAuthPolicy(verify)
 

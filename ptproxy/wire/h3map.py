@@ -25,9 +25,19 @@ __all__ = [
     "response_to_h3",
     "response_from_h3",
     "NO_BODY_STATUSES",
+    "ROUTE_FIELD",
+    "CLIENT_ADDRESS_FIELD",
+    "INTERNAL_FIELDS",
 ]
 
 NO_BODY_STATUSES = frozenset({204, 304})
+
+# Fields the two ptproxy ends add to a request between themselves. The client end removes any of
+# them arriving from its HTTP/1.1 client (so none can be forged) and the server end removes them
+# before the origin. A standard HTTP/3 peer sends neither: its requests take the default route.
+ROUTE_FIELD = b"ptproxy-route"  # the route's name (absent: the default route)
+CLIENT_ADDRESS_FIELD = b"ptproxy-client-address"  # the address the client end saw (X-Forwarded-For)
+INTERNAL_FIELDS = frozenset({ROUTE_FIELD, CLIENT_ADDRESS_FIELD})
 
 
 @dataclass(slots=True)

@@ -140,6 +140,7 @@ def test_minimal_client_gets_every_default() -> None:
         "watchdog_factor": 1.5,
         "add_forwarded": False,
         "qlog_dir": None,
+        "request_headers": None,
     }
     assert msgspec.structs.asdict(config.limits) == {
         "max_request_line": 8192,
