@@ -6,6 +6,11 @@ the tunnel (up, RTT, window, bytes, losses, streams) is read at scrape time by a
 from the live sessions, so nothing polls. Counters that live on a session (bytes, losses) are
 folded into a process total when the session finishes, so they only ever grow.
 
+The server end adds per-route figures: requests by route and status, a latency histogram per
+route, the pending queue's wait time (updated as requests finish or leave the queue), and, read at
+scrape time from the backend's route table, each origin's state (1 UP, 0 DOWN), its requests in
+flight and each route's pending queue length.
+
 The registry is ours, not ``prometheus_client.REGISTRY``: two ends in one process (``ptproxy
 demo``, tests) must not collide, and the global default collectors (process, GC) stay out.
 """
@@ -24,6 +29,7 @@ from ptproxy.tunnel import PACKET_KINDS
 if TYPE_CHECKING:
     from ptproxy.client.dialer import TunnelState
     from ptproxy.server.listener import Listener
+    from ptproxy.server.origin import Backend
     from ptproxy.tunnel import Session
 
 __all__ = ["Metrics", "CONTENT_TYPE", "DURATION_BUCKETS"]
@@ -31,6 +37,8 @@ __all__ = ["Metrics", "CONTENT_TYPE", "DURATION_BUCKETS"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A long-RTT link: requests take from a few ms (loopback) to tens of seconds (large bodies).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Waiting for an origin to come UP: from a probe interval (seconds) to a long pending_timeout.
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 Side = Literal["client", "server"]
 _SESSION_COUNTERS = (
@@ -71,6 +79,31 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_TunnelCollector(self))
+        # Server end: the backend whose route table the route collector reads.
+        self.backend: Backend | None = None
+        self._route_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        if side == "server":
+            self.route_requests = Counter(
+                "ptproxy_route_requests",
+                "Requests answered by the server end, by route and status code.",
+                ["route", "status"],
+                registry=self.registry,
+            )
+            self.route_duration = Histogram(
+                "ptproxy_route_request_duration_seconds",
+                "Time from request head to the end of the response at the server end, by route.",
+                ["route"],
+                buckets=DURATION_BUCKETS,
+                registry=self.registry,
+            )
+            self.pending_wait = Histogram(
+                "ptproxy_route_pending_wait_seconds",
+                "Time requests waited in a route's pending queue for an origin to come UP.",
+                ["route"],
+                buckets=WAIT_BUCKETS,
+                registry=self.registry,
+            )
+            self.registry.register(_RouteCollector(self))
 
     # -- updates ----------------------------------------------------------------------------
 
@@ -85,6 +118,20 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(max(0.0, seconds))
+
+    def route_done(self, route: str, status: int, seconds: float) -> None:
+        """The backend's ``on_route_done`` callback (server end)."""
+        key = (route, status)
+        children = self._route_children.get(key)
+        if children is None:
+            children = (self.route_requests.labels(route, str(status)), self.route_duration.labels(route))
+            self._route_children[key] = children
+        children[0].inc()
+        children[1].observe(max(0.0, seconds))
+
+    def waited(self, route: str, seconds: float) -> None:
+        """The backend's ``on_wait`` callback: a request left a route's pending queue."""
+        self.pending_wait.labels(route).observe(max(0.0, seconds))
 
     def track(self, session: Session) -> None:
         """Follow a new session (Dialer/Listener ``on_session``) until it finishes."""
@@ -137,6 +184,39 @@ class Metrics:
             for key in _SESSION_COUNTERS:
                 totals[key] += stats.get(key, 0.0)
         return totals
+
+
+class _RouteCollector(Collector):
+    """Reads the server end's routes when Prometheus scrapes: origin states, load, queues."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families()
+
+    def _families(self) -> list[Metric]:
+        up = GaugeMetricFamily(
+            "ptproxy_origin_up", "1 while the origin is UP, 0 while DOWN, by route and origin.",
+            labels=["route", "origin"],
+        )
+        in_flight = GaugeMetricFamily(
+            "ptproxy_origin_requests_in_flight", "Requests in flight to the origin, by route and origin.",
+            labels=["route", "origin"],
+        )
+        pending = GaugeMetricFamily(
+            "ptproxy_route_pending", "Requests waiting in the route's pending queue.", labels=["route"]
+        )
+        backend = self._m.backend
+        for name, route in (backend.routes.items() if backend is not None else ()):
+            pending.add_metric([name], float(route.pending))
+            for origin in route.origins.values():
+                up.add_metric([name, origin.address], float(origin.health.up))
+                in_flight.add_metric([name, origin.address], float(origin.in_flight))
+        return [up, in_flight, pending]
 
 
 class _TunnelCollector(Collector):

@@ -1,10 +1,17 @@
-"""Server mode: replay each HTTP/3 request stream to the origin over a pooled HTTP/1.1 connection.
+"""Server mode: replay each HTTP/3 request stream to an origin of its route over a pooled
+HTTP/1.1 connection.
 
-Flow: stream Headers → TunnelRequest → request head bytes → origin socket; request DATA frames →
-one HTTP/1.1 chunk each (or raw bytes under Content-Length); origin response events → HTTP/3
-HEADERS and DATA frames (one per chunk). Errors before the response head becomes a synthetic
-response with ``Server: ptproxy server``; after it, the stream is reset so the client end cuts its
-HTTP/1.1 connection instead of delivering a silently short body.
+Flow: stream Headers → TunnelRequest → route (the internal ``ptproxy-route`` field; 502 when the
+server end has no such route, 403 when the peer may not use it) → identity headers and path rule →
+an origin of the pool (balanced, waiting in the pending queue while none is UP) → request head
+bytes → origin socket; request DATA frames → one HTTP/1.1 chunk each (or raw bytes under
+Content-Length); origin response events → HTTP/3 HEADERS and DATA frames (one per chunk).
+
+A refused connection is retried on another origin (nothing was sent). A connection that closes
+before any byte of the response head is retried on another origin only for an idempotent method
+without a body (nothing is lost by sending it again). Errors before the response head become a
+synthetic response with ``Server: ptproxy server``; after it, the stream is reset so the client end
+cuts its HTTP/1.1 connection instead of delivering a silently short body.
 """
 
 from __future__ import annotations
@@ -23,19 +30,36 @@ from ptproxy.errors import (
 )
 from ptproxy.h1conn import ConnectionClosed, ConnectionReset, H1Connection
 from ptproxy.ops.config import Config
-from ptproxy.server.pool import OriginPool
-from ptproxy.tunnel import Headers, Session, StreamAborted, TunnelStream
+from ptproxy.server.identity import identity_fields, strip_identity_fields
+from ptproxy.server.routes import RouteSpec, build_routes, internal_fields
+from ptproxy.server.upstream import Group, Origin, RouteRuntime, WaitObserver
+from ptproxy.tunnel import Headers, PeerIdentity, Session, StreamAborted, TunnelStream
 from ptproxy.wire import serialize
 from ptproxy.wire.events import BodyKind, EndOfMessage, ResponseHead
 from ptproxy.wire.h3map import TunnelRequest, request_from_h3, response_to_h3
 from ptproxy.wire.parser import ResponseParser
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "RouteObserver"]
 
 logger = logging.getLogger("ptproxy.backend")
 
 SIDE = "server"
 SERVER_HEADER = b"ptproxy server"
+# RFC 9110 section 9.2.2; a request of these methods without a body may be sent twice.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+
+# (route, status, seconds) of each answered request whose route was known
+RouteObserver = Callable[[str, int, float], None]
+
+
+def _identity(session: Session) -> PeerIdentity | None:
+    # Session.peer_identity is being added to the tunnel concurrently; until then, no identity.
+    identity: PeerIdentity | None = getattr(session, "peer_identity", None)
+    return identity
+
+
+class _Retry(Exception):
+    """The origin closed the connection before any byte of the response head; safe to resend."""
 
 
 class Backend:
@@ -44,23 +68,29 @@ class Backend:
         config: Config,
         local_address: Callable[[], Any],
         on_request_done: Callable[[str, int, float], None] | None = None,
+        *,
+        on_route_done: RouteObserver | None = None,
+        on_wait: WaitObserver | None = None,
     ) -> None:
         self.config = config
-        host, port = config.general.http_connect  # type: ignore[misc]
-        limits = config.limits
-        self.pool = OriginPool(
-            host,
-            port,
-            tcp_nodelay=config.system.tcp_nodelay,
-            max_idle=limits.max_origin_idle_connections,
-            idle_timeout=limits.origin_idle_timeout / 1000.0,
-            connect_timeout=limits.origin_connect_timeout / 1000.0,
-        )
+        self.routes: dict[str, RouteRuntime] = {
+            name: RouteRuntime(spec, config, on_wait) for name, spec in build_routes(config).items()
+        }
         self._local_address = local_address
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_request_done = on_request_done
+        self._on_route_done = on_route_done
+        self._started = False
+
+    def start(self) -> None:
+        """Start the active health probes (needs the running loop)."""
+        if not self._started:
+            self._started = True
+            for route in self.routes.values():
+                route.start()
 
     def on_request(self, session: Session, stream: TunnelStream) -> None:
+        self.start()
         task = asyncio.get_running_loop().create_task(self._handle(session, stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -71,63 +101,138 @@ class Backend:
             await asyncio.wait(list(self._tasks), timeout=grace)
 
     def close(self) -> None:
-        self.pool.close()
+        for route in self.routes.values():
+            route.close()
 
     # -- one request --------------------------------------------------------------------------
 
     async def _handle(self, session: Session, stream: TunnelStream) -> None:
         started = time.monotonic()
         status = 0
+        route: list[str] = []  # filled in by _exchange once the route is known
         try:
-            status = await self._exchange(session, stream)
+            status = await self._exchange(session, stream, route)
         except StreamAborted as exc:
             logger.info("[conn %d stream %d] aborted: %s", session.number, stream.stream_id, exc)
         finally:
             stream.finish()
+            elapsed = time.monotonic() - started
             if self._on_request_done is not None and status:
-                self._on_request_done(SIDE, status, time.monotonic() - started)
+                self._on_request_done(SIDE, status, elapsed)
+            if self._on_route_done is not None and status and route:
+                self._on_route_done(route[0], status, elapsed)
 
-    async def _exchange(self, session: Session, stream: TunnelStream) -> int:
+    async def _exchange(self, session: Session, stream: TunnelStream, route_out: list[str]) -> int:
         first = await stream.receive()
         assert isinstance(first, Headers)
+        where = f"[conn {session.number} stream {stream.stream_id}]"
         try:
             request = request_from_h3(first.headers, first.stream_ended)
-            if self.config.system.add_forwarded:
-                request.fields.append(
-                    (b"forwarded", serialize.forwarded(session.peer[:2], self._local_address()[:2], "http3"))
-                )
-            head = serialize.request_head(
-                request.method,
-                request.path,
-                request.authority,
-                request.fields,
-                body=request.body,
-                content_length=request.content_length,
-            )
         except PtproxyError as exc:
             status = exc.status if exc.status < 500 else 400
             return self._fail(stream, status, f"invalid request: {exc}")
+        name, client_address, request.fields = internal_fields(request.fields)
+        runtime = self.routes.get(name)
+        if runtime is None:
+            msg = f"no route named {name!r} at the server end"
+            logger.warning("%s %s", where, msg)
+            return self._fail(stream, 502, msg)
+        route_out.append(name)
+        identity = _identity(session)
+        if not runtime.spec.allows(identity):
+            who = f"peer {identity.name!r}" if identity is not None else "a peer without a verified certificate name"
+            msg = f"{who} may not use route {name!r}"
+            logger.warning("%s %s (allowed_peers)", where, msg)
+            return self._fail(stream, 403, msg)
+        group, request.path = runtime.plan(request.path)
         try:
-            conn = await self._send_head(request, head)
-        except UpstreamError as exc:
-            logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, exc)
-            return self._fail(stream, exc.status, str(exc))
-        return await self._relay(session, stream, request, conn)
+            head = self._origin_head(session, runtime.spec, request, client_address)
+        except PtproxyError as exc:
+            status = exc.status if exc.status < 500 else 400
+            return self._fail(stream, status, f"invalid request: {exc}")
+        return await self._forward(session, stream, group, request, head, self._peer_key(session))
 
-    async def _send_head(self, request: TunnelRequest, head: bytes) -> H1Connection:
-        conn = await self.pool.acquire()
-        conn.set_parser(ResponseParser(request.method))
-        conn.write(head)
-        return conn
+    def _origin_head(
+        self, session: Session, spec: RouteSpec, request: TunnelRequest, client_address: bytes | None
+    ) -> bytes:
+        """The request head for the origin: identity headers (any copy from the client removed
+        first, so none can be forged) and ``Forwarded`` as configured."""
+        if spec.request_headers:
+            names = spec.request_headers
+            request.fields = strip_identity_fields(request.fields, names)
+            request.fields += identity_fields(names, _identity(session), client_address)
+        if self.config.system.add_forwarded:
+            request.fields.append(
+                (b"forwarded", serialize.forwarded(session.peer[:2], self._local_address()[:2], "http3"))
+            )
+        return serialize.request_head(
+            request.method,
+            request.path,
+            request.authority,
+            request.fields,
+            body=request.body,
+            content_length=request.content_length,
+        )
+
+    @staticmethod
+    def _peer_key(session: Session) -> str:
+        """What PeerHash balances on: the certificate name, else the peer's address."""
+        identity = _identity(session)
+        if identity is not None:
+            return identity.name
+        return str(session.peer[0]) if session.peer else ""
+
+    async def _forward(
+        self,
+        session: Session,
+        stream: TunnelStream,
+        group: Group,
+        request: TunnelRequest,
+        head: bytes,
+        peer_key: str,
+    ) -> int:
+        """Send the request to an origin of ``group``, on another one when that is safe."""
+        where = f"[conn {session.number} stream {stream.stream_id}]"
+        resendable = request.method in IDEMPOTENT and request.body is BodyKind.NONE
+        tried: set[Origin] = set()
+        failure: UpstreamError | None = None
+        while True:
+            try:
+                origin = await group.choose(peer_key, tried, failure)
+            except UpstreamError as exc:
+                if exc is not failure:
+                    logger.warning("%s %s", where, exc)
+                return self._fail(stream, exc.status, str(exc))
+            tried.add(origin)
+            with origin.lease():
+                try:
+                    conn = await origin.acquire()
+                except UpstreamError as exc:
+                    logger.warning("%s %s", where, exc)
+                    failure = exc
+                    continue
+                conn.set_parser(ResponseParser(request.method))
+                conn.write(head)
+                try:
+                    return await self._relay(session, stream, request, conn, origin, resendable)
+                except _Retry as exc:
+                    failure = UpstreamError(str(exc))
+                    logger.warning("%s %s; trying another origin", where, exc)
 
     async def _relay(
-        self, session: Session, stream: TunnelStream, request: TunnelRequest, conn: H1Connection
+        self,
+        session: Session,
+        stream: TunnelStream,
+        request: TunnelRequest,
+        conn: H1Connection,
+        origin: Origin,
+        resendable: bool,
     ) -> int:
         upload: asyncio.Task[bool] | None = None
         if request.body is not BodyKind.NONE:
             upload = asyncio.get_running_loop().create_task(self._upload(stream, request, conn))
         try:
-            status, complete = await self._download(session, stream, conn, upload)
+            status, complete = await self._download(session, stream, conn, origin.address, upload, resendable)
         except BaseException:
             if upload is not None:
                 upload.cancel()
@@ -142,7 +247,7 @@ class Backend:
             elif not upload.result():
                 complete = False
         if complete:
-            self.pool.release(conn)
+            origin.pool.release(conn)
         else:
             conn.close()
         return status
@@ -163,9 +268,14 @@ class Backend:
         session: Session,
         stream: TunnelStream,
         conn: H1Connection,
+        address: str,
         upload: asyncio.Task[bool] | None = None,
+        resendable: bool = False,
     ) -> tuple[int, bool]:
+        """Origin response → stream. Raises _Retry when the origin closed the connection before
+        any byte of a response to a ``resendable`` request (nothing reached the client yet)."""
         timeout = self.config.limits.origin_response_timeout / 1000.0
+        interim_sent = False
         try:
             while True:
                 event = await self._origin_event(conn, upload, timeout)
@@ -174,15 +284,22 @@ class Backend:
                         break
                     if event.status != 101:
                         stream.send_headers(response_to_h3(event))
+                        interim_sent = True
                     continue
         except TimeoutError:
-            msg = f"origin {self.pool.address} sent no response head within {timeout:g}s"
+            msg = f"origin {address} sent no response head within {timeout:g}s"
             logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
             return self._fail(stream, UpstreamTimeout.status, msg), False
         except StreamAborted:
             raise  # the peer is gone, not the origin: _handle logs it (it is a PtproxyError too)
+        except ConnectionClosed as exc:
+            msg = f"origin {address}: {_describe(exc)}"
+            if resendable and not interim_sent and conn.message_started_at is None:
+                raise _Retry(msg) from None
+            logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
+            return self._fail(stream, 502, msg), False
         except PtproxyError as exc:
-            msg = f"origin {self.pool.address}: {_describe(exc)}"
+            msg = f"origin {address}: {_describe(exc)}"
             logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
             return self._fail(stream, 502, msg), False
         head = event
@@ -190,13 +307,13 @@ class Backend:
         if bad is not None:
             # The rest of this response is already known to be malformed: answer 502 instead of
             # forwarding a head whose body would be cut.
-            msg = f"origin {self.pool.address}: {_describe(bad)}"
+            msg = f"origin {address}: {_describe(bad)}"
             logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
             return self._fail(stream, 502, msg), False
         try:
             h3_headers = response_to_h3(head)
         except PtproxyError as exc:
-            return self._fail(stream, 502, f"origin {self.pool.address} sent an invalid response: {exc}"), False
+            return self._fail(stream, 502, f"origin {address} sent an invalid response: {exc}"), False
         if head.body is BodyKind.NONE:
             stream.send_headers(h3_headers, end_stream=True)
             await self._expect_end(conn)

@@ -1,4 +1,4 @@
-"""Keep-alive HTTP/1.1 connections to ``http_connect_address``.
+"""Keep-alive HTTP/1.1 connections to one origin (of a route's pool).
 
 Idle connections are reused most-recently-used first (the warmest TCP window, the least likely to
 have been closed by the origin's own idle timer) and evicted after ``origin_idle_timeout``.
@@ -14,9 +14,18 @@ from ptproxy.addr import format_address
 from ptproxy.errors import UpstreamError
 from ptproxy.h1conn import H1Connection
 
-__all__ = ["OriginPool"]
+__all__ = ["OriginConnectError", "OriginPool"]
 
 logger = logging.getLogger("ptproxy.origin")
+
+
+class OriginConnectError(UpstreamError):
+    """A connection to the origin was refused or timed out: nothing of the request was sent, so
+    another origin may take it, and this one is marked DOWN. ``reason`` is for the state log."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class OriginPool:
@@ -66,12 +75,14 @@ class OriginPool:
                 self._connect_timeout,
             )
         except TimeoutError:
-            raise UpstreamError(
-                f"connecting to origin {self.address} timed out after {self._connect_timeout:g}s"
+            reason = f"connect timed out after {self._connect_timeout:g}s"
+            raise OriginConnectError(
+                f"connecting to origin {self.address} timed out after {self._connect_timeout:g}s", reason
             ) from None
         except OSError as exc:
-            raise UpstreamError(
-                f"connecting to origin {self.address} failed: {exc.strerror or exc}"
+            text = exc.strerror or str(exc)
+            raise OriginConnectError(
+                f"connecting to origin {self.address} failed: {text}", text[:1].lower() + text[1:]
             ) from None
         return conn
 
