@@ -18,7 +18,6 @@ from ptproxy.tunnel.aioquic import (
     EndQlogWriter,
     FlowSettings,
     PatchedQuicConnection,
-    install_ticket_sealer,
 )
 from ptproxy.tunnel.reset import BOOT_SECRET, StatelessReset
 from ptproxy.tunnel.tls import ServerTicketStore, TlsMaterial, quic_configuration
@@ -93,20 +92,15 @@ class EndpointSettings:
 
     def new_connection(self, *, tickets: ServerTicketStore | None = None, **kwargs: Any) -> PatchedQuicConnection:
         """A connection; a server's passes ``tickets`` (its store) for resumption."""
-        sealer = None
-        if tickets is not None:
-            kwargs.setdefault("session_ticket_fetcher", tickets.pop)
-            kwargs.setdefault("session_ticket_handler", tickets.add)
-            if tickets.keys is not None:
-                seal = tickets.seal
-                sealer = lambda ctx: install_ticket_sealer(ctx, seal)  # noqa: E731
+        # The connection binds each ticket it issues to its peer identity, and takes the identity
+        # back with the ticket a resuming client presents (sealed in the label with a key file).
         reset = self.stateless_reset
         return PatchedQuicConnection(
             configuration=self.quic_config,
             flow=self.flow,
             client_auth=self.client_auth,
             reset_token=reset.token if reset is not None else None,
-            ticket_sealer=sealer,
+            tickets=tickets,
             **kwargs,
         )
 

@@ -34,6 +34,7 @@ from ptproxy.tunnel.aioquic import (
     send_window,
     stream_send_buffered,
 )
+from ptproxy.tunnel.identity import PeerIdentity
 from ptproxy.tunnel.stream import (
     H3_REQUEST_REJECTED,
     Headers,
@@ -108,6 +109,16 @@ class Session:
         self.log = logging.LoggerAdapter(logger, {"conn": number})
 
     # -- I/O edge -----------------------------------------------------------------------------
+
+    @property
+    def peer_identity(self) -> PeerIdentity | None:
+        """Server end: the client certificate as this end verified it (see PatchedQuicConnection).
+
+        Known once the handshake is complete, and for a resumed session already from its 0-RTT
+        requests on (the ticket carries it); None on a client end, and for a session resumed from
+        a ticket that carried no identity: routes with ``allowed_peers`` refuse such a session.
+        """
+        return self.quic.peer_identity
 
     def connect(self, addr: Any) -> None:
         """Client: start the handshake towards ``addr``."""

@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ptproxy.errors import StartupError
+from ptproxy.tunnel.identity import PeerIdentity, identity_from_list, identity_to_list
 
 __all__ = ["ROTATE_AFTER", "TicketKeys", "load_ticket_keys"]
 
@@ -111,8 +112,9 @@ class TicketKeys:
 
     # -- tickets -------------------------------------------------------------------------------
 
-    def seal(self, ticket: tls.SessionTicket, context: bytes = b"") -> bytes:
-        """The label of ``ticket``: its state, encrypted with the current key."""
+    def seal(self, ticket: tls.SessionTicket, context: bytes = b"", identity: PeerIdentity | None = None) -> bytes:
+        """The label of ``ticket``: its state and the peer identity it was issued to (None: none),
+        encrypted with the current key, so a restarted server knows who resumes."""
         self.rotate_if_due()
         key = self.keys[0]
         plain = msgspec.msgpack.encode(
@@ -125,6 +127,7 @@ class TicketKeys:
                 ticket.server_name,
                 ticket.max_early_data_size,
                 [[kind, value] for kind, value in ticket.other_extensions],
+                identity_to_list(identity),
             ]
         )
         nonce = os.urandom(_NONCE)
@@ -133,6 +136,12 @@ class TicketKeys:
 
     def unseal(self, label: bytes, context: bytes = b"") -> tls.SessionTicket | None:
         """The ticket sealed in ``label``; None if it is not ours, was altered or already used."""
+        opened = self.open(label, context)
+        return None if opened is None else opened[0]
+
+    def open(self, label: bytes, context: bytes = b"") -> tuple[tls.SessionTicket, PeerIdentity | None] | None:
+        """The ticket sealed in ``label`` and its peer identity (None when sealed without one, e.g.
+        by an older version); None if it is not ours, was altered or already used."""
         head_len = len(_LABEL_MAGIC) + 4
         if len(label) < head_len + _NONCE + 16 or not label.startswith(_LABEL_MAGIC):
             return None
@@ -142,6 +151,9 @@ class TicketKeys:
             return None
         try:
             fields: Any = msgspec.msgpack.decode(AESGCM(key.key).decrypt(nonce, sealed, head + context))
+            identity = None
+            if isinstance(fields, list) and len(fields) == 9:
+                identity = identity_from_list(fields.pop())
             age_add, suite, not_before, not_after, secret, server_name, early, extensions = fields
             ticket = tls.SessionTicket(
                 age_add=age_add,
@@ -159,7 +171,7 @@ class TicketKeys:
         self._used[label] = None
         while len(self._used) > USED_LABELS:
             self._used.popitem(last=False)
-        return ticket
+        return ticket, identity
 
 
 def _corrupt(path: Path, why: str) -> StartupError:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from ptproxy.errors import StartupError
 from ptproxy.ops.config import Config
 from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
+from ptproxy.tunnel.identity import PeerIdentity, name_in_certificate
 from ptproxy.tunnel.ticketkeys import TicketKeys, load_ticket_keys
 
 __all__ = [
@@ -121,7 +122,13 @@ def quic_configuration(config: Config, material: TlsMaterial) -> QuicConfigurati
 
 
 def client_auth_policy(config: Config, material: TlsMaterial) -> ClientAuthPolicy:
-    """Server end: require a client certificate chaining to ``ca`` named ``peer_hostname``."""
+    """Server end: require a client certificate chaining to ``ca`` named ``peer_hostname``.
+
+    The verify hook returns the ``peer_hostname`` entry the certificate verified against (the
+    session's :class:`PeerIdentity` name). With ``tls.skip_verify`` nothing is verified: the name is
+    the first entry the certificate carries (DNS/IP subjectAltName, else CN), else the first entry,
+    a label that proves nothing (as everything else with skip_verify).
+    """
     peers = config.general.peer_hostnames
     skip = config.tls.skip_verify
     if skip:
@@ -130,19 +137,20 @@ def client_auth_policy(config: Config, material: TlsMaterial) -> ClientAuthPolic
             "anyone can open a tunnel to this server"
         )
 
-    def verify(cert: x509.Certificate, chain: list[x509.Certificate]) -> None:
+    def verify(cert: x509.Certificate, chain: list[x509.Certificate]) -> str:
         if skip:
-            return
+            return name_in_certificate(cert, peers)
         # A hub accepts any of its peers' names: the first one the certificate verifies for.
         for i, peer in enumerate(peers):
             try:
                 tls.verify_certificate(
                     certificate=cert, chain=chain, server_name=peer, cadata=material.ca_data
                 )
-                return
+                return peer
             except tls.AlertBadCertificate:
                 if i == len(peers) - 1:
                     raise
+        raise AssertionError("peer_hostname is never empty")
 
     return ClientAuthPolicy(verify)
 
@@ -152,7 +160,9 @@ class ServerTicketStore:
 
     Tickets are only issued after the client's Finished, i.e. after its certificate was verified
     (the verify hook runs at CertificateVerify), so a ticket in this store stands for a verified
-    client identity. Popping on use makes each ticket single-use (0-RTT anti-replay for this
+    client identity, and it is kept with that :class:`PeerIdentity` (sealed into the label with a
+    key file): a session resumed from it has the same identity, and one resumed from a ticket
+    without an identity has none. Popping on use makes each ticket single-use (0-RTT anti-replay for this
     process); clearing on reload revokes resumption with old material.
 
     With ``keys`` (``[tls] ticket_key_file``) a ticket lives in its own label, sealed with the
@@ -161,31 +171,42 @@ class ServerTicketStore:
     """
 
     def __init__(self, capacity: int = 1024, keys: TicketKeys | None = None, context: bytes = b"") -> None:
-        self._tickets: OrderedDict[bytes, tls.SessionTicket] = OrderedDict()
+        self._tickets: OrderedDict[bytes, tuple[tls.SessionTicket, PeerIdentity | None]] = OrderedDict()
         self._capacity = capacity
         self.keys = keys
         self._context = context
         self._not_before = 0.0
 
-    def seal(self, ticket: tls.SessionTicket) -> bytes:
-        assert self.keys is not None
-        return self.keys.seal(ticket, self._context)
+    @property
+    def sealing(self) -> bool:
+        """True with a ticket key file: the label is the (sealed) ticket, nothing is kept here."""
+        return self.keys is not None
 
-    def add(self, ticket: tls.SessionTicket) -> None:
+    def seal(self, ticket: tls.SessionTicket, identity: PeerIdentity | None = None) -> bytes:
+        assert self.keys is not None
+        return self.keys.seal(ticket, self._context, identity)
+
+    def add(self, ticket: tls.SessionTicket, identity: PeerIdentity | None = None) -> None:
         if self.keys is not None:
             return  # the label is the ticket
-        self._tickets[ticket.ticket] = ticket
+        self._tickets[ticket.ticket] = (ticket, identity)
         while len(self._tickets) > self._capacity:
             self._tickets.popitem(last=False)
 
-    def pop(self, label: bytes) -> tls.SessionTicket | None:
+    def take(self, label: bytes) -> tuple[tls.SessionTicket, PeerIdentity | None] | None:
+        """The ticket of ``label`` and the identity it was issued to, used up; None if unknown."""
         # Must return None, not raise: an exception here aborts the handshake.
         if self.keys is not None:
-            ticket = self.keys.unseal(label, self._context)
-            if ticket is None or ticket.not_valid_before.timestamp() < self._not_before:
+            opened = self.keys.open(label, self._context)
+            if opened is None or opened[0].not_valid_before.timestamp() < self._not_before:
                 return None
-            return ticket
+            return opened
         return self._tickets.pop(label, None)
+
+    def pop(self, label: bytes) -> tls.SessionTicket | None:
+        """:meth:`take` without the identity (aioquic's ``session_ticket_fetcher``)."""
+        found = self.take(label)
+        return None if found is None else found[0]
 
     def clear(self) -> None:
         self._tickets.clear()

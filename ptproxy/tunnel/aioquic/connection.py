@@ -28,8 +28,8 @@ no other module has to.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aioquic import tls
 from aioquic.buffer import Buffer
@@ -46,6 +46,8 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
+from ptproxy.tunnel.aioquic.tickets import install_ticket_sealer
+from ptproxy.tunnel.identity import PeerIdentity, cipher_name
 
 if TYPE_CHECKING:
     from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
@@ -111,6 +113,23 @@ class FlowSettings:
     redundancy_max_share: float = 0.1
 
 
+class IdentityTickets(Protocol):
+    """A server's session-ticket store that keeps the peer identity each ticket was issued to.
+
+    ``take(label)`` finds (and uses up) a ticket and its identity; ``add`` keeps a ticket the server
+    issued (a no-op when ``sealing``); ``seal`` makes the label of a ticket with the identity inside.
+    """
+
+    @property
+    def sealing(self) -> bool: ...
+
+    def take(self, label: bytes) -> tuple[tls.SessionTicket, PeerIdentity | None] | None: ...
+
+    def add(self, ticket: tls.SessionTicket, identity: PeerIdentity | None = None) -> None: ...
+
+    def seal(self, ticket: tls.SessionTicket, identity: PeerIdentity | None = None) -> bytes: ...
+
+
 class PatchedQuicConnection(QuicConnection):
     """QuicConnection with consumption-based credit, a stream limit and our congestion control.
 
@@ -124,9 +143,17 @@ class PatchedQuicConnection(QuicConnection):
         client_auth: ClientAuthPolicy | None = None,
         reset_token: Callable[[bytes], bytes] | None = None,
         ticket_sealer: Callable[[Any], None] | None = None,
+        tickets: IdentityTickets | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Server: the client certificate as verified by this connection's handshake, the identity
+        # bound to the ticket it tried to resume with, and where tickets (and their identity) go.
+        self._ptp_tickets = tickets
+        self._ptp_verified_identity: PeerIdentity | None = None
+        self._ptp_ticket_identity: PeerIdentity | None = None
+        self._ptp_identity_cache: PeerIdentity | None = None
+        self._ptp_tls_ready = False
         self._ptp_flow = flow
         self._ptp_client_auth = client_auth
         self._ptp_ticket_sealer = ticket_sealer
@@ -559,10 +586,65 @@ class PatchedQuicConnection(QuicConnection):
     def _initialize(self, peer_cid: bytes) -> None:
         # aioquic creates the TLS context here, on the first datagram: hook it before it runs.
         super()._initialize(peer_cid)
-        if self._ptp_client_auth is not None and not self._is_client:
-            self._ptp_client_auth.install(self.tls)
-        if self._ptp_ticket_sealer is not None and not self._is_client:
+        self._ptp_tls_ready = True
+        if self._is_client:
+            return
+        if self._ptp_client_auth is not None:
+            self._ptp_client_auth.install(self.tls, self._ptp_on_verified)
+        store = self._ptp_tickets
+        if store is not None:
+            # Per connection, so each ticket is bound to the identity of the connection it serves.
+            self.tls.get_session_ticket_cb = self._ptp_fetch_ticket
+            self.tls.new_session_ticket_cb = self._ptp_ticket_issued
+            if store.sealing:
+                install_ticket_sealer(self.tls, self._ptp_seal_ticket)
+        if self._ptp_ticket_sealer is not None:
             self._ptp_ticket_sealer(self.tls)
+
+    def _ptp_on_verified(self, identity: PeerIdentity) -> None:
+        self._ptp_verified_identity = identity
+
+    def _ptp_fetch_ticket(self, label: bytes) -> tls.SessionTicket | None:
+        # Must return None, not raise: an exception here aborts the handshake. The identity only
+        # counts if aioquic then resumes with this ticket (see peer_identity).
+        assert self._ptp_tickets is not None
+        self._ptp_ticket_identity = None
+        found = self._ptp_tickets.take(label)
+        if found is None:
+            return None
+        ticket, self._ptp_ticket_identity = found
+        return ticket
+
+    def _ptp_ticket_issued(self, ticket: tls.SessionTicket) -> None:
+        # Issued after the client's Finished: the identity is final (verified or resumed).
+        assert self._ptp_tickets is not None
+        self._ptp_tickets.add(ticket, self.peer_identity)
+
+    def _ptp_seal_ticket(self, ticket: tls.SessionTicket) -> bytes:
+        assert self._ptp_tickets is not None
+        return self._ptp_tickets.seal(ticket, self.peer_identity)
+
+    @property
+    def peer_identity(self) -> PeerIdentity | None:
+        """Server: the client's verified certificate; None on a client, before it is known, and
+        for a session resumed from a ticket that carried no identity (never guessed).
+
+        A full handshake has it once the client's CertificateVerify checked out; a resumed one as
+        soon as the ClientHello's PSK was accepted (so 0-RTT requests have it too), from the ticket,
+        with ``cipher`` the suite negotiated now.
+        """
+        if self._ptp_identity_cache is not None or self._is_client or not self._ptp_tls_ready:
+            return self._ptp_identity_cache
+        identity: PeerIdentity | None
+        if self.tls.session_resumed:
+            ticket_identity = self._ptp_ticket_identity
+            if ticket_identity is None or self.tls.key_schedule is None:
+                return None
+            identity = replace(ticket_identity, cipher=cipher_name(self.tls.key_schedule.cipher_suite))
+        else:
+            identity = self._ptp_verified_identity
+        self._ptp_identity_cache = identity
+        return identity
 
 
 # -- state aioquic keeps private ---------------------------------------------------------------

@@ -214,6 +214,9 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     Internal("quic.connection.QuicFrameType", "PADDING", "name"),
     *_each("quic.connection.QuicConnectionId", "attribute", "cid", "sequence_number", "was_sent", "stateless_reset_token"),
     Internal("tls.State", "SERVER_EXPECT_CERTIFICATE", "name"),
+    # Peer identity (mtls.py, connection.py): the negotiated suite, tickets bound per connection.
+    *_each(TLS, "attribute", "key_schedule", "session_resumed", "get_session_ticket_cb"),
+    Internal("tls.KeySchedule", "cipher_suite", "attribute"),
     Internal("tls", "verify_certificate", "name"),
     # quicpath.py: the per-packet objects replaced by their compiled twins, in each module binding them.
     *_each("quic.rangeset", "name", "RangeSet"),
@@ -277,6 +280,7 @@ def build_instances() -> dict[str, Any]:
         SENDER: lambda: QuicStream(stream_id=0).sender,
         "quic.stream.QuicStreamReceiver": lambda: QuicStream(stream_id=0).receiver,
         TLS: lambda: tls.Context(is_client=False),
+        "tls.KeySchedule": lambda: tls.KeySchedule(tls.CipherSuite.AES_128_GCM_SHA256),
         H3: lambda: H3Connection(conn()),
         "h3.connection.H3Stream": lambda: H3Stream(0),
         "quic.logger.QuicLogger": QuicLogger,

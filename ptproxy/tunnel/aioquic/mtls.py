@@ -15,6 +15,8 @@ from typing import Any
 from aioquic import tls
 from cryptography import x509
 
+from ptproxy.tunnel.identity import PeerIdentity, identity_of_certificate
+
 __all__ = ["ClientAuthPolicy", "SessionTicket"]
 
 # The session ticket type, so callers that keep one need not import aioquic.
@@ -24,16 +26,24 @@ SessionTicket = tls.SessionTicket
 class ClientAuthPolicy:
     """Makes aioquic's server require, and really verify, a client certificate.
 
-    ``verify(cert, chain)`` raises a ``tls.Alert`` to refuse. Resumed (PSK) handshakes carry no
+    ``verify(cert, chain)`` raises a ``tls.Alert`` to refuse, and returns the name the certificate
+    was verified against (None: it does not say; the identity's name is then empty). The policy is
+    shared by every connection of a listener: what one connection verified goes to that
+    connection's ``on_verified``, never into the policy. Resumed (PSK) handshakes carry no
     certificate: they are accepted only for tickets our ticket store issued to a verified peer,
     which the store enforces (tickets are single-use and bound to the identity).
     """
 
-    def __init__(self, verify: Callable[[x509.Certificate, list[x509.Certificate]], None]) -> None:
+    def __init__(self, verify: Callable[[x509.Certificate, list[x509.Certificate]], str | None]) -> None:
         self.verify = verify
 
-    def install(self, ctx: tls.Context) -> None:
-        """Hook the server handshake of ``ctx`` (called before it receives the ClientHello)."""
+    def install(self, ctx: tls.Context, on_verified: Callable[[PeerIdentity], None] | None = None) -> None:
+        """Hook the server handshake of ``ctx`` (called before it receives the ClientHello).
+
+        ``on_verified(identity)`` is called once the client certificate is verified (at its
+        CertificateVerify, before the client's Finished), with the name ``verify`` returned and the
+        cipher suite this handshake negotiated.
+        """
         ctx._request_client_certificate = True
         orig_hello = ctx._server_handle_hello
         orig_cert = ctx._server_handle_certificate
@@ -56,8 +66,12 @@ class ClientAuthPolicy:
 
         def handle_certificate_verify(input_buf: Any) -> None:
             orig_verify(input_buf)  # checks the CertificateVerify signature first
-            assert ctx._peer_certificate is not None
-            self.verify(ctx._peer_certificate, list(ctx._peer_certificate_chain))
+            cert = ctx._peer_certificate
+            assert cert is not None
+            name = self.verify(cert, list(ctx._peer_certificate_chain))
+            if on_verified is not None:
+                assert ctx.key_schedule is not None
+                on_verified(identity_of_certificate(cert, name or "", ctx.key_schedule.cipher_suite))
 
         ctx._server_handle_hello = handle_hello  # type: ignore[method-assign,assignment]
         ctx._server_handle_certificate = handle_certificate  # type: ignore[method-assign]
