@@ -4,6 +4,13 @@ The session is dialed at start, before any request; when it fails or is lost the
 ``connect_interval`` (with jitter, so a fleet restarted together does not reconnect in lock-step)
 and tries again. The tunnel counts as up only once the server confirmed the handshake, i.e. after
 it verified our certificate (aioquic reports "connected" earlier, on our own Finished).
+
+Failover: ``connect_address`` may list several server ends, in order of preference. A failed
+attempt moves on to the next host at once (wrapping around); only a whole round of failures waits
+the interval, so one host behaves as before. While the session is on a later host, the earlier
+ones are probed (one handshake at a time, every interval); the first that answers takes new
+requests at once, and the old session closes once its streams finished, so no request fails
+because of the switch.
 """
 
 from __future__ import annotations
@@ -98,6 +105,17 @@ class _ClientProtocol:
             session.resend_handshake()
 
 
+@dataclass(slots=True)
+class _Link:
+    """One established session and what goes with it."""
+
+    session: Session
+    transport: DatagramSocket
+    addr: Any
+    number: int
+    host: str
+
+
 class Dialer:
     """Owns the client end's session and the reconnect loop."""
 
@@ -113,13 +131,19 @@ class Dialer:
         self._rng = random.Random()
         self._stopping = False
         self.session_reset = False  # the last session ended with the peer's Stateless Reset
-        self._last_ticket: SessionTicket | None = None
+        # The latest ticket of each host: a ticket only resumes with the server that issued it.
+        self._tickets: dict[str, SessionTicket] = {}
         # A session resuming with 0-RTT, not yet confirmed: usable for replay-safe requests.
         self._early: Session | None = None
         # The next attempt follows a lost session at once: offer it for 0-RTT only if the peer is
         # known to be alive (it sent a Stateless Reset), else requests would wait on a dead peer
         # for the handshake timeout (502) instead of getting 503 at once.
         self._peer_unknown = False
+        self._hosts = settings.config.general.connect_hosts
+        self._index = 0  # the host dialed next (or in use)
+        self._in_use: str | None = None  # host of the latest established session
+        # Sessions replaced by a return to an earlier host, closing once their streams finished.
+        self._retiring: dict[asyncio.Task[None], _Link] = {}
         # Called with every Session as it is created (metrics track its counters).
         self.on_session: Callable[[Session], None] | None = None
 
@@ -142,84 +166,191 @@ class Dialer:
     def replace_settings(self, settings: EndpointSettings) -> None:
         """Reload: the next dial uses ``settings``; the live session keeps its own.
 
-        The saved session ticket goes too (and tickets still arriving on a session made with the
+        The saved session tickets go too (and tickets still arriving on a session made with the
         old settings are ignored): resuming skips certificate verification, so a ticket from
         before a CA change must not let the next connection bypass the new trust.
         """
         self.settings = settings
-        self._last_ticket = None
+        self._tickets.clear()
 
     async def run(self) -> None:
         """Dial, hold, re-dial; until cancelled."""
         interval = self.settings.config.system.connect_interval / 1000.0
+        failures = 0  # failed attempts since the last session
         while not self._stopping:
-            lost = await self._attempt_and_hold()
+            lost = await self._attempt_and_hold(self._index)
             if self._stopping:
                 break
             self._peer_unknown = False
             if lost:
                 # A session was up and is gone (peer restarted, blackout ended, reset): try
-                # again at once; only a failed attempt waits the jittered interval.
+                # the same host again at once; only a failed attempt moves on or waits.
                 self._peer_unknown = not self.session_reset
+                failures = 0
                 continue
-            await asyncio.sleep(next_retry_delay(interval, self._rng))
+            failures += 1
+            self._index = (self._index + 1) % len(self._hosts)
+            if failures % len(self._hosts) == 0:
+                # Every host failed once: wait, then start over from the preferred one.
+                self._index = 0
+                await asyncio.sleep(next_retry_delay(interval, self._rng))
 
     async def close(self, reason: str = "shutting down") -> None:
         """Close the session gracefully (after in-flight requests finished)."""
         self._stopping = True
-        session = self.session
-        if session is not None and not session.closed.done():
-            session.close(reason)
-            try:
-                await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
-            except TimeoutError:
-                pass
+        links = list(self._retiring.values())
+        for task in list(self._retiring):
+            task.cancel()
+        sessions = [link.session for link in links]
+        if self.session is not None:
+            sessions.append(self.session)
+        for session in sessions:
+            if not session.closed.done():
+                session.close(reason)
+        live = [asyncio.shield(s.finished) for s in sessions]
+        if live:
+            await asyncio.wait(live, timeout=1.0)
+        for link in links:
+            link.session.abort(reason)
+            link.transport.close()
 
     # -- one attempt --------------------------------------------------------------------------
 
-    async def _attempt_and_hold(self) -> bool:
+    async def _attempt_and_hold(self, index: int) -> bool:
         """One attempt; True when it established a session that was then lost."""
-        cfg = self.settings.config
-        number = next(connection_numbers)
-        transport: DatagramSocket | None = None
-        try:
-            session, transport, addr = await self._connect(number)
-        except (TimeoutError, OSError, SessionClosed) as exc:
-            reason = _reason(exc)
-            target = format_address((cfg.general.connect_host, cfg.general.quic_port))
-            self._failed(f"connecting to {target} failed: {reason}")
-            if transport is not None:
-                transport.close()
+        link = await self._dial(self._hosts[index], early=True)
+        if link is None:
             return False
-        logger.info("connection %d established (%s)", number, format_address(addr))
+        self._index = index
+        self._note_switch(link.host, returning=False)
+        logger.info("connection %d established (%s)", link.number, format_address(link.addr))
         logger.info("tunnel ready")
-        self.session = session
+        self.session = link.session
         self.state.up = True
         self.state.attempts_ok += 1
         self.state.first_attempt_done.set()
         self._notify()
+        link = await self._hold(link, index)
+        session = link.session
         reason = await asyncio.shield(session.closed)
         self.session_reset = session.quic.stateless_reset_received
         self.state.up = False
         if not self._stopping:
-            self._failed(f"connection {number} lost: {reason}", attempt=False)
+            self._failed(f"connection {link.number} lost: {reason}", attempt=False)
         # Let aioquic finish its closing handshake before the socket goes.
         try:
             await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
         except TimeoutError:
             pass
         session.abort(reason)
-        transport.close()  # the dialer made the socket for this session; it goes with it
+        link.transport.close()  # the dialer made the socket for this session; it goes with it
         return True
 
-    async def _connect(self, number: int) -> tuple[Session, DatagramSocket, Any]:
+    async def _dial(self, host: str, *, early: bool, probe: bool = False) -> _Link | None:
+        """One handshake with ``host``; None when it failed (logged: an error, or for a probe of
+        an earlier host, which is expected to fail while that host is down, a debug line)."""
+        number = next(connection_numbers)
+        try:
+            session, transport, addr = await self._connect(number, host, early=early)
+        except (TimeoutError, OSError, SessionClosed) as exc:
+            target = format_address((host, self.settings.config.general.quic_port))
+            message = f"connecting to {target} failed: {_reason(exc)}"
+            if probe:
+                logger.debug("%s", message)
+            else:
+                self._failed(message)
+            return None
+        return _Link(session, transport, addr, number, host)
+
+    def _note_switch(self, host: str, *, returning: bool) -> None:
+        """One INFO line when the session moves to another server end."""
+        previous, self._in_use = self._in_use, host
+        if previous is None or previous == host:
+            return
+        if returning:
+            logger.info("returning to %s (from %s)", host, previous)
+        else:
+            logger.info("failing over from %s to %s", previous, host)
+
+    # -- failover back to an earlier host ---------------------------------------------------
+
+    async def _hold(self, link: _Link, index: int) -> _Link:
+        """Until the session in use is lost (returned). Meanwhile, on a fallback host, probe
+        the earlier ones and switch to the first that answers."""
+        while index > 0 and not self._stopping:
+            probe = asyncio.get_running_loop().create_task(self._probe_earlier(index))
+            try:
+                either: set[asyncio.Future[Any]] = {link.session.closed, probe}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not probe.done():
+                    probe.cancel()
+                    await asyncio.gather(probe, return_exceptions=True)
+            if probe.cancelled():
+                break  # the session in use was lost first
+            if probe.exception() is not None:
+                # A bug, not a down host (those return nothing): stay on this host, say why.
+                logger.error("probing the earlier server ends failed: %r; staying on %s", probe.exception(), link.host)
+                break
+            index, found = probe.result()
+            if self._stopping:  # confirmed just as the dialer closed: nobody will use it
+                found.session.close("shutting down")
+                found.transport.close()
+                break
+            self._switch(link, found, index)
+            link = found
+        return link
+
+    async def _probe_earlier(self, index: int) -> tuple[int, _Link]:
+        """Every interval (jittered), one handshake at a time with each host before ``index``,
+        in order; the first confirmed one is returned (its session live, not yet in use)."""
+        interval = self.settings.config.system.connect_interval / 1000.0
+        while True:
+            await asyncio.sleep(next_retry_delay(interval, self._rng))
+            for earlier in range(index):
+                link = await self._dial(self._hosts[earlier], early=False, probe=True)
+                if link is not None:
+                    return earlier, link
+
+    def _switch(self, old: _Link, new: _Link, index: int) -> None:
+        """New requests take ``new`` from now on; ``old`` closes once its streams finished."""
+        self._index = index
+        self._note_switch(new.host, returning=True)
+        logger.info("connection %d established (%s)", new.number, format_address(new.addr))
+        self.session = new.session
+        self.state.attempts_ok += 1
+        self._notify()
+        task = asyncio.get_running_loop().create_task(self._retire(old, f"returned to {new.host}"))
+        self._retiring[task] = old
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
+
+    async def _retire(self, link: _Link, reason: str) -> None:
+        """Close a replaced session gracefully once its requests finished (bounded wait)."""
+        session = link.session
+        grace = self.settings.config.transport.max_idle_timeout / 1000.0
+        try:
+            await asyncio.wait_for(_streams_done(session), timeout=grace)
+        except TimeoutError:
+            logger.warning(
+                "connection %d to %s: %d streams still open after %gs; closing it",
+                link.number, link.host, session.open_streams, grace,
+            )
+        session.close(reason)
+        try:
+            await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
+        except TimeoutError:
+            pass
+        session.abort(reason)
+        link.transport.close()
+
+    # -- the handshake ------------------------------------------------------------------------
+
+    async def _connect(self, number: int, host: str, *, early: bool) -> tuple[Session, DatagramSocket, Any]:
         cfg = self.settings.config
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(
-            cfg.general.connect_host, cfg.general.quic_port, type=socket.SOCK_DGRAM
-        )
+        infos = await loop.getaddrinfo(host, cfg.general.quic_port, type=socket.SOCK_DGRAM)
         if not infos:
-            raise OSError(f"{cfg.general.connect_host}: no address")
+            raise OSError(f"{host}: no address")
         family, _, _, _, addr = self._rng.choice(infos)
         sock = self.settings.open_socket(0, remote_family=family)
         target: tuple[Any, ...] = tuple(addr)
@@ -231,7 +362,7 @@ class Dialer:
         transport = DatagramSocket(sock, proto.datagram_received, proto.error_received)
         settings = self.settings
         quic = settings.new_connection(
-            session_ticket_handler=lambda t: self._ticket_received(t, settings)
+            session_ticket_handler=lambda t: self._ticket_received(t, settings, host)
         )
         session = Session(
             quic,
@@ -245,15 +376,14 @@ class Dialer:
         if self.on_session is not None:
             self.on_session(session)
         try:
-            # Resume with the latest ticket (one use: the server forgets it after this).
-            ticket = self._last_ticket
+            # Resume with the host's latest ticket (one use: the server forgets it after this).
+            ticket = self._tickets.pop(host, None)
             self.settings.quic_config.session_ticket = ticket
-            self._last_ticket = None
             try:
                 session.connect(addr)
             finally:
                 self.settings.quic_config.session_ticket = None
-            if ticket is not None and ticket.max_early_data_size and not self._peer_unknown:
+            if early and ticket is not None and ticket.max_early_data_size and not self._peer_unknown:
                 self._early = session
             # aioquic's idle timeout bounds the handshake; the margin only guards against a bug.
             await asyncio.wait_for(
@@ -264,12 +394,13 @@ class Dialer:
             transport.close()
             raise
         finally:
-            self._early = None
+            if early:
+                self._early = None
         return session, transport, addr
 
-    def _ticket_received(self, ticket: SessionTicket, settings: EndpointSettings) -> None:
+    def _ticket_received(self, ticket: SessionTicket, settings: EndpointSettings, host: str) -> None:
         if settings is self.settings:
-            self._last_ticket = ticket
+            self._tickets[host] = ticket
 
     def _failed(self, message: str, attempt: bool = True) -> None:
         logger.error("%s", message)
@@ -283,6 +414,13 @@ class Dialer:
     def _notify(self) -> None:
         if self._on_state is not None:
             self._on_state(self.state)
+
+
+async def _streams_done(session: Session) -> None:
+    """Until ``session`` has no open request stream (or is gone). Polled: a session has no
+    hook for a stream's end, and this runs only while a replaced session drains."""
+    while session.open_streams and not session.closed.done():  # noqa: ASYNC110 - no event to wait on
+        await asyncio.sleep(0.05)
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,4 +1,11 @@
-"""Client mode: the HTTP/1.1 listener. Each request becomes one HTTP/3 request stream.
+"""Client mode: an HTTP/1.1 listener. Each request becomes one HTTP/3 request stream.
+
+One Frontend per listener: the general one (``[general] http_bind_address``), whose requests take
+the route their Host selects, and one per ``[[routes]]`` entry with a listener of its own, whose
+requests all take that route. All share the one dialer (and so the one session). Each request
+carries the route's name (unless it is the default route, so a standard HTTP/3 peer sees a plain
+request) and the HTTP/1.1 client's IP address, in fields the server end removes before the
+origin; the same fields arriving from the HTTP/1.1 client are dropped, so no client can forge them.
 
 Flow: socket → RequestParser events → TunnelRequest headers → stream; the response comes back as
 stream events → HTTP/1.1 head + body (one chunk per DATA frame when chunked). Requests on one
@@ -16,6 +23,7 @@ from typing import Any, Final
 from ptproxy import relay
 from ptproxy.addr import format_address
 from ptproxy.client.dialer import Dialer
+from ptproxy.client.routes import DEFAULT_ROUTE, RouteTable
 from ptproxy.errors import (
     ClientProtocolError,
     PtproxyError,
@@ -24,7 +32,7 @@ from ptproxy.errors import (
     UpstreamError,
 )
 from ptproxy.h1conn import ConnectionClosed, H1Connection, HeadTimeout
-from ptproxy.ops.config import Config
+from ptproxy.ops.config import Config, Route, parse_socket_address
 from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
     Headers,
@@ -34,7 +42,14 @@ from ptproxy.tunnel import (
 )
 from ptproxy.wire import serialize
 from ptproxy.wire.events import BodyKind, EndOfMessage, RequestHead
-from ptproxy.wire.h3map import NO_BODY_STATUSES, request_to_h3, response_from_h3
+from ptproxy.wire.h3map import (
+    CLIENT_ADDRESS_FIELD,
+    INTERNAL_FIELDS,
+    NO_BODY_STATUSES,
+    ROUTE_FIELD,
+    request_to_h3,
+    response_from_h3,
+)
 from ptproxy.wire.parser import RequestParser
 
 __all__ = ["Frontend"]
@@ -44,19 +59,49 @@ logger = logging.getLogger("ptproxy.frontend")
 SIDE: Final = "client"
 # RFC 9110 9.2.1 safe methods: the only ones allowed in replayable 0-RTT data (RFC 8470 §4).
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_V4_MAPPED = "::ffff:"
+
+
+def client_ip(peername: Any) -> bytes | None:
+    """The HTTP/1.1 client's IP address as text (no port; IPv4-mapped IPv6 shown as IPv4)."""
+    if not peername:
+        return None
+    host = str(peername[0])
+    if host.startswith(_V4_MAPPED) and "." in host:
+        host = host[len(_V4_MAPPED) :]
+    return host.encode("ascii", "replace")
+
+
+def tag_request(
+    headers: list[tuple[bytes, bytes]], route: str, client: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """The HTTP/3 request fields with the ends' own fields set: any copy from the HTTP/1.1
+    client dropped (it cannot choose a route or an address), then ours added."""
+    tagged = [(n, v) for n, v in headers if n not in INTERNAL_FIELDS]
+    if route != DEFAULT_ROUTE:
+        tagged.append((ROUTE_FIELD, route.encode("ascii")))
+    if client is not None:
+        tagged.append((CLIENT_ADDRESS_FIELD, client))
+    return tagged
 
 
 class Frontend:
-    """Accepts HTTP/1.1 connections and forwards their requests through the dialer's session."""
+    """Accepts HTTP/1.1 connections on one listener and forwards their requests through the
+    dialer's session. ``route``: the ``[[routes]]`` entry this listener serves; None for the
+    general listener, where each request's Host selects its route."""
 
     def __init__(
         self,
         config: Config,
         dialer: Dialer,
         on_request_done: Callable[[str, int, float], None] | None = None,
+        *,
+        route: Route | None = None,
     ) -> None:
         self.config = config
         self.dialer = dialer
+        self.route = route
+        self._table = RouteTable(config.routes) if route is None else None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Connections with a request in flight, and the task serving each: shutdown closes the
@@ -66,11 +111,29 @@ class Frontend:
         self._closing = False
         self._on_request_done = on_request_done
 
+    @property
+    def route_name(self) -> str:
+        """The listener's route as logs name it (the general listener: ``default``)."""
+        return self.route.name if self.route is not None else DEFAULT_ROUTE
+
+    def _bind(self) -> tuple[str, int]:
+        if self.route is not None and self.route.http_bind_address is not None:
+            return parse_socket_address(self.route.http_bind_address, require_ip=True)
+        return self.config.general.http_bind
+
     async def start(self) -> None:
-        host, port = self.config.general.http_bind
+        host, port = self._bind()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
-        logger.info("listening for HTTP/1.1 at %s", format_address((host, port)))
+        try:
+            self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
+        except OSError as exc:
+            # Several listeners now: say which one could not bind.
+            where = f"route {self.route.name!r}" if self.route is not None else "[general]"
+            raise OSError(exc.errno, f"{where} http_bind_address: {exc.strerror}") from exc
+        if self.route is None and self.config.routes:
+            logger.info("listening for HTTP/1.1 at %s (route by Host, else default)", format_address((host, port)))
+        else:
+            logger.info("listening for HTTP/1.1 at %s (route %s)", format_address((host, port)), self.route_name)
 
     @property
     def sockets(self) -> list[Any]:
@@ -168,6 +231,7 @@ class Frontend:
             if self.config.system.add_forwarded:
                 forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
             h3_headers = request_to_h3(head, forwarded)
+            h3_headers = tag_request(h3_headers, self._route_for(h3_headers), client_ip(conn.peername))
             stream = await self._open_stream(session, h3_headers, end_stream=not has_body)
         except PtproxyError as exc:
             if isinstance(exc, TunnelUnavailable):
@@ -198,6 +262,12 @@ class Frontend:
             if not upload.result():
                 return False
         return keep and head.keep_alive
+
+    def _route_for(self, h3_headers: list[tuple[bytes, bytes]]) -> str:
+        if self._table is None:
+            return self.route_name
+        authority = next((v for n, v in h3_headers if n == b":authority"), None)
+        return self._table.select(authority)
 
     async def _open_stream(
         self, session: Session, headers: list[tuple[bytes, bytes]], end_stream: bool

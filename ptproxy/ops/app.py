@@ -43,7 +43,8 @@ class App:
         self.config = config
         self.notifier = notifier or Notifier.from_env()
         self.dialer: Dialer | None = None
-        self.frontend: Frontend | None = None
+        self.frontend: Frontend | None = None  # the general listener
+        self.frontends: list[Frontend] = []  # it and one per route with a listener of its own
         self.listener: Listener | None = None
         self.backend: Backend | None = None
         self._stop = asyncio.Event()
@@ -70,7 +71,13 @@ class App:
                 self.dialer.on_session = self.metrics.track
             done = self.metrics.request_done if self.metrics is not None else None
             self.frontend = Frontend(self.config, self.dialer, on_request_done=done)
-            await self.frontend.start()
+            self.frontends = [self.frontend] + [
+                Frontend(self.config, self.dialer, on_request_done=done, route=route)
+                for route in self.config.routes
+                if route.http_bind_address is not None
+            ]
+            for frontend in self.frontends:
+                await frontend.start()
             await self._start_metrics_server()
             self._spawn(self.dialer.run())
             if self.config.system.wait_for_first_attempt:
@@ -86,11 +93,15 @@ class App:
                 self.config,
                 lambda: self.listener.local_address if self.listener else ("", 0),
                 on_request_done=self.metrics.request_done if self.metrics is not None else None,
+                on_route_done=self.metrics.route_done if self.metrics is not None else None,
+                on_wait=self.metrics.waited if self.metrics is not None else None,
             )
+            self.backend.start()  # active health probes run before the first request
             self.listener = Listener(settings, self.backend.on_request)
             if self.metrics is not None:
                 self.listener.on_session = self.metrics.track
                 self.metrics.listener = self.listener
+                self.metrics.backend = self.backend
             await self.listener.start()
             await self._start_metrics_server()
             self.notifier.ready("serving")
@@ -179,8 +190,7 @@ class App:
     async def shutdown(self) -> None:
         self.draining = True
         self.notifier.stopping("shutting down")
-        if self.frontend is not None:
-            await self.frontend.close()
+        await asyncio.gather(*(frontend.close() for frontend in self.frontends))
         if self.dialer is not None:
             await self.dialer.close()
         if self.listener is not None:
