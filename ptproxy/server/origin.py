@@ -33,7 +33,7 @@ from ptproxy.ops.config import Config
 from ptproxy.server.identity import identity_fields, strip_identity_fields
 from ptproxy.server.routes import RouteSpec, build_routes, internal_fields
 from ptproxy.server.upstream import Group, Origin, RouteRuntime, WaitObserver
-from ptproxy.tunnel import Headers, PeerIdentity, Session, StreamAborted, TunnelStream
+from ptproxy.tunnel import Headers, Session, StreamAborted, TunnelStream
 from ptproxy.wire import serialize
 from ptproxy.wire.events import BodyKind, EndOfMessage, ResponseHead
 from ptproxy.wire.h3map import TunnelRequest, request_from_h3, response_to_h3
@@ -50,12 +50,6 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 
 # (route, status, seconds) of each answered request whose route was known
 RouteObserver = Callable[[str, int, float], None]
-
-
-def _identity(session: Session) -> PeerIdentity | None:
-    # Session.peer_identity is being added to the tunnel concurrently; until then, no identity.
-    identity: PeerIdentity | None = getattr(session, "peer_identity", None)
-    return identity
 
 
 class _Retry(Exception):
@@ -138,7 +132,7 @@ class Backend:
             logger.warning("%s %s", where, msg)
             return self._fail(stream, 502, msg)
         route_out.append(name)
-        identity = _identity(session)
+        identity = session.peer_identity
         if not runtime.spec.allows(identity):
             who = f"peer {identity.name!r}" if identity is not None else "a peer without a verified certificate name"
             msg = f"{who} may not use route {name!r}"
@@ -160,7 +154,7 @@ class Backend:
         if spec.request_headers:
             names = spec.request_headers
             request.fields = strip_identity_fields(request.fields, names)
-            request.fields += identity_fields(names, _identity(session), client_address)
+            request.fields += identity_fields(names, session.peer_identity, client_address)
         if self.config.system.add_forwarded:
             request.fields.append(
                 (b"forwarded", serialize.forwarded(session.peer[:2], self._local_address()[:2], "http3"))
@@ -177,7 +171,7 @@ class Backend:
     @staticmethod
     def _peer_key(session: Session) -> str:
         """What PeerHash balances on: the certificate name, else the peer's address."""
-        identity = _identity(session)
+        identity = session.peer_identity
         if identity is not None:
             return identity.name
         return str(session.peer[0]) if session.peer else ""
