@@ -245,7 +245,9 @@ class Listener:
         self._end_half_open(session)
         self.admission.authenticated(session.peer[0], time.monotonic())
         how = " (resumed)" if session.session_resumed else ""
-        logger.info("connection %d established (%s)%s", session.number, format_address(session.peer), how)
+        identity = session.peer_identity
+        who = f" as {identity.name}" if identity is not None else ""
+        logger.info("connection %d established (%s)%s%s", session.number, format_address(session.peer), who, how)
 
     def _session_closed(self, session: Session) -> None:
         reason = session.close_reason or "closed"
