@@ -20,7 +20,16 @@ import pytest
 from tests.support.pair import READY_TIMEOUT, End, OriginProcess, Pair, defects, wait_for
 from tools.toml_writer import merge, to_toml
 
-__all__ = ["add_server_end", "echo", "get", "origin_targets", "start_origins", "stop_ends", "wait_log"]
+__all__ = [
+    "add_server_end",
+    "echo",
+    "get",
+    "origin_targets",
+    "start_origins",
+    "start_server_end",
+    "stop_ends",
+    "wait_log",
+]
 
 
 def start_origins(directory: Path, count: int) -> list[OriginProcess]:

@@ -1,14 +1,22 @@
 """Route selection at the client end (sans-IO): a route's own listener, else the request's Host on
 the general listener (exact names before wildcards, the longest wildcard suffix first), else the
-default route; and the fields each request carries to the server end."""
+default route; the fields each request carries to the server end; and the order in which the
+dialer tries the server ends of ``connect_address``."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
+from ptproxy.client import dialer as dialer_module
+from ptproxy.client.dialer import Dialer
 from ptproxy.client.listener import client_ip, tag_request
 from ptproxy.client.routes import DEFAULT_ROUTE, RouteTable, host_name
-from ptproxy.ops.config import Route
+from ptproxy.ops.config import Route, parse
 from ptproxy.wire.h3map import CLIENT_ADDRESS_FIELD, ROUTE_FIELD
 
 
@@ -95,3 +103,66 @@ def test_client_ip_is_the_address_without_port() -> None:
     assert client_ip(("::ffff:192.0.2.1", 5555, 0, 0)) == b"192.0.2.1"
     assert client_ip(("2001:db8::1", 5555, 0, 0)) == b"2001:db8::1"
     assert client_ip(None) is None
+
+
+# -- the order in which the dialer tries connect_address (failover) ----------------------------
+
+
+def _dialer(hosts: list[str]) -> Dialer:
+    text = f"""
+[general]
+mode = "Client"
+peer_hostname = "server.example.com"
+connect_address = {json.dumps(hosts)}
+[tls]
+ca = "ca.crt"
+cert = "client.crt"
+key = "client.key"
+[system]
+connect_interval = 1000
+"""
+    settings = SimpleNamespace(config=parse(text, path=Path("/etc/ptproxy/client.toml")))
+    return Dialer(settings)  # type: ignore[arg-type]  # only .config is read before a dial
+
+
+def _tried(dialer: Dialer, outcomes: list[bool], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Run the dialer over ``outcomes`` (True: a session that was then lost; False: a failed
+    attempt); the hosts it dialed, with "sleep" where it waited the interval."""
+    seen: list[str] = []
+    results = iter(outcomes)
+
+    async def attempt(index: int) -> bool:
+        seen.append(dialer._hosts[index])
+        try:
+            return next(results)
+        except StopIteration:
+            dialer._stopping = True
+            return False
+
+    def delay(_interval: float, _rng: object) -> float:
+        seen.append("sleep")
+        return 0.0
+
+    monkeypatch.setattr(dialer, "_attempt_and_hold", attempt)
+    monkeypatch.setattr(dialer_module, "next_retry_delay", delay)
+    asyncio.run(dialer.run())
+    return seen[:-1]  # the last entry is the attempt that stopped the run
+
+
+def test_one_host_waits_after_each_failure_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _tried(_dialer(["a"]), [False, False, True, False], monkeypatch) == [
+        "a", "sleep", "a", "sleep", "a", "a", "sleep",
+    ]
+
+
+def test_a_failure_moves_to_the_next_host_and_a_full_round_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _tried(_dialer(["a", "b", "c"]), [False, False, False, False], monkeypatch) == [
+        "a", "b", "c", "sleep", "a",
+    ]
+
+
+def test_a_lost_session_is_retried_on_its_host_before_moving_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fails, b is up then lost, b's retry fails, c fails, a fails: a whole round, then wait.
+    assert _tried(_dialer(["a", "b", "c"]), [False, True, False, False, False], monkeypatch) == [
+        "a", "b", "b", "c", "a", "sleep",
+    ]
