@@ -197,6 +197,8 @@ class Backend:
                 if exc is not failure:
                     logger.warning("%s %s", where, exc)
                 return self._fail(stream, exc.status, str(exc))
+            if failure is not None:
+                logger.info("%s retrying on origin %s", where, origin.address)
             tried.add(origin)
             with origin.lease():
                 try:
@@ -211,7 +213,7 @@ class Backend:
                     return await self._relay(session, stream, request, conn, origin, resendable)
                 except _Retry as exc:
                     failure = UpstreamError(str(exc))
-                    logger.warning("%s %s; trying another origin", where, exc)
+                    logger.warning("%s %s", where, exc)
 
     async def _relay(
         self,

@@ -87,7 +87,8 @@ class Origin:
     def _changed(self, state: State | None, reason: str) -> None:
         if state is None:
             return
-        logger.warning("origin %s of route %s %s: %s", self.address, self.route, state, reason)
+        level = logging.WARNING if state == "DOWN" else logging.INFO
+        logger.log(level, "origin %s of route %s %s: %s", self.address, self.route, state, reason)
         if state == "UP" and self.on_up is not None:
             self.on_up()
 
