@@ -52,7 +52,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 RouteObserver = Callable[[str, int, float], None]
 
 
-class _Retry(Exception):
+class _Retry(UpstreamError):
     """The origin closed the connection before any byte of the response head; safe to resend."""
 
 
@@ -212,7 +212,7 @@ class Backend:
                 try:
                     return await self._relay(session, stream, request, conn, origin, resendable)
                 except _Retry as exc:
-                    failure = UpstreamError(str(exc))
+                    failure = exc
                     logger.warning("%s %s", where, exc)
 
     async def _relay(
