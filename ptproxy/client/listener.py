@@ -287,6 +287,11 @@ class Frontend:
                     f"for {timeout:g}s"
                 ) from None
         except StreamAborted as exc:
+            # Nothing was sent yet: if the dialer moved to another session meanwhile (a return to
+            # an earlier server end closed this one), the request takes that one instead.
+            newer = self.dialer.session
+            if newer is not None and newer is not session and not newer.closed.done():
+                return await self._open_stream(newer, headers, end_stream)
             raise TunnelUnavailable(str(exc)) from None
 
     async def _upload(self, conn: H1Connection, stream: TunnelStream, head: RequestHead) -> bool:
