@@ -138,7 +138,7 @@ class Group:
                     raise failure or UpstreamError(f"no origin of route {self.route!r} can take the request")
                 if deadline is None:
                     deadline = now + self._queue.pending_timeout / 1000.0
-                await self._wait(now, deadline)
+                await self._wait(now, deadline, tried)
         finally:
             if deadline is not None and self._on_wait is not None:
                 self._on_wait(self.route, time.monotonic() - started)
@@ -151,7 +151,7 @@ class Group:
             candidates = [o for o in self.origins if o not in tried]
         return self._balancer.pick(candidates, peer_key) if candidates else None
 
-    async def _wait(self, now: float, deadline: float) -> None:
+    async def _wait(self, now: float, deadline: float, tried: set[Origin]) -> None:
         assert self._queue is not None
         if len(self._waiters) >= self._queue.max_pending:
             raise NoOriginAvailable(
@@ -163,7 +163,7 @@ class Group:
                 f"no origin of route {self.route!r} came up within {self._queue.pending_timeout} ms"
             )
         # Wake for an origin coming UP, or when a DOWN one's backoff ends (it may be tried).
-        delays = [d for o in self.origins if (d := o.health.retry_in(now)) is not None]
+        delays = [d for o in self.origins if o not in tried and (d := o.health.retry_in(now)) is not None]
         timeout = min([deadline - now, *(d + 0.001 for d in delays)])
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)

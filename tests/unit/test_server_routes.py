@@ -286,3 +286,18 @@ def test_queue_timeout_overflow_and_wake() -> None:
         runtime.close()
 
     asyncio.run(main())
+
+
+def test_a_waiting_request_becomes_the_trial_when_a_backoff_ends() -> None:
+    async def main() -> None:
+        runtime = _runtime({"max_pending": 4, "pending_timeout": 20000})
+        origins = list(runtime.origins.values())
+        for i, origin in enumerate(origins):
+            origin.health = OriginHealth(backoff_min=0.05 if i == 1 else 1000.0)
+            origin.health.connect_failed(asyncio.get_running_loop().time())
+        # The first origin was already tried by this request; the second's backoff ends soon.
+        chosen = await asyncio.wait_for(runtime.group.choose("", {origins[0]}, None), 10)
+        assert chosen is origins[1]
+        assert not chosen.health.available(asyncio.get_running_loop().time())  # one trial at a time
+
+    asyncio.run(main())
