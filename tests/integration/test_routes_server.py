@@ -8,6 +8,7 @@ asserted short.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -219,6 +220,62 @@ def test_passive_marking_retries_another_origin_for_any_method(make_pair, origin
         assert request(p.http_port, "GET", f"/echo?{m}-{i}").status == 200
 
 
+class Hangup:
+    """An origin that reads a request head and closes the connection without answering."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.heads: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.heads.append(data.split(b"\r\n", 1)[0])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_closed_before_the_head_is_resent_only_when_safe(make_pair, origins) -> None:
+    hangup = Hangup()
+    try:
+        (good,) = origins(1)
+        p = make_pair(None, {"general": {"http_connect_address": [hangup.address, good.address]}})
+        m = marker()
+        # Round robin: the GET goes to the hang-up origin first, then is resent to the other.
+        resp = request(p.http_port, "GET", f"/echo?{m}-get")
+        assert resp.status == 200, (resp.status, resp.body)
+        assert len(good.entries(f"{m}-get")) == 1
+        assert p.wait_server_log(f"retrying on origin {good.address}"), p.logs()
+        # The POST with a body goes to the hang-up origin again and must not be sent twice.
+        resp = request(p.http_port, "POST", f"/echo?{m}-post", body=b"y" * 100)
+        assert resp.status == 502 and resp.header("Server") == "ptproxy server"
+        assert "closed the connection before responding" in resp.body.decode()
+        assert not good.entries(f"{m}-post")
+        assert [h for h in hangup.heads if m.encode() in h] == [
+            f"GET /echo?{m}-get HTTP/1.1".encode(),
+            f"POST /echo?{m}-post HTTP/1.1".encode(),
+        ]
+    finally:
+        hangup.close()
+
+
 # -- the pending queue ----------------------------------------------------------------------------
 
 
@@ -333,8 +390,6 @@ def test_identity_headers_replace_forged_ones(make_pair, origins, pki) -> None:
 
 
 def _listening(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
