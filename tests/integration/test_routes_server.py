@@ -281,29 +281,31 @@ def test_closed_before_the_head_is_resent_only_when_safe(make_pair, origins) -> 
 
 def test_pending_queue_timeout_and_overflow_answer_503(make_pair) -> None:
     dead = free_port()
+    mport = free_port()
     health = {"path": "/", "interval": 200, "timeout": 1000, "down_after": 1, "up_after": 1}
     p = make_pair(
         None,
         {
             "general": {"http_connect_address": f"127.0.0.1:{dead}"},
             "routes": [{"name": "default", "health": health, "queue": {"max_pending": 2, "pending_timeout": 3000}}],
+            "metrics": {"bind_address": f"127.0.0.1:{mport}"},
         },
     )
     assert p.wait_server_log(f"origin 127.0.0.1:{dead} of route default DOWN", timeout=POLL), p.logs()
     resp = request(p.http_port, "GET", "/echo?timeout")
     assert resp.status == 503 and resp.header("Server") == "ptproxy server"
     assert "came up within 3000 ms" in resp.body.decode()
+    # Two requests fill the queue (seen in /metrics); one more is refused at once.
     waiting = [in_thread(lambda: request(p.http_port, "GET", "/echo?wait", timeout=60)) for _ in range(2)]
-    # Once both wait in the queue, one more overflows (polled: the threads may start late).
-    full = wait_for(
-        lambda: (r := request(p.http_port, "GET", "/echo?over")).status == 503 and "queue is full" in r.body.decode(),
-        POLL,
-        interval=0.1,
-    )
-    assert full, p.logs()
+    pending = ("ptproxy_route_pending", (("route", "default"),))
+    assert wait_for(lambda: scrape(mport).get(pending) == 2.0, POLL, interval=0.02), p.logs()
+    resp = request(p.http_port, "GET", "/echo?over")
+    assert resp.status == 503 and "pending queue is full (2 waiting)" in resp.body.decode()
     for thread, out in waiting:
         thread.join(60)
         assert isinstance(out[0], Response) and out[0].status == 503, out
+    waits = scrape(mport).get(("ptproxy_route_pending_wait_seconds_count", (("route", "default"),)))
+    assert waits is not None and waits >= 3, waits
 
 
 # -- path rules -----------------------------------------------------------------------------------
