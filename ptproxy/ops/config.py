@@ -204,11 +204,9 @@ class General(_Section, kw_only=True, frozen=True):
                 raise ValueError("http_bind_address: not allowed in Server mode")
         elif self.http_connect_address is not None:
             raise ValueError("http_connect_address: not allowed in Client mode")
-        if self.mode == "Client":
-            if isinstance(self.peer_hostname, list):
-                raise ValueError("peer_hostname: a list is only allowed in Server mode")
-        elif self.connect_address is not None:
-            raise ValueError("connect_address: not allowed in Server mode")
+        # (The original ignores connect_address in Server mode, so it is not an error here.)
+        if self.mode == "Client" and isinstance(self.peer_hostname, list):
+            raise ValueError("peer_hostname: a list is only allowed in Server mode")
         _check_nonempty_list("peer_hostname", self.peer_hostname)
         _check_nonempty_list("connect_address", self.connect_address)
         _check_nonempty_list("http_connect_address", self.http_connect_address)

@@ -112,6 +112,28 @@ BROKEN = [
     ),
     (lambda s: s.replace('key = "client.key"', 'key = "missing.key"'), "missing.key"),
     (lambda s: s.replace('key = "client.key"', 'key = "server.key"'), "client.crt"),
+    (
+        lambda s: s + '\n[[routes]]\nname = "api"\nhosts = ["a.test"]\n[[routes]]\nname = "api"\nhosts = ["b.test"]\n',
+        "routes[1].name: 'api' is also routes[0]",
+    ),
+    (lambda s: s + '\n[[routes]]\nname = "Api"\nhosts = ["a.test"]\n', "routes[0].name"),
+    (lambda s: s + '\n[[routes]]\nname = "api"\nhosts = ["a..test"]\n', "routes[0].hosts"),
+    (
+        lambda s: s + '\n[[routes]]\nname = "api"\nhosts = ["a.test"]\norigins = ["127.0.0.1:1"]\n',
+        "routes[0].origins: not allowed in Client mode",
+    ),
+    (
+        lambda s: s.replace('mode = "Client"', 'mode = "Server"\nhttp_connect_address = "127.0.0.1:1"')
+        .replace("http_bind_address", "#")
+        + '\n[[routes]]\nname = "api"\norigins = []\n',
+        "routes[0].origins: an empty pool",
+    ),
+    (
+        lambda s: s.replace('mode = "Client"', 'mode = "Server"\nhttp_connect_address = "127.0.0.1:1"')
+        .replace("http_bind_address", "#")
+        + '\n[[routes]]\nname = "api"\norigins = ["127.0.0.1:2"]\n[[routes.paths]]\nprefix = "v2"\n',
+        "routes[0].paths[0].prefix",
+    ),
 ]
 
 
@@ -127,6 +149,12 @@ BROKEN = [
         "server-with-bind",
         "missing-key-file",
         "key-of-another-cert",
+        "duplicate-route",
+        "bad-route-name",
+        "bad-route-host",
+        "server-field-in-client-route",
+        "empty-pool",
+        "bad-path-prefix",
     ],
 )
 def test_check_rejects_a_broken_config_with_one_line_naming_the_field(
