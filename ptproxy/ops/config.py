@@ -482,6 +482,13 @@ class Limits(_Section, kw_only=True, frozen=True):
             "(`[transport] stream_receive_window` unset)."
         ),
     ] = 8388608
+    tcp_idle_timeout: Annotated[
+        Ms,
+        Doc(
+            "ms a TCP stream route's connection may carry no byte either way before both ends "
+            "close it."
+        ),
+    ] = 300000
     handshakes_per_source: Annotated[
         Count,
         Doc(
@@ -545,6 +552,14 @@ class Route(_Section, kw_only=True, frozen=True):
         str | None,
         Doc("Client: socket address of a listener whose requests all take this route."),
     ] = None
+    tcp_bind_address: Annotated[
+        str | None,
+        Doc(
+            "Client: socket address of a TCP listener; each accepted connection becomes one "
+            "HTTP/3 `CONNECT` stream to an origin of this route (a TCP stream route: no HTTP "
+            "listener or `hosts` then)."
+        ),
+    ] = None
     hosts: Annotated[
         list[str] | None,
         Doc(
@@ -593,7 +608,7 @@ class Route(_Section, kw_only=True, frozen=True):
         return self.queue if self.queue is not None else Queue()
 
 
-_CLIENT_ROUTE_FIELDS = ("http_bind_address", "hosts")
+_CLIENT_ROUTE_FIELDS = ("http_bind_address", "tcp_bind_address", "hosts")
 _SERVER_ROUTE_FIELDS = (
     "origins", "balance", "allowed_peers", "request_headers", "paths", "health", "queue",
 )
@@ -628,8 +643,18 @@ def _check_route(mode: str, route: Route, peers: list[str]) -> None:
     if mode == "Client":
         if route.name == "default":
             raise ValueError('name: "default" is the general listener\'s route; choose another name')
+        if route.tcp_bind_address is not None:
+            if route.http_bind_address is not None or route.hosts is not None:
+                raise ValueError(
+                    "tcp_bind_address: a TCP stream route has no `http_bind_address` or `hosts`"
+                )
+            _check_socket_address("tcp_bind_address", route.tcp_bind_address, require_ip=True)
+            return
         if route.http_bind_address is None and route.hosts is None:
-            raise ValueError("http_bind_address: a client route needs a listener, `hosts`, or both")
+            raise ValueError(
+                "http_bind_address: a client route needs a listener (`http_bind_address` or "
+                "`tcp_bind_address`), `hosts`, or both"
+            )
         _check_socket_address("http_bind_address", route.http_bind_address, require_ip=True)
         if route.hosts is not None:
             if not route.hosts:
@@ -682,11 +707,14 @@ def check_routes(config: Config) -> None:
             _check_route(mode, route, config.general.peer_hostnames)
         except ValueError as exc:
             raise ValueError(f"{where}.{exc}") from None
-        if route.http_bind_address is not None:
-            key = str(parse_socket_address(route.http_bind_address, require_ip=True))
+        for field in ("http_bind_address", "tcp_bind_address"):
+            address = getattr(route, field)
+            if address is None:
+                continue
+            key = str(parse_socket_address(address, require_ip=True))
             if key in binds:
-                raise ValueError(f"{where}.http_bind_address: {route.http_bind_address} is also {binds[key]}")
-            binds[key] = f"routes[{i}].http_bind_address"
+                raise ValueError(f"{where}.{field}: {address} is also {binds[key]}")
+            binds[key] = f"routes[{i}].{field}"
         for host in route.hosts or []:
             if host.lower() in hosts:
                 raise ValueError(f"{where}.hosts: {host!r} is also in {hosts[host.lower()]}")

@@ -158,6 +158,7 @@ def test_minimal_client_gets_every_default() -> None:
         "retry_threshold": 20,
         "max_auto_window": 16777216,
         "max_auto_stream_window": 8388608,
+        "tcp_idle_timeout": 300000,
         "handshakes_per_source": 5,
     }
     assert config.metrics is None
