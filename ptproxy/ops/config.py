@@ -79,12 +79,24 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     """
 
 
+# A UNIX socket address: "unix:/run/app.sock" (ptproxy.addr.UNIX_PREFIX; config is a leaf).
+UNIX_PREFIX = "unix:"
+# sun_path is 108 bytes on Linux, one of them the terminating NUL.
+_MAX_UNIX_PATH = 107
+
+
 def parse_socket_address(text: str, *, require_ip: bool = False) -> tuple[str, int]:
     """Split ``host:port`` or ``[v6]:port`` into ``(host, port)``; brackets are removed.
 
     With ``require_ip`` the host must be an IP literal (what Rust's ``SocketAddr`` accepts, used
-    for addresses we bind). Raises ``ValueError`` with a message fit for a config error.
+    for addresses we bind). ``unix:PATH`` is returned whole as ``("unix:PATH", 0)`` (``load``
+    has made PATH absolute). Raises ``ValueError`` with a message fit for a config error.
     """
+    if text.startswith(UNIX_PREFIX):
+        path = text[len(UNIX_PREFIX) :]
+        if not path or "\0" in path:
+            raise ValueError(f"expected a path after {UNIX_PREFIX!r}, got {text!r}")
+        return text, 0
     m = re.fullmatch(r"\[([^\[\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text)
     if m is None:
         raise ValueError(f"expected a socket address like host:port or [v6]:port, got {text!r}")
@@ -104,8 +116,10 @@ def parse_socket_address(text: str, *, require_ip: bool = False) -> tuple[str, i
     return host, port
 
 
-def _check_socket_address(field: str, value: str | None, *, require_ip: bool) -> None:
+def _check_socket_address(field: str, value: str | None, *, require_ip: bool, unix: bool = True) -> None:
     if value is not None:
+        if not unix and value.startswith(UNIX_PREFIX):
+            raise ValueError(f"{field}: a UNIX socket is not supported here, got {value!r}")
         try:
             parse_socket_address(value, require_ip=require_ip)
         except ValueError as exc:
@@ -171,12 +185,15 @@ class General(_Section, kw_only=True, frozen=True):
     ] = None
     http_bind_address: Annotated[
         str | None,
-        Doc('Client only: socket address of the HTTP/1.1 listener. Unset: `"[::]:20080"`.'),
+        Doc(
+            "Client only: socket address of the HTTP/1.1 listener, or `unix:PATH` for a UNIX "
+            'socket. Unset: `"[::]:20080"`.'
+        ),
     ] = None
     http_connect_address: Annotated[
         str | list[str] | None,
         Doc(
-            "Server only, required there: `host:port` of the default route's origin; a list is "
+            "Server only, required there: `host:port` (or `unix:PATH`) of the default route's origin; a list is "
             "a pool balanced as `[[routes]] name = \"default\"` says (round robin unless set)."
         ),
     ] = None
@@ -415,6 +432,20 @@ class System(_Section, kw_only=True, frozen=True):
             "(as `[[routes]] request_headers`). Unset: none. (Extension.)"
         ),
     ] = None
+    unix_socket_mode: Annotated[
+        Annotated[str, Meta(pattern="^0?[0-7]{3}$")],
+        Doc(
+            "Octal permissions of the UNIX socket files this end listens on (`unix:` listeners), "
+            'set after bind; connecting needs write permission. The default lets any local user '
+            'connect, as to a TCP port on localhost; `"0660"` limits it to the owner and group. '
+            "(Extension.)"
+        ),
+    ] = "0666"
+
+    @property
+    def unix_mode(self) -> int:
+        """``unix_socket_mode`` as a number for ``os.chmod``."""
+        return int(self.unix_socket_mode, 8)
 
 
 class Limits(_Section, kw_only=True, frozen=True):
@@ -512,7 +543,10 @@ class PathRule(_Section, kw_only=True, frozen=True):
     ] = None
     origins: Annotated[
         list[str] | None,
-        Doc("`host:port` origins for matching requests, balanced as the route. Unset: the route's."),
+        Doc(
+            "`host:port` (or `unix:PATH`) origins for matching requests, balanced as the route. "
+            "Unset: the route's."
+        ),
     ] = None
 
 
@@ -550,12 +584,12 @@ class Route(_Section, kw_only=True, frozen=True):
     ]
     http_bind_address: Annotated[
         str | None,
-        Doc("Client: socket address of a listener whose requests all take this route."),
+        Doc("Client: socket address (or `unix:PATH`) of a listener whose requests all take this route."),
     ] = None
     tcp_bind_address: Annotated[
         str | None,
         Doc(
-            "Client: socket address of a TCP listener; each accepted connection becomes one "
+            "Client: socket address (or `unix:PATH`) of a TCP listener; each accepted connection becomes one "
             "HTTP/3 `CONNECT` stream to an origin of this route (a TCP stream route: no HTTP "
             "listener or `hosts` then)."
         ),
@@ -569,7 +603,10 @@ class Route(_Section, kw_only=True, frozen=True):
     ] = None
     origins: Annotated[
         list[str] | None,
-        Doc("Server, required there except for `default`: `host:port` of each origin of the pool."),
+        Doc(
+            "Server, required there except for `default`: `host:port` (or `unix:PATH`) of each "
+            "origin of the pool."
+        ),
     ] = None
     balance: Annotated[
         Balance | None,
@@ -731,7 +768,7 @@ class Metrics(_Section, kw_only=True, frozen=True):
     bind_address: Annotated[str, Doc("Socket address (`ip:port`) of the metrics listener.")]
 
     def __post_init__(self) -> None:
-        _check_socket_address("bind_address", self.bind_address, require_ip=True)
+        _check_socket_address("bind_address", self.bind_address, require_ip=True, unix=False)
 
     @property
     def bind(self) -> tuple[str, int]:
@@ -838,6 +875,54 @@ def _translate(msg: str, raw: dict[str, Any]) -> str:
     return f"{where() or '(top level)'}: {problem}"
 
 
+def _resolve_unix(field: str, text: str, base: Path) -> str:
+    """``unix:PATH`` made absolute against ``base``; any other address unchanged."""
+    if not text.startswith(UNIX_PREFIX) or len(text) == len(UNIX_PREFIX):
+        return text  # not a UNIX socket, or an empty path the field's own check reports
+    resolved = UNIX_PREFIX + str(base / text[len(UNIX_PREFIX) :])
+    size = len(os.fsencode(resolved[len(UNIX_PREFIX) :]))
+    if size > _MAX_UNIX_PATH:
+        raise ValueError(
+            f"{field}: {resolved} is {size} bytes long; a UNIX socket path may have at most "
+            f"{_MAX_UNIX_PATH}"
+        )
+    return resolved
+
+
+def _resolve_list(field: str, value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_resolve_unix(field, v, base) for v in value]
+    return None if value is None else _resolve_unix(field, value, base)
+
+
+def _resolve_unix_addresses(config: Config, base: Path) -> Config:
+    """Every ``unix:`` listener and origin address made absolute (ValueError naming the field)."""
+    general = msgspec.structs.replace(
+        config.general,
+        http_bind_address=_resolve_list("general.http_bind_address", config.general.http_bind_address, base),
+        http_connect_address=_resolve_list(
+            "general.http_connect_address", config.general.http_connect_address, base
+        ),
+    )
+    routes = []
+    for i, route in enumerate(config.routes):
+        where = f"routes[{i}]"
+        paths = [
+            msgspec.structs.replace(rule, origins=_resolve_list(f"{where}.paths[{j}].origins", rule.origins, base))
+            for j, rule in enumerate(route.paths or [])
+        ]
+        routes.append(
+            msgspec.structs.replace(
+                route,
+                http_bind_address=_resolve_list(f"{where}.http_bind_address", route.http_bind_address, base),
+                tcp_bind_address=_resolve_list(f"{where}.tcp_bind_address", route.tcp_bind_address, base),
+                origins=_resolve_list(f"{where}.origins", route.origins, base),
+                paths=paths if route.paths is not None else None,
+            )
+        )
+    return msgspec.structs.replace(config, general=general, routes=routes)
+
+
 def parse(text: str | bytes, *, path: Path) -> Config:
     """Decode and validate a config document; ``path`` names it in errors and anchors relative
     paths. Raises ``ConfigError`` with a one-line message."""
@@ -862,13 +947,15 @@ def parse(text: str | bytes, *, path: Path) -> Config:
         config = msgspec.convert(raw, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {_translate(str(exc), raw)}") from None
-    try:
-        check_routes(config)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
     # Relative paths mean "next to the config file" (as in the Rust original); resolve them once
     # here, against an absolute directory so a later chdir cannot change their meaning.
     base = path.absolute().parent
+    try:
+        # UNIX socket paths first, so check_routes sees two spellings of one path as one.
+        config = _resolve_unix_addresses(config, base)
+        check_routes(config)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
     def rel(p: Path | None) -> Any:
         return None if p is None else base / p

@@ -141,6 +141,7 @@ def test_minimal_client_gets_every_default() -> None:
         "add_forwarded": False,
         "qlog_dir": None,
         "request_headers": None,
+        "unix_socket_mode": "0666",
     }
     assert msgspec.structs.asdict(config.limits) == {
         "max_request_line": 8192,
