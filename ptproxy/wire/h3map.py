@@ -50,6 +50,9 @@ class TunnelRequest:
     fields: list[tuple[bytes, bytes]]
     body: BodyKind
     content_length: int | None
+    # The Upgrade token of an Extended CONNECT replayed as an HTTP/1.1 upgrade (wire/websocket.py);
+    # None for an ordinary request.
+    protocol: bytes | None = None
 
 
 @dataclass(slots=True)
