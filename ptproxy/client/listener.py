@@ -33,6 +33,7 @@ from ptproxy.errors import (
 )
 from ptproxy.h1conn import ConnectionClosed, H1Connection, HeadTimeout
 from ptproxy.ops.config import Config, Route, parse_socket_address
+from ptproxy.sockets import listener_socket
 from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
     Headers,
@@ -121,19 +122,26 @@ class Frontend:
             return parse_socket_address(self.route.http_bind_address, require_ip=True)
         return self.config.general.http_bind
 
+    def _field(self) -> str:
+        """The config field of this listener's address, as errors name it."""
+        if self.route is None:
+            return "[general] http_bind_address"
+        return f"routes[{self.config.routes.index(self.route)}].http_bind_address"
+
     async def start(self) -> None:
-        host, port = self._bind()
-        loop = asyncio.get_running_loop()
+        # The socket passed as "http" (or the route's name) by systemd or a hand-off, else bound.
+        name = self.route.name if self.route is not None else "http"
+        sock = listener_socket(name, self._bind(), field=self._field(), unix_mode=self.config.system.unix_mode)
         try:
-            self._server = await loop.create_server(self._new_connection, host, port, reuse_address=True)
-        except OSError as exc:
-            # Several listeners now: say which one could not bind.
-            where = f"route {self.route.name!r}" if self.route is not None else "[general]"
-            raise OSError(exc.errno, f"{where} http_bind_address: {exc.strerror}") from exc
+            self._server = await asyncio.get_running_loop().create_server(self._new_connection, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        where = format_address(sock.getsockname())
         if self.route is None and self.config.routes:
-            logger.info("listening for HTTP/1.1 at %s (route by Host, else default)", format_address((host, port)))
+            logger.info("listening for HTTP/1.1 at %s (route by Host, else default)", where)
         else:
-            logger.info("listening for HTTP/1.1 at %s (route %s)", format_address((host, port)), self.route_name)
+            logger.info("listening for HTTP/1.1 at %s (route %s)", where, self.route_name)
 
     @property
     def sockets(self) -> list[Any]:

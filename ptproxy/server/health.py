@@ -17,6 +17,7 @@ import asyncio
 import re
 from typing import Literal
 
+from ptproxy.addr import UNIX_PREFIX
 from ptproxy.ops.config import Health
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "OriginHealth", "State", "probe"]
@@ -120,8 +121,13 @@ async def probe(host: str, port: int, path: str, timeout: float) -> str | None:
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if host.startswith(UNIX_PREFIX):
+                # A UNIX socket origin has no authority of its own to name.
+                reader, writer = await asyncio.open_unix_connection(host[len(UNIX_PREFIX) :])
+                authority = "localhost"
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
+                authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ptproxy-probe\r\n"
                 "Connection: close\r\n\r\n".encode()

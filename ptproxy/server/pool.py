@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-from ptproxy.addr import format_address
+from ptproxy.addr import UNIX_PREFIX, format_address
 from ptproxy.errors import UpstreamError
 from ptproxy.h1conn import H1Connection
 
@@ -67,13 +67,17 @@ class OriginPool:
 
     async def _connect(self) -> H1Connection:
         loop = asyncio.get_running_loop()
+
+        def factory() -> H1Connection:
+            return H1Connection(tcp_nodelay=self._tcp_nodelay)
+
+        # "unix:/path" (port 0): a UNIX socket origin; the request's Host header is unchanged.
+        if self.host.startswith(UNIX_PREFIX):
+            connecting = loop.create_unix_connection(factory, self.host[len(UNIX_PREFIX) :])
+        else:
+            connecting = loop.create_connection(factory, self.host, self.port)
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: H1Connection(tcp_nodelay=self._tcp_nodelay), self.host, self.port
-                ),
-                self._connect_timeout,
-            )
+            _, conn = await asyncio.wait_for(connecting, self._connect_timeout)
         except TimeoutError:
             reason = f"connect timed out after {self._connect_timeout:g}s"
             raise OriginConnectError(
