@@ -50,6 +50,9 @@ logger = logging.getLogger("ptproxy.tunnel")
 # Sends a transmit's datagrams to one address, in order (a DatagramSocket's send).
 SendBatch = Callable[[list[bytes], Any], None]
 
+# The largest client-initiated bidirectional stream id (a multiple of 4 below 2**62).
+MAX_CLIENT_BIDI_STREAM_ID = 2**62 - 4
+
 # A timer firing this early counts as on time (uvloop's timers have 1 ms resolution).
 TIMER_SLACK = 0.001
 
@@ -95,6 +98,8 @@ class Session:
         self.closed: asyncio.Future[str] = self._loop.create_future()
         # Set when aioquic itself is done with the connection (after draining): the socket may go.
         self.finished: asyncio.Future[None] = self._loop.create_future()
+        # Client: the server end sent GOAWAY (it hands over to a new process): dial a new session.
+        self.goaway: asyncio.Future[None] = self._loop.create_future()
         self.close_reason: str | None = None
         self.early_data_accepted = False
         self.session_resumed = False
@@ -249,6 +254,8 @@ class Session:
                 self._terminated(_describe_close(pending))
         if self._slot_waiters and self.stream_slots_free() > 0:
             self._grant_slots()  # the peer's MAX_STREAMS arrived
+        if self.h3 is not None and self.h3.goaway_received and not self.goaway.done():
+            self.goaway.set_result(None)
         if (
             not self.confirmed.done()
             and is_client(quic)
@@ -515,6 +522,14 @@ class Session:
     def start_draining(self) -> None:
         """Refuse new requests from now on (server end shutting down)."""
         self._draining = True
+
+    def send_goaway(self) -> None:
+        """Server: GOAWAY with the largest stream id (RFC 9114 §5.2's graceful first step): the
+        client end opens a new session for new requests and closes this one once its requests
+        finished; whatever it still sends here is served. A no-op before the handshake."""
+        if self.h3 is not None and not self.closed.done():
+            self.h3.send_goaway(MAX_CLIENT_BIDI_STREAM_ID)
+            self.transmit_soon()
 
     def _terminated(self, reason: str) -> None:
         if self.closed.done():

@@ -7,6 +7,9 @@
   exactly one HTTP/1.1 chunk per frame while streaming its payload.
 * Stream state: aioquic keeps a reset stream's H3 state forever; we drop it when both halves are
   over, and drop (not misparse) what still arrives for a stream the application is done with.
+* GOAWAY: aioquic neither sends it nor reports one received (it skips the payload). A server end
+  handing over to a new process (SIGUSR2) sends one; a client end receiving it dials a new session
+  before the old one closes (``goaway_received``, checked by the session after each event).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aioquic.buffer import encode_uint_var
 from aioquic.h3 import connection as h3c
 from aioquic.h3.events import DataReceived, H3Event
 from aioquic.quic.connection import QuicConnection
@@ -51,6 +55,21 @@ class PatchedH3Connection(h3c.H3Connection):
         set_qpack = getattr(quic, "set_qpack_streams", None)
         if set_qpack is not None:
             set_qpack(frozenset(s for s in (self._local_encoder_stream_id, self._local_decoder_stream_id) if s is not None))
+
+    goaway_received = False
+
+    def _check_control_frame_type(self, frame_type: int) -> None:
+        super()._check_control_frame_type(frame_type)
+        # Called as the frame header is parsed; the payload (a stream id) is not needed: every
+        # request this end has sent so far is served, as the server end sends the largest id.
+        if frame_type == h3c.FrameType.GOAWAY:
+            self.goaway_received = True
+
+    def send_goaway(self, stream_id: int) -> None:
+        """GOAWAY on our control stream: requests on streams below ``stream_id`` are still served."""
+        if self._local_control_stream_id is not None:
+            frame = h3c.encode_frame(h3c.FrameType.GOAWAY, encode_uint_var(stream_id))
+            self._ptp_quic.send_stream_data(self._local_control_stream_id, frame)
 
     def _check_content_length(self, stream: h3c.H3Stream) -> None:
         # Checked per stream by the application (tunnel/stream.py), never connection-fatal.

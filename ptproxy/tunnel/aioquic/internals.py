@@ -140,6 +140,9 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(H3, "_get_or_create_stream", "method", (("stream_id",),)),
     *_each(H3, "attribute", "_local_encoder_stream_id", "_local_decoder_stream_id"),
     Internal(H3, "_check_content_length", "override", (("stream",),)),
+    # GOAWAY (h3.py): noticed as its header is parsed; sent on our control stream.
+    Internal(H3, "_check_control_frame_type", "override", (("frame_type",),)),
+    Internal(H3, "_local_control_stream_id", "attribute"),
     Internal(
         H3,
         "_handle_request_or_push_frame",
