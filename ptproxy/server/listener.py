@@ -33,6 +33,7 @@ from ptproxy.server.admission import (
     Reply,
     Route,
 )
+from ptproxy.sockets import inherited_socket
 from ptproxy.tunnel import (
     DatagramSocket,
     EndpointSettings,
@@ -109,7 +110,8 @@ class Listener:
 
     async def start(self) -> None:
         cfg = self.settings.config
-        sock = self.settings.open_socket(cfg.general.quic_port)
+        # The UDP socket passed as "quic" (systemd's ListenDatagram=, a hand-off), else bound.
+        sock = self.settings.open_socket(cfg.general.quic_port, inherited=inherited_socket("quic", "datagram"))
         # Read in batches; datagrams of known connections are handled as read, new ones queued.
         self._socket = DatagramSocket(sock, self.datagram_received)
         self.local_address = sock.getsockname()

@@ -80,14 +80,18 @@ class EndpointSettings:
         """Server: where session tickets go (sealed into their label with a ticket key file)."""
         return ServerTicketStore(keys=self.material.ticket_keys, context=self.material.ca_data or b"")
 
-    def open_socket(self, port: int, remote_family: int | None = None) -> socket.socket:
-        """This end's UDP socket on ``bind_address:port`` (0: any), with the configured buffers."""
+    def open_socket(
+        self, port: int, remote_family: int | None = None, *, inherited: socket.socket | None = None
+    ) -> socket.socket:
+        """This end's UDP socket on ``bind_address:port`` (0: any), with the configured buffers;
+        ``inherited``: one passed to the process (socket activation), used instead of binding."""
         cfg = self.config
         return open_udp_socket(
             cfg.general.bind_address,
             port,
             BufferSizes(cfg.transport.socket_receive_buffer_size, cfg.transport.socket_send_buffer_size),
             remote_family=remote_family,
+            inherited=inherited,
         )
 
     def new_connection(self, *, tickets: ServerTicketStore | None = None, **kwargs: Any) -> PatchedQuicConnection:

@@ -54,8 +54,18 @@ def open_udp_socket(
     port: int,
     buffers: BufferSizes,
     remote_family: int | None = None,
+    *,
+    inherited: socket.socket | None = None,
 ) -> socket.socket:
-    """A non-blocking UDP socket bound to ``bind_address:port`` (dual-stack when ``::``)."""
+    """A non-blocking UDP socket bound to ``bind_address:port`` (dual-stack when ``::``).
+
+    ``inherited``: a socket already bound (socket activation, a hand-off) to use instead; only
+    the buffer sizes are applied to it."""
+    if inherited is not None:
+        _apply_buffer(inherited, socket.SO_RCVBUF, "socket_receive_buffer_size", buffers.receive)
+        _apply_buffer(inherited, socket.SO_SNDBUF, "socket_send_buffer_size", buffers.send)
+        inherited.setblocking(False)
+        return inherited
     family, host = _family_for(bind_address, remote_family)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
