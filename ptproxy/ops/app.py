@@ -16,6 +16,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
+from ptproxy import sockets
 from ptproxy.errors import PtproxyError
 from ptproxy.ops.config import Config
 from ptproxy.ops.systemd import Notifier, run_watchdog
@@ -60,6 +61,8 @@ class App:
 
     async def start(self) -> None:
         material = load_material(self.config)
+        # Sockets systemd passed (LISTEN_FDS): each listener below takes its own by name.
+        sockets.read_environment()
         if self.is_client:
             from ptproxy.client.dialer import Dialer
             from ptproxy.client.listener import Frontend
@@ -79,6 +82,7 @@ class App:
             for frontend in self.frontends:
                 await frontend.start()
             await self._start_metrics_server()
+            sockets.close_unclaimed()  # every listener has taken its passed socket by now
             self._spawn(self.dialer.run())
             if self.config.system.wait_for_first_attempt:
                 await self.dialer.state.first_attempt_done.wait()
@@ -104,6 +108,7 @@ class App:
                 self.metrics.backend = self.backend
             await self.listener.start()
             await self._start_metrics_server()
+            sockets.close_unclaimed()  # every listener has taken its passed socket by now
             self.notifier.ready("serving")
         interval = self.notifier.watchdog_interval(self.config.system.watchdog_factor)
         if interval:
@@ -206,6 +211,7 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.metrics_server is not None:
             await self.metrics_server.close()
+        sockets.remove_socket_files()  # the UNIX socket files we bound, if still ours
         logger.info("stopped")
 
 
