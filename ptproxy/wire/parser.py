@@ -18,6 +18,9 @@
 #     (httptools returns 1 from on_headers_complete), so the body would be parsed as the next request.
 #     We treat Upgrade requests as ordinary requests: after HttpParserUpgrade we start a fresh llhttp
 #     primed with a synthetic head carrying the same framing and keep parsing the real body bytes.
+#     The exception is a WebSocket handshake (wire/websocket.py is_handshake: GET, no body): what
+#     follows its head is frames, not requests, so the parser ends there and keeps those bytes in
+#     ``leftover`` for whoever takes the connection over.
 # Limits are enforced from callback sizes (request line, field bytes, field count) plus a guard for a
 # single field line growing across feeds inside httptools, where no callback fires until it ends.
 #
@@ -62,6 +65,7 @@ from ptproxy.wire._parsebase import (
     Framing,
 )
 from ptproxy.wire.events import BodyKind, EndOfMessage, Event, RequestHead, ResponseHead
+from ptproxy.wire.websocket import is_handshake
 
 __all__ = ["RequestParser", "ResponseParser"]
 
@@ -90,6 +94,9 @@ class RequestParser(BaseParser):
         self._synthetic = False
         self._skip_eom = False
         self._content_length: int | None = None
+        self._websocket = False  # the head being parsed is a WebSocket handshake
+        self._upgraded = False  # ... and it ended this parser: later bytes go to leftover
+        self._leftover = bytearray()
         self._llhttp = self._new_llhttp()
 
     def _new_llhttp(self) -> HttpRequestParser:
@@ -107,8 +114,24 @@ class RequestParser(BaseParser):
         """Parse ``data`` (any split); return the events it completes, in order."""
         self._raise_stored()
         if self._ended or not data:
+            if self._upgraded:
+                self._leftover += data
             return []
         return self._parse(data)
+
+    @property
+    def upgraded(self) -> bool:
+        """The last request was a WebSocket handshake: this parser takes no more requests."""
+        return self._upgraded
+
+    @property
+    def leftover(self) -> bytes:
+        """After a WebSocket handshake, the bytes received past its head (frames)."""
+        return bytes(self._leftover)
+
+    def _after_end(self, rest: bytes) -> None:
+        if self._upgraded:
+            self._leftover += rest
 
     def _translate(self, exc: HttpParserError) -> BaseException:
         if isinstance(exc, HttpParserInvalidMethodError):
@@ -116,6 +139,8 @@ class RequestParser(BaseParser):
         return super()._translate(exc)
 
     def _restart_after_upgrade(self) -> None:
+        if self._upgraded:
+            return  # the handshake ended this parser; _after_end keeps what follows
         self._llhttp = self._new_llhttp()
         if self._state != BODY:
             return
@@ -185,6 +210,7 @@ class RequestParser(BaseParser):
         self._skip_eom = bool(llhttp.should_upgrade()) and (
             body is BodyKind.CHUNKED or (body is BodyKind.LENGTH and bool(length))
         )
+        self._websocket = bool(llhttp.should_upgrade()) and is_handshake(method, version, self._headers, body)
         self._events.append(
             RequestHead(
                 method=method,
@@ -224,8 +250,9 @@ class RequestParser(BaseParser):
             return
         self._state = IDLE
         self._events.append(EndOfMessage(self._trailers))
-        if not self._keep_alive:
+        if not self._keep_alive or self._websocket:
             self._ended = True
+            self._upgraded = self._websocket
 
 
 class ResponseParser(BaseParser):
@@ -244,8 +271,12 @@ class ResponseParser(BaseParser):
         *,
         max_header_bytes: int = 65536,
         max_header_count: int = 100,
+        upgrade: bool = False,
     ) -> None:
         super().__init__(max_header_bytes, max_header_count, max_header_bytes + 8192)
+        # The request asked to upgrade (a WebSocket handshake): a 101 is its final response, and
+        # what follows it (``leftover``) belongs to the new protocol.
+        self._upgrade = upgrade
         # RFC 9112 6.3 step 1: a response to HEAD ends at the end of its header section.
         self._head_request = request_method == b"HEAD"
         self._leftover = b""
@@ -303,8 +334,14 @@ class ResponseParser(BaseParser):
         try:
             super()._feed(data)
         except HttpParserUpgrade:
-            # Only a 101 makes llhttp stop here, and _on_headers_complete refuses 101 first.
+            # Only a 101 makes llhttp stop here, and _on_headers_complete refuses 101 first
+            # unless the request asked for it; then _execute stops and keeps the rest as leftover.
+            if self._ended:
+                raise
             raise UpstreamError("origin switched protocols") from None
+
+    def _restart_after_upgrade(self) -> None:
+        return None  # the 101 ended this parser: nothing more to parse as HTTP
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -326,8 +363,8 @@ class ResponseParser(BaseParser):
         version = VERSIONS.get(llhttp.get_http_version())
         if version is None:
             raise UpstreamError(f"origin answered with HTTP version {llhttp.get_http_version()}")
-        if status == 101:
-            # We never forward Upgrade (hop-by-hop), so a 101 is a protocol violation here.
+        if status == 101 and not self._upgrade:
+            # We forward Upgrade only for a WebSocket handshake, so a 101 is a violation here.
             raise UpstreamError("origin switched protocols (101) without an upgrade request")
         if not 100 <= status <= 599:
             # RFC 9110 15: "Values outside the range 100..599 are invalid." llhttp takes 000..999.
@@ -361,8 +398,9 @@ class ResponseParser(BaseParser):
                 content_length=length,
             )
         )
-        if self._head_request and not interim:
+        if (self._head_request and not interim) or status == 101:
             # llhttp would wait for a body that a HEAD response never has: end here ourselves.
+            # After a 101 the bytes are the new protocol's, not a response.
             self._finish()
 
     def _on_body(self, data: bytes) -> None:
