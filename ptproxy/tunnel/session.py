@@ -96,6 +96,8 @@ class Session:
         self.handshake_done = False
         self.confirmed: asyncio.Future[None] = self._loop.create_future()
         self.closed: asyncio.Future[str] = self._loop.create_future()
+        # Set once the peer's HTTP/3 SETTINGS arrived (on its control stream, after the handshake).
+        self.settings_received: asyncio.Future[None] = self._loop.create_future()
         # Set when aioquic itself is done with the connection (after draining): the socket may go.
         self.finished: asyncio.Future[None] = self._loop.create_future()
         # Client: the server end sent GOAWAY (it hands over to a new process): dial a new session.
@@ -124,6 +126,11 @@ class Session:
         a ticket that carried no identity: routes with ``allowed_peers`` refuse such a session.
         """
         return self.quic.peer_identity
+
+    @property
+    def peer_settings(self) -> dict[int, int] | None:
+        """The peer's HTTP/3 SETTINGS (identifier → value), None until they arrived."""
+        return self.h3.received_settings if self.h3 is not None else None
 
     def connect(self, addr: Any) -> None:
         """Client: start the handshake towards ``addr``."""
@@ -276,6 +283,8 @@ class Session:
             # Framing overhead and control/QPACK streams are consumed right away; DATA payload
             # is credited when the application pulls it (TunnelStream.receive).
             self.quic.credit(event.stream_id, len(event.data) - payload)
+            if not self.settings_received.done() and self.h3.received_settings is not None:
+                self.settings_received.set_result(None)
         elif isinstance(event, qe.HandshakeCompleted):
             self._ensure_h3()
             self.handshake_done = True
