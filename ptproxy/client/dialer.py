@@ -11,6 +11,11 @@ the interval, so one host behaves as before. While the session is on a later hos
 ones are probed (one handshake at a time, every interval); the first that answers takes new
 requests at once, and the old session closes once its streams finished, so no request fails
 because of the switch.
+
+GOAWAY: a server end handing over to a new process (SIGUSR2) sends GOAWAY on its session. The
+dialer then dials the same host again (the new process answers) and switches to the new session
+the same way: make before break, the old session closes once its requests finished. If that dial
+fails the old session stays in use until it is lost, as without GOAWAY.
 """
 
 from __future__ import annotations
@@ -276,30 +281,63 @@ class Dialer:
 
     async def _hold(self, link: _Link, index: int) -> _Link:
         """Until the session in use is lost (returned). Meanwhile, on a fallback host, probe
-        the earlier ones and switch to the first that answers."""
-        while index > 0 and not self._stopping:
-            probe = asyncio.get_running_loop().create_task(self._probe_earlier(index))
-            try:
-                either: set[asyncio.Future[Any]] = {link.session.closed, probe}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not probe.done():
-                    probe.cancel()
-                    await asyncio.gather(probe, return_exceptions=True)
-            if probe.cancelled():
-                break  # the session in use was lost first
+        the earlier ones and switch to the first that answers; on GOAWAY, switch to a new
+        session with the same host."""
+        while not self._stopping:
+            found = await self._replacement(link, index)
+            if found is None:
+                break
+            if self._stopping:  # confirmed just as the dialer closed: nobody will use it
+                found[1].session.close("shutting down")
+                found[1].transport.close()
+                break
+            index, new, reason = found
+            self._switch(link, new, index, reason)
+            link = new
+        return link
+
+    async def _replacement(self, link: _Link, index: int) -> tuple[int, _Link, str] | None:
+        """The session to move to (host index, link, why), once there is one; None when the
+        session in use was lost first, or nothing more can replace it."""
+        session = link.session
+        waits: set[asyncio.Future[Any]] = {session.closed}
+        probe = asyncio.get_running_loop().create_task(self._probe_earlier(index)) if index > 0 else None
+        if probe is not None:
+            waits.add(probe)
+        if not session.goaway.done():
+            waits.add(session.goaway)
+        if len(waits) == 1:
+            return None  # on the preferred host, GOAWAY already handled: only the loss is left
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if probe is not None and not probe.done():
+                probe.cancel()
+                await asyncio.gather(probe, return_exceptions=True)
+        if probe is not None and probe.done() and not probe.cancelled():
             if probe.exception() is not None:
                 # A bug, not a down host (those return nothing): stay on this host, say why.
                 logger.error("probing the earlier server ends failed: %r; staying on %s", probe.exception(), link.host)
-                break
-            index, found = probe.result()
-            if self._stopping:  # confirmed just as the dialer closed: nobody will use it
-                found.session.close("shutting down")
-                found.transport.close()
-                break
-            self._switch(link, found, index)
-            link = found
-        return link
+                return None
+            earlier, found = probe.result()
+            return earlier, found, f"returned to {found.host}"
+        if session.goaway.done() and not session.closed.done():
+            return await self._after_goaway(link, index)
+        return None  # the session in use was lost first
+
+    async def _after_goaway(self, link: _Link, index: int) -> tuple[int, _Link, str] | None:
+        """The server end sent GOAWAY: a new session with the same host, or None (stay)."""
+        logger.info("connection %d: %s sent GOAWAY; opening a new session", link.number, link.host)
+        new = await self._dial(link.host, early=False, probe=True)
+        if new is None:
+            if link.session.closed.done():
+                return None
+            logger.warning(
+                "connection %d: no new session with %s after its GOAWAY; staying on this one",
+                link.number, link.host,
+            )
+            return await self._replacement(link, index)  # GOAWAY is done: probes or the loss
+        return index, new, f"{link.host} sent GOAWAY"
 
     async def _probe_earlier(self, index: int) -> tuple[int, _Link]:
         """Every interval (jittered), one handshake at a time with each host before ``index``,
@@ -312,7 +350,7 @@ class Dialer:
                 if link is not None:
                     return earlier, link
 
-    def _switch(self, old: _Link, new: _Link, index: int) -> None:
+    def _switch(self, old: _Link, new: _Link, index: int, reason: str) -> None:
         """New requests take ``new`` from now on; ``old`` closes once its streams finished."""
         self._index = index
         self._note_switch(new.host, returning=True)
@@ -320,7 +358,7 @@ class Dialer:
         self.session = new.session
         self.state.attempts_ok += 1
         self._notify()
-        task = asyncio.get_running_loop().create_task(self._retire(old, f"returned to {new.host}"))
+        task = asyncio.get_running_loop().create_task(self._retire(old, reason))
         self._retiring[task] = old
         task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
