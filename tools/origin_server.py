@@ -3,7 +3,8 @@ integration tests and the soak benchmark (which hash-checks every body against :
 both use it.
 
 Run it as ``python -m tools.origin_server --port N`` from the repository root (``--port 0`` picks
-a free port; either way the first stdout line is ``listening on <port>``) or import :func:`serve`.
+a free port; either way the first stdout line is ``listening on <port>``; ``--unix PATH``: a UNIX
+socket, ``listening on unix:PATH``) or import :func:`serve`.
 
 It does not use ptproxy's code: what it reports about a request (header names in raw case and
 order, chunk sizes and extensions, whether the body was complete) is what really arrived on its
@@ -119,7 +120,7 @@ class Origin:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             while True:
@@ -569,9 +570,20 @@ async def serve(host: str = "127.0.0.1", port: int = 0) -> tuple[asyncio.Abstrac
     return server, origin
 
 
-async def _main(host: str, port: int) -> None:
-    server, _ = await serve(host, port)
-    print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
+async def serve_unix(path: str) -> tuple[asyncio.AbstractServer, Origin]:
+    """The origin on a UNIX socket at ``path`` (replaced if it exists)."""
+    origin = Origin()
+    server = await asyncio.start_unix_server(origin.handle, path, limit=1 << 20, backlog=1024)
+    return server, origin
+
+
+async def _main(host: str, port: int, unix: str | None) -> None:
+    if unix is not None:
+        server, _ = await serve_unix(unix)
+        print(f"listening on unix:{unix}", flush=True)
+    else:
+        server, _ = await serve(host, port)
+        print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
 
@@ -580,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.origin_server", description="ptproxy test origin")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--unix", metavar="PATH", help="listen on a UNIX socket at PATH instead")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -589,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.Runner()
     try:
         with runner:
-            runner.run(_main(args.host, args.port))
+            runner.run(_main(args.host, args.port, args.unix))
     except KeyboardInterrupt:
         pass
     return 0
