@@ -10,6 +10,12 @@ the I/O around its decisions. The tunnel comes first: a datagram for a known con
 at once, while one that would start a new connection waits in a small bounded queue drained by
 ``call_soon`` in batches, after the datagrams already read. A handshake that has not authenticated
 within ``handshake_timeout`` is dropped, and refusals reach the log as summary lines.
+
+Hand-off (SIGUSR2, ops/handoff.py): the old and the new process share the UDP socket. Until the old
+one has closed its sessions it alone reads the socket (:meth:`forward_others`): it handles the
+datagrams of its own connections and forwards every other one to the new process, which feeds them
+to :meth:`datagram_received` (its socket paused with ``following``) and sends its answers itself;
+:meth:`take_over` makes it read the socket once the old process is gone.
 """
 
 from __future__ import annotations
@@ -79,6 +85,10 @@ class Listener:
         # Sessions not yet authenticated and not yet finished, with their handshake deadline.
         self._half_open: dict[Session, asyncio.TimerHandle] = {}
         self._timed_out: set[Session] = set()
+        # Hand-off: the new process does not read the socket until take_over() (set before start).
+        self.following = False
+        # Hand-off, old process: where datagrams that are not for one of our connections go.
+        self._forward: Callable[[bytes, Any], None] | None = None
 
     @staticmethod
     def _admission_settings(settings: EndpointSettings) -> AdmissionSettings:
@@ -114,6 +124,8 @@ class Listener:
         sock = self.settings.open_socket(cfg.general.quic_port, inherited=inherited_socket("quic", "datagram"))
         # Read in batches; datagrams of known connections are handled as read, new ones queued.
         self._socket = DatagramSocket(sock, self.datagram_received)
+        if self.following:
+            self._socket.pause_reading()
         self.local_address = sock.getsockname()
         host, port = self.local_address[0], self.local_address[1]
         logger.info("started endpoint at %s", format_address((host, port)))
@@ -122,6 +134,8 @@ class Listener:
         decision = self.admission.screen(data, addr, self._knows)
         if type(decision) is Route:
             self._by_cid[decision.cid].datagram_received(data, addr)
+        elif self._forward is not None:
+            self._forward(data, addr)  # a new client, or the new process's: it judges them
         elif type(decision) is New:
             self._enqueue_new(data, addr, decision)
         else:
@@ -246,6 +260,8 @@ class Listener:
             return
         self._end_half_open(session)
         self.admission.authenticated(session.peer[0], time.monotonic())
+        if self._forward is not None:
+            session.send_goaway()  # confirmed after the hand-off began: it moves on too
         how = " (resumed)" if session.session_resumed else ""
         identity = session.peer_identity
         who = f" as {identity.name}" if identity is not None else ""
@@ -283,6 +299,21 @@ class Listener:
         self.sessions.discard(session)
         for cid in [cid for cid, s in self._by_cid.items() if s is session]:
             del self._by_cid[cid]
+
+    def forward_others(self, forward: Callable[[bytes, Any], None]) -> None:
+        """Hand-off, old process: pass on every datagram not for one of our connections, and
+        send GOAWAY on our sessions so their client ends move to the new process."""
+        self._forward = forward
+        self._new_queue.clear()  # Initials not yet admitted: the new process gets their repeats
+        for session in self.sessions:
+            if session.handshake_done:
+                session.send_goaway()
+
+    def take_over(self) -> None:
+        """Hand-off, new process: the old one has stopped reading the socket; read it now."""
+        self.following = False
+        if self._socket is not None:
+            self._socket.resume_reading()
 
     def start_draining(self) -> None:
         """Accept no new sessions or requests (shutdown)."""

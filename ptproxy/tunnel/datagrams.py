@@ -107,6 +107,15 @@ class DatagramSocket:
             if len(batch) < RECV_BATCH:
                 return
 
+    def pause_reading(self) -> None:
+        """Stop reading (another process reads this socket for now); sending goes on."""
+        if not self.closed:
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        """Read again (what arrived meanwhile waits in the socket's buffer)."""
+        self._rearm_reader()
+
     def _rearm_reader(self) -> None:
         # A socket error (an ICMP port unreachable on a connected socket) arrives as POLLERR,
         # and libuv stops polling the fd for reading when it sees one: without registering the
