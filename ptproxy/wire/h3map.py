@@ -54,6 +54,11 @@ class TunnelRequest:
     # None for an ordinary request.
     protocol: bytes | None = None
 
+    @property
+    def is_connect(self) -> bool:
+        """A plain CONNECT (RFC 9114 4.4): a TCP stream route's byte stream, not a message."""
+        return self.method == b"CONNECT" and self.protocol is None
+
 
 @dataclass(slots=True)
 class TunnelResponse:
@@ -111,6 +116,8 @@ def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRe
     if not method:
         raise ClientProtocolError("missing :method")
     if method == b"CONNECT":
+        if b":protocol" not in pseudo:
+            return _connect_request(pseudo, fields)
         raise ClientProtocolError("CONNECT is not supported")
     path = pseudo.get(b":path")
     if not path:
@@ -133,6 +140,20 @@ def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRe
     else:
         body = BodyKind.CHUNKED
     return TunnelRequest(method, authority, path, fields, body, length)
+
+
+def _connect_request(pseudo: dict[bytes, bytes], fields: list[tuple[bytes, bytes]]) -> TunnelRequest:
+    """A plain CONNECT: only ``:method`` and ``:authority`` (RFC 9114 4.4); the stream's DATA
+    frames are the bytes of a TCP connection, so there is no body framing to decide."""
+    if b":scheme" in pseudo or b":path" in pseudo:
+        raise ClientProtocolError("malformed CONNECT: :scheme and :path must be absent")
+    authority = pseudo.get(b":authority")
+    if not authority:
+        raise ClientProtocolError("malformed CONNECT: missing :authority")
+    for name, value in fields:
+        fieldcodec.validate_name(name)
+        fieldcodec.validate_value(value)
+    return TunnelRequest(b"CONNECT", authority, b"", fields, BodyKind.NONE, None)
 
 
 def response_to_h3(head: ResponseHead) -> list[tuple[bytes, bytes]]:

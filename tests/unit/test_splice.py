@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from ptproxy.errors import ClientProtocolError
 from ptproxy.splice import H3_CONNECT_ERROR, HIGH_WATER, SocketEnd, Splice
 from ptproxy.tunnel import DataFrame, StreamEnded, TunnelStream
+from ptproxy.wire.h3map import request_from_h3
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
@@ -193,3 +195,34 @@ async def test_idle_timeout_closes_both() -> None:
     assert owner.reset_code == H3_CONNECT_ERROR
     assert await asyncio.to_thread(_recv_all, client) == b""
     client.close()
+
+
+# -- the CONNECT request the server end receives (wire/h3map) -----------------------------------
+
+
+def test_plain_connect_is_a_request_kind_of_its_own() -> None:
+    request = request_from_h3(
+        [(b":method", b"CONNECT"), (b":authority", b"pg"), (b"ptproxy-route", b"pg")], False
+    )
+    assert (
+        request.is_connect
+        and request.authority == b"pg"
+        and request.fields == [(b"ptproxy-route", b"pg")]
+    )
+    get = request_from_h3(
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")], True
+    )
+    assert not get.is_connect
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b":method", b"CONNECT")],
+        [(b":method", b"CONNECT"), (b":authority", b"pg"), (b":path", b"/")],
+        [(b":method", b"CONNECT"), (b":scheme", b"http"), (b":authority", b"pg")],
+    ],
+)
+def test_malformed_connect_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(ClientProtocolError, match="malformed CONNECT"):
+        request_from_h3(headers, False)
