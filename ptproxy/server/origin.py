@@ -32,9 +32,10 @@ from ptproxy.h1conn import ConnectionClosed, ConnectionReset, H1Connection
 from ptproxy.ops.config import Config
 from ptproxy.server.identity import identity_fields, strip_identity_fields
 from ptproxy.server.routes import RouteSpec, build_routes, internal_fields
+from ptproxy.server.upgrade import forward_websocket
 from ptproxy.server.upstream import Group, Origin, RouteRuntime, WaitObserver
 from ptproxy.tunnel import Headers, Session, StreamAborted, TunnelStream
-from ptproxy.wire import serialize
+from ptproxy.wire import serialize, websocket
 from ptproxy.wire.events import BodyKind, EndOfMessage, ResponseHead
 from ptproxy.wire.h3map import TunnelRequest, request_from_h3, response_to_h3
 from ptproxy.wire.parser import ResponseParser
@@ -121,7 +122,10 @@ class Backend:
         assert isinstance(first, Headers)
         where = f"[conn {session.number} stream {stream.stream_id}]"
         try:
-            request = request_from_h3(first.headers, first.stream_ended)
+            # An Extended CONNECT (RFC 9220) is a WebSocket: routed like any request, then
+            # replayed as an HTTP/1.1 upgrade (server/upgrade.py).
+            parse = websocket.request_from_h3 if websocket.is_extended_connect(first.headers) else request_from_h3
+            request = parse(first.headers, first.stream_ended)
         except PtproxyError as exc:
             status = exc.status if exc.status < 500 else 400
             return self._fail(stream, status, f"invalid request: {exc}")
@@ -144,6 +148,10 @@ class Backend:
         except PtproxyError as exc:
             status = exc.status if exc.status < 500 else 400
             return self._fail(stream, status, f"invalid request: {exc}")
+        if request.protocol is not None:
+            return await forward_websocket(
+                stream, group, head, self._peer_key(session), config=self.config, fail=self._fail, where=where
+            )
         return await self._forward(session, stream, group, request, head, self._peer_key(session))
 
     def _origin_head(
