@@ -32,8 +32,10 @@ from ptproxy.h1conn import ConnectionClosed, ConnectionReset, H1Connection
 from ptproxy.ops.config import Config
 from ptproxy.server.identity import identity_fields, strip_identity_fields
 from ptproxy.server.routes import RouteSpec, build_routes, internal_fields
+from ptproxy.server.tcp import TcpBackend
 from ptproxy.server.upgrade import forward_websocket
 from ptproxy.server.upstream import Group, Origin, RouteRuntime, WaitObserver
+from ptproxy.splice import TcpMeter
 from ptproxy.tunnel import Headers, Session, StreamAborted, TunnelStream
 from ptproxy.wire import serialize, websocket
 from ptproxy.wire.events import BodyKind, EndOfMessage, ResponseHead
@@ -66,8 +68,10 @@ class Backend:
         *,
         on_route_done: RouteObserver | None = None,
         on_wait: WaitObserver | None = None,
+        tcp_meter: TcpMeter | None = None,
     ) -> None:
         self.config = config
+        self.tcp = TcpBackend(config, tcp_meter)  # CONNECT streams of TCP stream routes
         self.routes: dict[str, RouteRuntime] = {
             name: RouteRuntime(spec, config, on_wait) for name, spec in build_routes(config).items()
         }
@@ -92,6 +96,7 @@ class Backend:
 
     async def drain(self, grace: float | None = None) -> None:
         """Wait for requests in flight."""
+        self.tcp.close()  # TCP streams have no end of their own to wait for: reset after a grace
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
 
@@ -142,6 +147,8 @@ class Backend:
             msg = f"{who} may not use route {name!r}"
             logger.warning("%s %s (allowed_peers)", where, msg)
             return self._fail(stream, 403, msg)
+        if request.is_connect:
+            return await self.tcp.serve(stream, runtime, self._peer_key(session), where)
         group, request.path = runtime.plan(request.path)
         try:
             head = self._origin_head(session, runtime.spec, request, client_address)
