@@ -79,6 +79,20 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_TunnelCollector(self))
+        # TCP stream routes, at both ends (``direction``: to_origin, to_client).
+        self.tcp_streams = Counter(
+            "ptproxy_tcp_streams", "TCP streams opened (relaying), by route.", ["route"], registry=self.registry
+        )
+        self.tcp_closed_streams = Counter(
+            "ptproxy_tcp_streams_closed", "TCP streams closed, by route.", ["route"], registry=self.registry
+        )
+        self.tcp_byte_count = Counter(
+            "ptproxy_tcp_bytes",
+            "Bytes relayed on TCP streams, by route and direction (to_origin, to_client).",
+            ["route", "direction"],
+            registry=self.registry,
+        )
+        self._tcp_children: dict[tuple[str, str], Any] = {}
         # Server end: the backend whose route table the route collector reads.
         self.backend: Backend | None = None
         self._route_children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -132,6 +146,21 @@ class Metrics:
     def waited(self, route: str, seconds: float) -> None:
         """The backend's ``on_wait`` callback: a request left a route's pending queue."""
         self.pending_wait.labels(route).observe(max(0.0, seconds))
+
+    def tcp_opened(self, route: str) -> None:
+        """A TCP stream of ``route`` started relaying (splice.TcpMeter)."""
+        self.tcp_streams.labels(route).inc()
+
+    def tcp_closed(self, route: str) -> None:
+        self.tcp_closed_streams.labels(route).inc()
+
+    def tcp_bytes(self, route: str, direction: str, nbytes: int) -> None:
+        # Called for every chunk relayed: keep the labelled children (labels() locks and hashes).
+        key = (route, direction)
+        child = self._tcp_children.get(key)
+        if child is None:
+            child = self._tcp_children[key] = self.tcp_byte_count.labels(route, direction)
+        child.inc(nbytes)
 
     def track(self, session: Session) -> None:
         """Follow a new session (Dialer/Listener ``on_session``) until it finishes."""
