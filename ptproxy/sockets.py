@@ -67,8 +67,9 @@ _PROBE_TIMEOUT = 1.0  # s to wait for a live UNIX socket to accept the probe con
 
 # Sockets passed to this process, by name, until a listener takes them.
 inherited: dict[str, socket.socket] = {}
-# UNIX socket files this process bound (path → (st_dev, st_ino)), removed at clean shutdown.
-_owned_files: dict[str, tuple[int, int]] = {}
+# UNIX socket files this process bound, removed at clean shutdown: path → (st_dev, st_ino,
+# st_ctime_ns), the ctime because a freed inode number is reused at once (tmpfs does).
+_owned_files: dict[str, tuple[int, int, int]] = {}
 
 
 class ListenerError(StartupError):
@@ -260,17 +261,20 @@ def _own(path: str) -> None:
         st = os.stat(path)
     except OSError:
         return
-    _owned_files[path] = (st.st_dev, st.st_ino)
+    _owned_files[path] = _identity(st)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def remove_socket_files() -> None:
     """Remove the UNIX socket files this process bound, each only if the path still holds the
     same file (a successor may have replaced it with its own)."""
-    for path, (dev, ino) in list(_owned_files.items()):
+    for path, identity in list(_owned_files.items()):
         del _owned_files[path]
         try:
-            st = os.lstat(path)
-            if (st.st_dev, st.st_ino) == (dev, ino):
+            if _identity(os.lstat(path)) == identity:
                 os.unlink(path)
         except OSError:
             pass  # already gone, or its directory: nothing of ours to remove
