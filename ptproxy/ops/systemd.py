@@ -94,6 +94,12 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send(RELOADING="1", MONOTONIC_USEC=str(usec))
 
+    def main_pid(self, pid: int, status: str | None = None) -> None:
+        """``MAINPID=``: the unit's main process is now ``pid`` (a SIGUSR2 hand-off), so systemd
+        follows it instead of taking our exit for the service's end. Send no ``STOPPING=1``
+        afterwards: with ``NotifyAccess=all`` it would stop the unit the new process serves."""
+        self._send_with_status({"MAINPID": str(pid)}, status)
+
     def watchdog(self) -> None:
         """``WATCHDOG=1``: the keep-alive ping for ``WatchdogSec=``."""
         self.send(WATCHDOG="1")

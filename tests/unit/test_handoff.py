@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,24 @@ def test_goaway_from_the_server_end_is_noticed_by_the_client_end(pki: DemoPki) -
     pair.roundtrip()
     got = [h3 for event in Pair.events(pair.server) for h3 in server_h3.handle_event(event)]  # type: ignore[arg-type]
     assert any(isinstance(e, HeadersReceived) and e.stream_id == sid for e in got)
+
+
+def test_main_pid_goes_with_its_status_in_one_datagram(tmp_path: Path) -> None:
+    from ptproxy.ops.systemd import Notifier
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(path)
+        manager.settimeout(5)
+        with Notifier(path) as notifier:
+            notifier.main_pid(4242, "handed over to process 4242")
+        assert manager.recv(4096) == b"MAINPID=4242\nSTATUS=handed over to process 4242\n"
+
+
+def test_the_child_environment_names_the_channel_and_drops_what_was_ours() -> None:
+    from ptproxy.ops.handoff import ENV, _child_environment
+
+    env = _child_environment(
+        {"PATH": "/bin", "WATCHDOG_PID": "1", "WATCHDOG_USEC": "6000000", "LISTEN_FDS": "1", "LISTEN_PID": "1"}, 7
+    )
+    assert env == {"PATH": "/bin", "WATCHDOG_USEC": "6000000", ENV: "7"}
