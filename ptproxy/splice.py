@@ -305,7 +305,8 @@ class Splice:
             loop.create_task(self._socket_to_stream()),
             loop.create_task(self._stream_to_socket()),
         }
-        failure: _Failed | None = None
+        # Cancelled (or a bug) before the end is known: both sides are reset, never left open.
+        failure: _Failed | None = _Failed("cancelled", reset_stream=True, reset_socket=True)
         try:
             failure = await self._wait(tasks)
         finally:

@@ -27,6 +27,7 @@ from ptproxy.tunnel import EndpointSettings, client_auth_policy, load_material
 if TYPE_CHECKING:
     from ptproxy.client.dialer import Dialer, TunnelState
     from ptproxy.client.listener import Frontend
+    from ptproxy.client.tcp import TcpListener
     from ptproxy.ops.health import MetricsServer
     from ptproxy.ops.metrics import Metrics, Side
     from ptproxy.server.listener import Listener
@@ -46,6 +47,7 @@ class App:
         self.dialer: Dialer | None = None
         self.frontend: Frontend | None = None  # the general listener
         self.frontends: list[Frontend] = []  # it and one per route with a listener of its own
+        self.tcp_listeners: list[TcpListener] = []  # one per TCP stream route (tcp_bind_address)
         self.listener: Listener | None = None
         self.backend: Backend | None = None
         self._stop = asyncio.Event()
@@ -81,6 +83,15 @@ class App:
             ]
             for frontend in self.frontends:
                 await frontend.start()
+            from ptproxy.client.tcp import TcpListener
+
+            self.tcp_listeners = [
+                TcpListener(self.config, self.dialer, route, self.metrics)
+                for route in self.config.routes
+                if route.tcp_bind_address is not None
+            ]
+            for tcp_listener in self.tcp_listeners:
+                await tcp_listener.start()
             await self._start_metrics_server()
             sockets.close_unclaimed()  # every listener has taken its passed socket by now
             self._spawn(self.dialer.run())
@@ -99,6 +110,7 @@ class App:
                 on_request_done=self.metrics.request_done if self.metrics is not None else None,
                 on_route_done=self.metrics.route_done if self.metrics is not None else None,
                 on_wait=self.metrics.waited if self.metrics is not None else None,
+                tcp_meter=self.metrics,
             )
             self.backend.start()  # active health probes run before the first request
             self.listener = Listener(settings, self.backend.on_request)
@@ -195,7 +207,9 @@ class App:
     async def shutdown(self) -> None:
         self.draining = True
         self.notifier.stopping("shutting down")
-        await asyncio.gather(*(frontend.close() for frontend in self.frontends))
+        await asyncio.gather(
+            *(frontend.close() for frontend in self.frontends), *(t.close() for t in self.tcp_listeners)
+        )
         if self.dialer is not None:
             await self.dialer.close()
         if self.listener is not None:
