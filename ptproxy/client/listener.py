@@ -15,6 +15,7 @@ connection are answered in order (pipelining is parsed, then served one at a tim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ptproxy import relay
 from ptproxy.addr import format_address
 from ptproxy.client.dialer import Dialer
 from ptproxy.client.routes import DEFAULT_ROUTE, RouteTable
+from ptproxy.client.upgrade import peer_allows, serve_websocket
 from ptproxy.errors import (
     ClientProtocolError,
     PtproxyError,
@@ -41,7 +43,7 @@ from ptproxy.tunnel import (
     StreamAborted,
     TunnelStream,
 )
-from ptproxy.wire import serialize
+from ptproxy.wire import serialize, websocket
 from ptproxy.wire.events import BodyKind, EndOfMessage, RequestHead
 from ptproxy.wire.h3map import (
     CLIENT_ADDRESS_FIELD,
@@ -232,21 +234,33 @@ class Frontend:
         has_body = head.body is BodyKind.CHUNKED or (
             head.body is BodyKind.LENGTH and (head.content_length or 0) > 0
         )
+        handshake = websocket.is_handshake(head.method, head.http_version, head.headers, head.body)
+        if handshake:
+            # The parser stopped at a WebSocket handshake (frames may follow its head): whatever
+            # the answer, this connection serves no other request.
+            head = dataclasses.replace(head, keep_alive=False)
+        extended = False
         try:
             # Replay-safe requests may ride 0-RTT early data while a resumed session handshakes.
-            session = self.dialer.current(early_ok=not has_body and head.method in SAFE_METHODS)
+            session = self.dialer.current(early_ok=not has_body and head.method in SAFE_METHODS and not handshake)
             forwarded = None
             if self.config.system.add_forwarded:
                 forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
-            h3_headers = request_to_h3(head, forwarded)
+            # A WebSocket crosses as Extended CONNECT when the server end allows it (RFC 9220);
+            # else as an ordinary GET, Upgrade dropped, as any other Upgrade request.
+            extended = handshake and await peer_allows(session)
+            h3_headers = (websocket.request_to_h3 if extended else request_to_h3)(head, forwarded)
             h3_headers = tag_request(h3_headers, self._route_for(h3_headers), client_ip(conn.peername))
-            stream = await self._open_stream(session, h3_headers, end_stream=not has_body)
+            stream = await self._open_stream(session, h3_headers, end_stream=not has_body and not extended)
         except PtproxyError as exc:
             if isinstance(exc, TunnelUnavailable):
                 logger.warning("%s %s: 503: %s", head.method.decode(), head.target[:200].decode("latin-1"), exc)
             conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=has_body or not head.keep_alive))
             self._count(exc.status, started)
             return not has_body and head.keep_alive
+        if extended:
+            await serve_websocket(conn, stream, head, self.config, lambda status: self._count(status, started))
+            return False
         upload: asyncio.Task[bool] | None = None
         if has_body:
             upload = asyncio.get_running_loop().create_task(self._upload(conn, stream, head))
