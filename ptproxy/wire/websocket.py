@@ -163,13 +163,16 @@ def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRe
         fieldcodec.validate_name(name)
         fieldcodec.validate_value(value)
     fields = [(n, v) for n, v in fields if n != b"content-length"]
+    if not any(n == b"sec-websocket-version" for n, _ in fields):
+        # RFC 9220 §3 carries the client's; 13 is the only version there is (RFC 6455 §4.1).
+        fields.append((b"sec-websocket-version", b"13"))
     return TunnelRequest(b"GET", authority, path, fields, BodyKind.NONE, None, protocol=PROTOCOL)
 
 
 def upgrade_lines(key: bytes) -> bytes:
     """The header lines that make the origin request an upgrade (serialize drops them as
     hop-by-hop, so the server end adds them to the serialized head)."""
-    return b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %b\r\nSec-WebSocket-Version: 13\r\n" % key
+    return b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %b\r\n" % key
 
 
 def with_upgrade(head: bytes, key: bytes) -> bytes:
