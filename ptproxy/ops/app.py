@@ -6,6 +6,11 @@ flight finish, close the QUIC connection(s), exit 0. A second signal exits 130 a
 Reload (SIGHUP): re-read the certificate, key and CA. Live sessions keep what they were made with;
 the next handshake (server: the next client session; client: the next dial) uses the new material.
 A reload that fails (a missing or garbled file) keeps the old material and logs one error line.
+
+Hand-off (SIGUSR2, ops/handoff.py): start the same command line with our listening sockets; once it
+reports ready, tell systemd it is the main process (``MAINPID=``), stop accepting, finish what is in
+flight and exit 0. The server end first sends GOAWAY and forwards the datagrams that are not for its
+sessions until the client ends have moved theirs. If the new process fails, we keep serving.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import TYPE_CHECKING, Any
 
 from ptproxy import sockets
 from ptproxy.errors import PtproxyError
+from ptproxy.ops import handoff
 from ptproxy.ops.config import Config
 from ptproxy.ops.systemd import Notifier, run_watchdog
 from ptproxy.tunnel import EndpointSettings, client_auth_policy, load_material
@@ -56,6 +63,10 @@ class App:
         self.metrics: Metrics | None = None
         self.metrics_server: MetricsServer | None = None
         self.draining = False
+        self._started = False
+        self._predecessor: handoff.Predecessor | None = None  # we were started by a hand-off
+        self._handing_off: handoff.HandOff | None = None  # a SIGUSR2 hand-off under way
+        self.successor: handoff.Successor | None = None  # we handed over: drain, then exit
 
     @property
     def is_client(self) -> bool:
@@ -65,6 +76,8 @@ class App:
         material = load_material(self.config)
         # Sockets systemd passed (LISTEN_FDS): each listener below takes its own by name.
         sockets.read_environment()
+        # Started by a hand-off (SIGUSR2 to the previous process): its sockets, the same way.
+        self._predecessor = handoff.from_environment()
         if self.is_client:
             from ptproxy.client.dialer import Dialer
             from ptproxy.client.listener import Frontend
@@ -97,7 +110,7 @@ class App:
             self._spawn(self.dialer.run())
             if self.config.system.wait_for_first_attempt:
                 await self.dialer.state.first_attempt_done.wait()
-            self.notifier.ready(self.dialer.state.describe())
+            self._ready(self.dialer.state.describe())
         else:
             from ptproxy.server.listener import Listener
             from ptproxy.server.origin import Backend
@@ -118,13 +131,24 @@ class App:
                 self.listener.on_session = self.metrics.track
                 self.metrics.listener = self.listener
                 self.metrics.backend = self.backend
+            predecessor = self._predecessor
+            # Handed over: the previous process reads the shared UDP socket until its sessions moved.
+            self.listener.following = predecessor is not None and predecessor.forward is not None
             await self.listener.start()
+            if predecessor is not None and self.listener.following:
+                predecessor.follow(self.listener.datagram_received, self.listener.take_over)
             await self._start_metrics_server()
             sockets.close_unclaimed()  # every listener has taken its passed socket by now
-            self.notifier.ready("serving")
+            self._ready("serving")
         interval = self.notifier.watchdog_interval(self.config.system.watchdog_factor)
         if interval:
             self._spawn(run_watchdog(self.notifier, interval))
+        self._started = True
+
+    def _ready(self, status: str) -> None:
+        self.notifier.ready(status)
+        if self._predecessor is not None:
+            self._predecessor.report_ready()  # the previous process now stops accepting
 
     def _make_metrics(self, side: Side, state: TunnelState | None = None) -> Metrics | None:
         """Metrics when [metrics] is configured; without it nothing reads them, so none are kept."""
@@ -185,6 +209,7 @@ class App:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_handoff_signal)
 
     def _on_reload_signal(self) -> None:
         logger.info("SIGHUP received: reloading certificates, key and CA")
@@ -198,6 +223,55 @@ class App:
         logger.info("%s received: finishing requests in flight, then exiting", signal.Signals(sig).name)
         self._stop.set()
 
+    def _on_handoff_signal(self) -> None:
+        if self.draining or self._stop.is_set() or not self._started:
+            logger.warning("SIGUSR2 ignored: %s", "still starting" if not self._started else "already stopping")
+        elif self._handing_off is not None:
+            logger.warning("SIGUSR2 ignored: a hand-off to process %s is under way", self._handing_off.pid)
+        else:
+            logger.info("SIGUSR2 received: handing our sockets to a new process")
+            self._handing_off = handoff.HandOff()
+            self._spawn(self._hand_off(self._handing_off))
+
+    def listening_sockets(self) -> dict[str, Any]:
+        """Every socket a new process must take over, by the name its listener looks for."""
+        found: dict[str, Any] = {}
+        for frontend in self.frontends:
+            for sock in frontend.sockets:
+                found[frontend.route.name if frontend.route is not None else "http"] = sock
+        for tcp_listener in self.tcp_listeners:
+            for sock in tcp_listener.sockets:
+                found[tcp_listener.route.name] = sock
+        if self.listener is not None and self.listener.udp_socket is not None:
+            found["quic"] = self.listener.udp_socket
+        return found
+
+    async def _hand_off(self, attempt: handoff.HandOff) -> None:
+        try:
+            successor = await attempt.run(self.listening_sockets(), forward=self.listener is not None)
+        finally:
+            self._handing_off = None
+        if successor is None:
+            return  # logged; we keep serving
+        self.successor = successor
+        self.notifier.main_pid(successor.pid, f"handed over to process {successor.pid}")
+        logger.info("handed over to process %d: finishing requests in flight, then exiting", successor.pid)
+        if self.listener is not None:
+            self.listener.forward_others(successor.forward_datagram)
+        self._stop.set()
+
+    async def _sessions_moved(self) -> None:
+        """Hand-off, server end: until the client ends closed their sessions with us (they
+        moved to the new process after our GOAWAY); bounded, then the usual drain closes them."""
+        assert self.listener is not None
+        grace = max(10.0, 2 * self.config.transport.max_idle_timeout / 1000.0)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(not s.closed.done() for s in self.listener.sessions):  # noqa: ASYNC110 - polled, bounded
+            await asyncio.sleep(0.05)
+        left = sum(not s.closed.done() for s in self.listener.sessions)
+        if left:
+            logger.warning("hand-off: %d sessions still open %gs after GOAWAY; closing them", left, grace)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -206,18 +280,27 @@ class App:
 
     async def shutdown(self) -> None:
         self.draining = True
-        self.notifier.stopping("shutting down")
+        successor = self.successor
+        if successor is None:  # handed over: the unit is not stopping, the new process runs it
+            self.notifier.stopping("shutting down")
         await asyncio.gather(
             *(frontend.close() for frontend in self.frontends), *(t.close() for t in self.tcp_listeners)
         )
         if self.dialer is not None:
             await self.dialer.close()
+        if self.listener is not None and successor is not None:
+            await self._sessions_moved()
         if self.listener is not None:
             self.listener.start_draining()
         if self.backend is not None:
             await self.backend.drain()
         if self.listener is not None:
             await self.listener.close()
+        if successor is not None:
+            successor.take_over()  # our copy of the UDP socket is closed: the new process reads it
+            successor.close()
+        if self._predecessor is not None:
+            await self._predecessor.close()
         if self.backend is not None:
             self.backend.close()
         for task in self._tasks:
@@ -225,7 +308,10 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.metrics_server is not None:
             await self.metrics_server.close()
-        sockets.remove_socket_files()  # the UNIX socket files we bound, if still ours
+        if successor is not None:
+            sockets.disown_socket_files()  # the new process serves on them and removes them
+        else:
+            sockets.remove_socket_files()  # the UNIX socket files we bound, if still ours
         logger.info("stopped")
 
 

@@ -150,7 +150,14 @@ class HandOff:
                 theirs.close()
         self.pid = proc.pid
         logger.info("SIGUSR2: started process %d with our listening sockets; waiting for it to be ready", proc.pid)
-        failure = await self._wait_ready(control, proc)
+        try:
+            failure = await self._wait_ready(control, proc)
+        except BaseException:  # cancelled (we are shutting down): no orphan holding our sockets
+            _kill(proc)
+            control.close()
+            if ours is not None:
+                ours.close()
+            raise
         if failure is not None:
             logger.error("hand-off to process %d failed, still serving: %s", proc.pid, failure)
             control.close()

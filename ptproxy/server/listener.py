@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -107,6 +108,13 @@ class Listener:
     def listening(self) -> bool:
         """The endpoint is bound and accepts new sessions (not draining)."""
         return self._socket is not None and not self._socket.closed and not self._draining
+
+    @property
+    def udp_socket(self) -> socket.socket | None:
+        """The endpoint's UDP socket (a hand-off passes it on), None before start or once closed."""
+        if self._socket is None or self._socket.closed:
+            return None
+        return self._socket.sock
 
     def replace_settings(self, settings: EndpointSettings) -> None:
         """Reload: new sessions use ``settings`` (certificate, CA); live sessions keep theirs.
