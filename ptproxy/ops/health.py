@@ -22,7 +22,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from ptproxy.addr import format_address
+from ptproxy.addr import UNIX_PREFIX, format_address
 from ptproxy.ops.metrics import CONTENT_TYPE, Metrics
 
 __all__ = ["MetricsServer", "healthcheck"]
@@ -124,8 +124,13 @@ def healthcheck(config_path: str) -> int:
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         try:
-            with socket.create_connection((host, port), timeout=2.0):
-                pass
+            if host.startswith(UNIX_PREFIX):  # unix:/path listener
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.settimeout(2.0)
+                    probe.connect(host[len(UNIX_PREFIX) :])
+            else:
+                with socket.create_connection((host, port), timeout=2.0):
+                    pass
         except OSError as exc:
             print(f"unhealthy: connecting to the HTTP listener {format_address((host, port))}: {exc}")
             return 1
