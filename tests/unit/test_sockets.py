@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,3 +250,25 @@ def test_two_spellings_of_one_socket_path_are_one_listener() -> None:
     assert _error(text) == (
         "routes[0].http_bind_address: unix:/etc/ptproxy/run/http.sock is also [general] http_bind_address"
     )
+
+
+# -- packaging -------------------------------------------------------------------------------------
+
+SYSTEMD = Path(__file__).resolve().parents[2] / "packaging" / "systemd"
+
+
+@pytest.mark.parametrize("unit", ["ptproxy@.socket", "ptproxy-quic@.socket"])
+def test_socket_units_pass_systemd_analyze_verify(tmp_path: Path, unit: str) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    for path in SYSTEMD.iterdir():
+        # verify insists that ExecStart exists; the service's own test checks it (test_systemd.py).
+        (tmp_path / path.name).write_text(path.read_text().replace("/usr/bin/ptproxy", "/bin/true"))
+    instance = unit.replace("@", "@demo")
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / instance)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "ptproxy" not in result.stderr, result.stderr
+    text = (SYSTEMD / unit).read_text()
+    assert "\nFileDescriptorName=" in text and "\nAccept=yes" not in text  # named, one listener
