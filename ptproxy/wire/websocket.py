@@ -53,6 +53,12 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Proofs of one HTTP/1.1 handshake: never carried to the other hop, where they would be wrong.
 _HOP_PROOFS = frozenset({b"sec-websocket-key", b"sec-websocket-accept"})
 _OWS = b" \t"
+# Title-Case would say "Websocket"; names are case-insensitive, but RFC 6455's spelling is kinder
+# to clients that compare them as written.
+_RFC_SPELLING = {
+    b"Sec-Websocket-Protocol": b"Sec-WebSocket-Protocol",
+    b"Sec-Websocket-Extensions": b"Sec-WebSocket-Extensions",
+}
 
 
 def _values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
@@ -211,7 +217,7 @@ def switching_protocols(client_key: bytes, fields: Fields) -> bytes:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
         b"Sec-WebSocket-Accept: %b\r\n" % accept_for(client_key),
     ]
-    out.extend(b"%b: %b\r\n" % (n, v) for n, v in lines)
+    out.extend(b"%b: %b\r\n" % (_RFC_SPELLING.get(n, n), v) for n, v in lines)
     out.append(b"\r\n")
     return b"".join(out)
 
