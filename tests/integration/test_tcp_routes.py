@@ -9,6 +9,7 @@ never asserted short.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -332,12 +333,20 @@ def test_metrics_count_streams_and_bytes_per_route(checked: tuple[Pair, Ports]) 
         "to_client": len(answer),
     }
     for port, old in zip(ends, before, strict=True):
+        assert wait_for(functools.partial(_delta_is, port, old, expected), POLL), (
+            port,
+            _delta(port, old),
+            expected,
+        )
 
-        def delta(port: int = port, old: dict[str, float] = old) -> dict[str, float]:
-            new = tcp_figures(port, "echo")
-            return {k: new[k] - old[k] for k in new}
 
-        assert wait_for(lambda delta=delta: delta() == expected, POLL), (port, delta(), expected)
+def _delta_is(port: int, old: dict[str, float], expected: dict[str, int]) -> bool:
+    return _delta(port, old) == expected
+
+
+def _delta(port: int, old: dict[str, float]) -> dict[str, float]:
+    new = tcp_figures(port, "echo")
+    return {k: new[k] - old[k] for k in new}
 
 
 def test_idle_timeout_closes_a_silent_stream(
