@@ -181,6 +181,8 @@ class HandOff:
         except TimeoutError:
             _kill(proc)
             return f"not ready within {self.ready_timeout:g}s (killed it)"
+        except ConnectionResetError:
+            data = b""  # it exited without reading our sockets (it failed before): as an EOF
         except OSError as exc:
             _kill(proc)
             return f"reading its report: {exc} (killed it)"
