@@ -252,7 +252,9 @@ def error_response(
     return head + payload
 
 
-def _node(addr: tuple[str, int]) -> str:
+def _node(addr: tuple[str, int] | str) -> str:
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        return "unknown"  # a UNIX socket's end (a path, or nothing): no node to name (RFC 7239 6.3)
     host, port = addr[0], addr[1]
     # RFC 7239 6: an IPv6 node is "enclosed in square brackets" and, since ":" and "[" are not token
     # characters, the whole node is then a quoted-string; we always quote for uniformity.
@@ -265,6 +267,6 @@ def _node(addr: tuple[str, int]) -> str:
     return f"{host}:{port}".replace("\\", "\\\\").replace('"', '\\"')
 
 
-def forwarded(for_addr: tuple[str, int], by_addr: tuple[str, int], proto: str) -> bytes:
+def forwarded(for_addr: tuple[str, int] | str, by_addr: tuple[str, int] | str, proto: str) -> bytes:
     """The RFC 7239 element ptproxy appends: ``for="<ip:port>";by="<ip:port>";proto=<proto>``."""
     return f'for="{_node(for_addr)}";by="{_node(by_addr)}";proto={proto}'.encode("ascii")

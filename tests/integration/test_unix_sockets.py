@@ -69,7 +69,10 @@ def test_unix_listener_and_unix_origin(make_pair: Callable[..., Pair], tmp_path:
     stale_socket(listener)
     metrics = free_port()
     pair = make_pair(
-        {"general": {"http_bind_address": "unix:http.sock"}, "system": {"unix_socket_mode": "0660"}},
+        {
+            "general": {"http_bind_address": "unix:http.sock"},
+            "system": {"unix_socket_mode": "0660", "add_forwarded": True},
+        },
         {
             "general": {"http_connect_address": f"unix:{unix_origin}"},
             "routes": [{"name": "default", "health": {"path": "/status/204", "interval": 200}}],
@@ -85,6 +88,8 @@ def test_unix_listener_and_unix_origin(make_pair: Callable[..., Pair], tmp_path:
     echo = json.loads(body)
     assert echo["target"] == "/echo?unix=1"
     assert ["Host", "app.example"] in echo["headers"]  # the Host header is the client's, unchanged
+    # A UNIX socket peer has no address: RFC 7239's "unknown" node.
+    assert ["Forwarded", 'for="unknown";by="unknown";proto=http'] in echo["headers"], echo["headers"]
 
     # The probe reaches the UNIX socket origin too; metrics name it unix:/path.
     assert wait_for(lambda: origin_up(metrics, f"unix:{unix_origin}"), POLL), pair.logs()
