@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -178,6 +179,13 @@ def recv_all(sock: socket.socket) -> bytes:
     return bytes(out)
 
 
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n and (chunk := sock.recv(n - len(out))):
+        out += chunk
+    return bytes(out)
+
+
 def closed_by_peer(sock: socket.socket) -> str:
     """Read until the peer closes: ``eof`` or ``reset``; fails on data or a timeout."""
     try:
@@ -290,6 +298,30 @@ def test_origin_half_close_reaches_client_which_still_sends(
         )
         assert entry["sha256"] == hashlib.sha256(payload).hexdigest() and not entry["error"]
         assert closed_by_peer(sock) == "eof"
+
+
+def test_client_reset_reaches_origin_as_reset(
+    checked: tuple[Pair, Ports], tcp_origin: TcpOrigin
+) -> None:
+    _pair, ports = checked
+    sock = connect(ports.echo)
+    sock.sendall(b"echo\nabout to reset")
+    assert recv_exactly(sock, 14) == b"about to reset"
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST, not FIN: the origin must not see a clean end
+    entry = origin_entry(tcp_origin, lambda e: e["mode"] == "echo" and e["received"] == 14)
+    assert entry["error"] == "ConnectionResetError", entry
+
+
+def test_origin_reset_reaches_client_as_reset(checked: tuple[Pair, Ports]) -> None:
+    _pair, ports = checked
+    with connect(ports.echo) as sock:
+        sock.sendall(b"reset\n")
+        data = bytearray()
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert bytes(data) in (b"", b"doomed\n")  # an RST may overtake data not yet read
 
 
 def test_refusing_origin_closes_the_client_connection_with_the_reason_logged(

@@ -8,6 +8,7 @@ The first line a connection sends picks what the origin does:
   closes.
 - ``close-first``: the origin writes ``bye``, shuts down its write side (FIN) at once, then reads
   until the client's EOF.
+- ``reset``: the origin writes ``doomed``, then resets the connection (RST).
 
 Each connection appends one JSON line to ``--log`` when it ends: the mode, the bytes received
 after the first line and their SHA-256, so a test can check what reached the origin.
@@ -19,6 +20,8 @@ import argparse
 import asyncio
 import hashlib
 import json
+import socket
+import struct
 import sys
 from pathlib import Path
 
@@ -29,6 +32,13 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lo
     received = 0
     error = ""
     try:
+        if mode == "reset":
+            writer.write(b"doomed\n")
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
         if mode == "close-first":
             writer.write(b"bye\n")
             await writer.drain()
