@@ -25,7 +25,8 @@ from ptproxy import relay
 from ptproxy.addr import format_address
 from ptproxy.client.dialer import Dialer
 from ptproxy.client.routes import DEFAULT_ROUTE, RouteTable
-from ptproxy.client.upgrade import peer_allows, serve_websocket
+from ptproxy.client.upgrade import DRAIN_GRACE as WEBSOCKET_GRACE
+from ptproxy.client.upgrade import abort_all, peer_allows, serve_websocket
 from ptproxy.errors import (
     ClientProtocolError,
     PtproxyError,
@@ -36,6 +37,7 @@ from ptproxy.errors import (
 from ptproxy.h1conn import ConnectionClosed, H1Connection, HeadTimeout
 from ptproxy.ops.config import Config, Route, parse_socket_address
 from ptproxy.sockets import listener_socket
+from ptproxy.splice import Splice
 from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
     Headers,
@@ -113,6 +115,7 @@ class Frontend:
         self._connections: set[H1Connection] = set()
         self._closing = False
         self._on_request_done = on_request_done
+        self._websockets: set[Splice] = set()  # open ones, cut after a grace at shutdown
 
     @property
     def route_name(self) -> str:
@@ -173,8 +176,13 @@ class Frontend:
         for conn in list(self._connections):
             if conn not in self._busy:
                 conn.close()
+        # A WebSocket has no natural end to wait for: those still open after their grace are cut.
+        cut = asyncio.get_running_loop().call_later(
+            WEBSOCKET_GRACE, abort_all, self._websockets, "shutting down"
+        )
         if self._busy:
             await asyncio.wait(list(self._busy.values()), timeout=grace)
+        cut.cancel()
         for conn in list(self._connections):
             conn.close()
 
@@ -259,7 +267,9 @@ class Frontend:
             self._count(exc.status, started)
             return not has_body and head.keep_alive
         if extended:
-            await serve_websocket(conn, stream, head, self.config, lambda status: self._count(status, started))
+            await serve_websocket(
+                conn, stream, head, self.config, lambda status: self._count(status, started), self._websockets
+            )
             return False
         upload: asyncio.Task[bool] | None = None
         if has_body:

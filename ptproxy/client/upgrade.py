@@ -27,13 +27,23 @@ from ptproxy.wire.events import BodyKind, RequestHead
 from ptproxy.wire.h3map import NO_BODY_STATUSES, TunnelResponse, response_from_h3
 from ptproxy.wire.parser import RequestParser
 
-__all__ = ["SETTINGS_WAIT", "peer_allows", "serve_websocket"]
+__all__ = ["DRAIN_GRACE", "SETTINGS_WAIT", "abort_all", "peer_allows", "serve_websocket"]
 
 logger = logging.getLogger("ptproxy.frontend")
 
 # The server end sends its SETTINGS with its first flight after the handshake; a session just up
 # may not have delivered them yet.
 SETTINGS_WAIT = 2.0
+
+# Seconds open WebSockets may go on once shutdown began (a hand-off too): unlike a request they
+# have no natural end to wait for, so after this they are cut (as TCP streams are).
+DRAIN_GRACE = 10.0
+
+
+def abort_all(splices: set[Splice], reason: str) -> None:
+    """End every open WebSocket now (both sides reset)."""
+    for splice in list(splices):
+        splice.abort(reason)
 
 
 async def peer_allows(session: Session, timeout: float = SETTINGS_WAIT) -> bool:
@@ -51,9 +61,11 @@ async def serve_websocket(
     head: RequestHead,
     config: Config,
     answered: Callable[[int], None],
+    splices: set[Splice],
 ) -> None:
     """Answer the handshake ``head`` from ``stream`` (its Extended CONNECT is sent) and, once
-    switched, relay until either side closes. ``answered(status)`` counts the answer."""
+    switched, relay until either side closes. ``answered(status)`` counts the answer; the splice
+    is in ``splices`` while it runs (see :func:`abort_all`)."""
     what = f"websocket {head.target[:200].decode('latin-1')} from {format_address(conn.peername)}"
     if conn.transport is not None:
         # Until the answer, nothing the client sends is needed: bound what the parser keeps.
@@ -77,7 +89,7 @@ async def serve_websocket(
         return
     conn.write(websocket.switching_protocols(websocket.client_key(head.headers), response.fields))
     answered(101)
-    await _splice(conn, stream, config, what)
+    await _splice(conn, stream, config, what, splices)
 
 
 async def _answer(stream: TunnelStream) -> tuple[Headers, TunnelResponse]:
@@ -117,7 +129,9 @@ async def _pass_back(
     stream.finish()
 
 
-async def _splice(conn: H1Connection, stream: TunnelStream, config: Config, what: str) -> None:
+async def _splice(
+    conn: H1Connection, stream: TunnelStream, config: Config, what: str, splices: set[Splice]
+) -> None:
     """Hand the connection's transport to a splice; the bytes the client sent behind its
     handshake (the parser's leftover) go first, then everything as it comes."""
     parser = conn.parser
@@ -127,7 +141,12 @@ async def _splice(conn: H1Connection, stream: TunnelStream, config: Config, what
         stream.reset()
         return
     end = SocketEnd.adopt(conn.transport, leftover, eof=conn.at_eof, tcp_nodelay=config.system.tcp_nodelay)
-    result = await Splice(end, stream, idle_timeout=config.limits.tcp_idle_timeout / 1000.0).run()
+    splice = Splice(end, stream, idle_timeout=config.limits.tcp_idle_timeout / 1000.0)
+    splices.add(splice)
+    try:
+        result = await splice.run()
+    finally:
+        splices.discard(splice)
     level = logging.DEBUG if result.clean else logging.INFO
     logger.log(
         level,

@@ -33,9 +33,10 @@ from ptproxy.ops.config import Config
 from ptproxy.server.identity import identity_fields, strip_identity_fields
 from ptproxy.server.routes import RouteSpec, build_routes, internal_fields
 from ptproxy.server.tcp import TcpBackend
-from ptproxy.server.upgrade import forward_websocket
+from ptproxy.server.upgrade import DRAIN_GRACE as WEBSOCKET_GRACE
+from ptproxy.server.upgrade import abort_all, forward_websocket
 from ptproxy.server.upstream import Group, Origin, RouteRuntime, WaitObserver
-from ptproxy.splice import TcpMeter
+from ptproxy.splice import Splice, TcpMeter
 from ptproxy.tunnel import Headers, Session, StreamAborted, TunnelStream
 from ptproxy.wire import serialize, websocket
 from ptproxy.wire.events import BodyKind, EndOfMessage, ResponseHead
@@ -80,6 +81,7 @@ class Backend:
         self._on_request_done = on_request_done
         self._on_route_done = on_route_done
         self._started = False
+        self._websockets: set[Splice] = set()  # open ones, cut after a grace at shutdown
 
     def start(self) -> None:
         """Start the active health probes (needs the running loop)."""
@@ -97,8 +99,13 @@ class Backend:
     async def drain(self, grace: float | None = None) -> None:
         """Wait for requests in flight."""
         self.tcp.close()  # TCP streams have no end of their own to wait for: reset after a grace
+        # Nor have WebSockets: those still open after their grace are cut.
+        cut = asyncio.get_running_loop().call_later(
+            WEBSOCKET_GRACE, abort_all, self._websockets, "shutting down"
+        )
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
+        cut.cancel()
 
     def close(self) -> None:
         for route in self.routes.values():
@@ -157,7 +164,14 @@ class Backend:
             return self._fail(stream, status, f"invalid request: {exc}")
         if request.protocol is not None:
             return await forward_websocket(
-                stream, group, head, self._peer_key(session), config=self.config, fail=self._fail, where=where
+                stream,
+                group,
+                head,
+                self._peer_key(session),
+                config=self.config,
+                fail=self._fail,
+                where=where,
+                splices=self._websockets,
             )
         return await self._forward(session, stream, group, request, head, self._peer_key(session))
 

@@ -26,12 +26,22 @@ from ptproxy.wire.events import BodyKind, ResponseHead
 from ptproxy.wire.h3map import response_to_h3
 from ptproxy.wire.parser import ResponseParser
 
-__all__ = ["forward_websocket"]
+__all__ = ["DRAIN_GRACE", "abort_all", "forward_websocket"]
 
 logger = logging.getLogger("ptproxy.backend")
 
 # Backend._fail: answer the stream with a synthetic response; returns the status.
 Fail = Callable[[TunnelStream, int, str], int]
+
+# Seconds open WebSockets may go on once shutdown began (a hand-off too): unlike a request they
+# have no natural end to wait for, so after this they are cut (as TCP streams are).
+DRAIN_GRACE = 10.0
+
+
+def abort_all(splices: set[Splice], reason: str) -> None:
+    """End every open WebSocket now (both sides reset)."""
+    for splice in list(splices):
+        splice.abort(reason)
 
 
 async def forward_websocket(
@@ -43,9 +53,11 @@ async def forward_websocket(
     config: Config,
     fail: Fail,
     where: str,
+    splices: set[Splice],
 ) -> int:
     """Replay a WebSocket request (``head``: its serialized GET without the upgrade lines) to an
-    origin of ``group``; on to the next origin only when a connection could not be made."""
+    origin of ``group``; on to the next origin only when a connection could not be made. The
+    splice is in ``splices`` while it runs (see :func:`abort_all`)."""
     key = websocket.new_key()
     head = websocket.with_upgrade(head, key)
     tried: set[Origin] = set()
@@ -66,7 +78,7 @@ async def forward_websocket(
                 failure = exc
                 continue
             try:
-                return await _handshake(stream, conn, origin.address, head, key, config, fail, where)
+                return await _handshake(stream, conn, origin.address, head, key, config, fail, where, splices)
             finally:
                 conn.close()  # after a splice the transport is closed already: no-op
 
@@ -92,6 +104,7 @@ async def _handshake(
     config: Config,
     fail: Fail,
     where: str,
+    splices: set[Splice],
 ) -> int:
     limits = config.limits
     conn.set_parser(ResponseParser(b"GET", max_header_bytes=limits.max_header_bytes, upgrade=True))
@@ -111,7 +124,7 @@ async def _handshake(
     if problem is not None:
         return _failed(stream, fail, where, 502, f"origin {address} {problem}")
     stream.send_headers(websocket.response_to_h3(answer))
-    await _splice(stream, conn, config, f"{where} websocket to origin {address}")
+    await _splice(stream, conn, config, f"{where} websocket to origin {address}", splices)
     return 200
 
 
@@ -154,14 +167,21 @@ async def _pass_back(
     return answer.status
 
 
-async def _splice(stream: TunnelStream, conn: H1Connection, config: Config, what: str) -> None:
+async def _splice(
+    stream: TunnelStream, conn: H1Connection, config: Config, what: str, splices: set[Splice]
+) -> None:
     """Relay the switched connection's bytes both ways; the bytes the origin sent right behind
     its 101 (the parser's leftover) go first."""
     parser = conn.parser
     leftover = parser.leftover if isinstance(parser, ResponseParser) else b""
     assert conn.transport is not None
     end = SocketEnd.adopt(conn.transport, leftover, eof=conn.at_eof, tcp_nodelay=config.system.tcp_nodelay)
-    result = await Splice(end, stream, idle_timeout=config.limits.tcp_idle_timeout / 1000.0).run()
+    splice = Splice(end, stream, idle_timeout=config.limits.tcp_idle_timeout / 1000.0)
+    splices.add(splice)
+    try:
+        result = await splice.run()
+    finally:
+        splices.discard(splice)
     level = logging.DEBUG if result.clean else logging.INFO
     logger.log(
         level,

@@ -13,10 +13,12 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +301,26 @@ def test_client_reset_aborts_the_origin_side(ws_pair: tuple[Pair, int]) -> None:
         assert [1006, ""] in closes  # abnormal closure: the connection ended without a close frame
 
     run(next_one())
+
+
+def test_shutdown_cuts_open_websockets_after_a_grace(ws_pair: tuple[Pair, int]) -> None:
+    """SIGINT with a WebSocket open: each end drains, cuts it after its grace (10 s) and exits 0,
+    instead of waiting for a connection that has no natural end."""
+    pair, _ = ws_pair
+
+    async def open_then_stop(end: Any) -> tuple[int, float]:
+        async with opened(pair, "/echo") as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            started = time.monotonic()
+            status = await asyncio.to_thread(end.stop, signal.SIGINT, 40.0)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 20)
+            return status, time.monotonic() - started
+
+    status, took = run(open_then_stop(pair.server))
+    assert status == 0 and took < 30, (status, took, pair.logs())
+    pair.restart_server()
+    pair.wait_ready(count=2, timeout=30)
+    status, took = run(open_then_stop(pair.client))
+    assert status == 0 and took < 30, (status, took, pair.logs())
