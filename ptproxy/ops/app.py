@@ -94,6 +94,12 @@ class App:
                 for route in self.config.routes
                 if route.http_bind_address is not None
             ]
+            handed = self._predecessor is not None
+            if handed:
+                # The previous process still accepts on these sockets, and so do we once a
+                # listener starts: dial first, or the connections we take would get 503s.
+                self._spawn(self.dialer.run())
+                await self.dialer.state.first_attempt_done.wait()
             for frontend in self.frontends:
                 await frontend.start()
             from ptproxy.client.tcp import TcpListener
@@ -107,7 +113,8 @@ class App:
                 await tcp_listener.start()
             await self._start_metrics_server()
             sockets.close_unclaimed()  # every listener has taken its passed socket by now
-            self._spawn(self.dialer.run())
+            if not handed:
+                self._spawn(self.dialer.run())
             if self.config.system.wait_for_first_attempt:
                 await self.dialer.state.first_attempt_done.wait()
             self._ready(self.dialer.state.describe())
