@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from ptproxy.client.listener import Frontend
 from ptproxy.client.upgrade import peer_allows
 from ptproxy.errors import ClientProtocolError, UpstreamError
+from ptproxy.ops.config import parse
+from ptproxy.tunnel import Headers, StreamEnded
 from ptproxy.wire import websocket as ws
 from ptproxy.wire.events import BodyData, BodyKind, EndOfMessage, RequestHead, ResponseHead
 from ptproxy.wire.parser import RequestParser, ResponseParser
@@ -245,3 +251,77 @@ def test_peer_allows_waits_for_the_settings() -> None:
         return late, await peer_allows(refused), await peer_allows(silent, timeout=0.05)  # type: ignore[arg-type]
 
     assert asyncio.run(scenario()) == (True, False, False)
+
+
+# -- in-process: the client end when the server end does not allow Extended CONNECT -------------
+
+
+class _FakeStream:
+    stream_id = 0
+
+    def __init__(self) -> None:
+        self.events: list[Any] = [Headers([(b":status", b"426"), (b"content-length", b"0")], True)]
+
+    async def receive(self) -> Any:
+        return self.events.pop(0) if self.events else StreamEnded()
+
+    def finish(self) -> None:
+        pass
+
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class _FakeSession:
+    peer_settings = {0x1: 0}  # SETTINGS without ENABLE_CONNECT_PROTOCOL
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[list[tuple[bytes, bytes]], bool]] = []
+
+    def stream_slot_ready(self) -> bool:
+        return True
+
+    def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> _FakeStream:
+        self.opened.append((headers, end_stream))
+        return _FakeStream()
+
+
+def test_without_the_setting_a_handshake_is_an_ordinary_get_on_a_closing_connection() -> None:
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    config = parse(
+        f"""
+[general]
+mode = "Client"
+peer_hostname = "server.example.com"
+http_bind_address = "127.0.0.1:{number}"
+[tls]
+ca = "ca.crt"
+cert = "client.crt"
+key = "client.key"
+""",
+        path=Path("/etc/ptproxy/client.toml"),
+    )
+    session = _FakeSession()
+    dialer = SimpleNamespace(current=lambda early_ok=False: session, session=session)
+
+    async def scenario() -> bytes:
+        frontend = Frontend(config, dialer)  # type: ignore[arg-type]
+        await frontend.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", number)
+            writer.write(RAW + b"\x81\x05hello")
+            answer = await asyncio.wait_for(reader.read(), 10)  # to the close
+            writer.close()
+            return answer
+        finally:
+            await frontend.close(grace=1)
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 426 ") and b"\r\nConnection: close\r\n" in answer
+    ((headers, end_stream),) = session.opened
+    names = [n for n, _ in headers]
+    assert (b":method", b"GET") in headers and b":protocol" not in names
+    assert b"upgrade" not in names and b"sec-websocket-key" in names and end_stream
