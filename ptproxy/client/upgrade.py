@@ -17,7 +17,7 @@ from typing import Any
 
 from ptproxy import relay
 from ptproxy.addr import format_address
-from ptproxy.errors import PtproxyError, TunnelUnavailable, UpstreamError
+from ptproxy.errors import PtproxyError, RemoteError, TunnelUnavailable, UpstreamError
 from ptproxy.h1conn import H1Connection
 from ptproxy.ops.config import Config
 from ptproxy.splice import SocketEnd, Splice
@@ -70,24 +70,33 @@ async def serve_websocket(
     if conn.transport is not None:
         # Until the answer, nothing the client sends is needed: bound what the parser keeps.
         conn.transport.pause_reading()
+    kind, length = BodyKind.NONE, None
     try:
         event, response = await _answer(stream)
+        switched = 200 <= response.status < 300
+        # Written only once it is known to be writable (a peer's field could be invalid here).
+        if switched:
+            first = websocket.switching_protocols(websocket.client_key(head.headers), response.fields)
+        else:
+            first, kind, length = _refusal_head(event, response)
     except asyncio.CancelledError:
         stream.reset()  # shutting down before the answer: the server end must not wait on it
         raise
     except PtproxyError as exc:
         if isinstance(exc, StreamAborted) and exc.code == H3_REQUEST_REJECTED:
             exc = TunnelUnavailable(f"the server end refused the request unprocessed: {exc}")
+        elif not isinstance(exc, RemoteError):  # a field of the peer's answer we cannot write
+            exc = UpstreamError(f"peer sent an invalid response: {exc}")
         logger.warning("%s: %d: proxying failed: %s", what, exc.status, exc)
         conn.write(serialize.error_response(exc.status, f"proxying failed: {exc}", side="client", close=True))
         stream.reset()
         answered(exc.status)
         return
-    if not 200 <= response.status < 300:
+    conn.write(first)
+    if not switched:
         answered(response.status)
-        await _pass_back(conn, stream, head, event, response, what)
+        await _pass_back(conn, stream, event, kind, length, what)
         return
-    conn.write(websocket.switching_protocols(websocket.client_key(head.headers), response.fields))
     answered(101)
     await _splice(conn, stream, config, what, splices)
 
@@ -103,11 +112,10 @@ async def _answer(stream: TunnelStream) -> tuple[Headers, TunnelResponse]:
             return event, response
 
 
-async def _pass_back(
-    conn: H1Connection, stream: TunnelStream, head: RequestHead, event: Headers, response: TunnelResponse, what: str
-) -> None:
-    """The upgrade was refused (origin or server end): that response, then the connection closes
-    (the parser stopped at the handshake; what the client sent after it was meant as frames)."""
+def _refusal_head(event: Headers, response: TunnelResponse) -> tuple[bytes, BodyKind, int | None]:
+    """The head of a refusal (origin or server end) for the client, with its body framing; the
+    connection closes after it (the parser stopped at the handshake; what the client sent after
+    it was meant as frames)."""
     status = response.status
     if status in NO_BODY_STATUSES:
         kind, length = BodyKind.NONE, None
@@ -117,7 +125,14 @@ async def _pass_back(
         kind, length = BodyKind.LENGTH, 0
     else:
         kind, length = BodyKind.CHUNKED, None
-    conn.write(serialize.response_head(status, response.fields, body=kind, content_length=length, close=True))
+    head = serialize.response_head(status, response.fields, body=kind, content_length=length, close=True)
+    return head, kind, length
+
+
+async def _pass_back(
+    conn: H1Connection, stream: TunnelStream, event: Headers, kind: BodyKind, length: int | None, what: str
+) -> None:
+    """The rest of a refusal whose head was written: its body, if any."""
     try:
         if not event.stream_ended:
             await relay.stream_body_to_h1(stream, conn, kind, length)

@@ -123,7 +123,11 @@ async def _handshake(
     problem = websocket.check_switch(answer, key)
     if problem is not None:
         return _failed(stream, fail, where, 502, f"origin {address} {problem}")
-    stream.send_headers(websocket.response_to_h3(answer))
+    try:
+        h3_headers = websocket.response_to_h3(answer)
+    except PtproxyError as exc:
+        return _failed(stream, fail, where, 502, f"origin {address} sent an invalid 101: {exc}")
+    stream.send_headers(h3_headers)
     await _splice(stream, conn, config, f"{where} websocket to origin {address}", splices)
     return 200
 
