@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -418,6 +419,28 @@ def test_no_session_closes_the_connection_at_once(
             closed_by_peer(sock)
         assert pair.wait_client_log("route 'echo' TCP connection from", POLL), pair.logs()
         assert "is down" in pair.client_log(), pair.logs()
+    finally:
+        problems = pair.teardown()
+    assert not problems, problems
+
+
+def test_shutdown_resets_open_streams_after_a_grace(
+    tmp_path: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin
+) -> None:
+    ports = Ports()
+    client, server = _routes(ports, tcp_origin, pki)
+    pair = build_pair(tmp_path / "shutdown", pki, origin.port, client, server)
+    try:
+        pair.start_server()
+        pair.start_client()
+        with connect(ports.echo) as sock:
+            sock.sendall(b"echo\nstill open")
+            assert recv_exactly(sock, 10) == b"still open"
+            # Both ends stop with the stream open: each exits cleanly once its grace is over.
+            pair.server.send(signal.SIGINT)
+            assert closed_by_peer(sock) in ("eof", "reset")
+        assert pair.server.wait(POLL) == 0, pair.logs()
+        assert pair.client.stop(signal.SIGINT, timeout=POLL) == 0, pair.logs()
     finally:
         problems = pair.teardown()
     assert not problems, problems
