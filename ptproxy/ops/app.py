@@ -254,11 +254,16 @@ class App:
         return found
 
     async def _hand_off(self, attempt: handoff.HandOff) -> None:
+        # The metrics listener is not passed on (ops/health.py binds its own): free its port for
+        # the new process. Scrapes and probes are refused until that one listens.
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         try:
             successor = await attempt.run(self.listening_sockets(), forward=self.listener is not None)
         finally:
             self._handing_off = None
         if successor is None:
+            await self._reopen_metrics()
             return  # logged; we keep serving
         self.successor = successor
         self.notifier.main_pid(successor.pid, f"handed over to process {successor.pid}")
@@ -266,6 +271,15 @@ class App:
         if self.listener is not None:
             self.listener.forward_others(successor.forward_datagram)
         self._stop.set()
+
+    async def _reopen_metrics(self) -> None:
+        """After a failed hand-off: serve metrics again (one line if the port is taken now)."""
+        if self.metrics_server is None:
+            return
+        try:
+            await self.metrics_server.start()
+        except OSError as exc:
+            logger.error("metrics: listening again after the failed hand-off: %s", exc)
 
     async def _sessions_moved(self) -> None:
         """Hand-off, server end: until the client ends closed their sessions with us (they

@@ -23,6 +23,8 @@ import signal
 import socket
 import threading
 import time
+import tomllib
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -273,9 +275,16 @@ def echo() -> Iterator[EchoOrigin]:
 @pytest.fixture()
 def handoff_pair(make_pair: Callable[..., Pair], echo: EchoOrigin) -> Iterator[tuple[Pair, Pids, int]]:
     tcp_port = free_port()
+    # [metrics] on both ends: its listener is not handed over, its port must be free for the new one.
     pair = make_pair(
-        {"routes": [{"name": "echo", "tcp_bind_address": f"127.0.0.1:{tcp_port}"}]},
-        {"routes": [{"name": "echo", "origins": [f"127.0.0.1:{echo.port}"]}]},
+        {
+            "routes": [{"name": "echo", "tcp_bind_address": f"127.0.0.1:{tcp_port}"}],
+            "metrics": {"bind_address": f"127.0.0.1:{free_port()}"},
+        },
+        {
+            "routes": [{"name": "echo", "origins": [f"127.0.0.1:{echo.port}"]}],
+            "metrics": {"bind_address": f"127.0.0.1:{free_port()}"},
+        },
     )
     pids = Pids(pair)
     try:
@@ -319,6 +328,10 @@ def test_one_handoff_of_each_end_under_load_refuses_nothing(handoff_pair: tuple[
     # The client end moved its session to the new server process on GOAWAY, before the old closed.
     assert "sent GOAWAY; opening a new session" in pair.client_log(), pair.logs()
     assert "took over the QUIC socket" in pair.server_log(), pair.logs()
+    for toml in (pair.client_toml, pair.server_toml):
+        bind = tomllib.loads(toml.read_text())["metrics"]["bind_address"]
+        with urllib.request.urlopen(f"http://{bind}/readyz", timeout=10) as resp:
+            assert resp.status == 200  # the new process serves the probes
 
 
 @pytest.mark.slow
