@@ -516,8 +516,8 @@ class Limits(_Section, kw_only=True, frozen=True):
     tcp_idle_timeout: Annotated[
         Ms,
         Doc(
-            "ms a TCP stream route's connection may carry no byte either way before both ends "
-            "close it."
+            "ms a TCP stream route's connection, or a WebSocket, may carry no byte either way "
+            "before both ends close it."
         ),
     ] = 300000
     handshakes_per_source: Annotated[

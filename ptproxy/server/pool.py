@@ -63,9 +63,10 @@ class OriginPool:
             if now - since < self._idle_timeout and self._usable(conn):
                 return conn
             conn.close()
-        return await self._connect()
+        return await self.connect()
 
-    async def _connect(self) -> H1Connection:
+    async def connect(self) -> H1Connection:
+        """A fresh connection (never an idle one). Raises OriginConnectError (502)."""
         loop = asyncio.get_running_loop()
 
         def factory() -> H1Connection:

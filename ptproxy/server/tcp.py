@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from ptproxy.errors import UpstreamError
@@ -101,10 +100,9 @@ class TcpBackend:
                 f"connecting to origin {origin.address} failed: {text}", text[:1].lower() + text[1:]
             )
         else:
-            # Origin has no public hook for a connection made outside its HTTP/1.1 pool.
-            origin._changed(origin.health.connected(time.monotonic()), "connected")
+            origin.connect_ended(None)
             return end
-        origin._changed(origin.health.connect_failed(time.monotonic()), error.reason)
+        origin.connect_ended(error.reason)
         raise error
 
     async def _relay(self, stream: TunnelStream, end: SocketEnd, route: str, where: str) -> None:

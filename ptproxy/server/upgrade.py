@@ -10,7 +10,6 @@ Any other answer from the origin (a 403, a 404 with its body) is passed back as 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from ptproxy import relay
@@ -72,7 +71,8 @@ async def forward_websocket(
         tried.add(origin)
         with origin.lease():
             try:
-                conn = await _connect(origin)
+                # Fresh, never pooled: the upgraded connection is the WebSocket's for good.
+                conn = await origin.acquire(fresh=True)
             except OriginConnectError as exc:
                 logger.warning("%s %s", where, exc)
                 failure = exc
@@ -81,18 +81,6 @@ async def forward_websocket(
                 return await _handshake(stream, conn, origin.address, head, key, config, fail, where, splices)
             finally:
                 conn.close()  # after a splice the transport is closed already: no-op
-
-
-async def _connect(origin: Origin) -> H1Connection:
-    """A fresh connection as the origin's pool makes them (its timeout, its errors naming the
-    origin), never one of its idle ones; a failure marks the origin as Origin.acquire does."""
-    try:
-        conn = await origin.pool._connect()
-    except OriginConnectError as exc:
-        origin._changed(origin.health.connect_failed(time.monotonic()), exc.reason)
-        raise
-    origin._changed(origin.health.connected(time.monotonic()), "connected")
-    return conn
 
 
 async def _handshake(

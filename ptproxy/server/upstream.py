@@ -70,15 +70,25 @@ class Origin:
         finally:
             self.in_flight -= 1
 
-    async def acquire(self) -> H1Connection:
-        """A connection (an idle one if usable); a failed connect marks the origin DOWN."""
+    async def acquire(self, *, fresh: bool = False) -> H1Connection:
+        """A connection (an idle one if usable, unless ``fresh``: an upgrade takes the connection
+        over for good); a failed connect marks the origin DOWN."""
         try:
-            conn = await self.pool.acquire()
+            conn = await (self.pool.connect() if fresh else self.pool.acquire())
         except OriginConnectError as exc:
-            self._changed(self.health.connect_failed(time.monotonic()), exc.reason)
+            self.connect_ended(exc.reason)
             raise
-        self._changed(self.health.connected(time.monotonic()), "connected")
+        self.connect_ended(None)
         return conn
+
+    def connect_ended(self, failure: str | None) -> None:
+        """A connection attempt to this origin ended (``failure`` None: it connected); also for
+        connections made outside the HTTP/1.1 pool (TCP stream routes)."""
+        now = time.monotonic()
+        if failure is None:
+            self._changed(self.health.connected(now), "connected")
+        else:
+            self._changed(self.health.connect_failed(now), failure)
 
     def probed(self, failure: str | None) -> None:
         """An active probe ended (``failure`` None: healthy)."""
