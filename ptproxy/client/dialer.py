@@ -71,6 +71,8 @@ class TunnelState:
 # again after 10, 20, 40, 80, 160 ms instead of the probe timeout (~200 ms, then doubling), so a pair
 # launched together connects soon after the server end binds; later ones count towards giving up.
 HANDSHAKE_RESEND_FIRST = 0.01
+# Seconds a session the server end sent GOAWAY on may still finish its requests (at least).
+GOAWAY_GRACE_MIN = 10.0
 HANDSHAKE_RESENDS = 5
 
 
@@ -365,14 +367,18 @@ class Dialer:
     async def _retire(self, link: _Link, reason: str) -> None:
         """Close a replaced session gracefully once its requests finished (bounded wait)."""
         session = link.session
-        grace = self.settings.config.transport.max_idle_timeout / 1000.0
+        idle = self.settings.config.transport.max_idle_timeout / 1000.0
+        # After GOAWAY the server end serves this session as long as it waits for us to leave
+        # (ops/app.py: at least 10 s): long transfers on it need not be cut sooner.
+        grace = max(GOAWAY_GRACE_MIN, 2 * idle) if session.goaway.done() else idle
         try:
             await asyncio.wait_for(_streams_done(session), timeout=grace)
         except TimeoutError:
-            logger.warning(
-                "connection %d to %s: %d streams still open after %gs; closing it",
-                link.number, link.host, session.open_streams, grace,
-            )
+            if session.open_streams:  # else they ended just now
+                logger.warning(
+                    "connection %d to %s: %d streams still open after %gs; closing it",
+                    link.number, link.host, session.open_streams, grace,
+                )
         session.close(reason)
         try:
             await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
