@@ -235,6 +235,9 @@ class App:
             logger.warning("SIGUSR2 ignored: %s", "still starting" if not self._started else "already stopping")
         elif self._handing_off is not None:
             logger.warning("SIGUSR2 ignored: a hand-off to process %s is under way", self._handing_off.pid)
+        elif os.getpid() == 1:
+            # A container's init: the container ends when we exit, the new process with it.
+            logger.warning("SIGUSR2 ignored: this is process 1 (a container's init); restart the container instead")
         else:
             logger.info("SIGUSR2 received: handing our sockets to a new process")
             self._handing_off = handoff.HandOff()
