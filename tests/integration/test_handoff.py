@@ -442,3 +442,34 @@ def _wait_message(manager: socket.socket, messages: list[dict[str, str]], key: s
                 return message
         _collect(manager, messages, 0.2)
     return None
+
+
+def _get_unix(path: Path, n: int) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        sock.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n".encode())
+        data = bytearray()
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
+def test_a_unix_socket_listener_is_handed_over_and_its_file_kept(make_pair: Callable[..., Pair]) -> None:
+    pair = make_pair({"general": {"http_bind_address": "unix:http.sock"}})
+    listener = pair.client_toml.parent / "http.sock"
+    pids = Pids(pair)
+    try:
+        assert hashlib.sha256(_get_unix(listener, 5000)).hexdigest() == pattern_sha256(5000)
+        inode = listener.stat().st_ino
+        pids.hand_off("client")
+        # The old process did not remove the file the new one serves on: same socket, same file.
+        assert listener.stat().st_ino == inode
+        assert hashlib.sha256(_get_unix(listener, 70000)).hexdigest() == pattern_sha256(70000)
+        stop_pid(pids.client)
+        # The new process removes it at its clean exit: it owns the file now.
+        assert wait_for(lambda: not listener.exists(), 10), pair.logs()
+    finally:
+        pids.stop()
