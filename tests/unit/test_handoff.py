@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +149,54 @@ def test_the_child_environment_names_the_channel_and_drops_what_was_ours() -> No
         {"PATH": "/bin", "WATCHDOG_PID": "1", "WATCHDOG_USEC": "6000000", "LISTEN_FDS": "1", "LISTEN_PID": "1"}, 7
     )
     assert env == {"PATH": "/bin", "WATCHDOG_USEC": "6000000", ENV: "7"}
+
+
+def _successor_and_predecessor() -> tuple[Any, Any, socket.socket]:
+    from ptproxy.ops.handoff import Predecessor, Successor, _forward_pair
+
+    control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours, theirs = _forward_pair()
+    return Successor(4242, control, ours), Predecessor(child_control, theirs), control
+
+
+@pytest.mark.parametrize("how", ["takeover", "old process gone"])
+def test_forwarded_datagrams_come_first_then_the_new_process_takes_over(how: str) -> None:
+    """Every datagram the old process forwarded before it stopped reading is delivered, in order,
+    before the new process reads the UDP socket itself; an old process that vanished counts as
+    a take-over too."""
+
+    async def scenario() -> tuple[list[tuple[Any, bytes]], list[int]]:
+        successor, predecessor, control = _successor_and_predecessor()
+        delivered: list[tuple[Any, bytes]] = []
+        taken: list[int] = []
+        predecessor.follow(lambda data, addr: delivered.append((addr, data)), lambda: taken.append(len(delivered)))
+        await asyncio.sleep(0.05)
+        for i in range(5):
+            successor.forward_datagram(bytes([i]) * 1200, ("10.0.0.1", 1000 + i))
+        if how == "takeover":
+            successor.take_over()
+        control.close()  # the old process exits (after take_over, or without it)
+        for _ in range(100):
+            if taken:
+                break
+            await asyncio.sleep(0.02)
+        await predecessor.close()
+        successor.close()
+        return delivered, taken
+
+    delivered, taken = asyncio.run(scenario())
+    assert [addr for addr, _ in delivered] == [("10.0.0.1", 1000 + i) for i in range(5)]
+    assert [data for _, data in delivered] == [bytes([i]) * 1200 for i in range(5)]
+    assert taken == [5]  # called once, after all five
+
+
+def test_forwarding_to_a_vanished_new_process_is_one_error_line(caplog: pytest.LogCaptureFixture) -> None:
+    successor, predecessor, _ = _successor_and_predecessor()
+    assert predecessor.forward is not None
+    predecessor.forward.close()
+    predecessor._control.close()
+    for _ in range(3):
+        successor.forward_datagram(b"x" * 100, ("::1", 5, 0, 0))
+    successor.close()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "process 4242" in errors[0].getMessage()
