@@ -126,7 +126,7 @@ def test_goaway_from_the_server_end_is_noticed_by_the_client_end(pki: DemoPki) -
     sid = pair.client.get_next_available_stream_id()
     client_h3.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"), (b":path", b"/")], end_stream=True)
     pair.roundtrip()
-    got = [h3 for event in Pair.events(pair.server) for h3 in server_h3.handle_event(event)]  # type: ignore[arg-type]
+    got = [h3 for event in Pair.events(pair.server) for h3 in server_h3.handle_event(event)]
     assert any(isinstance(e, HeadersReceived) and e.stream_id == sid for e in got)
 
 
