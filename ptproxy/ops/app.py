@@ -99,7 +99,12 @@ class App:
                 # The previous process still accepts on these sockets, and so do we once a
                 # listener starts: dial first, or the connections we take would get 503s.
                 self._spawn(self.dialer.run())
-                await self.dialer.state.first_attempt_done.wait()
+                try:
+                    # Bounded below the old process's ready timeout: a slow attempt (a long
+                    # max_idle_timeout, a server end down) must not fail the hand-off.
+                    await asyncio.wait_for(self.dialer.state.first_attempt_done.wait(), handoff.FIRST_DIAL_WAIT)
+                except TimeoutError:
+                    logger.warning("hand-off: no session within %gs; serving anyway", handoff.FIRST_DIAL_WAIT)
             for frontend in self.frontends:
                 await frontend.start()
             from ptproxy.client.tcp import TcpListener
@@ -115,7 +120,7 @@ class App:
             sockets.close_unclaimed()  # every listener has taken its passed socket by now
             if not handed:
                 self._spawn(self.dialer.run())
-            if self.config.system.wait_for_first_attempt:
+            if self.config.system.wait_for_first_attempt and not handed:
                 await self.dialer.state.first_attempt_done.wait()
             self._ready(self.dialer.state.describe())
         else:

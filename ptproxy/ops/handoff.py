@@ -38,6 +38,7 @@ logger = logging.getLogger("ptproxy")
 
 ENV = "PTPROXY_HANDOFF"
 READY_TIMEOUT = 30.0  # s for the new process to report ready
+FIRST_DIAL_WAIT = 15.0  # s a new client end waits for its first session before it listens
 RECEIVE_TIMEOUT = 10.0  # s for the new process to get the sockets (they are sent before it starts)
 EXIT_WAIT = 5.0  # s to collect the exit status of a new process that closed its end
 # Forwarded datagrams read per wake-up: the new process's own work must not starve behind them.
