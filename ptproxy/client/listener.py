@@ -64,6 +64,8 @@ logger = logging.getLogger("ptproxy.frontend")
 SIDE: Final = "client"
 # RFC 9110 9.2.1 safe methods: the only ones allowed in replayable 0-RTT data (RFC 8470 §4).
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+# s a connection accepted just before shutdown has to send its first request (see close()).
+FIRST_REQUEST_GRACE = 2.0
 _V4_MAPPED = "::ffff:"
 
 
@@ -113,6 +115,8 @@ class Frontend:
         # others at once and waits for these.
         self._busy: dict[H1Connection, asyncio.Task[None]] = {}
         self._connections: set[H1Connection] = set()
+        # Accepted connections that have not sent a request yet, and the task serving each.
+        self._fresh: dict[H1Connection, asyncio.Task[None]] = {}
         self._closing = False
         self._on_request_done = on_request_done
         self._websockets: set[Splice] = set()  # open ones, cut after a grace at shutdown
@@ -164,6 +168,7 @@ class Frontend:
         )
         self._connections.add(conn)
         task = asyncio.get_event_loop().create_task(self._serve(conn))
+        self._fresh[conn] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return conn
@@ -174,17 +179,27 @@ class Frontend:
         if self._server is not None:
             self._server.close()
         for conn in list(self._connections):
-            if conn not in self._busy:
-                conn.close()
+            if conn not in self._busy and conn not in self._fresh:
+                conn.close()  # idle between requests: a client retries on a closed keep-alive
+        loop = asyncio.get_running_loop()
         # A WebSocket has no natural end to wait for: those still open after their grace are cut.
-        cut = asyncio.get_running_loop().call_later(
-            WEBSOCKET_GRACE, abort_all, self._websockets, "shutting down"
-        )
-        if self._busy:
-            await asyncio.wait(list(self._busy.values()), timeout=grace)
+        cut = loop.call_later(WEBSOCKET_GRACE, abort_all, self._websockets, "shutting down")
+        # A connection accepted a moment ago (in a hand-off, from the backlog both processes share)
+        # has its first request on the way: closing it now would reset that request. It gets a
+        # short grace to send it, is answered, then closed.
+        late = loop.call_later(FIRST_REQUEST_GRACE, self._close_fresh)
+        waits = {*self._busy.values(), *self._fresh.values()}
+        if waits:
+            await asyncio.wait(waits, timeout=grace)
         cut.cancel()
+        late.cancel()
         for conn in list(self._connections):
             conn.close()
+
+    def _close_fresh(self) -> None:
+        for conn in list(self._fresh):
+            if not conn.has_buffered_input():  # not even part of a request head arrived
+                conn.close()
 
     # -- one connection -----------------------------------------------------------------------
 
@@ -205,6 +220,7 @@ class Frontend:
                 except ClientProtocolError as exc:
                     self._refuse(conn, exc)
                     break
+                self._fresh.pop(conn, None)
                 if type(event) is EndOfMessage:
                     continue  # the end of a bodiless request we already forwarded
                 if not isinstance(event, RequestHead):  # a body without a head: parser bug
@@ -226,6 +242,7 @@ class Frontend:
         finally:
             conn.close()
             self._connections.discard(conn)
+            self._fresh.pop(conn, None)
 
     def _refuse(self, conn: H1Connection, exc: PtproxyError) -> None:
         logger.warning("rejected request from %s: %s", format_address(conn.peername), exc)

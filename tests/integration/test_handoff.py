@@ -293,18 +293,12 @@ def handoff_pair(make_pair: Callable[..., Pair], echo: EchoOrigin) -> Iterator[t
         pids.stop()
 
 
-# A known race outside the hand-off: the draining client end (Frontend.close) closes every
-# connection with no request in progress, including one it accepted a moment ago whose request it
-# has not read yet; that client sees its connection reset mid-request. Reported, bounded, not
-# hidden: a refusal, a wrong body or any other failure fails the test.
-CLOSED_UNREAD = {"BrokenPipeError", "ConnectionResetError", "RemoteDisconnected"}
-
-
-def _assert_clean(load: Load, pair: Pair, client_handoffs: int) -> None:
+def _assert_clean(load: Load, pair: Pair) -> None:
+    """No failure of any kind: no refused connection, no reset request, no wrong body. (A
+    connection the old client end accepted just before it stopped gets its request answered: see
+    Frontend.close.)"""
     print(load.report())  # shown with -s, or on failure
-    race = sum(n for kind, n in load.failed.items() if kind.split(": ")[1] in CLOSED_UNREAD and "tcp" not in kind)
-    other = sum(load.failed.values()) - race
-    assert other == 0 and race <= 2 * client_handoffs, f"{load.report()}\n{pair.logs()}"
+    assert sum(load.failed.values()) == 0, f"{load.report()}\n{pair.logs()}"
     for kind in ("get-length", "get-chunked", "post-length", "post-chunked", "tcp-stream"):
         assert load.done[kind] > 0, load.report()
 
@@ -324,7 +318,7 @@ def test_one_handoff_of_each_end_under_load_refuses_nothing(handoff_pair: tuple[
     assert pids.client != first[0] and pids.server != first[1]
     assert pair.client.proc is not None and pair.client.proc.returncode == 0
     assert pair.server.proc is not None and pair.server.proc.returncode == 0
-    _assert_clean(load, pair, client_handoffs=1)
+    _assert_clean(load, pair)
     # The client end moved its session to the new server process on GOAWAY, before the old closed.
     assert "sent GOAWAY; opening a new session" in pair.client_log(), pair.logs()
     assert "took over the QUIC socket" in pair.server_log(), pair.logs()
@@ -347,7 +341,7 @@ def test_three_handoffs_of_each_end_during_a_minute_of_load(handoff_pair: tuple[
             seen.add(new)
         time.sleep(max(0.0, 60 - (time.monotonic() - started)))
     assert len(seen) == 8
-    _assert_clean(load, pair, client_handoffs=3)
+    _assert_clean(load, pair)
 
 
 def test_a_failed_handoff_keeps_the_old_process_serving(handoff_pair: tuple[Pair, Pids, int]) -> None:
