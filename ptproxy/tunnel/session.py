@@ -442,7 +442,12 @@ class Session:
 
     def send_headers(self, stream: TunnelStream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         assert self.h3 is not None
-        self.h3.send_headers(stream.stream_id, headers, end_stream=end)
+        try:
+            self.h3.send_headers(stream.stream_id, headers, end_stream=end)
+        except (RuntimeError, ValueError) as exc:
+            # The peer's STOP_SENDING (or RESET_STREAM) overtook its request's HEADERS (reordered
+            # or lost packets): aioquic reset or forgot the stream before we knew of it.
+            raise StreamAborted(f"peer stopped the stream before it was answered ({exc})") from None
         self.transmit_soon()
 
     def send_data(self, stream: TunnelStream, data: bytes, end: bool) -> None:
