@@ -29,6 +29,7 @@ from benchmarks.harness.procs import wait_until as _wait_until
 from benchmarks.harness.stats import latency_summary, median
 from ptproxy.ops.devcerts import DemoPki, make_demo_pki
 from tools.netem import LinkEmulator, LinkProfile
+from tools.toml_writer import merge
 
 from .report import write_reports
 
@@ -198,6 +199,8 @@ class Bench:
         cextra = {"metrics": {"bind_address": f"127.0.0.1:{mport}"}}
         sextra = {"tls": {"ticket_key_file": str(d / "tickets.key")}, "metrics": {"bind_address": f"127.0.0.1:{mport}"}}
         s.info["metrics_port"] = mport
+        if s.info.get("extra_toml"):  # diag.py --extra / --qlog: merged into both ends
+            cextra, sextra = merge(cextra, s.info["extra_toml"]), merge(sextra, s.info["extra_toml"])
         client, server = ptproxy_configs(
             d, self.pki, http_port=s.port, quic_port=quic_port, origin=f"{self.link.b_addr}:{ORIGIN_PORT}",
             client_addr=self.link.a_addr, server_addr=self.link.b_addr, transport=tr, client_extra=cextra, server_extra=sextra,
@@ -210,7 +213,7 @@ class Bench:
         n = s.info.get("server_starts", 0)
         s.info["server_starts"] = n + 1
         logf = self.work / s.name / f"server{n}.log"
-        p = self.spawn("b", ptproxy_cmd(s.info["server_conf"]), logf, env=python_env())
+        p = self.spawn("b", ptproxy_cmd(s.info["server_conf"]), logf, env=s.info.get("env") or python_env())
         s.logs["server"] = logf
         s.procs["server"] = p
         return p
@@ -221,7 +224,7 @@ class Bench:
         self.start_ptproxy_server(s)
         wait_for(lambda: log_has(s.logs["server"], "started endpoint"), 60, f"{s.name} server end", 0.01)
         s.logs["client"] = self.work / s.name / "client.log"
-        s.procs["client"] = self.spawn("a", ptproxy_cmd(client), s.logs["client"], env=python_env())
+        s.procs["client"] = self.spawn("a", ptproxy_cmd(client), s.logs["client"], env=s.info.get("env") or python_env())
         wait_for(lambda: log_has(s.logs["client"], "tunnel ready"), 60, f"{s.name} tunnel ready", 0.001)
 
     # -- measurements ----------------------------------------------------------------------

@@ -342,7 +342,10 @@ class Transport(_Section, kw_only=True, frozen=True):
     ] = None
     socket_receive_buffer_size: Annotated[
         Count | None,
-        Doc("SO_RCVBUF of the UDP socket; warns when the OS grants less. Unset: OS default."),
+        Doc(
+            "SO_RCVBUF of the UDP socket; warns when the OS grants less. Unset: 4194304 asked for, "
+            "quietly capped by the OS (net.core.rmem_max)."
+        ),
     ] = None
     socket_send_buffer_size: Annotated[
         Count | None,

@@ -11,8 +11,17 @@ __all__ = ["open_udp_socket", "BufferSizes"]
 logger = logging.getLogger("ptproxy.tunnel")
 
 
+# SO_RCVBUF asked for when ``socket_receive_buffer_size`` is unset. The OS default (212992 bytes on
+# Linux, ~17 ms at 100 Mbit/s) overflows whenever the event loop is late by that much (a busy CPU):
+# on the linkbench link (50 ms, 100 Mbit/s) the client end dropped 150-1600 datagrams per 10 MiB
+# download at load average ~2 on 2 cores, each one a loss to the sender (BBR's recovery, a hole
+# holding the flow-control credit). Asked for quietly: the OS caps it at net.core.rmem_max.
+DEFAULT_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
 class BufferSizes:
-    """Requested SO_RCVBUF / SO_SNDBUF sizes (None = OS default)."""
+    """Requested SO_RCVBUF / SO_SNDBUF sizes (None: the OS default for sending, and
+    DEFAULT_RECEIVE_BUFFER, capped by the OS without a warning, for receiving)."""
 
     __slots__ = ("receive", "send")
 
@@ -31,6 +40,8 @@ def _family_for(bind_address: str, remote_family: int | None) -> tuple[int, str]
 
 def _apply_buffer(sock: socket.socket, option: int, name: str, requested: int | None) -> None:
     if requested is None:
+        if option == socket.SO_RCVBUF:
+            _raise_receive_buffer(sock)
         return
     try:
         sock.setsockopt(socket.SOL_SOCKET, option, requested)
@@ -47,6 +58,20 @@ def _apply_buffer(sock: socket.socket, option: int, name: str, requested: int | 
             granted,
             "rmem" if option == socket.SO_RCVBUF else "wmem",
         )
+
+
+def _raise_receive_buffer(sock: socket.socket) -> None:
+    """Unset size: ask for DEFAULT_RECEIVE_BUFFER unless the socket already has as much."""
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 >= DEFAULT_RECEIVE_BUFFER:
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEFAULT_RECEIVE_BUFFER)
+    except OSError as exc:
+        logger.debug("raising SO_RCVBUF to %d failed: %s", DEFAULT_RECEIVE_BUFFER, exc)
+        return
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    if granted < DEFAULT_RECEIVE_BUFFER:
+        logger.debug("SO_RCVBUF: %d bytes (net.core.rmem_max caps the %d asked for)", granted, DEFAULT_RECEIVE_BUFFER)
 
 
 def open_udp_socket(

@@ -19,7 +19,7 @@ from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
 
-from ptproxy.tunnel.cc.base import PACING_GRANULARITY, Controller, Pacer
+from ptproxy.tunnel.cc.base import PACING_CATCH_UP, PACING_GRANULARITY, Controller, Pacer
 from ptproxy.tunnel.cc.bbr import Bbr, BbrState, MaxFilter
 from ptproxy.tunnel.cc.controllers import Cubic, FixedWindow, NewReno, create_controller
 
@@ -175,6 +175,48 @@ def send_times(pacer: Pacer, start: float, until: float) -> list[float]:
             assert wake >= now + PACING_GRANULARITY - 1e-12  # never a sub-ms timer
             now = wake
     return times
+
+
+def late_send_times(pacer: Pacer, start: float, until: float, late: float) -> list[float]:
+    """As send_times, but every wake-up comes ``late`` seconds after the time asked for."""
+    times, now = [], start
+    while now < until:
+        wake = pacer.next_send_time(now)
+        if wake is None:
+            times.append(now)
+            pacer.update_after_send(now)
+        else:
+            now = wake + late
+    return times
+
+
+@pytest.mark.parametrize("late", [0.0, 0.003, PACING_CATCH_UP])
+def test_a_pacer_woken_late_still_sends_at_its_rate(late: float) -> None:
+    # A loaded event loop runs the pacing timer late; the time missed is owed, so the pacer does
+    # not fall below its rate (with only the 2 ms bucket, 3 ms late wake-ups sent half of it).
+    rate = 12_500_000.0  # 100 Mbit/s
+    pacer = Pacer(max_datagram_size=MDS, rate=rate)
+    pacer.tokens = 0.0
+    times = late_send_times(pacer, 10.0, 11.0, late)
+    assert len(times) * MDS == pytest.approx(rate, rel=0.01)
+
+
+def test_a_pacer_owes_nothing_after_idle() -> None:
+    # Only a sender waiting on the pacer is owed time: after an idle second, no more than the
+    # bucket leaves at once.
+    pacer = Pacer(max_datagram_size=MDS, rate=12_500_000.0)
+    now = 5.0
+    while pacer.next_send_time(now) is None:
+        pacer.update_after_send(now)
+    wake = pacer.next_send_time(now)
+    assert wake is not None
+    assert pacer.next_send_time(wake) is None  # woken on time with nothing to send: idle
+    later = wake + 1.0
+    burst = 0
+    while pacer.next_send_time(later) is None:
+        pacer.update_after_send(later)
+        burst += 1
+    assert burst * MDS <= pacer.capacity + MDS
 
 
 def test_none_paces_its_window_per_rtt_after_a_short_burst() -> None:
