@@ -16,17 +16,28 @@ GOAWAY: a server end handing over to a new process (SIGUSR2) sends GOAWAY on its
 dialer then dials the same host again (the new process answers) and switches to the new session
 the same way: make before break, the old session closes once its requests finished. If that dial
 fails the old session stays in use until it is lost, as without GOAWAY.
+
+Requests that wait for the tunnel: while no session is up, a request waits (first come, first
+served, at most MAX_TUNNEL_WAITERS of them, each at most ``[limits] stream_queue_timeout``) for
+the next session instead of getting 503 at once; a replay-safe one takes a resuming session still
+in its handshake (0-RTT). A waiting request also hurries the dialer (DialTrigger): asleep between
+attempts, it dials at once; with a handshake in flight (whose probe timeout may have backed off to
+seconds during a blackout), it sends the handshake again. At most one such action per
+REQUEST_DIAL_GAP, so a burst of requests costs one handshake, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ptproxy.addr import format_address
 from ptproxy.errors import TunnelUnavailable
@@ -39,7 +50,7 @@ from ptproxy.tunnel import (
     connection_numbers,
 )
 
-__all__ = ["Dialer", "TunnelState", "next_retry_delay"]
+__all__ = ["DialTrigger", "Dialer", "TunnelState", "next_retry_delay"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
@@ -74,6 +85,56 @@ HANDSHAKE_RESEND_FIRST = 0.01
 # Seconds a session the server end sent GOAWAY on may still finish its requests (at least).
 GOAWAY_GRACE_MIN = 10.0
 HANDSHAKE_RESENDS = 5
+# Seconds between two dialer actions (an attempt, or a handshake sent again) that waiting requests
+# may cause: at most 10 handshakes a second while requests wait for a server end that is down.
+REQUEST_DIAL_GAP = 0.1
+# Requests waiting for the tunnel at once; more get 503 at once (each holds a client connection).
+MAX_TUNNEL_WAITERS = 1024
+
+
+class DialTrigger:
+    """When a request waiting for the tunnel may make the dialer act (sans-IO: ``now`` is given).
+
+    The dialer reports its phase; :meth:`on_request` says when to act for a waiting request and
+    :meth:`act` what to do then: dial now if it sleeps between attempts, send the handshake again
+    if an attempt is in flight. Actions, and the attempts the dialer starts by itself, are at least
+    ``gap`` apart, so a burst of requests costs one handshake, not one each.
+    """
+
+    def __init__(self, gap: float = REQUEST_DIAL_GAP) -> None:
+        self.gap = gap
+        self.phase: Literal["dialing", "sleeping", "up", "stopped"] = "dialing"
+        self._last = -math.inf  # the latest attempt or action
+
+    def attempt_started(self, now: float) -> None:
+        self.phase = "dialing"
+        self._last = max(self._last, now)
+
+    def sleeping(self) -> None:
+        self.phase = "sleeping"
+
+    def up(self) -> None:
+        self.phase = "up"
+
+    def stopped(self) -> None:
+        self.phase = "stopped"
+
+    def on_request(self, now: float) -> float | None:
+        """When to act for a request waiting since ``now``; None: nothing to do (a session is
+        up, or the dialer stopped)."""
+        if self.phase in ("up", "stopped"):
+            return None
+        return max(now, self._last + self.gap)
+
+    def act(self, now: float) -> Literal["dial", "resend"] | None:
+        """The action due at ``now`` (recorded as the latest), or None when none is any more."""
+        if self.phase == "sleeping":
+            self._last = now
+            return "dial"
+        if self.phase == "dialing" and now >= self._last + self.gap:
+            self._last = now
+            return "resend"
+        return None
 
 
 class _ClientProtocol:
@@ -140,12 +201,18 @@ class Dialer:
         self.session_reset = False  # the last session ended with the peer's Stateless Reset
         # The latest ticket of each host: a ticket only resumes with the server that issued it.
         self._tickets: dict[str, SessionTicket] = {}
-        # A session resuming with 0-RTT, not yet confirmed: usable for replay-safe requests.
+        # A session resuming with 0-RTT, not yet confirmed: usable for replay-safe requests (one
+        # sent on it and lost with it before the handshake ended is sent again, see listener.py).
         self._early: Session | None = None
-        # The next attempt follows a lost session at once: offer it for 0-RTT only if the peer is
-        # known to be alive (it sent a Stateless Reset), else requests would wait on a dead peer
-        # for the handshake timeout (502) instead of getting 503 at once.
-        self._peer_unknown = False
+        # The main attempt's session while its handshake is in flight (a request may hurry it).
+        self._handshaking: Session | None = None
+        self._trigger = DialTrigger()
+        self._wake = asyncio.Event()  # cuts the sleep between attempts short
+        self._demand_handle: asyncio.TimerHandle | None = None
+        # Requests waiting for a session, in arrival order (see session_for).
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Lost sessions finishing their closing handshake while the next attempt already runs.
+        self._disposing: set[asyncio.Task[None]] = set()
         self._hosts = settings.config.general.connect_hosts
         self._index = 0  # the host dialed next (or in use)
         self._in_use: str | None = None  # host of the latest established session
@@ -162,13 +229,81 @@ class Dialer:
         ``early_ok``: the request may travel as 0-RTT early data (safe method, no body), so a
         resuming session still in its handshake is good enough.
         """
-        if early_ok and self.session is None and self._early is not None and not self._early.closed.done():
-            return self._early
-        session = self.session
-        if session is None or session.closed.done():
-            reason = self.state.last_failure or "connecting"
-            raise TunnelUnavailable(f"tunnel to {self.settings.config.general.peer_hostname} is down ({reason})")
+        session = self._usable(early_ok=early_ok)
+        if session is None:
+            raise self.unavailable()
         return session
+
+    async def session_for(self, *, early_ok: bool, timeout: float, avoid: Session | None = None) -> Session:
+        """The session a request takes: the live one, else the next one, waited for in arrival
+        order for at most ``timeout`` s while the dialer (re)connects (and hurried, see
+        DialTrigger). TunnelUnavailable (503) when none came in time, and at once when the dialer
+        is stopping or too many requests wait. ``avoid``: a session that refused this request
+        unprocessed; only another one will do."""
+        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            session = self._usable(early_ok=early_ok, avoid=avoid)
+            if session is not None:
+                if not session.confirmed.done():
+                    self._demand()  # 0-RTT rides a handshake that may be stuck in its backoff
+                return session
+            left = deadline - time.monotonic()
+            if self._stopping or left <= 0:
+                raise self.unavailable()
+            if len(self._waiters) >= MAX_TUNNEL_WAITERS:
+                raise self.unavailable(f"{len(self._waiters)} requests already waiting for it")
+            self._demand()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                raise self.unavailable() from None
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _usable(self, *, early_ok: bool, avoid: Session | None = None) -> Session | None:
+        session = self.session
+        if session is not None and not session.closed.done() and session is not avoid:
+            return session
+        early = self._early
+        if early_ok and early is not None and not early.closed.done() and early is not avoid:
+            return early
+        return None
+
+    def unavailable(self, reason: str | None = None) -> TunnelUnavailable:
+        """The 503 a request gets when no session came (today's message: the last failure)."""
+        reason = reason or self.state.last_failure or "connecting"
+        return TunnelUnavailable(f"tunnel to {self.settings.config.general.peer_hostname} is down ({reason})")
+
+    def _wake_waiters(self) -> None:
+        """Something changed (a session, an early session, stopping): every waiting request
+        looks again, in arrival order (futures resolved in order resume their tasks in order)."""
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _demand(self) -> None:
+        """A request waits: have the trigger's action run when it is due (one pending at most)."""
+        if self._demand_handle is not None:
+            return
+        now = time.monotonic()
+        at = self._trigger.on_request(now)
+        if at is None:
+            return
+        self._demand_handle = asyncio.get_running_loop().call_later(max(0.0, at - now), self._act)
+
+    def _act(self) -> None:
+        self._demand_handle = None
+        action = self._trigger.act(time.monotonic())
+        if action == "dial":
+            logger.debug("a request waits for the tunnel: dialing now")
+            self._wake.set()
+        elif action == "resend" and self._handshaking is not None and not self._handshaking.closed.done():
+            self._handshaking.resend_handshake()
 
     def replace_settings(self, settings: EndpointSettings) -> None:
         """Reload: the next dial uses ``settings``; the live session keeps its own.
@@ -188,11 +323,9 @@ class Dialer:
             lost = await self._attempt_and_hold(self._index)
             if self._stopping:
                 break
-            self._peer_unknown = False
             if lost:
                 # A session was up and is gone (peer restarted, blackout ended, reset): try
                 # the same host again at once; only a failed attempt moves on or waits.
-                self._peer_unknown = not self.session_reset
                 failures = 0
                 continue
             failures += 1
@@ -200,11 +333,26 @@ class Dialer:
             if failures % len(self._hosts) == 0:
                 # Every host failed once: wait, then start over from the preferred one.
                 self._index = 0
-                await asyncio.sleep(next_retry_delay(interval, self._rng))
+                await self._pause(next_retry_delay(interval, self._rng))
+
+    async def _pause(self, delay: float) -> None:
+        """The sleep between attempts, cut short by a waiting request (DialTrigger)."""
+        self._wake.clear()
+        self._trigger.sleeping()
+        if self._waiters:
+            self._demand()  # requests already wait: the next attempt is due after the gap
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
 
     async def close(self, reason: str = "shutting down") -> None:
         """Close the session gracefully (after in-flight requests finished)."""
         self._stopping = True
+        self._trigger.stopped()
+        self._wake_waiters()  # they get 503 at once
+        for task in list(self._disposing):
+            task.cancel()
         links = list(self._retiring.values())
         for task in list(self._retiring):
             task.cancel()
@@ -225,6 +373,7 @@ class Dialer:
 
     async def _attempt_and_hold(self, index: int) -> bool:
         """One attempt; True when it established a session that was then lost."""
+        self._trigger.attempt_started(time.monotonic())
         link = await self._dial(self._hosts[index], early=True)
         if link is None:
             return False
@@ -236,7 +385,9 @@ class Dialer:
         self.state.up = True
         self.state.attempts_ok += 1
         self.state.first_attempt_done.set()
+        self._trigger.up()
         self._notify()
+        self._wake_waiters()
         link = await self._hold(link, index)
         session = link.session
         reason = await asyncio.shield(session.closed)
@@ -244,13 +395,11 @@ class Dialer:
         self.state.up = False
         if not self._stopping:
             self._failed(f"connection {link.number} lost: {reason}", attempt=False)
-        # Let aioquic finish its closing handshake before the socket goes.
-        try:
-            await asyncio.wait_for(asyncio.shield(session.finished), timeout=1.0)
-        except TimeoutError:
-            pass
-        session.abort(reason)
-        link.transport.close()  # the dialer made the socket for this session; it goes with it
+        # The next attempt starts now, on a socket of its own; this one goes once aioquic
+        # finished its closing handshake (up to 1 s: waiting here delayed the reconnection).
+        task = asyncio.get_running_loop().create_task(_dispose(link, reason))
+        self._disposing.add(task)
+        task.add_done_callback(self._disposing.discard)
         return True
 
     async def _dial(self, host: str, *, early: bool, probe: bool = False) -> _Link | None:
@@ -360,6 +509,7 @@ class Dialer:
         self.session = new.session
         self.state.attempts_ok += 1
         self._notify()
+        self._wake_waiters()  # those refused by the old session (GOAWAY) wait for this one
         task = asyncio.get_running_loop().create_task(self._retire(old, reason))
         self._retiring[task] = old
         task.add_done_callback(lambda t: self._retiring.pop(t, None))
@@ -419,16 +569,19 @@ class Dialer:
         proto.session = session
         if self.on_session is not None:
             self.on_session(session)
+        # Resume with the host's latest ticket (one use, unless the server end never answered).
+        ticket = self._tickets.pop(host, None)
         try:
-            # Resume with the host's latest ticket (one use: the server forgets it after this).
-            ticket = self._tickets.pop(host, None)
             self.settings.quic_config.session_ticket = ticket
             try:
                 session.connect(addr)
             finally:
                 self.settings.quic_config.session_ticket = None
-            if early and ticket is not None and ticket.max_early_data_size and not self._peer_unknown:
-                self._early = session
+            if early:
+                self._handshaking = session
+                if ticket is not None and ticket.max_early_data_size:
+                    self._early = session
+                    self._wake_waiters()  # replay-safe requests may go now, as 0-RTT
             # aioquic's idle timeout bounds the handshake; the margin only guards against a bug.
             await asyncio.wait_for(
                 asyncio.shield(session.confirmed), timeout=cfg.transport.max_idle_timeout / 1000.0 + 1.0
@@ -436,10 +589,16 @@ class Dialer:
         except BaseException:
             session.abort("connection attempt failed")
             transport.close()
+            if ticket is not None and not session.datagrams_received and settings is self.settings:
+                # Nothing came back (the server end is not up yet): the ticket may serve the next
+                # attempt, so it can still resume with 0-RTT. Re-use risks only a replay of
+                # replay-safe requests, which 0-RTT accepts anyway (RFC 8470).
+                self._tickets.setdefault(host, ticket)
             raise
         finally:
             if early:
                 self._early = None
+                self._handshaking = None
         return session, transport, addr
 
     def _ticket_received(self, ticket: SessionTicket, settings: EndpointSettings, host: str) -> None:
@@ -458,6 +617,18 @@ class Dialer:
     def _notify(self) -> None:
         if self._on_state is not None:
             self._on_state(self.state)
+
+
+async def _dispose(link: _Link, reason: str) -> None:
+    """A lost session: let aioquic finish its closing handshake (1 s at most), then close its
+    socket (the dialer made the socket for this session; it goes with it)."""
+    try:
+        await asyncio.wait_for(asyncio.shield(link.session.finished), timeout=1.0)
+    except TimeoutError:
+        pass
+    finally:
+        link.session.abort(reason)
+        link.transport.close()
 
 
 async def _streams_done(session: Session) -> None:

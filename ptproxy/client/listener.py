@@ -10,12 +10,17 @@ origin; the same fields arriving from the HTTP/1.1 client are dropped, so no cli
 Flow: socket → RequestParser events → TunnelRequest headers → stream; the response comes back as
 stream events → HTTP/1.1 head + body (one chunk per DATA frame when chunked). Requests on one
 connection are answered in order (pipelining is parsed, then served one at a time).
+
+While the tunnel is down a request waits for the next session (Dialer.session_for), at most
+``[limits] stream_queue_timeout`` from its arrival, then 503. A request without a body that the
+server end did not process is sent again on the next session (see :func:`resend_allowed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -64,6 +69,8 @@ logger = logging.getLogger("ptproxy.frontend")
 SIDE: Final = "client"
 # RFC 9110 9.2.1 safe methods: the only ones allowed in replayable 0-RTT data (RFC 8470 §4).
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+# RFC 9110 9.2.2: sending one of these twice means the same as sending it once.
+IDEMPOTENT_METHODS = SAFE_METHODS | {b"PUT", b"DELETE", b"TRACE"}
 # s a connection accepted just before shutdown has to send its first request (see close()).
 FIRST_REQUEST_GRACE = 2.0
 _V4_MAPPED = "::ffff:"
@@ -77,6 +84,26 @@ def client_ip(peername: Any) -> bytes | None:
     if host.startswith(_V4_MAPPED) and "." in host:
         host = host[len(_V4_MAPPED) :]
     return host.encode("ascii", "replace")
+
+
+def resend_allowed(method: bytes, code: int | None, *, reset: bool, before_handshake: bool) -> bool:
+    """Whether a request without a body, failed before any response byte, may be sent again on
+    the next session. ``code``: the stream's error code; ``reset``: its session ended by a
+    Stateless Reset; ``before_handshake``: its session (a 0-RTT one) ended in its handshake.
+
+    REQUEST_REJECTED says the server end did not process it (RFC 9114 §4.1.1): any method. After a
+    Stateless Reset the new server process never saw it, but the old one may have: idempotent
+    methods only. A 0-RTT request is replay-safe by construction (SAFE_METHODS).
+    """
+    if code == H3_REQUEST_REJECTED:
+        return True
+    if reset:
+        return method in IDEMPOTENT_METHODS
+    return before_handshake and method in SAFE_METHODS
+
+
+def _lost_in_handshake(session: Session) -> bool:
+    return session.closed.done() and not session.handshake_done
 
 
 def tag_request(
@@ -264,52 +291,154 @@ class Frontend:
             # The parser stopped at a WebSocket handshake (frames may follow its head): whatever
             # the answer, this connection serves no other request.
             head = dataclasses.replace(head, keep_alive=False)
-        extended = False
+        deadline = started + self.config.limits.stream_queue_timeout / 1000.0
+        resends = 0 if has_body or handshake else 1  # after REQUEST_REJECTED or a Stateless Reset
+        avoid: Session | None = None
+        while True:
+            try:
+                session, stream, extended = await self._send_head(conn, head, has_body, handshake, deadline, avoid)
+            except PtproxyError as exc:
+                return self._unsent(conn, head, exc, started, has_body)
+            if extended:
+                await serve_websocket(
+                    conn, stream, head, self.config, lambda status: self._count(status, started), self._websockets
+                )
+                return False
+            if has_body:
+                return await self._relay_with_body(conn, stream, head, started)
+
+            resend = functools.partial(self._unprocessed, head.method, session, deadline, resends)
+            try:
+                outcome = await self._download_bounded(conn, stream, head, resend, session, deadline)
+            except TunnelUnavailable as exc:  # nothing was written: the tunnel did not come up
+                stream.reset()
+                return self._unsent(conn, head, exc, started, has_body)
+            except BaseException:
+                stream.reset()
+                raise
+            finally:
+                stream.finish()
+            if outcome is None:  # the server end did not process it: again, on the next session
+                logger.info(
+                    "%s %s: not processed on connection %d; sending it again on the next session",
+                    head.method.decode(), head.target[:200].decode("latin-1"), session.number,
+                )
+                if not _lost_in_handshake(session):
+                    resends -= 1
+                avoid = session
+                continue
+            status, keep = outcome
+            self._count(status, started)
+            return keep and head.keep_alive
+
+    def _unsent(self, conn: H1Connection, head: RequestHead, exc: PtproxyError, started: float, has_body: bool) -> bool:
+        """Answer a request that did not reach the server end with ``exc``; keep the connection?"""
+        if isinstance(exc, TunnelUnavailable):
+            logger.warning("%s %s: 503: %s", head.method.decode(), head.target[:200].decode("latin-1"), exc)
+        conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=has_body or not head.keep_alive))
+        self._count(exc.status, started)
+        return not has_body and head.keep_alive
+
+    async def _download_bounded(
+        self,
+        conn: H1Connection,
+        stream: TunnelStream,
+        head: RequestHead,
+        resend: Callable[[PtproxyError], bool],
+        session: Session,
+        deadline: float,
+    ) -> tuple[int, bool] | None:
+        """:meth:`_download`; but a 0-RTT request whose session is still in its handshake at
+        ``deadline`` (the server end does not answer) is withdrawn: TunnelUnavailable (503), as
+        if it had waited for a session, not a 502 once the handshake times out. Before the
+        handshake ends no response byte can have arrived (it needs the 1-RTT keys)."""
+        if session.handshake_done:
+            return await self._download(conn, stream, head, resend)
+        task = asyncio.get_running_loop().create_task(self._download(conn, stream, head, resend))
+        withdrawn = False
+
+        def withdraw() -> None:
+            nonlocal withdrawn
+            if not session.handshake_done and not task.done():
+                withdrawn = True
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), withdraw)
         try:
+            return await task
+        except asyncio.CancelledError:
+            if withdrawn:
+                raise self.dialer.unavailable() from None
+            raise
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _unprocessed(method: bytes, session: Session, deadline: float, resends: int, exc: PtproxyError) -> bool:
+        """Whether a request failed with ``exc`` before any response byte may go again."""
+        code = exc.code if isinstance(exc, StreamAborted) else None
+        reset = session.closed.done() and session.quic.stateless_reset_received
+        if _lost_in_handshake(session):
+            # A 0-RTT request lost with its session (e.g. the server end was not up yet): sent
+            # again as long as its wait lasts, not counted against the one resend.
+            return time.monotonic() < deadline and resend_allowed(method, code, reset=reset, before_handshake=True)
+        return resends > 0 and resend_allowed(method, code, reset=reset, before_handshake=False)
+
+    async def _send_head(
+        self,
+        conn: H1Connection,
+        head: RequestHead,
+        has_body: bool,
+        handshake: bool,
+        deadline: float,
+        avoid: Session | None,
+    ) -> tuple[Session, TunnelStream, bool]:
+        """The request head sent on a new stream of the live session, or of the next one
+        (waited for until ``deadline``); with whether it is an Extended CONNECT."""
+        forwarded = None
+        if self.config.system.add_forwarded:
+            forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
+        while True:
             # Replay-safe requests may ride 0-RTT early data while a resumed session handshakes.
-            session = self.dialer.current(early_ok=not has_body and head.method in SAFE_METHODS and not handshake)
-            forwarded = None
-            if self.config.system.add_forwarded:
-                forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
+            session = await self.dialer.session_for(
+                early_ok=not has_body and head.method in SAFE_METHODS and not handshake,
+                timeout=max(0.0, deadline - time.monotonic()),
+                avoid=avoid,
+            )
             # A WebSocket crosses as Extended CONNECT when the server end allows it (RFC 9220);
             # else as an ordinary GET, Upgrade dropped, as any other Upgrade request.
             extended = handshake and await peer_allows(session)
             h3_headers = (websocket.request_to_h3 if extended else request_to_h3)(head, forwarded)
             h3_headers = tag_request(h3_headers, self._route_for(h3_headers), client_ip(conn.peername))
-            stream = await self._open_stream(session, h3_headers, end_stream=not has_body and not extended)
-        except PtproxyError as exc:
-            if isinstance(exc, TunnelUnavailable):
-                logger.warning("%s %s: 503: %s", head.method.decode(), head.target[:200].decode("latin-1"), exc)
-            conn.write(serialize.error_response(exc.status, str(exc), side=SIDE, close=has_body or not head.keep_alive))
-            self._count(exc.status, started)
-            return not has_body and head.keep_alive
-        if extended:
-            await serve_websocket(
-                conn, stream, head, self.config, lambda status: self._count(status, started), self._websockets
-            )
-            return False
-        upload: asyncio.Task[bool] | None = None
-        if has_body:
-            upload = asyncio.get_running_loop().create_task(self._upload(conn, stream, head))
+            try:
+                stream = await self._open_stream(session, h3_headers, end_stream=not has_body and not extended)
+            except StreamAborted:
+                avoid = session  # it closed before anything was sent: the next session will do
+                continue
+            return session, stream, extended
+
+    async def _relay_with_body(self, conn: H1Connection, stream: TunnelStream, head: RequestHead, started: float) -> bool:
+        """Upload and download at once (never sent again: the body is not kept)."""
+        upload = asyncio.get_running_loop().create_task(self._upload(conn, stream, head))
         try:
-            status, keep = await self._download(conn, stream, head)
+            outcome = await self._download(conn, stream, head)
         except BaseException:
-            if upload is not None:
-                upload.cancel()
+            upload.cancel()
             stream.reset()
             raise
         finally:
-            if upload is None or upload.done():
+            if upload.done():
                 stream.finish()
+        assert outcome is not None  # no resend predicate given
+        status, keep = outcome
         self._count(status, started)
-        if upload is not None:
-            if not upload.done():
-                # Early response: the rest of the request body is not needed by anyone.
-                upload.cancel()
-                stream.finish()
-                return False
-            if not upload.result():
-                return False
+        if not upload.done():
+            # Early response: the rest of the request body is not needed by anyone.
+            upload.cancel()
+            stream.finish()
+            return False
+        if not upload.result():
+            return False
         return keep and head.keep_alive
 
     def _route_for(self, h3_headers: list[tuple[bytes, bytes]]) -> str:
@@ -321,27 +450,21 @@ class Frontend:
     async def _open_stream(
         self, session: Session, headers: list[tuple[bytes, bytes]], end_stream: bool
     ) -> TunnelStream:
-        """A stream with the request head sent on it (open and first send must not be apart)."""
+        """A stream with the request head sent on it (open and first send must not be apart).
+
+        StreamAborted: the session closed before anything was sent (the caller takes the next)."""
+        if session.stream_slot_ready():
+            return session.open_stream(headers, end_stream)
+        # Queued behind earlier requests (first come, first served) until the peer's
+        # MAX_STREAMS lets this one go.
+        timeout = self.config.limits.stream_queue_timeout / 1000.0
         try:
-            if session.stream_slot_ready():
-                return session.open_stream(headers, end_stream)
-            # Queued behind earlier requests (first come, first served) until the peer's
-            # MAX_STREAMS lets this one go.
-            timeout = self.config.limits.stream_queue_timeout / 1000.0
-            try:
-                return await asyncio.wait_for(session.acquire_stream(headers, end_stream), timeout)
-            except TimeoutError:
-                raise TunnelUnavailable(
-                    f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy "
-                    f"for {timeout:g}s"
-                ) from None
-        except StreamAborted as exc:
-            # Nothing was sent yet: if the dialer moved to another session meanwhile (a return to
-            # an earlier server end closed this one), the request takes that one instead.
-            newer = self.dialer.session
-            if newer is not None and newer is not session and not newer.closed.done():
-                return await self._open_stream(newer, headers, end_stream)
-            raise TunnelUnavailable(str(exc)) from None
+            return await asyncio.wait_for(session.acquire_stream(headers, end_stream), timeout)
+        except TimeoutError:
+            raise TunnelUnavailable(
+                f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy "
+                f"for {timeout:g}s"
+            ) from None
 
     async def _upload(self, conn: H1Connection, stream: TunnelStream, head: RequestHead) -> bool:
         """Request body → DATA frames (one per HTTP/1.1 chunk). Returns False if it failed."""
@@ -364,9 +487,15 @@ class Frontend:
             return False
 
     async def _download(
-        self, conn: H1Connection, stream: TunnelStream, head: RequestHead
-    ) -> tuple[int, bool]:
-        """Response from the stream → HTTP/1.1 bytes. Returns (status, connection reusable)."""
+        self,
+        conn: H1Connection,
+        stream: TunnelStream,
+        head: RequestHead,
+        resend: Callable[[PtproxyError], bool] | None = None,
+    ) -> tuple[int, bool] | None:
+        """Response from the stream → HTTP/1.1 bytes. Returns (status, connection reusable), or
+        None when it failed before any response byte and ``resend`` says to send it again."""
+        interim = False
         try:
             event = await stream.receive()
             while True:
@@ -375,10 +504,13 @@ class Frontend:
                 resp = response_from_h3(event.headers)
                 if resp.status >= 200:
                     break
+                interim = True
                 if resp.status != 101 and head.http_version >= (1, 1):
                     conn.write(serialize.response_head(resp.status, resp.fields, body=BodyKind.NONE, content_length=None))
                 event = await stream.receive()
         except PtproxyError as exc:
+            if resend is not None and not interim and resend(exc):
+                return None
             if isinstance(exc, StreamAborted) and exc.code == H3_REQUEST_REJECTED:
                 # The peer refused the request unprocessed (its end is shutting down): the
                 # service is unavailable, the origin is not at fault.

@@ -1,0 +1,69 @@
+"""The dial trigger (a waiting request hurries the dialer, at most once per gap) and which
+unprocessed requests the client end sends again (sans-IO: times are plain numbers)."""
+
+from __future__ import annotations
+
+from ptproxy.client.dialer import DialTrigger
+from ptproxy.client.listener import resend_allowed
+from ptproxy.tunnel import H3_REQUEST_REJECTED
+
+GAP = 0.1
+
+
+def test_a_request_during_the_sleep_dials_at_once() -> None:
+    trigger = DialTrigger(GAP)
+    trigger.attempt_started(10.0)
+    trigger.sleeping()
+    assert trigger.on_request(12.0) == 12.0
+    assert trigger.act(12.0) == "dial"
+
+
+def test_a_burst_of_requests_costs_one_action_per_gap() -> None:
+    trigger = DialTrigger(GAP)
+    trigger.attempt_started(10.0)
+    trigger.sleeping()
+    assert trigger.act(10.5) == "dial"
+    trigger.attempt_started(10.5)
+    # Requests just after that attempt started wait for the gap, then hurry its handshake once.
+    assert trigger.on_request(10.52) == 10.5 + GAP
+    assert trigger.act(10.55) is None  # too early: nothing
+    assert trigger.act(10.5 + GAP) == "resend"
+    assert trigger.on_request(10.61) == 10.5 + 2 * GAP
+
+
+def test_an_attempt_the_dialer_started_itself_counts_towards_the_gap() -> None:
+    trigger = DialTrigger(GAP)
+    trigger.attempt_started(5.0)
+    trigger.sleeping()
+    assert trigger.on_request(5.01) == 5.0 + GAP
+
+
+def test_nothing_to_do_with_a_session_up_or_the_dialer_stopped() -> None:
+    trigger = DialTrigger(GAP)
+    trigger.up()
+    assert trigger.on_request(1.0) is None
+    assert trigger.act(1.0) is None
+    trigger.stopped()
+    assert trigger.on_request(2.0) is None
+
+
+def test_rejected_requests_go_again_whatever_their_method() -> None:
+    for method in (b"GET", b"POST", b"PATCH"):
+        assert resend_allowed(method, H3_REQUEST_REJECTED, reset=False, before_handshake=False)
+
+
+def test_after_a_stateless_reset_only_idempotent_methods_go_again() -> None:
+    for method in (b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"):
+        assert resend_allowed(method, None, reset=True, before_handshake=False)
+    for method in (b"POST", b"PATCH", b"CONNECT"):
+        assert not resend_allowed(method, None, reset=True, before_handshake=False)
+
+
+def test_a_0rtt_request_lost_in_the_handshake_goes_again_when_replay_safe() -> None:
+    assert resend_allowed(b"GET", None, reset=False, before_handshake=True)
+    assert not resend_allowed(b"PUT", None, reset=False, before_handshake=True)
+
+
+def test_a_request_lost_with_an_established_session_does_not_go_again() -> None:
+    assert not resend_allowed(b"GET", None, reset=False, before_handshake=False)
+    assert not resend_allowed(b"GET", 0x10C, reset=False, before_handshake=False)  # H3_REQUEST_CANCELLED
