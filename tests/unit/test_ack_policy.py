@@ -1,5 +1,5 @@
 """ACK policy (RFC 9000 §13.2) of PatchedQuicConnection: one ack-eliciting packet is acknowledged
-after ACK_DELAY, the second one at once, and one that reveals a gap at once."""
+after ACK_DELAY, the ACK_PACKET_THRESHOLD-th (tenth) one at once, and one that reveals a gap at once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from aioquic import tls
 
 from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic import PatchedQuicConnection
-from ptproxy.tunnel.aioquic.connection import ACK_DELAY, MAX_ACK_DELAY_MS
+from ptproxy.tunnel.aioquic.connection import ACK_DELAY, ACK_PACKET_THRESHOLD, MAX_ACK_DELAY_MS
 from tests.support.quic_pair import CLIENT_ADDR, Pair
 
 
@@ -53,16 +53,20 @@ def test_a_lone_packet_is_acknowledged_after_the_delay(pki: DemoPki) -> None:
     assert _ack_only(pair.server, pair.now + ACK_DELAY) == 1
 
 
-def test_the_second_packet_is_acknowledged_at_once(pki: DemoPki) -> None:
+def test_the_threshold_packet_is_acknowledged_at_once(pki: DemoPki) -> None:
+    assert ACK_PACKET_THRESHOLD == 10
     pair = _ready(pki)
-    first, second = _client_packets(pair, 2)
-    pair.server.receive_datagram(first, CLIENT_ADDR, now=pair.now)
-    pair.server.receive_datagram(second, CLIENT_ADDR, now=pair.now)
+    packets = _client_packets(pair, ACK_PACKET_THRESHOLD)
+    for packet in packets[:-1]:  # in order, below the threshold: the ACK waits (or rides along)
+        pair.server.receive_datagram(packet, CLIENT_ADDR, now=pair.now)
+        pair.events(pair.server)
+        assert _ack_only(pair.server, pair.now) == 0
+    pair.server.receive_datagram(packets[-1], CLIENT_ADDR, now=pair.now)
     pair.events(pair.server)
     assert _ack_only(pair.server, pair.now) == 1
     # The count starts over after an ACK: the next lone packet waits again.
-    (third,) = _client_packets(pair, 1)
-    pair.server.receive_datagram(third, CLIENT_ADDR, now=pair.now)
+    (after,) = _client_packets(pair, 1)
+    pair.server.receive_datagram(after, CLIENT_ADDR, now=pair.now)
     pair.events(pair.server)
     assert _ack_only(pair.server, pair.now) == 0
 

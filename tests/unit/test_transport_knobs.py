@@ -87,9 +87,18 @@ def test_windows_and_stream_limit_reach_the_peer(pki: DemoPki) -> None:
     assert seen["max_idle_timeout"] == pytest.approx(7.0)
 
 
-def test_receive_window_defaults_to_initial_window(pki: DemoPki) -> None:
+def test_an_unset_receive_window_starts_at_four_initial_windows(pki: DemoPki) -> None:
     client, _ = _pair(pki, "initial_window = 50000")
-    assert peer_transport_parameters(client)["initial_max_data"] == 50000
+    params = peer_transport_parameters(client)
+    assert params["initial_max_data"] == 200000
+    assert params["initial_max_stream_data_bidi_remote"] == 1000000  # the larger of 1000000 and that
+
+
+def test_a_receive_window_set_in_the_file_is_where_it_starts(pki: DemoPki) -> None:
+    client, _ = _pair(pki, "initial_window = 50000\nreceive_window = 60000\nstream_receive_window = 70000")
+    params = peer_transport_parameters(client)
+    assert params["initial_max_data"] == 60000
+    assert params["initial_max_stream_data_bidi_remote"] == 70000
 
 
 @pytest.mark.parametrize(
