@@ -264,7 +264,7 @@ class SpliceResult:
     seconds: float
 
 
-class _Failed(Exception):
+class _Failed(PtproxyError):
     """One direction failed: ``reset_stream`` tells which side must be reset (the other one)."""
 
     def __init__(self, reason: str, *, reset_stream: bool, reset_socket: bool) -> None:
