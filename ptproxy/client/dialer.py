@@ -86,7 +86,7 @@ HANDSHAKE_RESEND_FIRST = 0.01
 GOAWAY_GRACE_MIN = 10.0
 HANDSHAKE_RESENDS = 5
 # Seconds between two dialer actions (an attempt, or a handshake sent again) that waiting requests
-# may cause: at most 10 handshakes a second while requests wait for a server end that is down.
+# cause: while requests wait for a server end that is down, at most 10 handshakes a second.
 REQUEST_DIAL_GAP = 0.1
 # Requests waiting for the tunnel at once; more get 503 at once (each holds a client connection).
 MAX_TUNNEL_WAITERS = 1024
@@ -206,6 +206,9 @@ class Dialer:
         self._early: Session | None = None
         # The main attempt's session while its handshake is in flight (a request may hurry it).
         self._handshaking: Session | None = None
+        # The next attempt is one a request's trigger started: its failure is logged at debug
+        # level (up to 10 a second while the server end is down), not as an error line each.
+        self._triggered = False
         self._trigger = DialTrigger()
         self._wake = asyncio.Event()  # cuts the sleep between attempts short
         self._demand_handle: asyncio.TimerHandle | None = None
@@ -299,11 +302,21 @@ class Dialer:
     def _act(self) -> None:
         self._demand_handle = None
         action = self._trigger.act(time.monotonic())
+        session = self._handshaking
         if action == "dial":
             logger.debug("a request waits for the tunnel: dialing now")
             self._wake.set()
-        elif action == "resend" and self._handshaking is not None and not self._handshaking.closed.done():
-            self._handshaking.resend_handshake()
+        elif action == "resend" and session is not None and not session.closed.done():
+            session.resend_handshake()
+        if self._hurried():
+            # Requests still wait: again after the gap (a server end that is starting answers
+            # the first handshake after it binds, not the next probe timeout, which backs off).
+            self._demand()
+
+    def _hurried(self) -> bool:
+        """Requests wait for a session, or ride 0-RTT on one still in its handshake."""
+        early = self._early
+        return bool(self._waiters) or (early is not None and not early.closed.done() and early.open_streams > 0)
 
     def replace_settings(self, settings: EndpointSettings) -> None:
         """Reload: the next dial uses ``settings``; the live session keeps its own.
@@ -343,6 +356,7 @@ class Dialer:
             self._demand()  # requests already wait: the next attempt is due after the gap
         try:
             await asyncio.wait_for(self._wake.wait(), delay)
+            self._triggered = True
         except TimeoutError:
             pass
 
@@ -374,7 +388,8 @@ class Dialer:
     async def _attempt_and_hold(self, index: int) -> bool:
         """One attempt; True when it established a session that was then lost."""
         self._trigger.attempt_started(time.monotonic())
-        link = await self._dial(self._hosts[index], early=True)
+        triggered, self._triggered = self._triggered, False
+        link = await self._dial(self._hosts[index], early=True, quiet=triggered)
         if link is None:
             return False
         self._index = index
@@ -402,7 +417,7 @@ class Dialer:
         task.add_done_callback(self._disposing.discard)
         return True
 
-    async def _dial(self, host: str, *, early: bool, probe: bool = False) -> _Link | None:
+    async def _dial(self, host: str, *, early: bool, probe: bool = False, quiet: bool = False) -> _Link | None:
         """One handshake with ``host``; None when it failed (logged: an error, or for a probe of
         an earlier host, which is expected to fail while that host is down, a debug line)."""
         number = next(connection_numbers)
@@ -414,7 +429,7 @@ class Dialer:
             if probe:
                 logger.debug("%s", message)
             else:
-                self._failed(message)
+                self._failed(message, quiet=quiet)
             return None
         return _Link(session, transport, addr, number, host)
 
@@ -605,8 +620,10 @@ class Dialer:
         if settings is self.settings:
             self._tickets[host] = ticket
 
-    def _failed(self, message: str, attempt: bool = True) -> None:
-        logger.error("%s", message)
+    def _failed(self, message: str, attempt: bool = True, quiet: bool = False) -> None:
+        """A failed attempt or a lost session. ``quiet``: an attempt a waiting request caused
+        (up to 10 a second while the server end is down): debug level, the state still says it."""
+        logger.log(logging.DEBUG if quiet else logging.ERROR, "%s", message)
         self.state.last_failure = message
         if attempt:
             self.state.attempts_failed += 1

@@ -67,8 +67,8 @@ def test_a_request_waits_for_a_server_end_that_starts_meanwhile(make_pair: Calla
     pair = make_pair({"limits": {"stream_queue_timeout": 60000}}, start_server=False, wait=False)
     assert pair.wait_client_log("failed", timeout=15), pair.logs()
     waiting = Background(pair.http_port, "GET", "/bytes/10", timeout=90)
-    assert pair.wait_client_log("failed", count=2, timeout=15), pair.logs()  # it waits across attempts
-    assert waiting.thread.is_alive()
+    time.sleep(2)  # several attempts fail meanwhile (each one the request causes is logged at debug)
+    assert waiting.thread.is_alive(), waiting.result  # still waiting: no 503 at once
     pair.start_server()
     resp = waiting.join()
     assert resp.status == 200, resp.body
