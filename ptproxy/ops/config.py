@@ -474,7 +474,11 @@ class Limits(_Section, kw_only=True, frozen=True):
         ),
     ] = 60000
     stream_queue_timeout: Annotated[
-        Ms, Doc("ms a request beyond the session's stream limit waits for a stream, then 503.")
+        Ms,
+        Doc(
+            "Client: ms a request may wait for a stream (beyond the session's stream limit) or, "
+            "while the tunnel is down, for the next session; then 503."
+        ),
     ] = 5000
     max_origin_idle_connections: Annotated[
         Annotated[int, Meta(ge=0)], Doc("Idle origin connections kept for reuse; 0: no reuse.")
