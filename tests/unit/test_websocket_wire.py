@@ -274,6 +274,7 @@ class _FakeStream:
 
 class _FakeSession:
     peer_settings = {0x1: 0}  # SETTINGS without ENABLE_CONNECT_PROTOCOL
+    handshake_done = True
 
     def __init__(self) -> None:
         self.opened: list[tuple[list[tuple[bytes, bytes]], bool]] = []
@@ -305,7 +306,11 @@ key = "client.key"
         path=Path("/etc/ptproxy/client.toml"),
     )
     session = _FakeSession()
-    dialer = SimpleNamespace(current=lambda early_ok=False: session, session=session)
+
+    async def session_for(**_: object) -> _FakeSession:
+        return session
+
+    dialer = SimpleNamespace(current=lambda early_ok=False: session, session=session, session_for=session_for)
 
     async def scenario() -> bytes:
         frontend = Frontend(config, dialer)  # type: ignore[arg-type]
