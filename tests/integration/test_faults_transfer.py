@@ -111,7 +111,9 @@ def test_origin_reset_mid_body_keeps_the_session(pair) -> None:
 
 def test_server_end_draining_answers_503_and_finishes_what_it_started(make_pair, origin) -> None:
     """SIGTERM on the server end: the request in flight completes; a new one is refused
-    unprocessed (H3_REQUEST_REJECTED), which the client end answers with 503, not 502."""
+    unprocessed (H3_REQUEST_REJECTED), which the client end answers with 503, not 502. (The client
+    end first waits for another session to send it on; the draining server end accepts none, so
+    the 503 says either that the request was refused or that the tunnel is down, by timing.)"""
     p = make_pair(server_overrides={"limits": {"origin_response_timeout": 20000}})
     slow: dict = {}
 
@@ -126,7 +128,7 @@ def test_server_end_draining_answers_503_and_finishes_what_it_started(make_pair,
     assert p.wait_server_log("SIGTERM received", timeout=5), p.logs()
     refused = request(p.http_port, "GET", "/bytes/10?drain-refused", timeout=10)
     assert refused.status == 503, (refused.status, refused.body)
-    assert b"refused the request unprocessed" in refused.body
+    assert b"refused the request unprocessed" in refused.body or b"is down" in refused.body, refused.body
     t.join(20)
     assert slow.get("status") == 200, (slow, p.logs())
     assert p.server.wait(15) == 0, p.logs()
