@@ -100,9 +100,12 @@ def measure(streams: int, megabytes: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory(prefix="ptproxy-packets-") as tmp:
         client, server, clock = _pair(Path(tmp))
-        ids = [client.get_next_available_stream_id() for _ in range(streams)]
-        for sid in ids:
+        ids = []
+        for _ in range(streams):
+            # The next ID only moves on once the stream exists: open each before asking again.
+            sid = client.get_next_available_stream_id()
             client.send_stream_data(sid, b"open")
+            ids.append(sid)
             _exchange(client, server, clock)
         chunk = bytes(64 * 1024)
         total = megabytes << 20

@@ -4,7 +4,7 @@ aioquic is pinned because what ptproxy needs is only reachable through private n
 declared in :mod:`.internals` and checked against the installed aioquic. The modules, by concern:
 ``connection`` (flow control, stream limit, congestion control, connection state), ``h3`` (DATA
 frame boundaries, per-stream Content-Length), ``mtls`` (server-side client certificates),
-``congestion`` (Cubic's initial window), ``qlog`` (per-end trace files), ``tickets`` (session tickets sealed into their label), ``quicpath`` (the compiled per-packet twins installed into aioquic), ``initial`` (a server's
+``congestion`` (Cubic's initial window), ``qlog`` (per-end trace files), ``tickets`` (session tickets sealed into their label), ``marks`` (which streams a packet visits), ``quicpath`` (the compiled per-packet twins installed into aioquic), ``initial`` (a server's
 first look at a datagram, before any connection exists).
 """
 

@@ -83,8 +83,14 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(QC, "_replenish_connection_ids", "override", ((),)),
     Internal(QC, "_close_end", "method", ((),)),
     Internal(QC, "_write_ping_frame", "override", (("builder", "uids"), ("builder", "comment="))),
-    # The delivery handler of our MAX_STREAM_DATA frames: handler(delivery_state, stream).
-    Internal(QC, "_on_max_stream_data_delivery", "method", (("delivery", "stream"),)),
+    # The delivery handler of our MAX_STREAM_DATA frames: handler(delivery_state, stream); wrapped
+    # to mark a lost one's stream (marks.py).
+    Internal(QC, "_on_max_stream_data_delivery", "override", (("delivery", "stream"),)),
+    # Streams to visit (marks.py): aioquic's send loop runs over views of the marked streams; each
+    # stream it creates (appended to _streams_queue) is adopted as it is created.
+    Internal(QC, "_write_application", "override", (("builder", "network_path", "now"),)),
+    Internal(QC, "_get_or_create_stream", "override", (("frame_type", "stream_id"),)),
+    Internal(QC, "_get_or_create_stream_for_send", "override", (("stream_id",),)),
     Internal(QC, "_write_stream_limits", "override", (("builder=", "space=", "stream="),)),
     # aioquic calls it by keyword; our override calls super() positionally.
     Internal(QC, "_write_connection_limits", "override", (("builder=", "space="), ("builder", "space"))),
@@ -193,7 +199,20 @@ UNDOCUMENTED: tuple[Internal, ...] = (
         "max_stream_data_local_sent",
         "max_stream_data_remote",
     ),
-    *_each(SENDER, "attribute", "buffer_is_empty", "highest_offset"),
+    *_each(SENDER, "attribute", "buffer_is_empty", "highest_offset", "reset_pending", "is_finished"),
+    # marks.py: the send and receive halves' state changes, each hooked in a subclass.
+    Internal(SENDER, "write", "method", (("data", "end_stream"),)),
+    Internal(SENDER, "reset", "method", (("error_code",), ("error_code=",))),
+    Internal(SENDER, "on_data_delivery", "method", (("delivery", "start", "stop", "fin"),)),
+    Internal(SENDER, "on_reset_delivery", "method", (("delivery",),)),
+    Internal("quic.stream.QuicStreamReceiver", "handle_frame", "method", (("frame",),)),
+    Internal("quic.stream.QuicStreamReceiver", "handle_reset", "method", (("final_size=", "error_code="),)),
+    Internal("quic.stream.QuicStreamReceiver", "stop", "method", (("error_code",),)),
+    Internal("quic.stream.QuicStreamReceiver", "on_stop_sending_delivery", "method", (("delivery",),)),
+    Internal("quic.stream.QuicStreamReceiver", "stop_pending", "attribute"),
+    Internal("quic.stream.QuicStream", "is_finished", "name"),
+    # marks.py: the name aioquic's connection builds its streams with, bound to MarkingStream.
+    Internal("quic.connection", "QuicStream", "name"),
     *_each("quic.stream.QuicStreamReceiver", "attribute", "highest_offset", "is_finished"),
     *_each(
         "h3.connection.H3Stream",

@@ -1,0 +1,156 @@
+"""Which streams a packet needs to look at: the marks behind PatchedQuicConnection._write_application.
+
+aioquic 1.7.2 walks every open stream for every packet it builds (a MAX_STREAM_DATA check per stream,
+then the send queue, rebuilt), so an idle connection with 64 open streams paid ~100 µs for a
+``datagrams_to_send`` that sent nothing. A stream only has something to send after one of a few
+events, each a method of its send or receive half; the subclasses below (built in place of
+aioquic's by :func:`install`) note the stream in :class:`StreamMarks` when one happens, and the
+connection visits only the marked streams:
+
+- ``ready``: may have a frame to send or be finished (to discard): data or a FIN written, data or a
+  FIN or a RESET_STREAM / STOP_SENDING lost, a reset or stop requested, a half finished;
+- ``limits``: a MAX_STREAM_DATA may be due (new stream, credit given, the frame lost) - marked by the
+  connection, which owns the credit;
+- ``received``: data arrived, so the peer may now be blocked by this stream's window (metrics).
+
+A mark may be stale (nothing to do after all): the connection drops it after one visit. A missing
+mark would lose a frame, so every state change that aioquic's send loop reacts to is hooked here.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from aioquic.quic import connection as qc
+from aioquic.quic.events import StreamDataReceived, StreamReset
+from aioquic.quic.packet import QuicErrorCode, QuicStreamFrame
+from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.stream import QuicStream, QuicStreamReceiver, QuicStreamSender
+
+__all__ = ["NO_MARKS", "MarkingReceiver", "MarkingSender", "MarkingStream", "StreamMarks", "adopt", "install"]
+
+
+class StreamMarks:
+    """Stream IDs to visit, each dict in the order the marks were made (insertion order)."""
+
+    __slots__ = ("limits", "ready", "received")
+
+    def __init__(self) -> None:
+        self.ready: dict[int, None] = {}
+        self.limits: dict[int, None] = {}
+        self.received: dict[int, None] = {}
+
+
+class _Discard(dict[int, None]):
+    """Marks nobody reads (a stream of a connection that walks all streams, or a crypto stream)."""
+
+    def __setitem__(self, key: int, value: None) -> None:
+        return None
+
+
+NO_MARKS = StreamMarks()
+NO_MARKS.ready = NO_MARKS.limits = NO_MARKS.received = _Discard()
+
+
+class MarkingSender(QuicStreamSender):
+    """aioquic's send half, marking its stream ready whenever it may have a frame to send."""
+
+    def __init__(self, stream_id: int | None, writable: bool) -> None:
+        super().__init__(stream_id, writable)
+        # Set here, not later: attributes added after construction slow every attribute access.
+        self._ptp_marks = NO_MARKS
+        self._ptp_id = cast(int, stream_id)  # None only for crypto streams, which mark NO_MARKS
+
+    def write(self, data: bytes, end_stream: bool = False) -> None:
+        super().write(data, end_stream)
+        self._ptp_marks.ready[self._ptp_id] = None
+
+    def reset(self, error_code: int) -> None:
+        super().reset(error_code)
+        if self.reset_pending:
+            self._ptp_marks.ready[self._ptp_id] = None
+
+    def on_data_delivery(self, delivery: QuicDeliveryState, start: int, stop: int, fin: bool) -> None:
+        super().on_data_delivery(delivery, start, stop, fin)
+        # Lost: data or the FIN to send again. Acknowledged: finished once everything is.
+        if delivery is not QuicDeliveryState.ACKED or self.is_finished:
+            self._ptp_marks.ready[self._ptp_id] = None
+
+    def on_reset_delivery(self, delivery: QuicDeliveryState) -> None:
+        super().on_reset_delivery(delivery)
+        self._ptp_marks.ready[self._ptp_id] = None  # finished, or the reset to send again
+
+
+class MarkingReceiver(QuicStreamReceiver):
+    """aioquic's receive half, marking its stream when it finishes, has a STOP_SENDING to send, or
+    received data (its window may be used up)."""
+
+    def __init__(self, stream_id: int | None, readable: bool) -> None:
+        super().__init__(stream_id, readable)
+        self._ptp_marks = NO_MARKS
+        self._ptp_id = cast(int, stream_id)
+
+    def handle_frame(self, frame: QuicStreamFrame) -> StreamDataReceived | None:
+        event = super().handle_frame(frame)
+        marks = self._ptp_marks
+        marks.received[self._ptp_id] = None
+        if self.is_finished:
+            marks.ready[self._ptp_id] = None
+        return event
+
+    def handle_reset(self, *, final_size: int, error_code: int = QuicErrorCode.NO_ERROR) -> StreamReset | None:
+        event = super().handle_reset(final_size=final_size, error_code=error_code)
+        self._ptp_marks.ready[self._ptp_id] = None
+        return event
+
+    def stop(self, error_code: int = QuicErrorCode.NO_ERROR) -> None:
+        super().stop(error_code)
+        self._ptp_marks.ready[self._ptp_id] = None
+
+    def on_stop_sending_delivery(self, delivery: QuicDeliveryState) -> None:
+        super().on_stop_sending_delivery(delivery)
+        if self.stop_pending:
+            self._ptp_marks.ready[self._ptp_id] = None
+
+
+class MarkingStream(QuicStream):
+    """aioquic's QuicStream made of the marking halves (the same attributes, set the same way:
+    test_stream_marks compares them), reporting to NO_MARKS until a connection adopts it."""
+
+    sender: MarkingSender
+    receiver: MarkingReceiver
+
+    def __init__(
+        self,
+        stream_id: int | None = None,
+        max_stream_data_local: int = 0,
+        max_stream_data_remote: int = 0,
+        readable: bool = True,
+        writable: bool = True,
+    ) -> None:
+        # Not super().__init__(): it would build aioquic's halves only for us to replace them.
+        self.is_blocked = False
+        self.max_stream_data_local = max_stream_data_local
+        self.max_stream_data_local_sent = max_stream_data_local
+        self.max_stream_data_remote = max_stream_data_remote
+        self.receiver = MarkingReceiver(stream_id=stream_id, readable=readable)
+        self.sender = MarkingSender(stream_id=stream_id, writable=writable)
+        self.stream_id = stream_id
+
+
+def install() -> None:
+    """Make aioquic's connection create MarkingStreams (once; harmless to connections that do not
+    adopt them: their marks go nowhere)."""
+    if qc.QuicStream is not MarkingStream:
+        qc.QuicStream = MarkingStream  # type: ignore[misc]
+
+
+def adopt(stream: QuicStream, marks: StreamMarks) -> None:
+    """Make a stream aioquic just created report to ``marks`` (before it sent or received anything),
+    and mark it everywhere once: a new stream may already owe a MAX_STREAM_DATA."""
+    assert isinstance(stream, MarkingStream), "install() was not called"
+    stream.sender._ptp_marks = stream.receiver._ptp_marks = marks
+    sid = stream.sender._ptp_id
+    marks.ready[sid] = None
+    marks.limits[sid] = None
+    marks.received[sid] = None
