@@ -52,7 +52,7 @@ def test_origin_down_under_concurrency_keeps_the_session(make_pair) -> None:
     assert request(p.http_port, "GET", "/bytes/10").status == 502
     log = p.client_log()
     assert log.count("tunnel ready") == 1 and "lost" not in log, log[-3000:]
-    assert "503" not in log, log[-3000:]
+    assert not re.search(r": 503\b", log), log[-3000:]  # no 503 answered (a port may hold "503")
 
 
 def test_tunnel_down_gives_503_after_the_wait(make_pair) -> None:
