@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +20,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.h1client import Response, request
-from tests.support.pair import REPO_ROOT, free_port, read_text, stop_process, wait_for
+from tests.support.pair import (
+    free_port,
+    spawn_listening,
+    stop_process,
+    wait_for,
+)
 
 POLL = 30.0  # seconds: every state change is polled for this long at most
 
@@ -39,20 +43,9 @@ class PortOrigin:
     def start(self) -> None:
         self.starts += 1
         log = self.directory / f"origin-{self.port}-{self.starts}.log"
-        with open(log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tools.origin_server", "--port", str(self.port)],
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"origin did not start: {line!r} {read_text(log)}")
-        self.port = int(line.split()[-1])
+        self.proc, self.port = spawn_listening(
+            ["-m", "tools.origin_server", "--port", str(self.port)], log, "origin"
+        )
 
     @property
     def address(self) -> str:

@@ -16,8 +16,6 @@ import random
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,12 +29,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from ptproxy.ops.devcerts import DemoPki
 from tests.support.pair import (
     BULK,
-    REPO_ROOT,
     OriginProcess,
     Pair,
     build_pair,
     defects,
     free_port,
+    spawn_listening,
     stop_process,
     wait_for,
 )
@@ -54,28 +52,11 @@ class TcpOrigin:
         self.log_path = directory / "tcp-origin.jsonl"
         self.log_path.touch()
         self.stderr_path = directory / "tcp-origin.stderr"
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.support.tcp_origin",
-                    "--port",
-                    "0",
-                    "--log",
-                    str(self.log_path),
-                ],
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"TCP origin did not start: {line!r}")
-        self.port = int(line.split()[-1])
+        self.proc, self.port = spawn_listening(
+            ["-m", "tests.support.tcp_origin", "--port", "0", "--log", str(self.log_path)],
+            self.stderr_path,
+            "TCP origin",
+        )
 
     def entries(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]

@@ -16,8 +16,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +27,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.h1client import raw_exchange, request
-from tests.support.pair import BULK, REPO_ROOT, Pair, free_port, read_text, stop_process
+from tests.support.pair import (
+    BULK,
+    Pair,
+    free_port,
+    read_text,
+    spawn_listening,
+    stop_process,
+)
 from tools.toml_writer import merge
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,20 +45,9 @@ MAX_SIZE = 32 * 1024 * 1024
 class WsOrigin:
     def __init__(self, directory: Path) -> None:
         self.log_path = directory / "ws_origin.log"
-        with open(self.log_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.ws_origin", "--port", "0"],
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"websocket origin did not start: {line!r} {read_text(self.log_path)}")
-        self.port = int(line.split()[-1])
+        self.proc, self.port = spawn_listening(
+            ["-m", "tests.support.ws_origin", "--port", "0"], self.log_path, "websocket origin"
+        )
 
     def close(self) -> None:
         stop_process(self.proc, timeout=5)

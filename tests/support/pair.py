@@ -350,23 +350,27 @@ def build_pair(
 # -- the origin ---------------------------------------------------------------------------------
 
 
+def spawn_listening(args: list[str], stderr_path: Path, what: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``python <args>`` from the repository root, a test server whose first stdout line is
+    ``listening on <port>``; return the process and that port (stderr goes to ``stderr_path``)."""
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
+        )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"{what} did not start: {line!r} {read_text(stderr_path)}")
+    return proc, int(line.split()[-1])
+
+
 class OriginProcess:
     def __init__(self, directory: Path) -> None:
         self.log_path = directory / "origin.log"
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tools.origin_server", "--port", "0"],
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"origin did not start: {line!r} {read_text(self.log_path)}")
-        self.port = int(line.split()[-1])
+        self.proc, self.port = spawn_listening(
+            ["-m", "tools.origin_server", "--port", "0"], self.log_path, "origin"
+        )
 
     def log(self) -> list[dict[str, Any]]:
         """Every request the origin received (head, target, whether its body arrived whole)."""
