@@ -117,10 +117,11 @@ def test_junk_and_handshake_floods_cost_little(make_pair: Callable[..., Pair], p
     assert metric(scrape(mport), "ptproxy_tunnel_up") == 1.0
     # The log: a few lines, not one per packet or attempt (summaries come every 10 s).
     assert pair.wait_server_log("refused", timeout=15.0)
-    time.sleep(11)
+    summary = r"refused [\d,]+ handshakes? in the last \d+ s: \w+ \(sample peer "
+    # The first summary is due 10 s after the first refusal; a loaded machine may write it later.
+    assert wait_for(lambda: any(re.search(summary, line) for line in refusal_lines(pair)), 40.0), refusal_lines(pair)
     lines = refusal_lines(pair)
     assert 0 < len(lines) <= 20, "\n".join(lines[:40])
-    assert any(re.search(r"refused [\d,]+ handshakes? in the last \d+ s: \w+ \(sample peer ", line) for line in lines), lines
 
 
 def test_retry_always_and_our_client_follows_it(make_pair: Callable[..., Pair]) -> None:
