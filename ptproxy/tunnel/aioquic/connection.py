@@ -18,6 +18,9 @@
   per request 0.051 -> 0.015; a 10 MiB download: ~400 ACKs instead of ~1,500 with every second).
 * Packets visit only the streams with something to send (marks.py): aioquic walks every open
   stream per packet, so an empty ``datagrams_to_send`` cost ~1.5 µs per open stream.
+* Receiving: a datagram holding one 1-RTT packet on an established connection (nearly all of them)
+  takes a compiled path (quicrecv.py: header protection, packet number, AEAD, bookkeeping and the
+  frame loop, as aioquic does them); every other datagram goes through aioquic's receive_datagram.
 * Server-side mutual TLS is installed on the TLS context once aioquic creates it (see mtls.py).
 * Stateless Reset (RFC 9000 §10.3), which aioquic neither derives nor detects: the server end's
   tokens come from a function of the connection ID (a restarted server recomputes them), and the
@@ -48,6 +51,7 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from ptproxy.tunnel.aioquic import marks as stream_marks
+from ptproxy.tunnel.aioquic import quicrecv
 from ptproxy.tunnel.aioquic.marks import StreamMarks, adopt
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
 from ptproxy.tunnel.aioquic.tickets import install_ticket_sealer
@@ -74,6 +78,8 @@ __all__ = [
     "stream_send_buffered",
 ]
 
+
+quicrecv.install()  # the compiled receive path and Enum hash, before any connection exists
 
 # max_ack_delay we advertise, ms (aioquic: 25; it really acknowledges within ~1 ms).
 MAX_ACK_DELAY_MS = 5
@@ -164,6 +170,10 @@ class PatchedQuicConnection(QuicConnection):
 
     Our own attributes carry a ``_ptp_`` prefix so they can never shadow one of aioquic's.
     """
+
+    # The receive fast path (quicrecv.py): compiled, or the pure twin's, which handles nothing.
+    # An attribute so that the twin tests can give one connection each.
+    _ptp_receive_short: Callable[[QuicConnection, bytes, Any, float], bool] = staticmethod(quicrecv.receive_short)
 
     def __init__(
         self,
@@ -718,7 +728,10 @@ class PatchedQuicConnection(QuicConnection):
         space = self._spaces.get(tls.Epoch.ONE_RTT)
         largest = space.largest_received_packet if space is not None else -1
         self._ptp_eliciting = False
-        super().receive_datagram(data, addr, now)
+        # A lone 1-RTT packet on an established connection (nearly every datagram) takes the
+        # compiled path, which does what aioquic's method does; anything else is aioquic's.
+        if not self._ptp_receive_short(self, data, addr, now):
+            super().receive_datagram(data, addr, now)
         if self._ptp_eliciting:
             self._ptp_on_eliciting(largest, now)
 
@@ -830,6 +843,11 @@ class PatchedQuicConnection(QuicConnection):
             identity = self._ptp_verified_identity
         self._ptp_identity_cache = identity
         return identity
+
+
+# The compiled receive path runs aioquic's frame loop itself for this class's _payload_received
+# (aioquic's loop plus the eliciting flag); a subclass that overrides it gets its own method called.
+quicrecv.use_frame_loop(PatchedQuicConnection._payload_received)
 
 
 # -- state aioquic keeps private ---------------------------------------------------------------
