@@ -9,9 +9,14 @@
   (``aioquic.quic.packet``), over aioquic's ``Buffer`` (its C extension, called through its methods).
 - ``HeaderProtection``: header protection applied / removed with one mask per packet from the
   ``cryptography`` cipher context, the bytes touched in C (``aioquic._crypto.HeaderProtection``).
+- ``QuicPacketBuilder``: packets assembled into datagrams (``aioquic.quic.packet_builder``): its
+  bookkeeping in C fields, the short header written in C, the payload sealed with the AEAD's
+  ``cryptography`` object directly (no ``CryptoPair``/``CryptoContext``/``AEAD`` Python frames) and
+  header-protected by the twin above. Frames are still written by aioquic into aioquic's ``Buffer``,
+  and the ``QuicSentPacket`` records are aioquic's dataclass with the same fields.
 
 Written for ptproxy from the behaviour of aioquic 1.7.2 (tested against it with hypothesis); this
-module imports nothing from aioquic: the few aioquic classes it needs are handed in by
+module imports nothing from aioquic: the few aioquic objects it needs are handed in by
 :func:`configure`.
 """
 
@@ -21,7 +26,7 @@ from libc.string cimport memcpy, memmove
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["HeaderProtection", "RangeSet", "configure", "pull_ack_frame", "push_ack_frame"]
+__all__ = ["HeaderProtection", "QuicPacketBuilder", "RangeSet", "configure", "pull_ack_frame", "push_ack_frame"]
 
 # Set by configure(): aioquic's CryptoError (a ValueError until then).
 _CryptoError = ValueError
@@ -32,10 +37,14 @@ cdef enum:
     UINT_VAR_MAX_SIZE = 8
 
 
-def configure(crypto_error):
-    """Hand in the aioquic classes this module raises (``aioquic._crypto.CryptoError``)."""
+def configure(crypto_error, builder_names=None):
+    """Hand in the aioquic classes this module raises (``aioquic._crypto.CryptoError``) and, for
+    ``QuicPacketBuilder``, the aioquic objects it builds with (a mapping of name to object, see
+    ``_BUILDER_NAMES``; None leaves them as they are)."""
     global _CryptoError
     _CryptoError = crypto_error
+    if builder_names is not None:
+        _configure_builder(builder_names)
 
 
 cdef class RangeSet:
@@ -318,6 +327,9 @@ cdef class HeaderProtection:
         return self._update(sample)
 
     def apply(self, bytes plain_header, bytes protected_payload):
+        return self._apply(plain_header, protected_payload)
+
+    cdef bytes _apply(self, bytes plain_header, bytes protected_payload):
         cdef Py_ssize_t hlen = PyBytes_GET_SIZE(plain_header)
         cdef Py_ssize_t plen = PyBytes_GET_SIZE(protected_payload)
         cdef const unsigned char *h = <const unsigned char *> PyBytes_AS_STRING(plain_header)
@@ -372,3 +384,456 @@ cdef class HeaderProtection:
             o[pn_offset + i] ^= m[1 + i]
             pn_truncated = o[pn_offset + i] | (pn_truncated << 8)
         return out, pn_truncated
+
+
+# -- QuicPacketBuilder ---------------------------------------------------------------------------
+
+from libc.string cimport memset
+
+cdef enum:
+    # the packet types a builder starts, as codes (aioquic's QuicPacketType members are in _packet_types)
+    PT_INITIAL = 0
+    PT_ZERO_RTT = 1
+    PT_HANDSHAKE = 2
+    PT_ONE_RTT = 3
+    PACKET_NUMBER_SEND_SIZE = 2
+    PACKET_FIXED_BIT = 0x40
+    # aioquic's (arbitrary) limit: a datagram with less room left than this gets no further packet
+    MIN_PACKET_ROOM = 128
+
+# The aioquic objects the builder works with, set by configure() (names in _BUILDER_NAMES).
+cdef object _Buffer = None
+cdef object _SentPacket = None
+cdef object _BuilderStop = None
+cdef tuple _packet_types = ()  # QuicPacketType members, indexed by PT_* code
+cdef tuple _epochs = ()  # the Epoch of each PT_* code's packets (0-RTT ones are 1-RTT's)
+cdef object _non_ack_eliciting = frozenset()
+cdef object _non_in_flight = frozenset()
+cdef object _frame_crypto = None
+cdef object _frame_path_challenge = None
+cdef object _frame_path_response = None
+cdef object _encode_long_header_first_byte = None
+cdef object _CryptoPair = None
+cdef object _CryptoContext = None
+cdef object _AEAD = None
+cdef object _object_new = object.__new__
+# start_frame's default handler_args: one shared empty list, as aioquic's default argument
+cdef list _NO_HANDLER_ARGS = []
+
+_BUILDER_NAMES = (
+    "AEAD",
+    "Buffer",
+    "CryptoContext",
+    "CryptoPair",
+    "Epoch",
+    "NON_ACK_ELICITING_FRAME_TYPES",
+    "NON_IN_FLIGHT_FRAME_TYPES",
+    "QuicFrameType",
+    "QuicPacketBuilderStop",
+    "QuicPacketType",
+    "QuicSentPacket",
+    "encode_long_header_first_byte",
+)
+
+
+cdef _configure_builder(names):
+    global _Buffer, _SentPacket, _BuilderStop, _packet_types, _epochs, _non_ack_eliciting
+    global _non_in_flight, _frame_crypto, _frame_path_challenge, _frame_path_response
+    global _encode_long_header_first_byte, _CryptoPair, _CryptoContext, _AEAD
+    missing = [name for name in _BUILDER_NAMES if name not in names]
+    if missing:
+        raise KeyError(f"configure(): aioquic objects missing: {missing}")
+    ptype, epoch, frame = names["QuicPacketType"], names["Epoch"], names["QuicFrameType"]
+    _packet_types = (ptype.INITIAL, ptype.ZERO_RTT, ptype.HANDSHAKE, ptype.ONE_RTT)
+    _epochs = (epoch.INITIAL, epoch.ONE_RTT, epoch.HANDSHAKE, epoch.ONE_RTT)
+    _frame_crypto = frame.CRYPTO
+    _frame_path_challenge = frame.PATH_CHALLENGE
+    _frame_path_response = frame.PATH_RESPONSE
+    _non_ack_eliciting = names["NON_ACK_ELICITING_FRAME_TYPES"]
+    _non_in_flight = names["NON_IN_FLIGHT_FRAME_TYPES"]
+    _Buffer = names["Buffer"]
+    _SentPacket = names["QuicSentPacket"]
+    _BuilderStop = names["QuicPacketBuilderStop"]
+    _encode_long_header_first_byte = names["encode_long_header_first_byte"]
+    _CryptoPair = names["CryptoPair"]
+    _CryptoContext = names["CryptoContext"]
+    _AEAD = names["AEAD"]
+
+
+cdef int _packet_type_code(object packet_type) except -1:
+    cdef int i
+    for i in range(4):
+        if packet_type is _packet_types[i]:
+            return i
+    for i in range(4):  # aioquic's check is ==, not identity
+        if packet_type == _packet_types[i]:
+            return i
+    raise AssertionError("Invalid packet type")
+
+
+cdef bytes _zeros(Py_ssize_t n):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    memset(PyBytes_AS_STRING(out), 0, n)
+    return out
+
+
+cdef object _sent_packet(object epoch, bint in_flight, bint ack_eliciting, bint crypto_packet,
+                         long long number, object packet_type, Py_ssize_t sent_bytes, list handlers,
+                         list log_frames):
+    """aioquic's QuicSentPacket record, its fields set in its __init__'s order, without running the
+    dataclass's Python __init__ (one frame per packet)."""
+    packet = _object_new(_SentPacket)
+    packet.epoch = epoch
+    packet.in_flight = in_flight
+    packet.is_ack_eliciting = ack_eliciting
+    packet.is_crypto_packet = crypto_packet
+    packet.packet_number = number
+    packet.packet_type = packet_type
+    packet.sent_time = None
+    packet.sent_bytes = sent_bytes
+    packet.delivery_handlers = handlers
+    packet.quic_logger_frames = log_frames
+    return packet
+
+
+cdef bint _plain_pair(object crypto) except -1:
+    """Whether ``crypto`` is aioquic's own CryptoPair with no key update due: then its key phase and
+    encryption can be read from its parts without calling its (Python) methods."""
+    return type(crypto) is _CryptoPair and not crypto._update_key_requested
+
+
+cdef object _seal(object crypto, bytes header, bytes payload, long long number):
+    """The packet as ``crypto.encrypt_packet`` returns it: payload sealed by the AEAD, header protected."""
+    if _plain_pair(crypto):
+        send = crypto.send
+        if type(send) is _CryptoContext:
+            aead = send.aead
+            hp = send.hp
+            if type(aead) is _AEAD and type(hp) is HeaderProtection:
+                # AEAD.encrypt without its two Python frames: the nonce is the IV xor the number
+                nonce = (aead._iv ^ number).to_bytes(12, "big")
+                return (<HeaderProtection> hp)._apply(header, aead._aead.encrypt(nonce, payload, header))
+    return crypto.encrypt_packet(header, payload, number)
+
+
+cdef class QuicPacketBuilder:
+    """Packets built into datagrams, as ``aioquic.quic.packet_builder.QuicPacketBuilder``: the same
+    methods and properties, datagrams and QuicSentPacket records."""
+
+    cdef public object max_flight_bytes
+    cdef public object max_total_bytes
+    cdef public object quic_logger_frames
+
+    cdef bytes _host_cid
+    cdef bytes _peer_cid
+    cdef bytes _peer_token
+    cdef bint _is_client
+    cdef object _quic_logger
+    cdef bint _spin_bit
+    cdef object _version
+
+    # assembled datagrams and packets
+    cdef list _datagrams
+    cdef list _packets
+    cdef long long _datagram_flight_bytes
+    cdef bint _datagram_init
+    cdef bint _datagram_needs_padding
+    cdef long long _flight_bytes
+    cdef long long _total_bytes
+
+    # the current packet; its record is only made when it ends with something in it
+    cdef bint _in_packet
+    cdef bint _ack_eliciting
+    cdef bint _in_flight
+    cdef bint _crypto_packet
+    cdef list _handlers
+    cdef list _log_frames
+    cdef long long _header_size
+    cdef object _packet_crypto
+    cdef long long _tag  # its aead_tag_size, read once per packet (-1: not yet)
+    cdef long long _packet_number
+    cdef long long _packet_start
+    cdef object _packet_type
+    cdef int _ptype
+
+    # aioquic's Buffer (frames are written into it by aioquic) and its bound methods
+    cdef object _buffer
+    cdef object _tell
+    cdef object _seek
+    cdef object _push_bytes
+    cdef object _data_slice
+    cdef object _push_uint_var
+    cdef long long _buffer_capacity
+    cdef long long _flight_capacity
+
+    def __init__(self, *, host_cid, peer_cid, version, is_client, max_datagram_size,
+                 packet_number=0, peer_token=b"", quic_logger=None, spin_bit=False):
+        if _Buffer is None:
+            raise RuntimeError("ptproxy._speedups.quicpath.configure() was not given aioquic's objects")
+        self.max_flight_bytes = None
+        self.max_total_bytes = None
+        self.quic_logger_frames = None
+        self._host_cid = host_cid
+        self._is_client = is_client
+        self._peer_cid = peer_cid
+        self._peer_token = peer_token
+        self._quic_logger = quic_logger
+        self._spin_bit = spin_bit
+        self._version = version
+        self._datagrams = []
+        self._datagram_flight_bytes = 0
+        self._datagram_init = True
+        self._datagram_needs_padding = False
+        self._packets = []
+        self._flight_bytes = 0
+        self._total_bytes = 0
+        self._in_packet = False
+        self._header_size = 0
+        self._packet_crypto = None
+        self._tag = -1
+        self._packet_number = packet_number
+        self._packet_start = 0
+        self._packet_type = None
+        buf = _Buffer(max_datagram_size)
+        self._buffer = buf
+        self._tell = buf.tell
+        self._seek = buf.seek
+        self._push_bytes = buf.push_bytes
+        self._data_slice = buf.data_slice
+        self._push_uint_var = buf.push_uint_var
+        self._buffer_capacity = max_datagram_size
+        self._flight_capacity = max_datagram_size
+
+    cdef long long _tag_size(self) except -1:
+        if self._tag < 0:
+            self._tag = self._packet_crypto.aead_tag_size
+        return self._tag
+
+    @property
+    def packet_is_empty(self):
+        if not self._in_packet:
+            raise AssertionError()
+        cdef long long pos = self._tell()
+        return pos - self._packet_start <= self._header_size
+
+    @property
+    def packet_number(self):
+        return self._packet_number
+
+    @property
+    def remaining_buffer_space(self):
+        cdef long long pos = self._tell()
+        return self._buffer_capacity - pos - self._tag_size()
+
+    @property
+    def remaining_flight_space(self):
+        cdef long long pos = self._tell()
+        return self._flight_capacity - pos - self._tag_size()
+
+    def flush(self):
+        if self._in_packet:
+            self._end_packet()
+        self._flush_current_datagram()
+        datagrams, packets = self._datagrams, self._packets
+        self._datagrams = []
+        self._packets = []
+        return datagrams, packets
+
+    def start_frame(self, frame_type, capacity=1, handler=None, handler_args=_NO_HANDLER_ARGS):
+        cdef long long cap = capacity
+        cdef long long pos, tag
+        if not self._in_packet:
+            raise AssertionError()
+        pos = self._tell()
+        # the first frame leaves room for the padding header protection's sample needs (RFC 9001 5.4.2)
+        if pos - self._packet_start <= self._header_size and cap < PACKET_NUMBER_LENGTH_MAX - PACKET_NUMBER_SEND_SIZE:
+            cap = PACKET_NUMBER_LENGTH_MAX - PACKET_NUMBER_SEND_SIZE
+        tag = self._tag_size()
+        if self._buffer_capacity - pos - tag < cap:
+            raise _BuilderStop
+        in_flight = frame_type not in _non_in_flight
+        if in_flight and self._flight_capacity - pos - tag < cap:
+            raise _BuilderStop
+        self._push_uint_var(frame_type)
+        if frame_type not in _non_ack_eliciting:
+            self._ack_eliciting = True
+        if in_flight:
+            self._in_flight = True
+        if frame_type == _frame_crypto:
+            self._crypto_packet = True
+        if frame_type == _frame_path_challenge or frame_type == _frame_path_response:
+            self._datagram_needs_padding = True  # to 1200 bytes (RFC 9000 8.2.1, 8.2.2)
+        if handler is not None:
+            self._handlers.append((handler, handler_args))
+        return self._buffer
+
+    def start_packet(self, packet_type, crypto):
+        cdef int code = _packet_type_code(packet_type)
+        cdef long long packet_start, header_size
+        if self._in_packet:
+            self._end_packet()
+        packet_start = self._tell()
+        if self._buffer_capacity - packet_start < MIN_PACKET_ROOM:
+            self._flush_current_datagram()
+            packet_start = 0
+        # a 1-RTT packet pads inside itself, with congestion-controlled PADDING: if the window cannot
+        # cover it, the packet goes in a new datagram (RFC 9002 2)
+        if code == PT_ONE_RTT and self._datagram_needs_padding and self._flight_capacity < self._buffer_capacity:
+            self._flush_current_datagram()
+            packet_start = 0
+        if self._datagram_init:
+            self._init_datagram()
+        header_size = self._header_size_of(code)
+        if packet_start + header_size >= self._buffer_capacity:
+            raise _BuilderStop
+        self._header_size = header_size
+        self._in_packet = True
+        self._ack_eliciting = False
+        self._in_flight = False
+        self._crypto_packet = False
+        self._handlers = []
+        self._log_frames = []
+        self._packet_crypto = crypto
+        self._tag = -1
+        self._packet_start = packet_start
+        self._packet_type = packet_type
+        self._ptype = code
+        self.quic_logger_frames = self._log_frames
+        self._seek(packet_start + header_size)
+
+    cdef int _init_datagram(self) except -1:
+        cdef long long remaining
+        if self.max_total_bytes is not None:
+            remaining = self.max_total_bytes - self._total_bytes
+            if remaining < self._buffer_capacity:
+                self._buffer_capacity = remaining
+        self._flight_capacity = self._buffer_capacity
+        if self.max_flight_bytes is not None:
+            remaining = self.max_flight_bytes - self._flight_bytes
+            if remaining < self._flight_capacity:
+                self._flight_capacity = remaining
+        self._datagram_flight_bytes = 0
+        self._datagram_init = False
+        self._datagram_needs_padding = False
+        return 0
+
+    cdef long long _header_size_of(self, int code) except -1:
+        cdef long long size, token_length
+        if code == PT_ONE_RTT:
+            return 3 + len(self._peer_cid)
+        size = 11 + len(self._peer_cid) + len(self._host_cid)
+        if code == PT_INITIAL:
+            token_length = len(self._peer_token)
+            size += _size_uint_var(token_length) + token_length
+        return size
+
+    cdef int _end_packet(self) except -1:
+        cdef long long pos = self._tell()
+        cdef long long packet_size = pos - self._packet_start
+        cdef long long padding_size, room
+        if packet_size <= self._header_size:
+            self._seek(self._packet_start)  # nothing in it: cancelled, no number used
+            self._close_packet()
+            return 0
+        # at least enough for header protection's sample
+        padding_size = PACKET_NUMBER_LENGTH_MAX - PACKET_NUMBER_SEND_SIZE + self._header_size - packet_size
+        if self._ptype == PT_INITIAL and (self._is_client or self._ack_eliciting):
+            self._datagram_needs_padding = True  # RFC 9000 14.1
+        if self._datagram_needs_padding and self._ptype == PT_ONE_RTT:
+            # a short header packet cannot be followed by bytes: it is padded inside
+            room = self._flight_capacity - pos - self._tag_size()
+            if room > padding_size:
+                padding_size = room
+            self._datagram_needs_padding = False
+        if padding_size > 0:
+            self._push_bytes(_zeros(padding_size))
+            packet_size += padding_size
+            self._in_flight = True
+            if self._quic_logger is not None:
+                self._log_frames.append(self._quic_logger.encode_padding_frame())
+        self._seal_packet(packet_size)
+        return 0
+
+    cdef int _seal_packet(self, long long packet_size) except -1:
+        """Write the header, encrypt and protect the packet in the buffer, keep its record."""
+        cdef bytes header
+        if self._ptype == PT_ONE_RTT:
+            header = self._short_header()
+        else:
+            header = self._long_header(packet_size)
+        payload = self._data_slice(self._packet_start + self._header_size, self._packet_start + packet_size)
+        sealed = _seal(self._packet_crypto, header, payload, self._packet_number)
+        self._seek(self._packet_start)
+        self._push_bytes(sealed)
+        cdef Py_ssize_t sent_bytes = len(sealed)
+        self._packets.append(
+            _sent_packet(
+                _epochs[self._ptype], self._in_flight, self._ack_eliciting, self._crypto_packet,
+                self._packet_number, self._packet_type, sent_bytes, self._handlers, self._log_frames,
+            )
+        )
+        if self._in_flight:
+            self._datagram_flight_bytes += sent_bytes
+        if self._ptype == PT_ONE_RTT:
+            self._flush_current_datagram()  # short header packets cannot be coalesced
+        self._packet_number += 1
+        self._close_packet()
+        return 0
+
+    cdef void _close_packet(self):
+        self._in_packet = False
+        self._handlers = None
+        self._log_frames = None
+        self.quic_logger_frames = None
+
+    cdef bytes _short_header(self):
+        """The 1-RTT header, built here rather than pushed into the buffer field by field."""
+        crypto = self._packet_crypto
+        cdef long long key_phase = crypto.recv.key_phase if _plain_pair(crypto) else crypto.key_phase
+        cdef Py_ssize_t cid_length = PyBytes_GET_SIZE(self._peer_cid)
+        cdef bytes header = PyBytes_FromStringAndSize(NULL, 3 + cid_length)
+        cdef unsigned char *h = <unsigned char *> PyBytes_AS_STRING(header)
+        cdef long long first = PACKET_FIXED_BIT | (self._spin_bit << 5) | (key_phase << 2) | (PACKET_NUMBER_SEND_SIZE - 1)
+        if first < 0 or first > 0xFF:
+            raise OverflowError("first byte out of range")
+        h[0] = <unsigned char> first
+        memcpy(h + 1, PyBytes_AS_STRING(self._peer_cid), cid_length)
+        h[1 + cid_length] = (self._packet_number >> 8) & 0xFF
+        h[2 + cid_length] = self._packet_number & 0xFF
+        return header
+
+    cdef bytes _long_header(self, long long packet_size):
+        """The long header, pushed into the buffer as aioquic does (handshake packets only)."""
+        cdef long long length = packet_size - self._header_size + PACKET_NUMBER_SEND_SIZE + self._tag_size()
+        buf = self._buffer
+        self._seek(self._packet_start)
+        buf.push_uint8(_encode_long_header_first_byte(self._version, self._packet_type, PACKET_NUMBER_SEND_SIZE - 1))
+        buf.push_uint32(self._version)
+        buf.push_uint8(len(self._peer_cid))
+        buf.push_bytes(self._peer_cid)
+        buf.push_uint8(len(self._host_cid))
+        buf.push_bytes(self._host_cid)
+        if self._ptype == PT_INITIAL:
+            buf.push_uint_var(len(self._peer_token))
+            buf.push_bytes(self._peer_token)
+        buf.push_uint16(length | 0x4000)
+        buf.push_uint16(self._packet_number & 0xFFFF)
+        return self._data_slice(self._packet_start, self._packet_start + self._header_size)
+
+    cdef int _flush_current_datagram(self) except -1:
+        cdef long long datagram_bytes = self._tell()
+        cdef long long extra
+        if not datagram_bytes:
+            return 0
+        if self._datagram_needs_padding:
+            # bytes after the last packet (RFC 9000 8.2, 14.1): not frames, not in flight
+            extra = self._buffer_capacity - datagram_bytes
+            if extra > 0:
+                self._push_bytes(_zeros(extra))
+                datagram_bytes += extra
+        self._datagrams.append(self._buffer.data)
+        self._flight_bytes += self._datagram_flight_bytes
+        self._total_bytes += datagram_bytes
+        self._datagram_init = True
+        self._seek(0)
+        return 0

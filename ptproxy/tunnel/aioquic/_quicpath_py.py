@@ -6,12 +6,15 @@ comparable; the twin tests check the compiled module against exactly these.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aioquic._crypto import HeaderProtection
 from aioquic.quic.packet import pull_ack_frame, push_ack_frame
+from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.rangeset import RangeSet
 
-__all__ = ["HeaderProtection", "RangeSet", "configure", "pull_ack_frame", "push_ack_frame"]
+__all__ = ["HeaderProtection", "QuicPacketBuilder", "RangeSet", "configure", "pull_ack_frame", "push_ack_frame"]
 
 
-def configure(crypto_error: type[Exception]) -> None:
-    """Nothing to hand in: aioquic's objects raise aioquic's exceptions."""
+def configure(crypto_error: type[Exception], builder_names: Mapping[str, object] | None = None) -> None:
+    """Nothing to hand in: aioquic's objects raise aioquic's exceptions and build with its own."""

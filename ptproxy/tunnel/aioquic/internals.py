@@ -248,6 +248,19 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     *_each("quic.connection", "name", "pull_ack_frame", "push_ack_frame"),
     *_each("_crypto", "name", "HeaderProtection", "CryptoError"),
     *_each("quic.crypto", "name", "HeaderProtection"),
+    # quicpath.pyx's QuicPacketBuilder: the name aioquic's connection builds with, the objects handed
+    # to it (quicpath.builder_names), and what it reads to seal a packet without the Python methods of
+    # CryptoPair / CryptoContext / AEAD (exact classes only; anything else goes through encrypt_packet).
+    *_each("quic.connection", "name", "QuicPacketBuilder"),
+    *_each("quic.packet_builder", "name", "QuicPacketBuilder", "QuicPacketBuilderStop", "QuicSentPacket"),
+    *_each("quic.packet", "name", "NON_ACK_ELICITING_FRAME_TYPES", "NON_IN_FLIGHT_FRAME_TYPES"),
+    *_each("quic.packet", "name", "encode_long_header_first_byte", "QuicPacketType"),
+    *_each("quic.crypto", "name", "CryptoPair", "CryptoContext"),
+    *_each("quic.crypto.CryptoPair", "attribute", "send", "recv", "aead_tag_size", "_update_key_requested"),
+    *_each("quic.crypto.CryptoContext", "attribute", "aead", "hp", "key_phase"),
+    *_each("_crypto", "name", "AEAD"),
+    *_each("_crypto.AEAD", "attribute", "_aead", "_iv"),
+    *_each("_buffer", "name", "Buffer"),
 )
 
 
@@ -271,10 +284,12 @@ def build_instances() -> dict[str, Any]:
     A value is the exception raised while building it, if that failed.
     """
     from aioquic import tls
+    from aioquic._crypto import AEAD
     from aioquic.h3.connection import H3Connection, H3Stream
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.congestion.cubic import CubicCongestionControl
     from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.crypto import CryptoContext, CryptoPair
     from aioquic.quic.logger import QuicLogger
     from aioquic.quic.packet import QuicPacketType
     from aioquic.quic.packet_builder import QuicSentPacket
@@ -306,6 +321,9 @@ def build_instances() -> dict[str, Any]:
         H3: lambda: H3Connection(conn()),
         "h3.connection.H3Stream": lambda: H3Stream(0),
         "quic.logger.QuicLogger": QuicLogger,
+        "quic.crypto.CryptoPair": CryptoPair,
+        "quic.crypto.CryptoContext": CryptoContext,
+        "_crypto.AEAD": lambda: AEAD(b"aes-128-gcm", bytes(16), bytes(12)),
         "quic.congestion.cubic.CubicCongestionControl": lambda: CubicCongestionControl(max_datagram_size=1200),
     }
     built: dict[str, Any] = {}
