@@ -10,6 +10,7 @@ compiled module is not built, unless PTPROXY_REQUIRE_EXTENSIONS=1, where it fail
 
 from __future__ import annotations
 
+import compileall
 import importlib
 import os
 from collections.abc import Callable
@@ -52,3 +53,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
 @pytest.fixture()
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Write the bytecode of ``ptproxy`` and ``tools`` once: the integration tests start hundreds
+    of ``python -m ptproxy`` processes, and under PYTHONDONTWRITEBYTECODE=1 in an editable checkout
+    each would compile the package again (~150 ms of CPU per start). pip writes it for a wheel."""
+    root = Path(__file__).resolve().parents[1]
+    for package in ("ptproxy", "tools"):
+        compileall.compile_dir(root / package, quiet=1)
