@@ -3,16 +3,22 @@ listener; each connection accepted there becomes one HTTP/3 CONNECT stream (RFC 
 ``:method CONNECT``, ``:authority`` the route's name, no ``:scheme`` or ``:path``) tagged with its
 route and the client's address like an HTTP request, over the dialer's one session.
 
+While the tunnel is down a connection waits for the next session, as an HTTP request does
+(Dialer.session_for: arrival order, the dial hurried), and for a stream slot; both together at most
+``stream_queue_timeout``. It never rides 0-RTT: a replayed CONNECT would open a second origin
+connection.
+
 Nothing is relayed until the server end answers: a 2xx means it connected an origin, and the bytes
 are then spliced both ways (ptproxy/splice.py) until both sides closed. Anything else (a non-2xx
-answer, a reset stream, no session, no stream slot in time) closes the client's connection at once
-with an RST and logs one line saying why: a TCP client cannot be told more than that.
+answer, a reset stream, no session or no stream slot within ``stream_queue_timeout``) closes the
+client's connection with an RST and logs one line saying why: a TCP client cannot be told more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from ptproxy.addr import format_address
@@ -26,7 +32,6 @@ from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
     DataFrame,
     Headers,
-    Session,
     StreamAborted,
     StreamEnded,
     TunnelStream,
@@ -107,7 +112,7 @@ class TcpListener:
         where = f"route {self.route.name!r} TCP connection from {format_address(end.peername)}"
         stream: TunnelStream | None = None
         try:
-            stream = await self._open(self.dialer.current(), client_ip(end.peername))
+            stream = await self._open(client_ip(end.peername))
             await self._await_answer(stream)
         except PtproxyError as exc:
             logger.warning("%s: %s; closing it", where, exc)
@@ -122,17 +127,21 @@ class TcpListener:
             raise
         self._log_end(where, await self._relay(end, stream))
 
-    async def _open(self, session: Session, client: bytes | None) -> TunnelStream:
-        """The CONNECT stream with its head sent (waiting in line for a stream slot if need be)."""
+    async def _open(self, client: bytes | None) -> TunnelStream:
+        """The CONNECT stream with its head sent: waits in line for a session, then for a stream
+        slot, both within one ``stream_queue_timeout``."""
         name = self.route.name
         headers = [(b":method", b"CONNECT"), (b":authority", name.encode("ascii"))]
         headers += tag_request([], name, client)
+        timeout = self.config.limits.stream_queue_timeout / 1000.0
+        deadline = time.monotonic() + timeout
+        session = await self.dialer.session_for(early_ok=False, timeout=timeout)
         try:
             if session.stream_slot_ready():
                 return session.open_stream(headers)
-            timeout = self.config.limits.stream_queue_timeout / 1000.0
             try:
-                return await asyncio.wait_for(session.acquire_stream(headers), timeout)
+                left = max(0.0, deadline - time.monotonic())
+                return await asyncio.wait_for(session.acquire_stream(headers), left)
             except TimeoutError:
                 raise TunnelUnavailable(
                     f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy for {timeout:g}s"

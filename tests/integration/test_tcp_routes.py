@@ -3,7 +3,7 @@
 
 One pair serves most tests (routes ``echo``, ``dead`` whose origin refuses, ``private`` whose
 ``allowed_peers`` leaves the client end out); the idle-timeout and no-session tests start their
-own. Timing bounds are generous (a loaded 2-core machine): states are polled for, durations are
+own, as does the one connecting before the tunnel exists. Timing bounds are generous (a loaded 2-core machine): states are polled for, durations are
 never asserted short.
 """
 
@@ -387,19 +387,42 @@ def test_idle_timeout_closes_a_silent_stream(
     assert not problems, problems
 
 
-def test_no_session_closes_the_connection_at_once(
+def test_no_session_closes_the_connection_after_stream_queue_timeout(
     tmp_path: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin
 ) -> None:
     ports = Ports()
-    client, server = _routes(ports, tcp_origin, pki)
+    client, server = _routes(ports, tcp_origin, pki, {"stream_queue_timeout": 1500})
     pair = build_pair(tmp_path / "nosession", pki, origin.port, client, server)
     try:
         pair.start_client(wait=False)  # no server end at all
         assert pair.wait_client_log("listening for TCP", POLL), pair.logs()
         with connect(ports.echo) as sock:
+            started = time.monotonic()
             closed_by_peer(sock)
+            # It waited for a session (as an HTTP request does) before giving up.
+            assert time.monotonic() - started >= 1.0
         assert pair.wait_client_log("route 'echo' TCP connection from", POLL), pair.logs()
         assert "is down" in pair.client_log(), pair.logs()
+    finally:
+        problems = pair.teardown()
+    assert not problems, problems
+
+
+def test_connection_made_while_the_tunnel_is_down_waits_for_it(
+    tmp_path: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin
+) -> None:
+    ports = Ports()
+    client, server = _routes(ports, tcp_origin, pki, {"stream_queue_timeout": 60000})
+    pair = build_pair(tmp_path / "late", pki, origin.port, client, server)
+    try:
+        pair.start_client(wait=False)
+        assert pair.wait_client_log("listening for TCP", POLL), pair.logs()
+        with connect(ports.echo) as sock:
+            sock.sendall(b"echo\nping")  # sent before any session exists
+            pair.start_server()
+            assert recv_exactly(sock, 4) == b"ping", pair.logs()
+            sock.sendall(b"pong")
+            assert recv_exactly(sock, 4) == b"pong"
     finally:
         problems = pair.teardown()
     assert not problems, problems
