@@ -5,6 +5,11 @@ Reading pauses while more than ``HIGH_WATER`` bytes of parsed body wait in the q
 tunnel slows the local sender down through TCP instead of growing memory here; writing exposes
 ``drain()`` so a slow local reader slows the tunnel down (and, through flow-control credit, the
 peer).
+
+Writes are joined: bytes written in one loop iteration (a response head and the body bytes already
+received with it, several DATA frames read in one go) leave in one ``transport.write`` at the end
+of the iteration, or at once when ``FLUSH_BYTES`` are pending, so the pending buffer stays bounded
+and ``pause_writing`` still follows the socket (``drain()`` sees it after the flush).
 """
 
 from __future__ import annotations
@@ -29,12 +34,17 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionReset",
     "EventParser",
+    "FLUSH_BYTES",
     "H1Connection",
     "HeadTimeout",
 ]
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+# Pending written bytes that go to the transport at once rather than at the end of the iteration:
+# bounds what a writer looping without yielding (a stream with much data queued) holds here, and
+# lets the transport's high-water mark pause it through drain().
+FLUSH_BYTES = 64 * 1024
 
 
 class EventParser(Protocol):
@@ -46,7 +56,7 @@ class H1Connection(asyncio.Protocol):
 
     def __init__(self, parser: EventParser | None = None, *, tcp_nodelay: bool = True) -> None:
         self.parser = parser
-        self.transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None
         self._tcp_nodelay = tcp_nodelay
         self._events: deque[Any] = deque()
         self._marks = FlowMarks(HIGH_WATER, LOW_WATER)
@@ -58,6 +68,10 @@ class H1Connection(asyncio.Protocol):
         self._raw: bytearray = bytearray()  # bytes received while no parser is set
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._pending: list[bytes] = []  # written this iteration, not yet given to the transport
+        self._pending_bytes = 0
+        self._flush_scheduled = False
+        self.transport_writes = 0  # transport.write calls made (tests and measurements)
         self.closed_future: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         self.peername: Any = None
         self.sockname: Any = None
@@ -67,8 +81,15 @@ class H1Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The socket's transport. Handing it out flushes the pending bytes first: whoever uses it
+        directly (a WebSocket splice adopting it) must not get ahead of what was written here."""
+        self.flush()
+        return self._transport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
@@ -114,6 +135,7 @@ class H1Connection(asyncio.Protocol):
             self._reset = exc
         self._closed = True
         self._eof = True
+        self._drop_pending()
         self._wake()
         for fut in self._drain_waiters:
             if not fut.done():
@@ -145,8 +167,8 @@ class H1Connection(asyncio.Protocol):
             elif type(ev) is EndOfMessage:
                 self.message_started_at = None
         self._events.extend(events)
-        if pause and self.transport is not None:
-            self.transport.pause_reading()
+        if pause and self._transport is not None:
+            self._transport.pause_reading()
         self._wake()
 
     def _wake(self) -> None:
@@ -207,8 +229,8 @@ class H1Connection(asyncio.Protocol):
             finally:
                 self._waiter = None
         ev = self._events.popleft()
-        if type(ev) is BodyData and self._marks.remove(len(ev.data)) and self.transport is not None:
-            self.transport.resume_reading()
+        if type(ev) is BodyData and self._marks.remove(len(ev.data)) and self._transport is not None:
+            self._transport.resume_reading()
         return ev
 
     @property
@@ -218,8 +240,39 @@ class H1Connection(asyncio.Protocol):
     # -- bytes out ----------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.write(data)
+        """Queue ``data``; it leaves with everything else written in this loop iteration (one
+        write syscall instead of one per piece), or at once past ``FLUSH_BYTES``."""
+        if self._transport is None or self._closed or not data:
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
+            # call_soon, not a timer: the flush runs before the loop next blocks on I/O, so a lone
+            # piece is not delayed, only joined with what this iteration writes after it.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Give the pending bytes to the transport now, as one write."""
+        if not self._pending:
+            return
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._pending = []
+        self._pending_bytes = 0
+        if self._transport is not None and not self._closed:
+            self.transport_writes += 1
+            self._transport.write(data)
+
+    def _drop_pending(self) -> None:
+        self._pending = []
+        self._pending_bytes = 0
 
     async def drain(self) -> None:
         """Wait while the socket's write buffer is above its high-water mark."""
@@ -237,12 +290,16 @@ class H1Connection(asyncio.Protocol):
         return self._closed
 
     def close(self) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.close()
+        if self._transport is not None and not self._closed:
+            self.flush()  # a close sends what was written before it (an error response)
+            self._transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.abort()
+        if self._transport is not None and not self._closed:
+            # What was written goes first, as it did before writes were joined: the peer sees
+            # the head and the bytes it got, then the reset (not a reset instead of them).
+            self.flush()
+            self._transport.abort()
 
 
 def _describe_os_error(exc: Exception) -> str:

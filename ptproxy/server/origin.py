@@ -237,9 +237,8 @@ class Backend:
                     failure = exc
                     continue
                 conn.set_parser(ResponseParser(request.method))
-                conn.write(head)
                 try:
-                    return await self._relay(session, stream, request, conn, origin, resendable)
+                    return await self._relay(session, stream, request, head, conn, origin, resendable)
                 except _Retry as exc:
                     failure = exc
                     logger.warning("%s %s", where, exc)
@@ -249,13 +248,19 @@ class Backend:
         session: Session,
         stream: TunnelStream,
         request: TunnelRequest,
+        head: bytes,
         conn: H1Connection,
         origin: Origin,
         resendable: bool,
     ) -> int:
+        """Send ``head`` (and the body, if any) on ``conn``; relay the response back."""
         upload: asyncio.Task[bool] | None = None
         if request.body is not BodyKind.NONE:
-            upload = asyncio.get_running_loop().create_task(self._upload(stream, request, conn))
+            # The upload task writes the head: the body bytes already received then join it in
+            # one write to the origin (written here, the head would leave before the task ran).
+            upload = asyncio.get_running_loop().create_task(self._upload(stream, request, head, conn))
+        else:
+            conn.write(head)
         try:
             status, complete = await self._download(session, stream, conn, origin.address, upload, resendable)
         except BaseException:
@@ -277,8 +282,10 @@ class Backend:
             conn.close()
         return status
 
-    async def _upload(self, stream: TunnelStream, request: TunnelRequest, conn: H1Connection) -> bool:
-        """DATA frames → origin (one chunk per frame when chunked). False if the body failed."""
+    async def _upload(self, stream: TunnelStream, request: TunnelRequest, head: bytes, conn: H1Connection) -> bool:
+        """Request head, then DATA frames → origin (one chunk per frame when chunked). False if
+        the body failed."""
+        conn.write(head)
         try:
             await relay.stream_body_to_h1(stream, conn, request.body, request.content_length)
             return True

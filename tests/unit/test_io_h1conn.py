@@ -15,7 +15,7 @@ import pytest
 
 from ptproxy import h1conn
 from ptproxy.errors import ClientProtocolError, ConnectionClosed, HeadTimeout
-from ptproxy.h1conn import HIGH_WATER, LOW_WATER, H1Connection
+from ptproxy.h1conn import FLUSH_BYTES, HIGH_WATER, LOW_WATER, H1Connection
 from ptproxy.wire import _parsebase
 from ptproxy.wire.events import BodyData, ChunkComplete, EndOfMessage, RequestHead
 from ptproxy.wire.parser import RequestParser
@@ -217,6 +217,7 @@ def test_drain_waits_while_writing_is_paused(twin: str) -> None:
     async def main() -> None:
         conn, transport = connected()
         conn.write(b"answer")
+        await asyncio.sleep(0)  # written at the end of the iteration
         assert transport.written == [b"answer"]
         conn.pause_writing()
         drained = asyncio.ensure_future(conn.drain())
@@ -270,5 +271,137 @@ def test_close_and_abort_reach_the_transport_once(twin: str) -> None:
         assert not transport.aborted
         conn.write(b"late")  # dropped, not raised
         assert transport.written == []
+
+    run(main())
+
+
+# -- joined writes ------------------------------------------------------------------------------
+
+
+def test_pieces_written_in_one_iteration_leave_in_one_write(twin: str) -> None:
+    async def main() -> None:
+        conn, transport = connected()
+        conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        conn.write(b"hello")
+        assert transport.written == []  # nothing yet: the iteration is not over
+        await asyncio.sleep(0)
+        assert transport.written == [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"]
+        assert conn.transport_writes == 1
+
+    run(main())
+
+
+def test_a_lone_piece_leaves_before_the_loop_waits_for_io(twin: str) -> None:
+    async def main() -> None:
+        conn, transport = connected()
+        conn.write(b"alone")
+        # One turn of the loop, no timer: a lone piece waits for nothing but the iteration's end.
+        await asyncio.sleep(0)
+        assert transport.written == [b"alone"]
+        conn.write(b"next")
+        await asyncio.sleep(0)
+        assert transport.written == [b"alone", b"next"]
+
+    run(main())
+
+
+def test_pending_bytes_past_flush_bytes_leave_at_once(twin: str) -> None:
+    """A writer that never yields (much data queued on the stream) keeps at most FLUSH_BYTES here,
+    and the transport sees the rest at once, so its high-water mark can pause the writer."""
+
+    async def main() -> None:
+        conn, transport = connected()
+        piece = b"x" * (FLUSH_BYTES // 4)
+        for _ in range(8):
+            conn.write(piece)
+        assert transport.written == [piece * 4, piece * 4]
+        conn.write(b"tail")
+        assert len(transport.written) == 2
+        await asyncio.sleep(0)
+        assert transport.written[-1] == b"tail"
+        assert b"".join(transport.written) == piece * 8 + b"tail"
+
+    run(main())
+
+
+def test_drain_sees_the_pause_caused_by_a_flush(twin: str) -> None:
+    async def main() -> None:
+        conn, transport = connected()
+        conn.write(b"x" * FLUSH_BYTES)
+        conn.pause_writing()  # what a real transport does when that write fills its buffer
+        drained = asyncio.ensure_future(conn.drain())
+        await asyncio.sleep(0)
+        assert not drained.done()
+        conn.resume_writing()
+        await drained
+
+    run(main())
+
+
+def test_close_and_abort_send_pending_bytes_first(twin: str) -> None:
+    async def main() -> None:
+        conn, transport = connected()
+        conn.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        conn.close()
+        assert transport.written == [b"HTTP/1.1 400 Bad Request\r\n\r\n"] and transport.closed
+        conn2, transport2 = connected()
+        conn2.write(b"head and partial body")
+        conn2.abort()
+        assert transport2.written == [b"head and partial body"] and transport2.aborted
+        await asyncio.sleep(0)
+        assert transport2.written == [b"head and partial body"]
+
+    run(main())
+
+
+def test_taking_the_transport_flushes_first(twin: str) -> None:
+    """A WebSocket splice adopts the transport: the 101 written before must not come after
+    the frames it writes there."""
+
+    async def main() -> None:
+        conn, transport = connected()
+        conn.write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        taken = conn.transport
+        assert taken is transport
+        taken.write(b"frame")
+        await asyncio.sleep(0)
+        assert transport.written == [b"HTTP/1.1 101 Switching Protocols\r\n\r\n", b"frame"]
+
+    run(main())
+
+
+def test_nothing_is_written_after_connection_lost(twin: str) -> None:
+    async def main() -> None:
+        conn, transport = connected()
+        conn.write(b"lost")
+        conn.connection_lost(ConnectionResetError())
+        await asyncio.sleep(0)
+        assert transport.written == []
+
+    run(main())
+
+
+def test_real_socket_receives_head_and_body_in_one_segment() -> None:
+    """Over a real socketpair on the running loop: head and body written in one iteration are one
+    transport write (so one write syscall), and the peer gets them whole and in order."""
+
+    async def main() -> None:
+        import socket
+
+        mine, theirs = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.connect_accepted_socket(lambda: H1Connection(RequestParser()), mine)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+            conn.write(head)
+            conn.write(b"hello")
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            theirs.setblocking(True)
+            assert theirs.recv(65536) == head + b"hello"
+            assert conn.transport_writes == 1
+            conn.close()
+        finally:
+            theirs.close()
 
     run(main())
