@@ -12,6 +12,12 @@ destination connection ID other than the one in use (migration, unknown CIDs), m
 a key phase other than the current one (key updates), or an error aioquic would let through. The
 caller then runs aioquic's method on the same datagram.
 
+Where aioquic's per-packet work is Python, the handled path does it here with the same operations:
+the AEAD nonce (aioquic's ``AEAD`` class; the cipher is still ``cryptography``'s), the window of
+recent packet numbers, the receive context, and, for ptproxy's connection class
+(:func:`use_frame_loop`), the frame loop of ``_payload_received``; each only when the object is
+exactly aioquic's class (or the method aioquic's), else aioquic's method is called.
+
 :func:`enum_hash` is ``Enum.__hash__`` (the hash of the member's name) compiled: aioquic keys dicts
 and frozensets by plain Enums (``tls.Epoch``, ``QuicConnectionState``), whose ``__hash__`` is
 Python code run ~9 times per datagram. Same values, so containers built before it is installed stay

@@ -316,6 +316,12 @@ class PatchedQuicConnection(QuicConnection):
         return False
 
     def _get_or_create_stream(self, frame_type: int, stream_id: int) -> QuicStream:
+        # Every STREAM frame received asks for its stream. aioquic first checks whether the stream
+        # was discarded, which a stream still in _streams never is, then returns it: the same answer
+        # for an existing stream, without three Python calls per frame.
+        existing = self._streams.get(stream_id)
+        if existing is not None:
+            return existing
         stream = super()._get_or_create_stream(frame_type, stream_id)
         if self._streams_queue:
             self._ptp_adopt_new()
