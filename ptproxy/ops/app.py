@@ -27,7 +27,12 @@ from ptproxy.errors import PtproxyError
 from ptproxy.ops import handoff
 from ptproxy.ops.config import Config
 from ptproxy.ops.systemd import Notifier, run_watchdog
-from ptproxy.tunnel import EndpointSettings, client_auth_policy, deferred, load_material
+from ptproxy.tunnel import (
+    EndpointSettings,
+    client_auth_policy,
+    load_material,
+    warm_deferred_imports,
+)
 
 # Imported where used, not here: each end imports its own side only (in start), and metrics only
 # when [metrics] is configured (prometheus_client); the rest costs start-up.
@@ -157,7 +162,7 @@ class App:
             self._spawn(run_watchdog(self.notifier, interval))
         # What aioquic imports only to check certificates, now, while the first handshake waits
         # on the network (ptproxy/tunnel/deferred.py).
-        deferred.warm_in_background()
+        warm_deferred_imports()
         self._started = True
 
     def _ready(self, status: str) -> None:

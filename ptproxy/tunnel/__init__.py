@@ -6,14 +6,15 @@ from its modules. Inside: ``session`` (the I/O edge around aioquic's sans-IO con
 ``ticketkeys`` and ``reset`` (secrets that survive a restart), ``udp`` and ``datagrams`` (the socket, read and written in batches); ``aioquic/`` holds every touch of aioquic internals, ``cc/`` the congestion controllers.
 Importing this package has one side effect beyond importing those modules: ``deferred`` puts a
 stand-in for aioquic's certificate-check dependency (``service_identity``) in ``sys.modules``,
-imported for real on first use or by ``deferred.warm``.
+imported for real on first use or by ``warm_deferred_imports``.
 """
 
 # First: importing ``deferred`` installs its stand-in, before anything below imports aioquic.
-from ptproxy.tunnel import deferred  # noqa: F401, I001
+from ptproxy.tunnel import deferred  # noqa: I001
 from ptproxy.tunnel import datagrams, endpoint, identity, reset, session, stream, tls, udp
 from ptproxy.tunnel.aioquic import PACKET_KINDS, ClientAuthPolicy, SessionTicket, host_cids
 from ptproxy.tunnel.datagrams import *  # noqa: F403
+from ptproxy.tunnel.deferred import *  # noqa: F403
 from ptproxy.tunnel.endpoint import *  # noqa: F403
 from ptproxy.tunnel.identity import *  # noqa: F403
 from ptproxy.tunnel.reset import *  # noqa: F403
@@ -31,6 +32,7 @@ __all__ = [
     "SessionTicket",
     "host_cids",
     *datagrams.__all__,
+    *deferred.__all__,
     *endpoint.__all__,
     *identity.__all__,
     *reset.__all__,

@@ -4,8 +4,8 @@
 ``idna`` and pyOpenSSL's ``SSL`` module, about a tenth of a server end's start-up), but only
 ``verify_certificate`` uses it, during a handshake. :func:`defer` puts a stand-in module in its
 place before aioquic is imported; the real module is imported on the stand-in's first attribute
-lookup, and :func:`warm` makes that lookup at a moment the caller chooses (the loop's first idle
-moment after the endpoint is up), so no handshake waits for it.
+lookup, and :func:`warm_deferred_imports` makes that lookup in a background thread once the
+endpoint is up, so no handshake waits for it.
 
 The standard library's ``importlib.util.LazyLoader`` cannot do this on Python 3.11: an ``import``
 statement reads ``__spec__`` from the module it finds, and any read loads a lazy module.
@@ -21,7 +21,7 @@ import threading
 import types
 from typing import Any
 
-__all__ = ["defer", "warm", "warm_in_background"]
+__all__ = ["warm_deferred_imports"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
@@ -75,7 +75,7 @@ def warm() -> None:
             _load(name)
 
 
-def warm_in_background() -> None:
+def warm_deferred_imports() -> None:
     """:func:`warm` in a daemon thread: the imports run while the loop waits on the network (the
     first handshake's round trip), interleaved with it by the GIL rather than ahead of it."""
     if not any(isinstance(sys.modules.get(name), _StandIn) for name in DEFERRED):

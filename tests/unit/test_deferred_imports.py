@@ -58,7 +58,7 @@ def test_not_imported_at_start_up_then_checks_certificates_on_first_use(tmp_path
 def test_warm_in_background_imports_it(tmp_path: Path) -> None:
     out = run(
         """
-        deferred.warm_in_background()
+        deferred.warm_deferred_imports()
         deadline = time.monotonic() + 60
         # (absent from sys.modules while the real import runs)
         while type(sys.modules.get("service_identity")).__name__ != "module" and time.monotonic() < deadline:
