@@ -259,16 +259,20 @@ class H1Connection(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
-        """Give the pending bytes to the transport now, as one write."""
+        """Give the pending bytes to the transport now, in one call (one syscall)."""
         if not self._pending:
             return
         pending = self._pending
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
         self._pending = []
         self._pending_bytes = 0
-        if self._transport is not None and not self._closed:
-            self.transport_writes += 1
-            self._transport.write(data)
+        if self._transport is None or self._closed:
+            return
+        self.transport_writes += 1
+        if len(pending) == 1:
+            self._transport.write(pending[0])
+        else:
+            # uvloop sends a list as one writev, without first copying the pieces into one.
+            self._transport.writelines(pending)
 
     def _drop_pending(self) -> None:
         self._pending = []

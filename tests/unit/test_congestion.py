@@ -1,4 +1,7 @@
-"""Congestion controllers and pacers (ptproxy/tunnel/cc/controllers.py, bbr.py), on a fake clock.
+"""Congestion controllers and pacers (ptproxy/tunnel/cc/controllers.py, ccpath), on a fake clock.
+
+Every test runs over both twins of the per-packet path (``impl``: ``_ccpath_py`` and the compiled
+``ptproxy._speedups.ccpath``); ``create_controller`` is pointed at the twin under test.
 
 Unit tests feed synthetic QuicSentPacket sequences in the order aioquic's recovery uses (acks,
 then the RTT sample and ``pacer.update_rate``, then losses). The BBR and Cubic comparisons run a
@@ -13,15 +16,27 @@ import heapq
 import math
 import random
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import pytest
 from aioquic.quic.packet import QuicPacketType
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
 
-from ptproxy.tunnel.cc.base import PACING_CATCH_UP, PACING_GRANULARITY, Controller, Pacer
-from ptproxy.tunnel.cc.bbr import Bbr, BbrState, MaxFilter
-from ptproxy.tunnel.cc.controllers import Cubic, FixedWindow, NewReno, create_controller
+from ptproxy.tunnel.cc import controllers
+from ptproxy.tunnel.cc._ccpath_py import BbrState, Pacer
+from ptproxy.tunnel.cc.base import PACING_CATCH_UP, PACING_GRANULARITY, Controller, PacerInterface
+from ptproxy.tunnel.cc.controllers import create_controller
+from tests.conftest import twin_fixture
+
+impl = twin_fixture("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath")
+
+
+@pytest.fixture(autouse=True)
+def _factory_builds_the_twin(impl: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controllers, "Bbr", impl.Bbr)
+    monkeypatch.setattr(controllers, "window_pacer", impl.window_pacer)
+
 
 MDS = 1200
 IW = 14720
@@ -64,16 +79,18 @@ def lose(cc: Controller, packets: list[QuicSentPacket], now: float, srtt: float)
 
 
 @pytest.mark.parametrize(
-    "name, cls", [("Bbr", Bbr), ("Cubic", Cubic), ("NewReno", NewReno), ("None", FixedWindow)]
+    "name, cls",
+    [("Bbr", "Bbr"), ("Cubic", "Cubic"), ("NewReno", "NewReno"), ("None", "FixedWindow")],
 )
 def test_factory_builds_each_algorithm_with_the_configured_initial_window(
-    name: str, cls: type
+    impl: ModuleType, name: str, cls: str
 ) -> None:
     cc = create_controller(name, max_datagram_size=MDS, initial_window=487500)
-    assert type(cc) is cls
+    assert type(cc) is (impl.Bbr if cls == "Bbr" else getattr(controllers, cls))
+    assert isinstance(cc, Controller)
     assert cc.congestion_window == 487500
     assert cc.bytes_in_flight == 0
-    assert isinstance(cc.pacer, Pacer)
+    assert isinstance(cc.pacer, impl.Pacer)
     log = cc.get_log_data()
     assert log["cwnd"] == 487500 and log["bytes_in_flight"] == 0 and "ssthresh" in log
 
@@ -146,7 +163,7 @@ def test_cubic_restarts_from_the_configured_window_after_two_idle_seconds() -> N
 def test_window_pacers_pace_cwnd_per_srtt_with_a_small_burst() -> None:
     cc = create_controller("NewReno", max_datagram_size=MDS, initial_window=IW)
     cc.pacer.update_rate(congestion_window=24000, smoothed_rtt=0.1)
-    assert cc.pacer.rate == pytest.approx(240000)
+    assert rate_of(cc) == pytest.approx(240000)
 
 
 # -- None ---------------------------------------------------------------------------------------
@@ -163,7 +180,13 @@ def test_none_keeps_its_window_through_acks_losses_and_persistent_congestion() -
     assert cc.bytes_in_flight == 0
 
 
-def send_times(pacer: Pacer, start: float, until: float) -> list[float]:
+def rate_of(cc: Controller) -> float:
+    """The pacing rate of either twin's pacer (the base class types it by its interface)."""
+    pacer: Pacer = cc.pacer  # type: ignore[assignment]
+    return pacer.rate
+
+
+def send_times(pacer: PacerInterface, start: float, until: float) -> list[float]:
     """When a sender with unlimited data and window would send, waking as the pacer asks."""
     times, now = [], start
     while now < until:
@@ -177,7 +200,7 @@ def send_times(pacer: Pacer, start: float, until: float) -> list[float]:
     return times
 
 
-def late_send_times(pacer: Pacer, start: float, until: float, late: float) -> list[float]:
+def late_send_times(pacer: PacerInterface, start: float, until: float, late: float) -> list[float]:
     """As send_times, but every wake-up comes ``late`` seconds after the time asked for."""
     times, now = [], start
     while now < until:
@@ -191,20 +214,20 @@ def late_send_times(pacer: Pacer, start: float, until: float, late: float) -> li
 
 
 @pytest.mark.parametrize("late", [0.0, 0.003, PACING_CATCH_UP])
-def test_a_pacer_woken_late_still_sends_at_its_rate(late: float) -> None:
+def test_a_pacer_woken_late_still_sends_at_its_rate(impl: ModuleType, late: float) -> None:
     # A loaded event loop runs the pacing timer late; the time missed is owed, so the pacer does
     # not fall below its rate (with only the 2 ms bucket, 3 ms late wake-ups sent half of it).
     rate = 12_500_000.0  # 100 Mbit/s
-    pacer = Pacer(max_datagram_size=MDS, rate=rate)
+    pacer = impl.Pacer(max_datagram_size=MDS, rate=rate)
     pacer.tokens = 0.0
     times = late_send_times(pacer, 10.0, 11.0, late)
     assert len(times) * MDS == pytest.approx(rate, rel=0.01)
 
 
-def test_a_pacer_owes_nothing_after_idle() -> None:
+def test_a_pacer_owes_nothing_after_idle(impl: ModuleType) -> None:
     # Only a sender waiting on the pacer is owed time: after an idle second, no more than the
     # bucket leaves at once.
-    pacer = Pacer(max_datagram_size=MDS, rate=12_500_000.0)
+    pacer = impl.Pacer(max_datagram_size=MDS, rate=12_500_000.0)
     now = 5.0
     while pacer.next_send_time(now) is None:
         pacer.update_after_send(now)
@@ -241,8 +264,8 @@ def test_none_spreads_a_bdp_sized_window_over_one_rtt() -> None:
 # -- BBR unit behaviour ---------------------------------------------------------------------------
 
 
-def test_max_filter_keeps_the_max_for_its_window_then_ages_it_out() -> None:
-    f = MaxFilter(10)
+def test_max_filter_keeps_the_max_for_its_window_then_ages_it_out(impl: ModuleType) -> None:
+    f = impl.MaxFilter(10)
     assert f.update(1, 100.0) == 100.0
     for t in range(2, 11):
         assert f.update(t, 50.0) == 100.0
@@ -253,23 +276,23 @@ def test_max_filter_keeps_the_max_for_its_window_then_ages_it_out() -> None:
 def test_bbr_starts_with_the_initial_window_paced_over_one_rtt() -> None:
     cc = create_controller("Bbr", max_datagram_size=MDS, initial_window=487500)
     assert cc.congestion_window == 487500
-    assert cc.pacer.rate == pytest.approx(487500 / 0.333)
+    assert rate_of(cc) == pytest.approx(487500 / 0.333)
     cc.pacer.update_rate(congestion_window=cc.congestion_window, smoothed_rtt=0.15)
-    assert cc.pacer.rate == pytest.approx(487500 / 0.15)
+    assert rate_of(cc) == pytest.approx(487500 / 0.15)
     assert cc.get_log_data()["state"] == BbrState.STARTUP
 
 
-def test_bbr_paces_the_initial_window_over_the_handshake_rtt() -> None:
+def test_bbr_paces_the_initial_window_over_the_handshake_rtt(impl: ModuleType) -> None:
     # aioquic's first RTT sample comes from the handshake: two small packets acked, then the
     # srtt. The tiny bandwidth sample must not throttle the first data flight below IW/srtt.
-    cc = Bbr(max_datagram_size=MDS, initial_window=487500, rng=random.Random(1))
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=487500, rng=random.Random(1))
     ack(cc, send(cc, 0, 2, now=1.0), now=1.15, srtt=0.15)
     assert 0 < cc.btl_bw < 20000
-    assert cc.pacer.rate == pytest.approx(487500 / 0.15)
+    assert rate_of(cc) == pytest.approx(487500 / 0.15)
 
 
-def test_bbr_rate_sample_and_min_rtt_from_one_round() -> None:
-    cc = Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
+def test_bbr_rate_sample_and_min_rtt_from_one_round(impl: ModuleType) -> None:
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
     sent = send(cc, 0, 10, now=0.0)
     ack(cc, sent, now=0.05, srtt=0.05)
     assert cc.min_rtt == pytest.approx(0.05)
@@ -277,8 +300,8 @@ def test_bbr_rate_sample_and_min_rtt_from_one_round() -> None:
     assert cc.congestion_window == IW + 10 * MDS  # STARTUP grows by what was delivered
 
 
-def test_bbr_ignores_a_loss_beyond_packet_conservation_for_one_round() -> None:
-    cc = Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
+def test_bbr_ignores_a_loss_beyond_packet_conservation_for_one_round(impl: ModuleType) -> None:
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
     sent = send(cc, 0, 12, now=0.0)
     ack(cc, sent[:10], now=0.05, srtt=0.05)
     window = cc.congestion_window
@@ -292,9 +315,11 @@ def test_bbr_ignores_a_loss_beyond_packet_conservation_for_one_round() -> None:
     assert cc.congestion_window >= window
 
 
-def test_bbr_losses_during_recovery_extend_it_instead_of_restarting_conservation() -> None:
+def test_bbr_losses_during_recovery_extend_it_instead_of_restarting_conservation(
+    impl: ModuleType,
+) -> None:
     # Steady random loss: a second loss arrives before the first recovery's round is over.
-    cc = Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
     sent = send(cc, 0, 12, now=0.0)
     ack(cc, sent[:10], now=0.05, srtt=0.05)
     lose(cc, sent[10:11], now=0.05, srtt=0.05)  # enters recovery, conservation
@@ -318,9 +343,9 @@ def test_bbr_losses_during_recovery_extend_it_instead_of_restarting_conservation
     ids=["overflow-16pct-10-events", "only-7-events", "random-0.8pct"],
 )
 def test_bbr_startup_ends_on_a_round_that_overflows_the_queue(
-    acked: int, losses: int, leaves: bool
+    impl: ModuleType, acked: int, losses: int, leaves: bool
 ) -> None:
-    cc = Bbr(max_datagram_size=MDS, initial_window=2000 * MDS, rng=random.Random(1))
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=2000 * MDS, rng=random.Random(1))
     first = send(cc, 0, acked + losses, now=0.0)
     ack(cc, first[:acked], now=0.05, srtt=0.05)  # round 1 starts with the first ack
     for p in first[acked:]:  # separate loss events, as scattered drops are reported
@@ -463,8 +488,9 @@ def simulate(
 ) -> tuple[LinkSim, float]:
     """Run a bulk transfer; return the sim and the goodput over its last 3 seconds (bytes/s)."""
     cc: Controller
-    if algorithm == "Bbr":
-        cc = Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(seed))
+    if algorithm == "Bbr":  # the twin under test (see _factory_builds_the_twin)
+        bbr = controllers.Bbr  # type: ignore[attr-defined]
+        cc = bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(seed))
     else:
         cc = create_controller(algorithm, max_datagram_size=MDS, initial_window=IW)
     sim = LinkSim(cc=cc, link_rate=LINK, rtt=RTT, buffer=BDP, loss=loss, seed=seed)
@@ -474,9 +500,15 @@ def simulate(
     return sim, sim.throughput(start, delivered)
 
 
-@pytest.fixture(scope="module")
-def bbr_clean() -> tuple[LinkSim, float]:
-    return simulate("Bbr", seconds=11.0)
+_BBR_CLEAN: dict[str, tuple[LinkSim, float]] = {}
+
+
+@pytest.fixture()
+def bbr_clean(impl: ModuleType) -> tuple[LinkSim, float]:
+    """One 11 s clean-link run per twin, shared by the tests that read it."""
+    if impl.__name__ not in _BBR_CLEAN:
+        _BBR_CLEAN[impl.__name__] = simulate("Bbr", seconds=11.0)
+    return _BBR_CLEAN[impl.__name__]
 
 
 def test_bbr_goes_through_startup_drain_probe_bw_on_a_clean_link(
@@ -491,11 +523,12 @@ def test_bbr_goes_through_startup_drain_probe_bw_on_a_clean_link(
 
 
 def test_bbr_estimates_the_bottleneck_bandwidth_and_propagation_rtt(
+    impl: ModuleType,
     bbr_clean: tuple[LinkSim, float],
 ) -> None:
     sim, _ = bbr_clean
     cc = sim.cc
-    assert isinstance(cc, Bbr)
+    assert isinstance(cc, impl.Bbr)
     assert cc.btl_bw == pytest.approx(LINK, rel=0.15)
     assert cc.min_rtt == pytest.approx(RTT, rel=0.02)  # + 0.1 ms serialization
     log = cc.get_log_data()
@@ -528,9 +561,11 @@ def test_bbr_keeps_the_link_busy_under_random_loss_where_cubic_collapses(
 
 
 @pytest.mark.parametrize("report", [True, False])
-def test_app_limited_samples_do_not_lower_the_bandwidth_estimate(report: bool) -> None:
+def test_app_limited_samples_do_not_lower_the_bandwidth_estimate(
+    impl: ModuleType, report: bool
+) -> None:
     link = 20e6 / 8  # a slower link keeps this test cheap; the logic is rate-independent
-    cc = Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(3))
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(3))
     sim = LinkSim(cc=cc, link_rate=link, rtt=RTT, buffer=int(link * RTT))
     sim.run(2.0)
     assert cc.state == BbrState.PROBE_BW

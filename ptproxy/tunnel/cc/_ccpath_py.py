@@ -1,4 +1,11 @@
-"""BBR (version 1) congestion control for aioquic, per draft-cardwell-iccrg-bbr-congestion-control-00.
+"""The congestion controller's per-packet path, pure-Python twin: the token-bucket pacers and BBR.
+
+The compiled twin (``ptproxy._speedups.ccpath``) has the same classes with the same arithmetic in
+the same order, so both give the same floats and the same state after any sequence of calls; the
+facade ``ptproxy.tunnel.cc.ccpath`` picks one (``load_twin``). ``window_pacer`` serves the window
+controllers (``controllers.py``); the rest is BBR.
+
+BBR (version 1) congestion control for aioquic, per draft-cardwell-iccrg-bbr-congestion-control-00.
 
 Strategy: BBR models the path as a bottleneck bandwidth (windowed max of delivery-rate samples
 over 10 round trips) and a round-trip propagation time (min RTT over 10 s), sends at
@@ -6,7 +13,7 @@ over 10 round trips) and a round-trip propagation time (min RTT over 10 s), send
 congestion signal (only packet conservation for one round of recovery), which is why ptproxy
 defaults to it on long, lossy links where Cubic collapses.
 
-Mapping onto aioquic's per-packet callbacks (see congestion.py for their order):
+Mapping onto aioquic's per-packet callbacks (see base.py for their order):
 
 * ``on_packet_sent`` stamps each packet with the connection's delivery state (draft section 4.1.2
   of the delivery-rate draft; Linux tcp_rate.c) in an attribute, ``ptp_bbr``;
@@ -34,9 +41,97 @@ from typing import Any, NamedTuple
 
 from aioquic.quic.packet_builder import QuicSentPacket
 
-from ptproxy.tunnel.cc.base import DEFAULT_INITIAL_RTT, PACING_GRANULARITY, Controller, Pacer
+from ptproxy.tunnel.cc.base import (
+    DEFAULT_INITIAL_RTT,
+    PACING_CATCH_UP,
+    PACING_GRANULARITY,
+    Controller,
+)
 
-__all__ = ["Bbr", "BbrPacer", "BbrState", "MaxFilter"]
+__all__ = ["Bbr", "BbrPacer", "BbrState", "MaxFilter", "Pacer", "window_pacer"]
+
+#: Cap on a window-paced burst, as aioquic's QuicPacketPacer does: a BDP-sized window must not
+#: leave at line rate in one go.
+_WINDOW_BURST_PACKETS = 16
+
+
+class Pacer:
+    """Token bucket in bytes, refilled at ``rate`` bytes/s.
+
+    A packet may leave when a full datagram's worth of tokens is available. The bucket holds at
+    least two granularity periods' worth of tokens, and at least ``burst`` bytes (the window
+    pacers' 16-packet allowance). When the pacer asked to be woken at a time and is woken later,
+    the time past it (up to PACING_CATCH_UP) is still owed: the bucket may hold that much more, so
+    a late timer does not throw away sending credit (which would pace below the target rate).
+
+    By default ``update_rate`` paces a window per smoothed RTT (aioquic's behaviour); BBR's pacer
+    overrides it because BBR sets its rate itself through :meth:`set_rate`.
+    """
+
+    def __init__(self, *, max_datagram_size: int, rate: float, burst: int = 0) -> None:
+        self._mds = max_datagram_size
+        self.rate = 0.0
+        self.capacity = 0.0
+        self.set_rate(rate, burst=burst)
+        self.tokens = self.capacity  # an idle connection may start with one burst
+        self._last = 0.0
+        self._wake_at: float | None = None  # the wake-up asked for, while the sender waits on us
+
+    def set_rate(self, rate: float, *, burst: int = 0) -> None:
+        """Pace at ``rate`` bytes/s from now on, allowing bursts of ``burst`` bytes."""
+        # A floor of one datagram per second keeps a zero estimate from stalling the sender.
+        self.rate = max(float(rate), float(self._mds))
+        self.capacity = max(2.0 * self._mds, float(burst), 2.0 * self.rate * PACING_GRANULARITY)
+        if getattr(self, "tokens", 0.0) > self.capacity:
+            self.tokens = self.capacity
+
+    def next_send_time(self, now: float) -> float | None:
+        """``None`` if a packet may be sent at ``now``, else when to try again."""
+        self._refill(now)
+        # The epsilon absorbs float rounding of the refill at exactly the time we asked for;
+        # without it that wake-up would find 1199.9999 bytes and cost another timer tick.
+        if self.tokens >= self._mds - 1e-6:
+            self._wake_at = None
+            return None
+        self._wake_at = now + max(PACING_GRANULARITY, (self._mds - self.tokens) / self.rate)
+        return self._wake_at
+
+    def update_after_send(self, now: float) -> None:
+        """Charge one datagram; aioquic calls this after building each 1-RTT packet."""
+        self._refill(now)
+        self.tokens = max(0.0, self.tokens - self._mds)
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        """aioquic's hook after RTT samples and congestion events: pace cwnd per srtt."""
+        if smoothed_rtt > 0:
+            self.set_rate(
+                congestion_window / smoothed_rtt, burst=_window_burst(congestion_window, self._mds)
+            )
+
+    def _refill(self, now: float) -> None:
+        if now > self._last:
+            capacity = self.capacity
+            wake_at = self._wake_at
+            if wake_at is not None and now > wake_at:
+                # Woken late while waiting to send: the time past the wake-up is still owed.
+                capacity += min(now - wake_at, PACING_CATCH_UP) * self.rate
+            self.tokens = min(capacity, self.tokens + (now - self._last) * self.rate)
+            self._last = now
+
+
+def _window_burst(window: int, max_datagram_size: int) -> int:
+    """aioquic's burst allowance for a window pacer: a quarter window, 2..16 packets."""
+    return max(2 * max_datagram_size, min(window // 4, _WINDOW_BURST_PACKETS * max_datagram_size))
+
+
+def window_pacer(window: int, max_datagram_size: int) -> Pacer:
+    # Until aioquic hands us a smoothed RTT (after the handshake's first sample) assume QUIC's
+    # default, so even the first flight of a BDP-sized window is spread over about one RTT.
+    return Pacer(
+        max_datagram_size=max_datagram_size,
+        rate=window / DEFAULT_INITIAL_RTT,
+        burst=_window_burst(window, max_datagram_size),
+    )
 
 
 class BbrState:
@@ -135,6 +230,8 @@ class BbrPacer(Pacer):
 class Bbr(Controller):
     """BBRv1. Public read-only figures: ``state``, ``btl_bw`` and ``pacing_rate`` (bytes/s),
     ``min_rtt`` (s, ``inf`` before the first sample), ``pacing_gain``, ``cwnd_gain``."""
+
+    pacer: BbrPacer
 
     def __init__(
         self,

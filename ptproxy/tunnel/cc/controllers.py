@@ -9,8 +9,8 @@ from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.packet_builder import QuicSentPacket
 
 from ptproxy.tunnel.aioquic.congestion import restart_cubic
-from ptproxy.tunnel.cc.base import ALGORITHMS, Controller, window_pacer
-from ptproxy.tunnel.cc.bbr import Bbr
+from ptproxy.tunnel.cc.base import ALGORITHMS, Controller
+from ptproxy.tunnel.cc.ccpath import Bbr, window_pacer
 
 __all__ = ["Cubic", "FixedWindow", "NewReno", "create_controller"]
 
