@@ -34,6 +34,7 @@ TWINS = {
     "framing": ("ptproxy.wire._framing_py", "ptproxy._speedups.framing"),
     "udpio": ("ptproxy.tunnel._udpio_py", "ptproxy._speedups.udpio"),
     "quicpath": ("ptproxy.tunnel.aioquic._quicpath_py", "ptproxy._speedups.quicpath"),
+    "streamframes": ("ptproxy.tunnel.aioquic._streamframes_py", "ptproxy._speedups.streamframes"),
     "ccpath": ("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath"),
 }
 
@@ -256,6 +257,7 @@ FACADES = [
     "ptproxy.wire.framing",
     "ptproxy.tunnel.udpio",
     "ptproxy.tunnel.aioquic.quicpath",
+    "ptproxy.tunnel.aioquic.streamframes",
     "ptproxy.tunnel.cc.ccpath",
 ]
 

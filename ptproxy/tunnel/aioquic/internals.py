@@ -160,6 +160,16 @@ PRIVATE: tuple[Internal, ...] = (
     Internal("quic.logger.QuicLogger", "_traces", "attribute"),
     # Cubic's window before the last reduction, reset with the window (congestion.py).
     Internal("quic.congestion.cubic.CubicCongestionControl", "_W_max", "attribute"),
+    # streamframes.py / streamframes.pyx: the STREAM frame methods replaced on PatchedQuicConnection
+    # (aioquic's send loop calls _write_stream_frame by keyword; the twin falls back to aioquic's own),
+    # and the send and receive halves' state the compiled code reads and writes as get_frame and
+    # handle_frame do (streamframes.layout_holds checks it on a fresh stream before installing).
+    Internal(QC, "_write_stream_frame", "method", (("builder=", "space=", "stream=", "max_offset="),)),
+    Internal(QC, "_handle_stream_frame", "method", (("context", "frame_type", "buf"),)),
+    Internal(QC, "_assert_stream_can_receive", "method", (("frame_type", "stream_id"),)),
+    Internal(QC, "_stream_can_receive", "method", (("stream_id",),)),
+    *_each(SENDER, "attribute", "_buffer", "_buffer_fin", "_pending", "_pending_eof", "_reset_error_code"),
+    *_each("quic.stream.QuicStreamReceiver", "attribute", "_buffer", "_buffer_start", "_final_size", "_ranges", "_stream_id"),
 )
 
 UNDOCUMENTED: tuple[Internal, ...] = (
@@ -258,6 +268,10 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     *_each("quic.crypto", "name", "CryptoPair", "CryptoContext"),
     *_each("quic.crypto.CryptoPair", "attribute", "send", "recv", "aead_tag_size", "_update_key_requested"),
     *_each("quic.crypto.CryptoContext", "attribute", "aead", "hp", "key_phase"),
+    # streamframes.pyx: what it inlines (used only for classes whose methods are still these).
+    Internal(SENDER, "get_frame", "method", (("max_size", "max_offset"),)),
+    Internal(SENDER, "next_offset", "name"),
+    *_each("quic.stream", "name", "FinalSizeError"),
     *_each("_crypto", "name", "AEAD"),
     *_each("_crypto.AEAD", "attribute", "_aead", "_iv"),
     *_each("_buffer", "name", "Buffer"),

@@ -1,0 +1,170 @@
+"""The compiled STREAM frame methods (``ptproxy._speedups.streamframes``) against aioquic's own
+(``_streamframes_py``: ``QuicConnection._write_stream_frame`` with ``QuicStreamSender.get_frame``).
+
+Send: hypothesis writes a sequence of stream writes (with and without FIN), resets, frames asked for
+with random packet room and flow-control limits (the buffer frames are written into sometimes too
+small), and deliveries of sent frames (acknowledged or lost, in any order, more than once), applied
+to two identical streams, one through each twin. Both must return the same, raise the same, start
+the same frames (type, capacity, delivery handler and arguments), write the same bytes and leave
+the same sender state and stream marks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Callable
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+from aioquic.buffer import Buffer
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilderStop
+from aioquic.quic.stream import QuicStream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ptproxy.tunnel.aioquic import _streamframes_py as py
+from ptproxy.tunnel.aioquic import streamframes
+from ptproxy.tunnel.aioquic.marks import MarkingStream, StreamMarks
+
+
+def _compiled() -> ModuleType:
+    try:
+        module = importlib.import_module("ptproxy._speedups.streamframes")
+    except ImportError:
+        if os.environ.get("PTPROXY_REQUIRE_EXTENSIONS"):
+            raise
+        pytest.skip("compiled twin ptproxy._speedups.streamframes is not built")
+    module.configure(**streamframes._objects())
+    return module
+
+
+class Builder:
+    """The part of QuicPacketBuilder _write_stream_frame uses: room left, frames started into a Buffer."""
+
+    def __init__(self, room: int, slack: int) -> None:
+        self.remaining_flight_space = room
+        self.buf = Buffer(capacity=max(0, room + slack))
+        self.frames: list[tuple[Any, ...]] = []
+
+    def start_frame(
+        self, frame_type: int, capacity: int = 1, handler: Any = None, handler_args: Any = ()
+    ) -> Buffer:
+        if capacity > self.remaining_flight_space:
+            raise QuicPacketBuilderStop
+        self.buf.push_uint_var(frame_type)
+        self.frames.append((frame_type, capacity, handler.__func__.__name__, handler_args))
+        return self.buf
+
+
+def _state(stream: QuicStream) -> dict[str, Any]:
+    fields = dict(vars(stream.sender))
+    fields.pop("_ptp_marks", None)
+    for name in ("_pending", "_acked"):
+        fields[name] = list(fields[name])
+    fields["_buffer"] = bytes(fields["_buffer"])
+    return fields
+
+
+def _outcome(call: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", call(*args)
+    except Exception as exc:  # noqa: BLE001 - any exception: both twins must raise the same one
+        return type(exc).__name__, str(exc)
+
+
+WRITE = st.tuples(st.just("write"), st.integers(0, 3000), st.booleans())
+SEND = st.tuples(
+    st.just("send"),
+    st.integers(-4, 1400),  # room left in the packet (negative: not even the header fits)
+    st.one_of(st.none(), st.integers(0, 12000)),  # flow-control limit (max_offset)
+    st.sampled_from([16, 16, 16, 0, -2, -6]),  # buffer room beyond the packet's
+)
+DELIVER = st.tuples(st.just("deliver"), st.integers(0, 50), st.booleans())
+RESET = st.tuples(st.just("reset"), st.integers(0, 5))
+# The connection as _write_stream_frame sees it: no qlog logger.
+CONN = SimpleNamespace(_quic_logger=None)
+OPS = st.lists(st.one_of(WRITE, WRITE, SEND, SEND, SEND, DELIVER, DELIVER, RESET), max_size=40)
+
+
+def _apply(
+    compiled: ModuleType,
+    op: tuple[Any, ...],
+    pair: tuple[QuicStream, QuicStream],
+    start: int,
+    sent: list[Any],
+) -> None:
+    """One operation on both streams (``ours`` through the compiled twin), compared."""
+    ours, theirs = pair
+    if op[0] == "write":
+        data = (bytes(range(256)) * (op[1] // 256 + 1))[: op[1]]
+        assert _outcome(ours.sender.write, data, op[2]) == _outcome(
+            theirs.sender.write, data, op[2]
+        )
+    elif op[0] == "send":
+        _, room, max_offset, slack = op
+        limit = None if max_offset is None else start + max_offset
+        builders = Builder(room, slack), Builder(room, slack)
+        got = _outcome(compiled.write_stream_frame, CONN, builders[0], None, ours, limit)
+        assert got == _outcome(py.write_stream_frame, CONN, builders[1], None, theirs, limit)
+        assert builders[0].frames == builders[1].frames
+        assert builders[0].buf.tell() == builders[1].buf.tell()
+        assert builders[0].buf.data == builders[1].buf.data
+        sent.extend(frame[3] for frame in builders[1].frames)
+    elif op[0] == "deliver" and sent:
+        args = sent[op[1] % len(sent)]
+        state = QuicDeliveryState.ACKED if op[2] else QuicDeliveryState.LOST
+        assert _outcome(ours.sender.on_data_delivery, state, *args) == _outcome(
+            theirs.sender.on_data_delivery, state, *args
+        )
+    elif op[0] == "reset":
+        ours.sender.reset(op[1])
+        theirs.sender.reset(op[1])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=OPS,
+    stream_id=st.sampled_from([0, 3, 4, 60, 64, 16383 * 4, 2**30 * 4 + 1]),
+    start=st.sampled_from([0, 1, 63, 64, 16383, 16384, 2**30]),
+    marking=st.booleans(),
+)
+def test_write_stream_frame_matches_aioquic(
+    ops: list[tuple[Any, ...]], stream_id: int, start: int, marking: bool
+) -> None:
+    compiled = _compiled()
+    cls = MarkingStream if marking else QuicStream
+    ours, theirs = (
+        cls(stream_id=stream_id, max_stream_data_local=1, max_stream_data_remote=1) for _ in "ab"
+    )
+    marks = StreamMarks(), StreamMarks()
+    for stream, stream_marks in zip((ours, theirs), marks, strict=True):
+        if marking:
+            stream.sender._ptp_marks = stream_marks
+        # a stream already some way in: offsets of every varint size
+        stream.sender._buffer_start = stream.sender._buffer_stop = stream.sender.highest_offset = (
+            start
+        )
+    sent: list[tuple[int, int, bool]] = []
+    for op in ops:
+        _apply(compiled, op, (ours, theirs), start, sent)
+        assert _state(ours) == _state(theirs)
+    assert [list(m.ready) for m in marks[:1]] == [list(m.ready) for m in marks[1:]]
+
+
+def test_installed_only_when_compiled() -> None:
+    from ptproxy.tunnel.aioquic.connection import PatchedQuicConnection
+
+    method = PatchedQuicConnection._write_stream_frame
+    if streamframes.IMPLEMENTATION == "compiled":
+        assert streamframes.INSTALLED and method is streamframes.write_stream_frame
+    else:
+        assert not streamframes.INSTALLED and method is py.write_stream_frame
+    # aioquic's send loop calls it by keyword
+    inspect.signature(method).bind(None, builder=None, space=None, stream=None, max_offset=None)
+
+
+def test_stream_layout_holds() -> None:
+    assert streamframes.layout_holds()
