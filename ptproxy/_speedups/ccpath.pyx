@@ -113,6 +113,11 @@ cdef class Pacer:
         """Pace at ``rate`` bytes/s from now on, allowing bursts of ``burst`` bytes."""
         self._set_rate(rate, burst)
 
+    def set_max_datagram_size(self, long long size):
+        """Charge and wait for datagrams of ``size`` bytes from now on (path MTU discovery)."""
+        self._mds = size
+        self._mds_f = <double>size
+
     cdef void _set_rate(self, double rate, double burst) noexcept:
         self.rate = _fmax(rate, self._mds_f)
         self.capacity = _fmax(_fmax(2.0 * self._mds_f, burst), 2.0 * self.rate * _GRANULARITY)
@@ -359,6 +364,12 @@ cdef class _BbrCore:
     cdef public double pacing_rate
     cdef readonly BbrPacer pacer
 
+    def set_max_datagram_size(self, long long size):
+        """Count in datagrams of ``size`` bytes from now on (path MTU discovery)."""
+        self._mds = size
+        self._min_pipe_cwnd = MIN_PIPE_PACKETS * size
+        self.pacer.set_max_datagram_size(size)
+
     def __init__(self, *, max_datagram_size, initial_window, rng=None):
         self._mds = max_datagram_size
         self._initial_window = initial_window
@@ -545,7 +556,9 @@ cdef class _BbrCore:
             self._filled_pipe = True
 
     cdef void _update_min_rtt(self, double now, double rtt) noexcept:
-        self._min_rtt_expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW
+        # No sample yet: nothing to expire (the stamp starts at 0.0, and a loop's clock at
+        # thousands of seconds would send every new connection into PROBE_RTT at its first ACK).
+        self._min_rtt_expired = not isinf(self.min_rtt) and now > self._min_rtt_stamp + MIN_RTT_WINDOW
         if rtt < self.min_rtt or self._min_rtt_expired:
             self.min_rtt = rtt
             self._min_rtt_stamp = now

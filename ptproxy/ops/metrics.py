@@ -340,6 +340,11 @@ class _TunnelCollector(Collector):
             ("ptproxy_rtt_min_seconds", "min_rtt", "Minimum round-trip time of the current session."),
             ("ptproxy_congestion_window_bytes", "congestion_window", "Congestion window of the current session."),
             ("ptproxy_bytes_in_flight", "bytes_in_flight", "Bytes sent and not yet acknowledged (current session)."),
+            (
+                "ptproxy_max_datagram_bytes",
+                "max_datagram_size",
+                "Largest UDP payload the current session sends (raised by path MTU discovery).",
+            ),
         )
         for name, key, doc in gauges:
             # No session: no sample (a gap in the graph), rather than a misleading zero.

@@ -19,6 +19,7 @@ from ptproxy.tunnel.aioquic import (
     FlowSettings,
     PatchedQuicConnection,
 )
+from ptproxy.tunnel.pmtu import CEILING
 from ptproxy.tunnel.reset import BOOT_SECRET, StatelessReset
 from ptproxy.tunnel.tls import ServerTicketStore, TlsMaterial, quic_configuration
 from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
@@ -69,6 +70,7 @@ class EndpointSettings:
             send_window_max=lim.max_auto_window if tr.send_window is None else None,
             redundancy=tr.redundancy,
             redundancy_max_share=tr.redundancy_max_share,
+            pmtu_ceiling=CEILING if tr.max_datagram_size is None else None,
         )
         reset = None
         if config.general.mode == "Server":

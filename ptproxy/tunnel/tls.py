@@ -25,6 +25,7 @@ from ptproxy.errors import StartupError
 from ptproxy.ops.config import Config
 from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
 from ptproxy.tunnel.identity import PeerIdentity, name_in_certificate
+from ptproxy.tunnel.pmtu import BASE_SIZE
 from ptproxy.tunnel.ticketkeys import TicketKeys, load_ticket_keys
 
 __all__ = [
@@ -97,7 +98,8 @@ def quic_configuration(config: Config, material: TlsMaterial) -> QuicConfigurati
         is_client=is_client,
         alpn_protocols=H3_ALPN,
         idle_timeout=tr.max_idle_timeout / 1000.0,
-        max_datagram_size=tr.max_datagram_size,
+        # Unset: path MTU discovery starts from the size every path carries (pmtu.py).
+        max_datagram_size=tr.max_datagram_size if tr.max_datagram_size is not None else BASE_SIZE,
         max_data=tr.effective_receive_window,
         max_stream_data=tr.effective_stream_receive_window,
     )

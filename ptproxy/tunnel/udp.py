@@ -74,6 +74,30 @@ def _raise_receive_buffer(sock: socket.socket) -> None:
         logger.debug("SO_RCVBUF: %d bytes (net.core.rmem_max caps the %d asked for)", granted, DEFAULT_RECEIVE_BUFFER)
 
 
+# Linux's values (<linux/in.h>, <linux/in6.h>); the socket module names only some of them.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+PMTUDISC_PROBE = 3  # IP_PMTUDISC_PROBE / IPV6_PMTUDISC_PROBE
+
+
+def _never_fragment(sock: socket.socket) -> None:
+    """Set Don't Fragment on every datagram, ignoring the kernel's path MTU cache.
+
+    QUIC sizes its own datagrams (RFC 9000 §14): a datagram too large for the path must be lost,
+    not split into IP fragments, or path MTU discovery (pmtu.py) would confirm sizes the path only
+    carries in pieces, and each lost fragment would lose the whole datagram. The "probe" mode also
+    lets a probe larger than a cached path MTU leave at all (RFC 8899 §4.4). Not Linux: left as
+    the system has it."""
+    options = [(socket.IPPROTO_IP, IP_MTU_DISCOVER)]
+    if sock.family == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER))  # IPv4-mapped peers keep the first
+    for level, option in options:
+        try:
+            sock.setsockopt(level, option, PMTUDISC_PROBE)
+        except OSError:
+            pass
+
+
 def open_udp_socket(
     bind_address: str,
     port: int,
@@ -89,6 +113,7 @@ def open_udp_socket(
     if inherited is not None:
         _apply_buffer(inherited, socket.SO_RCVBUF, "socket_receive_buffer_size", buffers.receive)
         _apply_buffer(inherited, socket.SO_SNDBUF, "socket_send_buffer_size", buffers.send)
+        _never_fragment(inherited)
         inherited.setblocking(False)
         return inherited
     family, host = _family_for(bind_address, remote_family)
@@ -99,6 +124,7 @@ def open_udp_socket(
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         _apply_buffer(sock, socket.SO_RCVBUF, "socket_receive_buffer_size", buffers.receive)
         _apply_buffer(sock, socket.SO_SNDBUF, "socket_send_buffer_size", buffers.send)
+        _never_fragment(sock)
         sock.bind((host, port))
         sock.setblocking(False)
     except BaseException:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.h1client import open_socket, read_response, request
+from tests.support.linkpair import LinkPair, done, wait
 
 
 def _start_download(port: int, n: int, out: dict) -> threading.Thread:
@@ -123,7 +124,7 @@ def test_server_end_draining_answers_503_and_finishes_what_it_started(make_pair,
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    assert _wait(lambda: origin.entries("drain-slow"), 10), p.logs()
+    assert wait(lambda: origin.entries("drain-slow"), 10), p.logs()
     p.server.send(signal.SIGTERM)
     assert p.wait_server_log("SIGTERM received", timeout=5), p.logs()
     refused = request(p.http_port, "GET", "/bytes/10?drain-refused", timeout=10)
@@ -139,89 +140,6 @@ def test_server_end_draining_answers_503_and_finishes_what_it_started(make_pair,
 # -- a burst of total loss on the emulated link (needs root, TUN, network namespaces) ----------
 
 BLACKOUT_RTT_MS = 20
-# 20 Mbit/s x 20 ms: windows of one BDP and more, so bodies move at the link rate, not at the
-# default 14,720-byte window per round trip.
-LINK_WINDOWS = {"initial_window": 50_000, "receive_window": 2_000_000, "send_window": 2_000_000}
-
-
-class LinkPair:
-    """Origin and server end in namespace b, client end in namespace a, the emulated link between."""
-
-    def __init__(
-        self, link: Any, pki: Any, work: Path, name: str, transport: dict[str, Any], extra: str = ""
-    ) -> None:
-        self.link, self.work = link, work / name
-        self.work.mkdir()
-        self.procs: list[subprocess.Popen[Any]] = []
-        self.http = f"{link.a_addr}:18080"
-        quic_port, origin_port = 18443, 18081
-        tr = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in {**LINK_WINDOWS, **transport}.items())
-        tls = f'[tls]\nca = "{pki.ca}"\n'
-        self.client_conf = self.work / "client.toml"
-        self.client_conf.write_text(
-            f'[general]\nmode = "Client"\npeer_hostname = "{pki.server_name}"\n'
-            f'connect_address = "{link.b_addr}"\nquic_port = {quic_port}\n'
-            f'http_bind_address = "{self.http}"\n\n{tls}cert = "{pki.client.cert}"\n'
-            f'key = "{pki.client.key}"\n\n[transport]\n{tr}\n[system]\nconnect_interval = 300\n\n{extra}'
-        )
-        server_conf = self.work / "server.toml"
-        server_conf.write_text(
-            f'[general]\nmode = "Server"\npeer_hostname = "{pki.client_name}"\n'
-            f'bind_address = "{link.b_addr}"\nquic_port = {quic_port}\n'
-            f'http_connect_address = "{link.b_addr}:{origin_port}"\n\n{tls}'
-            f'cert = "{pki.server.cert}"\nkey = "{pki.server.key}"\n\n[transport]\n{tr}\n{extra}'
-        )
-        self._spawn("b", ["-m", "tools.origin_server", "--host", link.b_addr, "--port", str(origin_port)],
-                    "origin.log")
-        self._spawn("b", ["-m", "ptproxy", "-c", str(server_conf)], "server.log")
-        assert _wait(lambda: "started endpoint" in self.log("server"), 30), self.log("server")
-        self._spawn("a", ["-m", "ptproxy", "-c", str(self.client_conf)], "client.log")
-        assert _wait(lambda: "tunnel ready" in self.log("client"), 30), self.log("client")
-
-    def _spawn(self, side: str, args: list[str], logname: str) -> None:
-        with open(self.work / logname, "wb") as f:
-            self.procs.append(self.link.python_in(side, args, stdout=f, stderr=subprocess.STDOUT))
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-
-    def log(self, end: str) -> str:
-        return (self.work / f"{end}.log").read_text(errors="replace")
-
-    def curl(self, target: str, max_time: float = 40) -> subprocess.Popen[str]:
-        """curl in namespace a; the body goes to a file, stdout is ``<status> <bytes>``."""
-        out = self.work / f"body-{time.monotonic_ns()}"
-        cmd = ["curl", "-s", "-o", str(out), "-w", "%{http_code} %{size_download}",
-               "-m", str(max_time), f"http://{self.http}{target}"]
-        return self.link.run_in("a", cmd, stdout=subprocess.PIPE, text=True)
-
-
-def _wait(pred: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
-
-
-def _done(p: subprocess.Popen[str], timeout: float) -> tuple[int, int, int, float]:
-    """(curl exit code, status, bytes, seconds waited) once curl ends; fails the test on a hang."""
-    started = time.monotonic()
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        pytest.fail(f"request still running {timeout} s later: it hangs")
-    status, size = (out.split() + ["0", "0"])[:2]
-    return p.returncode, int(status), int(size), time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -262,10 +180,10 @@ def test_blackout_shorter_than_idle_timeout_loses_nothing(blackout_link: Any, li
     _, until = blackout_link.blackout(3.0)
     time.sleep(0.5)
     during = lp.curl("/bytes/1000")
-    rc, status, size, _ = _done(download, 40)
+    rc, status, size, _ = done(download, 40)
     assert time.monotonic() > until, "the download ended before the blackout did: not mid-body"
     assert (rc, status, size) == (0, 200, n), lp.log("client")
-    rc, status, size, _ = _done(during, 40)
+    rc, status, size, _ = done(during, 40)
     assert (rc, status, size) == (0, 200, 1000), lp.log("client")
     assert lp.log("client").count("tunnel ready") == 1, lp.log("client")
     st = blackout_link.stats()
@@ -282,17 +200,17 @@ def test_blackout_longer_than_idle_timeout_fails_fast_and_recovers(blackout_link
     download = lp.curl(f"/bytes/{n}")
     time.sleep(0.8)
     start, until = blackout_link.blackout(5.0)
-    rc, status, size, _ = _done(download, 30)
+    rc, status, size, _ = done(download, 30)
     ended = time.monotonic()
     assert status == 200 and size < n and rc != 0, (rc, status, size)  # cut, and curl knows it
     assert ended < until + 1.0, f"the cut came {ended - start:.1f} s into a 5 s blackout"
     assert "tunnel lost" in lp.log("client") or "connection lost" in lp.log("client"), lp.log("client")
     down = lp.curl("/bytes/10", max_time=10)
-    rc, status, _, took = _done(down, 15)
+    rc, status, _, took = done(down, 15)
     if time.monotonic() < until:  # still dark: the tunnel is down, answered at once
         assert status == 503 and took < 1.0, (rc, status, took)
-    assert _wait(lambda: lp.log("client").count("tunnel ready") >= 2, until - time.monotonic() + 20), lp.log("client")
-    rc, status, size, _ = _done(lp.curl("/bytes/1000"), 20)
+    assert wait(lambda: lp.log("client").count("tunnel ready") >= 2, until - time.monotonic() + 20), lp.log("client")
+    rc, status, size, _ = done(lp.curl("/bytes/1000"), 20)
     assert (rc, status, size) == (0, 200, 1000), lp.log("client")
 
 
@@ -303,7 +221,7 @@ def test_redundancy_tail_copies_are_counted_and_requests_work(blackout_link: Any
     extra = '[metrics]\nbind_address = "127.0.0.1:19464"\n'
     lp = link_pair("tail", {"redundancy": "Tail", "redundancy_max_share": 1.0}, extra)
     for _ in range(10):
-        assert _done(lp.curl("/bytes/1000"), 20)[:3] == (0, 200, 1000), lp.log("client")
+        assert done(lp.curl("/bytes/1000"), 20)[:3] == (0, 200, 1000), lp.log("client")
     totals = {}
     for side in ("a", "b"):
         out = subprocess.run(blackout_link.cmd_prefix(side) + ["curl", "-s", "http://127.0.0.1:19464/metrics"],

@@ -128,7 +128,7 @@ def test_minimal_client_gets_every_default() -> None:
         "congestion_algorithm": "Bbr",
         "redundancy": "None",
         "redundancy_max_share": 0.1,
-        "max_datagram_size": 1200,
+        "max_datagram_size": None,
     }
     assert config.transport.effective_receive_window == 14720
     assert config.transport.effective_send_window == 14720

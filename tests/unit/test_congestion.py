@@ -300,6 +300,27 @@ def test_bbr_rate_sample_and_min_rtt_from_one_round(impl: ModuleType) -> None:
     assert cc.congestion_window == IW + 10 * MDS  # STARTUP grows by what was delivered
 
 
+def test_bbr_first_ack_on_a_real_clock_does_not_enter_probe_rtt(impl: ModuleType) -> None:
+    # The event loop's clock reads thousands of seconds: with no min-RTT sample yet there is
+    # nothing to expire (it used to count as 10 s stale, so every connection dropped to a
+    # 4-packet window for 200 ms at its first ACK).
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
+    sent = send(cc, 0, 10, now=5000.0)
+    ack(cc, sent, now=5000.05, srtt=0.05)
+    assert cc.state == "startup"
+    assert cc.congestion_window == IW + 10 * MDS
+
+
+def test_bbr_and_its_pacer_follow_a_larger_datagram_size(impl: ModuleType) -> None:
+    cc = impl.Bbr(max_datagram_size=1200, initial_window=IW, rng=random.Random(1))
+    cc.set_max_datagram_size(1452)
+    assert cc._mds == 1452 and cc.pacer._mds == 1452
+    # A PROBE_RTT or loss floor is counted in the new size.
+    sent = send(cc, 0, 12, now=0.0)
+    lose(cc, sent, now=0.05, srtt=0.05)
+    assert cc.congestion_window >= 4 * 1452
+
+
 def test_bbr_ignores_a_loss_beyond_packet_conservation_for_one_round(impl: ModuleType) -> None:
     cc = impl.Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(1))
     sent = send(cc, 0, 12, now=0.0)

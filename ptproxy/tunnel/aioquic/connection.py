@@ -32,6 +32,7 @@ no other module has to.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -50,9 +51,11 @@ from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
+from ptproxy.addr import format_address
 from ptproxy.tunnel.aioquic import marks as stream_marks
 from ptproxy.tunnel.aioquic import quicrecv
 from ptproxy.tunnel.aioquic.marks import StreamMarks, adopt
+from ptproxy.tunnel.aioquic.pmtud import PathMtu
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
 from ptproxy.tunnel.aioquic.tickets import install_ticket_sealer
 from ptproxy.tunnel.identity import PeerIdentity, cipher_name
@@ -78,6 +81,8 @@ __all__ = [
     "stream_send_buffered",
 ]
 
+
+logger = logging.getLogger("ptproxy.tunnel")
 
 quicrecv.install()  # the compiled receive path and Enum hash, before any connection exists
 
@@ -146,6 +151,8 @@ class FlowSettings:
     # [transport] redundancy: "Tail" sends the tail of a small flight twice (redundancy.py).
     redundancy: str = "None"
     redundancy_max_share: float = 0.1
+    # Path MTU discovery up to this datagram size (pmtud.py); None: max_datagram_size is fixed.
+    pmtu_ceiling: int | None = None
 
 
 class IdentityTickets(Protocol):
@@ -238,6 +245,8 @@ class PatchedQuicConnection(QuicConnection):
         # MAX_STREAM_DATA may be due (a new stream's window grew).
         self._ptp_marks = StreamMarks()
         self._ptp_limits_all = False
+        # Path MTU discovery (before the congestion hooks, which ask it which losses are probes).
+        self._ptp_pmtu = PathMtu(flow.pmtu_ceiling) if flow.pmtu_ceiling is not None else None
         self._ptp_install_congestion()
         self._ptp_tail = (
             TailRedundancy(max_share=flow.redundancy_max_share) if flow.redundancy == "Tail" else None
@@ -265,6 +274,17 @@ class PatchedQuicConnection(QuicConnection):
 
         def on_packets_lost(*, congestion_event: bool = True, packets: Any, **kwargs: Any) -> None:
             packets = list(packets)
+            pmtu = self._ptp_pmtu
+            if congestion_event and pmtu is not None:
+                # A lost MTU probe is not a congestion signal (RFC 9000 §14.4): out of bytes in
+                # flight only. Persistent congestion above 1200 bytes may be a shrunk path.
+                probes, packets = pmtu.split_lost(packets)
+                if probes:
+                    original(congestion_event=False, packets=probes, **kwargs)
+                if kwargs.get("persistent_congestion"):
+                    pmtu.on_black_hole(self, self._ptp_now)
+                if not packets:
+                    return
             if congestion_event:
                 self._ptp_lost_packets += len(packets)
             original(congestion_event=congestion_event, packets=packets, **kwargs)
@@ -302,7 +322,40 @@ class PatchedQuicConnection(QuicConnection):
             cc.on_app_limited(now=now)
         if self._ptp_tail is not None:
             self._ptp_tail.after_send(self, now, sum(len(data) for data, _ in datagrams))
+        if self._ptp_pmtu is not None and self._handshake_confirmed and self._state == qc.QuicConnectionState.CONNECTED:
+            datagrams += self._ptp_pmtu.send_probe(self, now)
         return datagrams
+
+    def _ptp_use_datagram_size(self, size: int) -> None:
+        """Ordinary packets are built up to ``size`` bytes from now on (a confirmed path MTU)."""
+        if size == self._max_datagram_size:
+            return
+        if size > self._max_datagram_size:
+            logger.info("path MTU: datagrams of up to %d bytes confirmed to %s", size, self._ptp_peer_name())
+        else:
+            logger.warning(
+                "path MTU: packets of %d bytes stopped arriving at %s; back to %d", self._max_datagram_size,
+                self._ptp_peer_name(), size,
+            )
+        self._max_datagram_size = size
+        self._ptp_cc.set_max_datagram_size(size)
+
+    def _ptp_peer_name(self) -> str:
+        addr = self._network_paths[0].addr
+        end = "the server end" if self._is_client else "the client end"
+        return f"{end} at {format_address(addr)}" if addr else end
+
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest datagram ordinary packets use now (path MTU discovery may raise it)."""
+        return int(self._max_datagram_size)
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if self._ptp_pmtu is not None and not from_session_ticket:
+            # The peer's max_udp_payload_size bounds the search (aioquic does not keep it).
+            params = pull_quic_transport_parameters(Buffer(data=data))
+            self._ptp_pmtu.limit_to_peer(params.max_udp_payload_size)
 
     # -- streams to visit (marks.py) --------------------------------------------------------------
 
@@ -911,6 +964,7 @@ def connection_stats(conn: QuicConnection) -> dict[str, float]:
         "min_rtt": loss._rtt_min if loss._rtt_initialized else 0.0,
         "congestion_window": float(cc.congestion_window),
         "bytes_in_flight": float(cc.bytes_in_flight),
+        "max_datagram_size": float(conn._max_datagram_size),
         **_flow_stats(conn),
     }
 

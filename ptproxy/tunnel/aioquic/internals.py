@@ -111,6 +111,10 @@ PRIVATE: tuple[Internal, ...] = (
         (("context", "plain_payload", "crypto_frame_required="), ("context", "plain", "crypto_frame_required=")),
     ),
     Internal(QC, "_serialize_transport_parameters", "override", ((),)),
+    # Path MTU discovery (pmtud.py): the peer's max_udp_payload_size, read from its transport
+    # parameters; a probe packet built as aioquic builds its path probes (_send_probing_frames).
+    Internal(QC, "_parse_transport_parameters", "override", (("data", "from_session_ticket"),)),
+    *_each(QC, "attribute", "_quic_logger", "_spin_bit", "_version", "_cryptos", "_network_paths"),
     # Loss recovery: our controller and pacer replace aioquic's; losses are counted.
     *_each(LOSS, "attribute", "_cc", "_pacer", "_rtt_smoothed", "_rtt_min", "_rtt_initialized", "_rtt_initial"),
     Internal(

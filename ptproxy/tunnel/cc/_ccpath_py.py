@@ -68,6 +68,10 @@ class Pacer:
     overrides it because BBR sets its rate itself through :meth:`set_rate`.
     """
 
+    def set_max_datagram_size(self, size: int) -> None:
+        """Charge and wait for datagrams of ``size`` bytes from now on (path MTU discovery)."""
+        self._mds = size
+
     def __init__(self, *, max_datagram_size: int, rate: float, burst: int = 0) -> None:
         self._mds = max_datagram_size
         self.rate = 0.0
@@ -299,6 +303,12 @@ class Bbr(Controller):
 
     # -- aioquic's QuicCongestionControl interface --------------------------------------------
 
+    def set_max_datagram_size(self, size: int) -> None:
+        """Count in datagrams of ``size`` bytes from now on (path MTU discovery)."""
+        self._mds = size
+        self._min_pipe_cwnd = MIN_PIPE_PACKETS * size
+        self.pacer.set_max_datagram_size(size)
+
     def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
         now = packet.sent_time or 0.0
         if self.bytes_in_flight == 0:
@@ -435,7 +445,9 @@ class Bbr(Controller):
             self._filled_pipe = True
 
     def _update_min_rtt(self, now: float, rtt: float) -> None:
-        self._min_rtt_expired = now > self._min_rtt_stamp + MIN_RTT_WINDOW
+        # No sample yet: nothing to expire (the stamp starts at 0.0, and a loop's clock at
+        # thousands of seconds would send every new connection into PROBE_RTT at its first ACK).
+        self._min_rtt_expired = not math.isinf(self.min_rtt) and now > self._min_rtt_stamp + MIN_RTT_WINDOW
         if rtt < self.min_rtt or self._min_rtt_expired:
             self.min_rtt = rtt
             self._min_rtt_stamp = now

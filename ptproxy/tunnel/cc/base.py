@@ -67,6 +67,7 @@ class PacerInterface(Protocol):
     def next_send_time(self, now: float) -> float | None: ...
     def update_after_send(self, now: float) -> None: ...
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None: ...
+    def set_max_datagram_size(self, size: int) -> None: ...
 
 
 class Controller(QuicCongestionControl):
@@ -77,6 +78,12 @@ class Controller(QuicCongestionControl):
 
     def on_app_limited(self, *, now: float) -> None:
         """The sender ran out of data while the window allowed more; only BBR cares."""
+
+    def set_max_datagram_size(self, size: int) -> None:
+        """Path MTU discovery changed the datagram size: window arithmetic and pacing follow.
+        aioquic's Reno and Cubic keep it in ``_max_datagram_size``; BBR overrides this."""
+        self._max_datagram_size = size
+        self.pacer.set_max_datagram_size(size)
 
     def get_log_data(self) -> dict[str, Any]:
         data = super().get_log_data()
