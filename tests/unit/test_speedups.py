@@ -34,6 +34,7 @@ TWINS = {
     "framing": ("ptproxy.wire._framing_py", "ptproxy._speedups.framing"),
     "udpio": ("ptproxy.tunnel._udpio_py", "ptproxy._speedups.udpio"),
     "quicpath": ("ptproxy.tunnel.aioquic._quicpath_py", "ptproxy._speedups.quicpath"),
+    "quicrecv": ("ptproxy.tunnel.aioquic._quicrecv_py", "ptproxy._speedups.quicrecv"),
     "streamframes": ("ptproxy.tunnel.aioquic._streamframes_py", "ptproxy._speedups.streamframes"),
     "ccpath": ("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath"),
 }
@@ -257,6 +258,7 @@ FACADES = [
     "ptproxy.wire.framing",
     "ptproxy.tunnel.udpio",
     "ptproxy.tunnel.aioquic.quicpath",
+    "ptproxy.tunnel.aioquic.quicrecv",
     "ptproxy.tunnel.aioquic.streamframes",
     "ptproxy.tunnel.cc.ccpath",
 ]
