@@ -23,7 +23,7 @@ from libc.string cimport memcpy
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
-__all__ = ["configure", "write_stream_frame"]
+__all__ = ["configure", "handle_stream_frame", "write_stream_frame"]
 
 # aioquic's Buffer object (aioquic/_buffer.c, BufferObject): written and read here directly.
 cdef extern from *:
@@ -53,6 +53,7 @@ cdef object _BufferWriteError = None
 cdef object _ConnectionError = None
 cdef object _FinalSizeError = None
 cdef object _StreamDataReceived = None
+cdef object _StreamFrame = None
 cdef object _FRAME_ENCODING_ERROR = None
 cdef object _FLOW_CONTROL_ERROR = None
 cdef object _FINAL_SIZE_ERROR = None
@@ -72,7 +73,7 @@ cdef dict _conn_ok = {}
 def configure(**objects):
     """Hand in the aioquic objects (see ``streamframes.install``); the per-class checks start over."""
     global _Buffer, _BufferReadError, _BufferWriteError, _ConnectionError, _FinalSizeError
-    global _StreamDataReceived, _FRAME_ENCODING_ERROR, _FLOW_CONTROL_ERROR, _FINAL_SIZE_ERROR
+    global _StreamDataReceived, _StreamFrame, _FRAME_ENCODING_ERROR, _FLOW_CONTROL_ERROR, _FINAL_SIZE_ERROR
     global _STREAM_STATE_ERROR, _py_write, _py_handle, _sender_methods, _receiver_methods
     global _marking_handle_frame, _conn_methods
     _Buffer = objects["buffer"]
@@ -81,6 +82,7 @@ def configure(**objects):
     _ConnectionError = objects["connection_error"]
     _FinalSizeError = objects["final_size_error"]
     _StreamDataReceived = objects["stream_data_received"]
+    _StreamFrame = objects["stream_frame"]
     _FRAME_ENCODING_ERROR = objects["frame_encoding_error"]
     _FLOW_CONTROL_ERROR = objects["flow_control_error"]
     _FINAL_SIZE_ERROR = objects["final_size_error_code"]
@@ -259,3 +261,166 @@ cdef int _emit(object builder, object sender, object stream_id, object offset, o
     else:
         _push_raw(b, PyBytes_AS_STRING(data), length)
     return 0
+
+
+# -- receive -----------------------------------------------------------------------------------
+
+cdef bint _plain_connection(object cls) except -1:
+    """Whether the class checks direction and looks up existing streams as inlined here."""
+    ok = _conn_ok.get(cls)
+    if ok is None:
+        ok = (
+            getattr(cls, "_assert_stream_can_receive", None),
+            getattr(cls, "_stream_can_receive", None),
+            getattr(cls, "_get_or_create_stream", None),
+        ) == _conn_methods
+        _conn_ok[cls] = ok
+    return ok
+
+
+cdef int _receiver_path(object cls) except -1:
+    """0: call the receiver's handle_frame; 1: aioquic's, inline; 2: marks.MarkingReceiver's, inline."""
+    kind = _receiver_kind.get(cls)
+    if kind is None:
+        method = getattr(cls, "handle_frame", None)
+        kind = 0 if method not in _receiver_methods else (2 if method is _marking_handle_frame else 1)
+        _receiver_kind[cls] = kind
+    return kind
+
+
+cdef object _connection_error(object code, int frame_type, str reason):
+    return _ConnectionError(error_code=code, frame_type=frame_type, reason_phrase=reason)
+
+
+def handle_stream_frame(self, context, frame_type, buf):
+    """``QuicConnection._handle_stream_frame``: a STREAM frame's data to its stream's receiver,
+    flow control checked and accounted, the StreamDataReceived event (if any) queued."""
+    if self._quic_logger is not None or type(buf) is not _Buffer or not _plain_connection(type(self)):
+        return _py_handle(self, context, frame_type, buf)
+    cdef int ftype = frame_type
+    cdef ptp_BufferObject *b = <ptp_BufferObject *> buf
+    cdef long long stream_id = _pull_uint_var(b)
+    cdef long long offset = _pull_uint_var(b) if ftype & 4 else 0
+    cdef long long length = _pull_uint_var(b) if ftype & 2 else b.end - b.pos
+    if offset + length > UINT_VAR_MAX:
+        raise _connection_error(_FRAME_ENCODING_ERROR, ftype, "offset + length cannot exceed 2^62 - 1")
+    data = _pull_bytes(b, length)
+    cdef bint fin = ftype & 1
+    # the direction: a stream the peer may send on (aioquic's _stream_can_receive)
+    if (not (stream_id & 1)) == <bint> self._is_client and stream_id & 2:
+        raise _connection_error(_STREAM_STATE_ERROR, ftype, "Stream is send-only")
+    stream = (<dict> self._streams).get(stream_id) if type(self._streams) is dict else None
+    if stream is None:
+        stream = self._get_or_create_stream(frame_type, stream_id)
+    cdef long long frame_end = offset + length
+    if frame_end > <long long> stream.max_stream_data_local:
+        raise _connection_error(_FLOW_CONTROL_ERROR, ftype, "Over stream data limit")
+    receiver = stream.receiver
+    cdef long long newly_received = frame_end - <long long> receiver.highest_offset
+    if newly_received < 0:
+        newly_received = 0
+    limit = self._local_max_data
+    if limit.used + newly_received > limit.value:
+        raise _connection_error(_FLOW_CONTROL_ERROR, ftype, "Over connection data limit")
+    try:
+        event = _receive(receiver, offset, data, fin)
+    except _FinalSizeError as exc:
+        raise _connection_error(_FINAL_SIZE_ERROR, ftype, str(exc))
+    if event is not None:
+        self._events.append(event)
+    limit.used += newly_received
+
+
+cdef object _receive(object receiver, long long offset, bytes data, bint fin):
+    """The receiver's handle_frame, inline when its class's is aioquic's or the marking one's."""
+    cdef int kind = _receiver_path(type(receiver))
+    if kind == 0:
+        return receiver.handle_frame(_stream_frame(offset, data, fin))
+    event = _receiver_handle(receiver, offset, data, fin)
+    if kind == 2:  # marks.MarkingReceiver: data arrived; finished receiving
+        marks = receiver._ptp_marks
+        marks.received[receiver._ptp_id] = None
+        if receiver.is_finished:
+            marks.ready[receiver._ptp_id] = None
+    return event
+
+
+cdef object _stream_frame(long long offset, bytes data, bint fin):
+    return _StreamFrame(data=data, fin=fin, offset=offset)
+
+
+cdef object _data_event(object data, bint end_stream, object stream_id):
+    # StreamDataReceived's fields set directly: its dataclass __init__ is a Python call per frame.
+    event = _StreamDataReceived.__new__(_StreamDataReceived)
+    fields = event.__dict__
+    fields["data"] = data
+    fields["end_stream"] = end_stream
+    fields["stream_id"] = stream_id
+    return event
+
+
+cdef object _receiver_handle(object receiver, long long offset, bytes data, bint fin):
+    """aioquic's QuicStreamReceiver.handle_frame on the receiver's own attributes."""
+    cdef long long count = len(data)
+    cdef long long frame_end = offset + count
+    cdef long long pos = offset - <long long> receiver._buffer_start
+    final_size = receiver._final_size
+    if final_size is not None:
+        if frame_end > final_size:
+            raise _FinalSizeError("Data received beyond final size")
+        elif fin and frame_end != final_size:
+            raise _FinalSizeError("Cannot change final size")
+    if fin:
+        if frame_end < receiver.highest_offset:
+            raise _FinalSizeError("Data received beyond final size")
+        receiver._final_size = frame_end
+    if frame_end > receiver.highest_offset:
+        receiver.highest_offset = frame_end
+    if receiver.is_finished:
+        return None  # a duplicate, or data after a reset: nothing more to deliver
+    cdef bytearray buffer = receiver._buffer
+    if pos == 0 and count and not PyByteArray_GET_SIZE(buffer):
+        receiver._buffer_start = receiver._buffer_start + count  # in order: delivered as it came
+        if fin:
+            receiver.is_finished = True
+        return _data_event(data, fin, receiver._stream_id)
+    return _receiver_buffer(receiver, buffer, offset, frame_end, pos, data)
+
+
+cdef object _receiver_buffer(object receiver, bytearray buffer, long long offset, long long frame_end,
+                             long long pos, bytes data):
+    """Out of order or partly duplicate: into the reassembly buffer, then what is contiguous."""
+    if pos < 0:
+        data = data[-pos:]
+        offset -= pos
+        pos = 0
+    cdef long long count = len(data)
+    if frame_end > offset:
+        receiver._ranges.add(offset, frame_end)
+    cdef long long gap = pos - PyByteArray_GET_SIZE(buffer)
+    if gap > 0:
+        buffer += bytearray(gap)
+    buffer[pos : pos + count] = data
+    pulled = _pull_data(receiver, buffer)
+    end_stream = receiver._buffer_start == receiver._final_size
+    if end_stream:
+        receiver.is_finished = True
+    if pulled or end_stream:
+        return _data_event(pulled, end_stream, receiver._stream_id)
+    return None
+
+
+cdef bytes _pull_data(object receiver, bytearray buffer):
+    """The received data now contiguous with the start of the buffer, taken out of it."""
+    ranges = receiver._ranges
+    if not len(ranges):
+        return b""
+    first = ranges[0]
+    if first.start != receiver._buffer_start:
+        return b""
+    first = ranges.shift()
+    cdef Py_ssize_t size = first.stop - first.start
+    cdef bytes out = bytes(buffer[:size])
+    del buffer[:size]
+    receiver._buffer_start = first.stop
+    return out

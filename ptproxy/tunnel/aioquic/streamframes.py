@@ -3,8 +3,10 @@
 
 :func:`install` hands the compiled module the aioquic objects it works with, checks that a stream
 as aioquic builds it (marks.py's MarkingStream) has the layout the compiled code reads, then sets
-the compiled ``_write_stream_frame`` on PatchedQuicConnection (a class attribute: aioquic's send
-loop looks it up per frame). It is called once, from this package's ``__init__``; with the pure
+the compiled ``_write_stream_frame`` and ``_handle_stream_frame`` on PatchedQuicConnection (class
+attributes: aioquic's send loop looks the first up per frame; the second is bound into each
+connection's frame-handler table when the connection is constructed, so connections created
+before :func:`install` keep aioquic's). It is called once, from this package's ``__init__``; with the pure
 twin selected (``PTPROXY_NO_EXTENSIONS=1`` or no compiled module) it installs nothing, so aioquic's
 methods run. Each aioquic name used is declared in :mod:`.internals`.
 """
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aioquic.buffer import Buffer, BufferReadError, BufferWriteError
 from aioquic.quic.connection import QuicConnection, QuicConnectionError
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import QuicErrorCode
+from aioquic.quic.packet import QuicErrorCode, QuicStreamFrame
 from aioquic.quic.stream import FinalSizeError, QuicStreamReceiver, QuicStreamSender
 
 from ptproxy._speedups import load_twin
@@ -45,6 +47,7 @@ def _objects() -> dict[str, Any]:
         "connection_error": QuicConnectionError,
         "final_size_error": FinalSizeError,
         "stream_data_received": StreamDataReceived,
+        "stream_frame": QuicStreamFrame,
         "frame_encoding_error": QuicErrorCode.FRAME_ENCODING_ERROR,
         "flow_control_error": QuicErrorCode.FLOW_CONTROL_ERROR,
         "final_size_error_code": QuicErrorCode.FINAL_SIZE_ERROR,
@@ -95,4 +98,9 @@ def install() -> bool:
     twins["_impl"].configure(**_objects())
     INSTALLED["_write_stream_frame"] = PatchedQuicConnection.__dict__.get("_write_stream_frame")
     PatchedQuicConnection._write_stream_frame = twins["write_stream_frame"]  # type: ignore[method-assign]
+    # aioquic binds its frame handlers when a connection is constructed (QuicConnection.__init__
+    # looks up self._handle_stream_frame for frame types 0x08-0x0F), so a class attribute set
+    # here, before any connection exists, is what every later connection's table holds.
+    INSTALLED["_handle_stream_frame"] = PatchedQuicConnection.__dict__.get("_handle_stream_frame")
+    PatchedQuicConnection._handle_stream_frame = twins["handle_stream_frame"]  # type: ignore[method-assign]
     return True
