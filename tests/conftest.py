@@ -32,6 +32,12 @@ def _load_twin(name: str, compiled: bool) -> ModuleType:
         raise
 
 
+def compiled_twin(name: str) -> ModuleType:
+    """The compiled module ``name``; the test is skipped when it is not built (fails instead with
+    PTPROXY_REQUIRE_EXTENSIONS=1)."""
+    return _load_twin(name, compiled=True)
+
+
 def twin_fixture(pure: str, compiled: str) -> Callable[..., Any]:
     """Build a module-level ``impl`` fixture parametrized over the pure (py) and compiled (c) twins."""
 

@@ -10,8 +10,6 @@ datagrams are the same bytes and the QuicSentPacket records compare equal field 
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -32,15 +30,11 @@ from ptproxy.tunnel.aioquic import _quicpath_py as py
 
 # the facade configures the compiled module (CryptoError, aioquic's objects) and installs it
 from ptproxy.tunnel.aioquic import quicpath
+from tests.conftest import compiled_twin
 
 
 def _compiled() -> ModuleType:
-    try:
-        return importlib.import_module("ptproxy._speedups.quicpath")
-    except ImportError:
-        if os.environ.get("PTPROXY_REQUIRE_EXTENSIONS"):
-            raise
-        pytest.skip("compiled twin ptproxy._speedups.quicpath is not built")
+    return compiled_twin("ptproxy._speedups.quicpath")
 
 
 @pytest.fixture(scope="module")

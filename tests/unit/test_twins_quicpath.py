@@ -8,7 +8,6 @@ checked at the end.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -26,15 +25,11 @@ from ptproxy.tunnel.aioquic import _quicpath_py as py
 
 # the facade configures the compiled module (CryptoError) and installs it into aioquic
 from ptproxy.tunnel.aioquic import quicpath
+from tests.conftest import compiled_twin
 
 
 def _compiled() -> ModuleType:
-    try:
-        return importlib.import_module("ptproxy._speedups.quicpath")
-    except ImportError:
-        if os.environ.get("PTPROXY_REQUIRE_EXTENSIONS"):
-            raise
-        pytest.skip("compiled twin ptproxy._speedups.quicpath is not built")
+    return compiled_twin("ptproxy._speedups.quicpath")
 
 
 @pytest.fixture(scope="module")

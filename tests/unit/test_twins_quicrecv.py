@@ -13,7 +13,6 @@ ACK ranges and packet-number state, the same close, the same timers and the same
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import subprocess
 import sys
@@ -29,16 +28,12 @@ from hypothesis import strategies as st
 from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic import _quicrecv_py as py
 from ptproxy.tunnel.aioquic import quicrecv
+from tests.conftest import compiled_twin
 from tests.support.quic_pair import CLIENT_ADDR, Pair
 
 
 def _compiled() -> ModuleType:
-    try:
-        return importlib.import_module("ptproxy._speedups.quicrecv")
-    except ImportError:
-        if os.environ.get("PTPROXY_REQUIRE_EXTENSIONS"):
-            raise
-        pytest.skip("compiled twin ptproxy._speedups.quicrecv is not built")
+    return compiled_twin("ptproxy._speedups.quicrecv")
 
 
 # -- frames --------------------------------------------------------------------------------------

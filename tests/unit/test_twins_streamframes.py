@@ -20,14 +20,11 @@ events, flow-control counters, stream counts and marks.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-import os
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-import pytest
 from aioquic.buffer import Buffer
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilderStop
 from aioquic.quic.stream import QuicStream
@@ -37,15 +34,11 @@ from hypothesis import strategies as st
 from ptproxy.tunnel.aioquic import _streamframes_py as py
 from ptproxy.tunnel.aioquic import streamframes
 from ptproxy.tunnel.aioquic.marks import MarkingStream, StreamMarks
+from tests.conftest import compiled_twin
 
 
 def _compiled() -> ModuleType:
-    try:
-        module = importlib.import_module("ptproxy._speedups.streamframes")
-    except ImportError:
-        if os.environ.get("PTPROXY_REQUIRE_EXTENSIONS"):
-            raise
-        pytest.skip("compiled twin ptproxy._speedups.streamframes is not built")
+    module = compiled_twin("ptproxy._speedups.streamframes")
     module.configure(**streamframes._objects())
     return module
 
