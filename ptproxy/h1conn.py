@@ -218,16 +218,16 @@ class H1Connection(asyncio.Protocol):
                 remaining = None
             if remaining is not None and remaining <= 0:
                 raise HeadTimeout("request head incomplete") if in_head else TimeoutError()
-            self._waiter = loop.create_future()
+            # One future, woken by the data or by a timer: asyncio.wait_for would add a second
+            # future and a callback between them, i.e. one more loop iteration per message.
+            waiter = self._waiter = loop.create_future()
+            timer = None if remaining is None else loop.call_later(remaining, _wake_waiter, waiter)
             try:
-                if remaining is None:
-                    await self._waiter
-                else:
-                    await asyncio.wait_for(self._waiter, remaining)
-            except TimeoutError:
-                pass  # re-evaluated above
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         ev = self._events.popleft()
         if type(ev) is BodyData and self._marks.remove(len(ev.data)) and self._transport is not None:
             self._transport.resume_reading()
@@ -304,6 +304,12 @@ class H1Connection(asyncio.Protocol):
             # the head and the bytes it got, then the reset (not a reset instead of them).
             self.flush()
             self._transport.abort()
+
+
+def _wake_waiter(waiter: asyncio.Future[None]) -> None:
+    """Timer callback of :meth:`H1Connection.next_event`: the wait is over; the loop re-checks."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _describe_os_error(exc: Exception) -> str:

@@ -538,6 +538,7 @@ class Frontend:
             response = response[:-2] + b"Connection: keep-alive\r\n\r\n"
         conn.write(response)
         if event.stream_ended:
+            conn.flush()  # the whole response: out now, not an iteration later
             return status, not close
         try:
             await relay.stream_body_to_h1(stream, conn, kind, length)
@@ -552,4 +553,5 @@ class Frontend:
             stream.reset()
             conn.abort()
             return status, False
+        conn.flush()  # the whole response: out now, not an iteration later
         return status, not close
