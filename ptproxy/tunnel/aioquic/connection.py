@@ -522,6 +522,15 @@ class PatchedQuicConnection(QuicConnection):
         if self._handshake_complete or self._state in qc.END_STATES:
             return False
         self._loss.reschedule_data(now=now, speed_up_handshake=True)
+        # 0-RTT packets (aioquic keeps them in the 1-RTT space) went to the same deaf server:
+        # their requests go again too, right behind the Initial they need. A server drops 0-RTT
+        # that reaches it before its Initial, and the request would then wait for loss
+        # detection after the handshake: one more round trip. Not a congestion event.
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None:
+            early = [packet for packet in space.sent_packets.values() if packet.is_ack_eliciting]
+            if early:
+                self._loss._on_packets_lost(congestion_event=False, now=now, packets=early, space=space)
         return True
 
     # -- packets by kind -----------------------------------------------------------------------
