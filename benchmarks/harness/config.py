@@ -1,5 +1,6 @@
-"""Config writers: the one ptproxy TOML writer (both ends) and the nginx templates (the origin,
-and the nginx mTLS pair that is ptproxy's conventional TCP peer)."""
+"""Config writers: the one ptproxy TOML writer (both ends), the nginx templates (the origin,
+and the nginx mTLS pair that is ptproxy's conventional TCP peer) and the Caddy HTTP/3 pair's
+Caddyfiles (ptproxy's HTTP/3 peer)."""
 
 from __future__ import annotations
 
@@ -181,4 +182,81 @@ def nginx_pair_confs(
         }}
     }}
 """))
+    return client, server
+
+
+# -- Caddy --------------------------------------------------------------------------------------
+
+
+def caddy_pair_confs(
+    client_dir: Path,
+    server_dir: Path,
+    pki: DemoPki,
+    *,
+    client_addr: str,
+    server_addr: str,
+    http_port: int,
+    h3_port: int,
+    origin: str,
+    access_log: Path | None = None,
+) -> tuple[Path, Path]:
+    """Two Caddy (>= 2.8): the client side takes HTTP/1.1 on ``client_addr:http_port`` and
+    ``reverse_proxy``s over HTTP/3 (``transport http { versions 3 }``, a client certificate,
+    the test CA as ``tls_trust_pool``) to the server side on UDP ``server_addr:h3_port`` (TLS 1.3,
+    client certificates required), which forwards to ``origin`` (``host:port``). Both run with
+    the admin endpoint off and their storage inside their directory. ``access_log``: the server
+    side logs (JSON, with the request's protocol) the requests that carry an ``X-Bench-Probe``
+    header, and only those. Writes ``Caddyfile.client`` and ``Caddyfile.server`` (one directory
+    may hold both); returns (client path, server path)."""
+    server_dir.mkdir(parents=True, exist_ok=True)
+    client_dir.mkdir(parents=True, exist_ok=True)
+    probe_log = (f"""    @quiet not header X-Bench-Probe *
+    log_skip @quiet
+    log {{
+        output file {access_log}
+        format json
+    }}
+""" if access_log is not None else "")
+    server = server_dir / "Caddyfile.server"
+    server.write_text(f"""{{
+    admin off
+    auto_https off
+    persist_config off
+    storage file_system {server_dir}/server-data
+    servers {{
+        protocols h1 h2 h3
+        strict_sni_host insecure_off
+    }}
+}}
+https://:{h3_port} {{
+    bind {server_addr}
+    tls {pki.server.cert} {pki.server.key} {{
+        protocols tls1.3
+        client_auth {{
+            mode require_and_verify
+            trust_pool file {pki.ca}
+        }}
+    }}
+{probe_log}    reverse_proxy {origin}
+}}
+""")
+    client = client_dir / "Caddyfile.client"
+    client.write_text(f"""{{
+    admin off
+    auto_https off
+    persist_config off
+    storage file_system {client_dir}/client-data
+}}
+http://:{http_port} {{
+    bind {client_addr}
+    reverse_proxy https://{server_addr}:{h3_port} {{
+        transport http {{
+            versions 3
+            tls_server_name {pki.server_name}
+            tls_client_auth {pki.client.cert} {pki.client.key}
+            tls_trust_pool file {pki.ca}
+        }}
+    }}
+}}
+""")
     return client, server

