@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.config import nginx_pair_confs, ptproxy_configs
+from benchmarks.harness.config import caddy_pair_confs, nginx_pair_confs, ptproxy_configs
 from benchmarks.harness.ports import free_ports
 from benchmarks.harness.procs import (
     Managed,
     ProcessGroups,
     caddy_cmd,
+    caddy_env,
     listening,
     nginx_cmd,
     ptproxy_cmd,
@@ -158,63 +159,11 @@ class CaddyPair(System):
         a, b = place.addr("a"), place.addr("b")
         self.access_log = d / "server-access.log"
         self.access_log.unlink(missing_ok=True)
-        server_conf = d / "Caddyfile.server"
-        server_conf.write_text(
-            f"""{{
-    admin off
-    auto_https off
-    persist_config off
-    storage file_system {d}/server-data
-    servers {{
-        protocols h1 h2 h3
-        strict_sni_host insecure_off
-    }}
-}}
-https://:{h3_port} {{
-    bind {b}
-    tls {pki.server.cert} {pki.server.key} {{
-        protocols tls1.3
-        client_auth {{
-            mode require_and_verify
-            trust_pool file {pki.ca}
-        }}
-    }}
-    @quiet not header X-Bench-Probe *
-    log_skip @quiet
-    log {{
-        output file {self.access_log}
-        format json
-    }}
-    reverse_proxy {b}:{self.ctx.origin_port}
-}}
-"""
+        client_conf, server_conf = caddy_pair_confs(
+            d, d, pki, client_addr=a, server_addr=b, http_port=http_port, h3_port=h3_port,
+            origin=f"{b}:{self.ctx.origin_port}", access_log=self.access_log,
         )
-        client_conf = d / "Caddyfile.client"
-        client_conf.write_text(
-            f"""{{
-    admin off
-    auto_https off
-    persist_config off
-    storage file_system {d}/client-data
-}}
-http://:{http_port} {{
-    bind {a}
-    reverse_proxy https://{b}:{h3_port} {{
-        transport http {{
-            versions 3
-            tls_server_name {pki.server_name}
-            tls_client_auth {pki.client.cert} {pki.client.key}
-            tls_trust_pool file {pki.ca}
-        }}
-    }}
-}}
-"""
-        )
-        env = python_env()
-        env["GOMAXPROCS"] = str(self.ctx.proxy_cores)
-        env["XDG_DATA_HOME"] = str(d / "xdg-data")
-        env["XDG_CONFIG_HOME"] = str(d / "xdg-config")
-        env["HOME"] = str(d)
+        env = caddy_env(d, self.ctx.proxy_cores)
         srv = self._run("server_end", "b", caddy_cmd(server_conf), d / "server.log", env=env, cwd=d)
         wait_until(lambda: listening(srv.pid, h3_port, udp=True), START_TIMEOUT, "server-side caddy (UDP)", srv, step=poll)
         cli = self._run("client_end", "a", caddy_cmd(client_conf), d / "client.log", env=env, cwd=d)
