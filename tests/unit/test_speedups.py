@@ -36,6 +36,7 @@ TWINS = {
     "quicpath": ("ptproxy.tunnel.aioquic._quicpath_py", "ptproxy._speedups.quicpath"),
     "quicrecv": ("ptproxy.tunnel.aioquic._quicrecv_py", "ptproxy._speedups.quicrecv"),
     "streamframes": ("ptproxy.tunnel.aioquic._streamframes_py", "ptproxy._speedups.streamframes"),
+    "ackpath": ("ptproxy.tunnel.aioquic._ackpath_py", "ptproxy._speedups.ackpath"),
     "ccpath": ("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath"),
 }
 
@@ -260,6 +261,7 @@ FACADES = [
     "ptproxy.tunnel.aioquic.quicpath",
     "ptproxy.tunnel.aioquic.quicrecv",
     "ptproxy.tunnel.aioquic.streamframes",
+    "ptproxy.tunnel.aioquic.ackpath",
     "ptproxy.tunnel.cc.ccpath",
 ]
 

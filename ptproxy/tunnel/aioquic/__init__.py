@@ -4,11 +4,12 @@ aioquic is pinned because what ptproxy needs is only reachable through private n
 declared in :mod:`.internals` and checked against the installed aioquic. The modules, by concern:
 ``connection`` (flow control, stream limit, congestion control, connection state), ``h3`` (DATA
 frame boundaries, per-stream Content-Length), ``mtls`` (server-side client certificates),
-``congestion`` (Cubic's initial window), ``qlog`` (per-end trace files), ``tickets`` (session tickets sealed into their label), ``marks`` (which streams a packet visits), ``quicpath`` (the compiled per-packet twins installed into aioquic), ``streamframes`` (STREAM frames written and read in C), ``initial`` (a server's
+``congestion`` (Cubic's initial window), ``qlog`` (per-end trace files), ``tickets`` (session tickets sealed into their label), ``marks`` (which streams a packet visits), ``quicpath`` (the compiled per-packet twins installed into aioquic), ``streamframes`` (STREAM frames written and read in C), ``ackpath`` (ACK frames received in C), ``initial`` (a server's
 first look at a datagram, before any connection exists).
 """
 
 from ptproxy.tunnel.aioquic import (
+    ackpath,
     congestion,
     connection,
     h3,
@@ -29,6 +30,7 @@ from ptproxy.tunnel.aioquic.tickets import *  # noqa: F403
 # The compiled per-packet twins go in before any connection exists (nothing with PTPROXY_NO_EXTENSIONS=1).
 quicpath.install_compiled_twins()
 streamframes.install()  # the compiled STREAM frame methods, onto PatchedQuicConnection
+ackpath.install()  # the compiled ACK frame handler, onto PatchedQuicConnection
 
 # The surface is each concern's own ``__all__`` (a name is declared once, where it is defined), plus
 # the check of the declared internals; ``initial`` is the server listener's alone.

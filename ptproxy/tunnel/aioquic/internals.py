@@ -174,6 +174,18 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(QC, "_stream_can_receive", "method", (("stream_id",),)),
     *_each(SENDER, "attribute", "_buffer", "_buffer_fin", "_pending", "_pending_eof", "_reset_error_code"),
     *_each("quic.stream.QuicStreamReceiver", "attribute", "_buffer", "_buffer_start", "_final_size", "_ranges", "_stream_id"),
+    # ackpath.py / ackpath.pyx: the ACK frame handler replaced on PatchedQuicConnection (frame-handler
+    # table; the twin falls back to aioquic's own), the recovery state on_ack_received / _detect_loss
+    # read and write, the methods inlined (used only while QuicPacketRecovery still holds them), the
+    # common delivery handlers inlined (QuicStreamSender.on_data_delivery's state, _on_ack_delivery).
+    Internal(QC, "_handle_ack_frame", "method", (("context", "frame_type", "buf"),)),
+    Internal(QC, "_remote_ack_delay_exponent", "attribute"),
+    Internal(QC, "_on_ack_delivery", "method", (("delivery", "space", "highest_acked"),)),
+    *_each(LOSS, "attribute", "_rtt_latest", "_rtt_variance", "_rtt_first_sample_time", "_pto_count"),
+    Internal(LOSS, "_detect_loss", "method", (("now=", "space="),)),
+    Internal(LOSS, "_in_persistent_congestion", "method", (("packets=",),)),
+    Internal(LOSS, "_log_metrics_updated", "method", (("log_rtt=",),)),
+    *_each(SENDER, "attribute", "_acked", "_acked_fin"),
 )
 
 UNDOCUMENTED: tuple[Internal, ...] = (
@@ -279,6 +291,15 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     *_each("_crypto", "name", "AEAD"),
     *_each("_crypto.AEAD", "attribute", "_aead", "_iv"),
     *_each("_buffer", "name", "Buffer"),
+    # ackpath.pyx: what on_ack_received and _detect_loss read (aioquic's K_* read per ACK from the
+    # recovery module, as aioquic reads them).
+    Internal(LOSS, "on_ack_received", "method", (("ack_rangeset=", "ack_delay=", "now=", "space="),)),
+    Internal(LOSS, "get_probe_timeout", "method", ((), ("include_max_ack_delay=",))),
+    *_each(LOSS, "attribute", "peer_completed_address_validation"),
+    *_each("quic.recovery", "name", "K_TIME_THRESHOLD", "K_PACKET_THRESHOLD"),
+    *_each("quic.recovery.QuicPacketSpace", "attribute", "largest_acked_packet", "loss_time", "ack_queue"),
+    *_each("quic.packet_builder.QuicSentPacket", "attribute", "in_flight"),
+    Internal("quic.packet_builder.QuicDeliveryState", "ACKED", "name"),
 )
 
 
