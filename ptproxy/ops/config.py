@@ -361,21 +361,30 @@ class Transport(_Section, kw_only=True, frozen=True):
     redundancy: Annotated[
         Literal["None", "Tail"],
         Doc(
-            '`"Tail"`: when a small flight (at most 4 packets) leaves nothing more to send, its '
-            "last one or two packets are sent once more a few ms later (max(2 ms, RTT/8) plus "
-            "jitter), so one lost packet of a short exchange costs a few ms instead of a round "
-            "trip or more. Costs bytes: copies are capped at `redundancy_max_share` of the bytes "
-            "sent and counted in `ptproxy_redundant_bytes_total`. (Extension.)"
+            '`"Tail"`: when the sender runs out of data after a small burst (stream data in at '
+            "most 4 packets: a request, a small response), the burst's last one or two packets "
+            "are sent once more a few ms later (max(2 ms, RTT/8) plus jitter), so one lost "
+            "packet of a short exchange costs a few ms instead of a round trip or more. Each "
+            "burst counts on its own, however many other exchanges are in flight. Bulk "
+            "transfers are never copied (their bursts are larger; a stream past its first "
+            "16 KiB of a request or response is not copied). Costs bytes and datagrams: on a "
+            "link carrying only short exchanges nearly every data packet is sent twice (about "
+            "one more datagram each way per exchange), so copies are about half the bytes "
+            "sent there, while a bulk transfer has none; they are counted in "
+            "`ptproxy_redundant_bytes_total` and capped by `redundancy_max_share`. (Extension.)"
         ),
     ] = "None"
     redundancy_max_share: Annotated[
         Annotated[float, Meta(gt=0, le=1)],
         Doc(
-            'With `redundancy = "Tail"`: copies stay below this share of the bytes sent over a '
-            "sliding window of about 5 s. A link carrying only short exchanges needs up to 1.0 "
-            "(each copied once) to protect them all. (Extension.)"
+            'With `redundancy = "Tail"`: a copy is sent only while copies stay within this '
+            "share of the bytes sent (copies included) over a sliding window of about 5 s. The "
+            "default 1.0 never binds, leaving the per-burst bounds above as the limit: every "
+            "short exchange is protected. Since a packet is copied at most once, copies reach "
+            "about half the bytes sent at most; a lower cap protects only some exchanges on a "
+            "link carrying mostly short ones (0.1: roughly one in ten). (Extension.)"
         ),
-    ] = 0.1
+    ] = 1.0
     max_datagram_size: Annotated[
         Annotated[int, Meta(ge=1200, le=65527)] | None,
         Doc(

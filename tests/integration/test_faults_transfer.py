@@ -216,16 +216,33 @@ def test_blackout_longer_than_idle_timeout_fails_fast_and_recovers(blackout_link
 
 @pytest.mark.root
 def test_redundancy_tail_copies_are_counted_and_requests_work(blackout_link: Any, link_pair: Any) -> None:
-    """redundancy = "Tail" (uncapped) on both ends of a 20 ms link: every small exchange has its
-    tail sent twice, the requests still get whole answers, and /metrics counts the copies."""
+    """redundancy = "Tail" (default cap) on both ends of a 20 ms link: small exchanges, sequential
+    and concurrent, have their tails sent twice on both ends (requests by the client end, responses
+    by the server end), the requests still get whole answers, /metrics counts the copies, and a
+    bulk download adds next to nothing to them."""
     extra = '[metrics]\nbind_address = "127.0.0.1:19464"\n'
-    lp = link_pair("tail", {"redundancy": "Tail", "redundancy_max_share": 1.0}, extra)
+    lp = link_pair("tail", {"redundancy": "Tail"}, extra)
+
+    def redundant() -> dict[str, float]:
+        totals = {}
+        for side in ("a", "b"):
+            out = subprocess.run(blackout_link.cmd_prefix(side) + ["curl", "-s", "http://127.0.0.1:19464/metrics"],
+                                 capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+            line = next(ln for ln in out.splitlines() if ln.startswith("ptproxy_redundant_bytes_total "))
+            totals[side] = float(line.split()[1])
+        return totals
+
     for _ in range(10):
         assert done(lp.curl("/bytes/1000"), 20)[:3] == (0, 200, 1000), lp.log("client")
-    totals = {}
-    for side in ("a", "b"):
-        out = subprocess.run(blackout_link.cmd_prefix(side) + ["curl", "-s", "http://127.0.0.1:19464/metrics"],
-                             capture_output=True, text=True, timeout=10).stdout  # fmt: skip
-        line = next(ln for ln in out.splitlines() if ln.startswith("ptproxy_redundant_bytes_total "))
-        totals[side] = float(line.split()[1])
-    assert totals["a"] > 0 and totals["b"] > 0, totals
+    sequential = redundant()
+    assert sequential["a"] > 0 and sequential["b"] > 0, sequential
+    many = [lp.curl("/bytes/1000") for _ in range(16)]
+    for p in many:
+        assert done(p, 30)[:3] == (0, 200, 1000), lp.log("client")
+    concurrent = redundant()
+    assert concurrent["a"] > sequential["a"] and concurrent["b"] > sequential["b"], (sequential, concurrent)
+    n = 2_000_000
+    assert done(lp.curl(f"/bytes/{n}"), 60)[:3] == (0, 200, n), lp.log("client")
+    after = redundant()
+    # The download's first small pieces at most (a stream past its first 16 KiB is never copied).
+    assert after["b"] - concurrent["b"] < 0.02 * n, (concurrent, after)

@@ -127,7 +127,7 @@ def test_minimal_client_gets_every_default() -> None:
         "socket_send_buffer_size": None,
         "congestion_algorithm": "Bbr",
         "redundancy": "None",
-        "redundancy_max_share": 0.1,
+        "redundancy_max_share": 1.0,
         "max_datagram_size": None,
     }
     assert config.transport.effective_receive_window == 14720

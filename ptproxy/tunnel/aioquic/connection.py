@@ -8,7 +8,7 @@
 * ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128.
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
-* ``redundancy = "Tail"``: the tail of a small flight is sent twice (redundancy.py).
+* ``redundancy = "Tail"``: the tail of a small burst is sent twice (redundancy.py).
 * Lost packets are counted (metrics): aioquic keeps no such count; so are the packets we send, by
   kind (ACK-only, stream data, QPACK, other control, handshake), read from each sent-packet record.
 * ACKs ride along with stream data instead of waiting out aioquic's 1 ms ACK delay alone, and the
@@ -148,9 +148,9 @@ class FlowSettings:
     stream_receive_window_max: int | None = None
     receive_window_max: int | None = None
     send_window_max: int | None = None
-    # [transport] redundancy: "Tail" sends the tail of a small flight twice (redundancy.py).
+    # [transport] redundancy: "Tail" sends the tail of a small burst twice (redundancy.py).
     redundancy: str = "None"
-    redundancy_max_share: float = 0.1
+    redundancy_max_share: float = 1.0
     # Path MTU discovery up to this datagram size (pmtud.py); None: max_datagram_size is fixed.
     pmtu_ceiling: int | None = None
 
