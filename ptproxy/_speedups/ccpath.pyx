@@ -139,6 +139,11 @@ cdef class Pacer:
         self._refill(now)
         self.tokens = _fmax(0.0, self.tokens - self._mds_f)
 
+    def refund(self, double nbytes):
+        """Give back what a sent packet did not use of the datagram charged (see the pure twin)."""
+        if nbytes > 0:
+            self.tokens = _fmin(self.capacity, self.tokens + nbytes)
+
     def update_rate(self, congestion_window, double smoothed_rtt):
         """aioquic's hook after RTT samples and congestion events: pace cwnd per srtt."""
         if smoothed_rtt > 0:

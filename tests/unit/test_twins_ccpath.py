@@ -87,6 +87,7 @@ pacer_ops = st.lists(
         st.tuples(st.just("update_rate"), st.integers(-5000, 10**8), st.floats(-0.01, 2.0)),
         st.tuples(st.just("set_rate"), st.floats(0.0, 1e10), st.integers(0, 10**7)),
         st.tuples(st.just("tokens"), st.floats(0.0, 1e5)),
+        st.tuples(st.just("refund"), st.floats(-10.0, 70000.0)),
     ),
     max_size=80,
 )
@@ -112,6 +113,8 @@ def drive_pacer(pacers: list[Any], ops: list[tuple[Any, ...]], now: float) -> No
                 )
             elif op == "set_rate":
                 results.append(outcome(p.set_rate, args[0], burst=args[1]))
+            elif op == "refund":
+                results.append(outcome(p.refund, args[0]))
             else:
                 p.tokens = args[0]
                 results.append("")

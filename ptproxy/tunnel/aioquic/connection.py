@@ -549,14 +549,22 @@ class PatchedQuicConnection(QuicConnection):
             # the record of each packet it sent until it is acknowledged or lost (not within this call).
             sent = self._spaces[tls.Epoch.ONE_RTT].sent_packets
             counts = self.packets_sent
+            charged = self._max_datagram_size  # what the pacer took for each 1-RTT packet
+            unused = 0
             for number in range(first, self._packet_number):
                 packet = sent.get(number)
                 if packet is None:
                     counts["handshake"] += 1
-                elif not packet.is_ack_eliciting:
+                    continue
+                if not packet.is_ack_eliciting:
                     counts["ack"] += 1
                 else:
                     counts[self._ptp_kind(packet.delivery_handlers)] += 1
+                if packet.sent_bytes < charged:
+                    unused += charged - packet.sent_bytes
+            # The pacer is charged a whole datagram per packet before its size is known: small
+            # packets give the difference back (see Pacer.refund).
+            self._ptp_cc.pacer.refund(unused)
         return datagrams
 
     def _ptp_kind(self, handlers: list[tuple[Any, Any]]) -> str:

@@ -105,6 +105,16 @@ class Pacer:
         self._refill(now)
         self.tokens = max(0.0, self.tokens - self._mds)
 
+    def refund(self, nbytes: float) -> None:
+        """Give back what a sent packet did not use of the datagram charged for it.
+
+        aioquic charges (``update_after_send``) before it knows a packet's size; the connection
+        refunds the difference once the packets are built, so small packets (a request, an ACK)
+        cost their own size. Charged whole, a few of them emptied the bucket of a slow pacer and
+        held the next one back for a full datagram's time (tens of ms at a small BBR rate)."""
+        if nbytes > 0:
+            self.tokens = min(self.capacity, self.tokens + nbytes)
+
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
         """aioquic's hook after RTT samples and congestion events: pace cwnd per srtt."""
         if smoothed_rtt > 0:
