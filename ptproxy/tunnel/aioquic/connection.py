@@ -241,6 +241,8 @@ class PatchedQuicConnection(QuicConnection):
         self._ptp_eliciting = False  # the datagram being received held an ack-eliciting 1-RTT packet
         self._ptp_unacked = 0  # ack-eliciting 1-RTT packets received since our last ACK
         self._ptp_qpack_streams: frozenset[int] = frozenset()
+        # Writes the HTTP/3 layer's held QPACK decoder instructions (set_held_data).
+        self._ptp_release_held: Callable[[], None] | None = None
         # Streams to visit when building packets (see _write_application); True: every stream's
         # MAX_STREAM_DATA may be due (a new stream's window grew).
         self._ptp_marks = StreamMarks()
@@ -300,6 +302,9 @@ class PatchedQuicConnection(QuicConnection):
         # 1 ms delay has expired, so a response sent within that millisecond left the ACK for a
         # packet of its own: one extra datagram (two syscalls, a wakeup) per request each way.
         space = self._spaces.get(tls.Epoch.ONE_RTT)
+        release = self._ptp_release_held
+        if release is not None and (space is None or space.ack_at is None or space.ack_at <= now):
+            release()  # an ACK goes out now (or none is pending): held data rides with it
         if (
             space is not None
             and space.ack_at is not None
@@ -534,6 +539,12 @@ class PatchedQuicConnection(QuicConnection):
         return True
 
     # -- packets by kind -----------------------------------------------------------------------
+
+    def set_held_data(self, release: Callable[[], None]) -> None:
+        """Data the HTTP/3 layer holds back until a packet goes out anyway (QPACK decoder
+        instructions): ``release`` writes it; called before packets are built whenever an ACK is
+        due, so what is held waits at most the ACK delay."""
+        self._ptp_release_held = release
 
     def set_qpack_streams(self, stream_ids: frozenset[int]) -> None:
         """Our QPACK encoder and decoder stream IDs (told by the HTTP/3 layer), for packet kinds."""

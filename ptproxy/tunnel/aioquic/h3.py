@@ -7,6 +7,11 @@
   exactly one HTTP/1.1 chunk per frame while streaming its payload.
 * Stream state: aioquic keeps a reset stream's H3 state forever; we drop it when both halves are
   over, and drop (not misparse) what still arrives for a stream the application is done with.
+* QPACK decoder instructions wait for a packet: aioquic writes the Section Acknowledgment of each
+  header block that used the dynamic table at once, which made a packet of its own per request in
+  each direction (ahead of the response, at the server end). They are held until this end sends on
+  a request stream or an ACK is due (the connection asks before building packets), so they ride
+  with the response, the next request or the delayed ACK: at most the ACK delay later.
 * GOAWAY: aioquic neither sends it nor reports one received (it skips the payload). A server end
   handing over to a new process (SIGUSR2) sends one; a client end receiving it dials a new session
   before the old one closes (``goaway_received``, checked by the session after each event).
@@ -17,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pylsqpack
 from aioquic.buffer import encode_uint_var
 from aioquic.h3 import connection as h3c
 from aioquic.h3.events import DataReceived, H3Event
@@ -51,10 +57,17 @@ class PatchedH3Connection(h3c.H3Connection):
         self._ptp_in_frame: set[int] = set()
         # Request streams the application is done with whose peer half may still carry data.
         self._ptp_ignored: set[int] = set()
+        # QPACK decoder instructions not written to the decoder stream yet (see the docstring).
+        self._ptp_held_decoder = bytearray()
         # Packets that carry only QPACK stream data are counted as such (connection.py).
         set_qpack = getattr(quic, "set_qpack_streams", None)
         if set_qpack is not None:
             set_qpack(frozenset(s for s in (self._local_encoder_stream_id, self._local_decoder_stream_id) if s is not None))
+        hold = getattr(quic, "set_held_data", None)
+        if hold is not None:
+            hold(self.release_decoder)
+        else:  # a plain QuicConnection would never ask: nothing may be held
+            self._ptp_held_decoder = None  # type: ignore[assignment]
 
     goaway_received = False
 
@@ -70,6 +83,41 @@ class PatchedH3Connection(h3c.H3Connection):
         if self._local_control_stream_id is not None:
             frame = h3c.encode_frame(h3c.FrameType.GOAWAY, encode_uint_var(stream_id))
             self._ptp_quic.send_stream_data(self._local_control_stream_id, frame)
+
+    # -- QPACK decoder instructions ----------------------------------------------------------
+
+    def _decode_headers(self, stream_id: int, frame_data: bytes | None) -> h3c.Headers:
+        # aioquic's, except that the decoder instructions are held (see release_decoder).
+        try:
+            if frame_data is None:
+                decoder, headers = self._decoder.resume_header(stream_id)
+            else:
+                decoder, headers = self._decoder.feed_header(stream_id, frame_data)
+        except pylsqpack.DecompressionFailed as exc:
+            raise h3c.QpackDecompressionFailed() from exc
+        if decoder:
+            self._decoder_bytes_sent += len(decoder)
+            held = self._ptp_held_decoder
+            if held is None:
+                self._ptp_quic.send_stream_data(self._local_decoder_stream_id, decoder)
+            else:
+                held += decoder
+        return headers
+
+    def release_decoder(self) -> None:
+        """Write the held QPACK decoder instructions to the decoder stream (in their order)."""
+        held = self._ptp_held_decoder
+        if held:
+            self._ptp_quic.send_stream_data(self._local_decoder_stream_id, bytes(held))  # type: ignore[arg-type]
+            held.clear()
+
+    def send_headers(self, stream_id: int, headers: h3c.Headers, end_stream: bool = False) -> None:
+        self.release_decoder()  # the held instructions ride in the same packet
+        super().send_headers(stream_id, headers, end_stream)
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self.release_decoder()
+        super().send_data(stream_id, data, end_stream)
 
     def _check_content_length(self, stream: h3c.H3Stream) -> None:
         # Checked per stream by the application (tunnel/stream.py), never connection-fatal.
@@ -140,6 +188,7 @@ class PatchedH3Connection(h3c.H3Connection):
         # state once both halves are over, as its own send_data does.
         with self._get_or_create_stream(stream_id) as stream:
             stream.sending_ended = True
+        self.release_decoder()
         self._ptp_quic.send_stream_data(stream_id, b"", end_stream=True)
 
     def forget_stream(self, stream_id: int) -> None:
@@ -163,6 +212,9 @@ class PatchedH3Connection(h3c.H3Connection):
             self._ptp_ignored.add(stream_id)
 
     def handle_event(self, event: QuicEvent) -> list[H3Event]:
+        if isinstance(event, StreamReset):
+            # aioquic may write a Stream Cancellation for it: after what is held, in order.
+            self.release_decoder()
         events = super().handle_event(event)
         # A forgotten stream's last frame (FIN or reset) has come: aioquic has freed its state.
         if self._ptp_ignored and (

@@ -150,6 +150,9 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(H3, "_get_or_create_stream", "method", (("stream_id",),)),
     *_each(H3, "attribute", "_local_encoder_stream_id", "_local_decoder_stream_id"),
     Internal(H3, "_check_content_length", "override", (("stream",),)),
+    # QPACK decoder instructions held until a packet goes out anyway (h3.py).
+    Internal(H3, "_decode_headers", "override", (("stream_id", "frame_data"),)),
+    *_each(H3, "attribute", "_decoder", "_decoder_bytes_sent"),
     # GOAWAY (h3.py): noticed as its header is parsed; sent on our control stream.
     Internal(H3, "_check_control_frame_type", "override", (("frame_type",),)),
     Internal(H3, "_local_control_stream_id", "attribute"),
