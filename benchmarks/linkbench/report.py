@@ -232,7 +232,7 @@ README_SYSTEMS = (
     ("ptproxy-Bbr", "ptproxy tuned"),
     ("ptproxy-natural", "ptproxy natural"),
     ("ptproxy-natural-tail", "natural + Tail"),
-    ("ptproxy-natural-tail-uncapped", "natural + Tail, cap 1.0"),
+    ("ptproxy-natural-tail-0.1", "natural + Tail, cap 0.1"),
 )
 
 

@@ -102,9 +102,9 @@ def natural_conf(algo: str = "Bbr") -> dict[str, Any]:
 NATURAL_SYSTEMS: dict[str, tuple[dict[str, Any], str]] = {
     "ptproxy-natural": (natural_conf(), "natural configuration"),
     "ptproxy-natural-tail": (natural_conf() | {"redundancy": "Tail"}, 'natural + redundancy "Tail" (default cap, 1.0)'),
-    "ptproxy-natural-tail-uncapped": (
-        natural_conf() | {"redundancy": "Tail", "redundancy_max_share": 1.0},
-        'natural + redundancy "Tail", redundancy_max_share 1.0',
+    "ptproxy-natural-tail-0.1": (
+        natural_conf() | {"redundancy": "Tail", "redundancy_max_share": 0.1},
+        'natural + redundancy "Tail", copies capped at 10 % of the bytes sent (the trade-off)',
     ),
 }
 METRICS_PORT = 9464
