@@ -78,6 +78,11 @@ class H1Connection(asyncio.Protocol):
         # Loop time of the first byte received since the last EndOfMessage (None: none yet), so a
         # listener can tell an idle keep-alive connection from a slow (slowloris) request head.
         self.message_started_at: float | None = None
+        # The running wait's deadline (loop time; None: no wait with a timeout), and the one
+        # timer that enforces it (see _arm_deadline).
+        self._deadline: float | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer_at = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -136,6 +141,7 @@ class H1Connection(asyncio.Protocol):
         self._closed = True
         self._eof = True
         self._drop_pending()
+        self._cancel_deadline()  # a closed connection must not stay referenced by a timer
         self._wake()
         for fut in self._drain_waiters:
             if not fut.done():
@@ -191,6 +197,15 @@ class H1Connection(asyncio.Protocol):
             return None
         return self._error
 
+    def take_end_of_message(self) -> bool:
+        """Take the next event if it is already here and is an EndOfMessage without trailers
+        (what :meth:`next_event` would return at once); whether it was."""
+        events = self._events
+        if events and type(events[0]) is EndOfMessage and not events[0].trailers:
+            events.popleft()
+            return True
+        return False
+
     def has_buffered_input(self) -> bool:
         return bool(self._events) or bool(self._raw)
 
@@ -218,20 +233,54 @@ class H1Connection(asyncio.Protocol):
                 remaining = None
             if remaining is not None and remaining <= 0:
                 raise HeadTimeout("request head incomplete") if in_head else TimeoutError()
-            # One future, woken by the data or by a timer: asyncio.wait_for would add a second
-            # future and a callback between them, i.e. one more loop iteration per message.
+            # One future, woken by the data or by the deadline timer: asyncio.wait_for would add a
+            # second future and a callback between them, i.e. one more loop iteration per message.
             waiter = self._waiter = loop.create_future()
-            timer = None if remaining is None else loop.call_later(remaining, _wake_waiter, waiter)
+            if remaining is not None:
+                self._arm_deadline(loop, loop.time() + remaining, remaining)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
+                self._deadline = None
         ev = self._events.popleft()
         if type(ev) is BodyData and self._marks.remove(len(ev.data)) and self._transport is not None:
             self._transport.resume_reading()
         return ev
+
+    def _arm_deadline(self, loop: asyncio.AbstractEventLoop, deadline: float, delay: float) -> None:
+        """Wake the waiter at ``deadline`` (loop time). The one timer outlives the wait it was
+        armed for: a wait that ends first leaves it running, and the next wait, whose deadline
+        is usually later (the same timeout from a later start), reuses it, since on firing it
+        only re-arms for the deadline then current. A timer per wait meant a libuv timer made
+        and closed per message at both ends (uvloop allocates one per call_later)."""
+        self._deadline = deadline
+        timer = self._deadline_timer
+        if timer is not None:
+            if self._deadline_timer_at <= deadline:
+                return
+            timer.cancel()
+        self._deadline_timer_at = deadline
+        self._deadline_timer = loop.call_later(delay, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._deadline_timer = None
+        deadline = self._deadline
+        if deadline is None or self._closed:
+            return  # no wait with a deadline now: the next one arms its own timer
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if deadline > now:
+            # The wait now running started after this timer was armed: its deadline is later.
+            self._deadline_timer_at = deadline
+            self._deadline_timer = loop.call_later(deadline - now, self._on_deadline)
+            return
+        self._wake()  # next_event re-checks the time and raises its timeout
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     @property
     def at_eof(self) -> bool:
@@ -278,6 +327,12 @@ class H1Connection(asyncio.Protocol):
         self._pending = []
         self._pending_bytes = 0
 
+    @property
+    def drain_needed(self) -> bool:
+        """Whether :meth:`drain` would wait or raise: a caller may skip awaiting it otherwise (a
+        coroutine per body piece for nothing)."""
+        return self._write_paused or self._closed
+
     async def drain(self) -> None:
         """Wait while the socket's write buffer is above its high-water mark."""
         if self._closed:
@@ -304,12 +359,6 @@ class H1Connection(asyncio.Protocol):
             # the head and the bytes it got, then the reset (not a reset instead of them).
             self.flush()
             self._transport.abort()
-
-
-def _wake_waiter(waiter: asyncio.Future[None]) -> None:
-    """Timer callback of :meth:`H1Connection.next_event`: the wait is over; the loop re-checks."""
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _describe_os_error(exc: Exception) -> str:

@@ -56,7 +56,16 @@ async def h1_body_to_stream(conn: H1Connection, stream: TunnelStream, body: Body
             stream.end()
             return False
         if type(event) is BodyData:
-            frame = event.data if coalescer is None else coalescer.add(event.data)
+            frame: bytes | None
+            if coalescer is None:
+                if body is BodyKind.LENGTH and conn.take_end_of_message():
+                    # The last piece, its end already here: DATA and FIN leave together (the
+                    # same STREAM frame as sending them one after the other, in fewer steps).
+                    await stream.send_data(event.data, end_stream=True)
+                    return True
+                frame = event.data
+            else:
+                frame = coalescer.add(event.data)
             if frame:
                 await stream.send_data(frame)
         elif type(event) is ChunkComplete:
@@ -91,7 +100,8 @@ async def stream_body_to_h1(
             out = framer.feed(event.data, event.frame_size, event.frame_end)
             if out:
                 conn.write(out)
-            await conn.drain()
+            if conn.drain_needed:
+                await conn.drain()
         elif type(event) is Headers:
             # HTTP/3 allows one trailer section after the body (aioquic rejects anything later).
             trailers = [(n, v) for n, v in event.headers if not n.startswith(b":")]

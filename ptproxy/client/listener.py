@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -57,7 +56,7 @@ from ptproxy.wire.h3map import (
     INTERNAL_FIELDS,
     NO_BODY_STATUSES,
     ROUTE_FIELD,
-    request_to_h3,
+    request_to_h3_tagged,
     response_from_h3,
 )
 from ptproxy.wire.parser import RequestParser
@@ -119,6 +118,21 @@ def tag_request(
     return tagged
 
 
+# What a request without a body needs to decide whether it may be sent again (Frontend._unprocessed):
+# its session, its deadline, and the resends it has left.
+_Resend = tuple[Session, float, int]
+
+
+class _ConnectionOrigin:
+    """Where an HTTP/1.1 connection's requests come from, as the tunnel request carries it."""
+
+    __slots__ = ("client", "forwarded")
+
+    def __init__(self, client: bytes | None, forwarded: bytes | None) -> None:
+        self.client = client  # CLIENT_ADDRESS_FIELD's value
+        self.forwarded = forwarded  # the Forwarded element (add_forwarded), else None
+
+
 class Frontend:
     """Accepts HTTP/1.1 connections on one listener and forwards their requests through the
     dialer's session. ``route``: the ``[[routes]]`` entry this listener serves; None for the
@@ -147,6 +161,9 @@ class Frontend:
         self._closing = False
         self._on_request_done = on_request_done
         self._websockets: set[Splice] = set()  # open ones, cut after a grace at shutdown
+        # Read once, not per request.
+        self._queue_timeout = config.limits.stream_queue_timeout / 1000.0
+        self._add_forwarded = config.system.add_forwarded
 
     @property
     def route_name(self) -> str:
@@ -233,6 +250,11 @@ class Frontend:
     async def _serve(self, conn: H1Connection) -> None:
         idle = self.config.limits.keepalive_idle_timeout / 1000.0
         head_timeout = self.config.limits.request_head_timeout / 1000.0
+        task = asyncio.current_task()
+        assert task is not None
+        # What every request of this connection carries: the client's address (ours to tell the
+        # server end) and, when configured, its Forwarded element; worked out at the first request.
+        origin: _ConnectionOrigin | None = None
         try:
             while not self._closing:
                 try:
@@ -257,11 +279,11 @@ class Frontend:
                     # Its body is already known to be malformed: refuse it whole, forward nothing.
                     self._refuse(conn, bad)
                     break
-                task = asyncio.current_task()
-                assert task is not None
+                if origin is None:
+                    origin = self._connection_origin(conn)
                 self._busy[conn] = task
                 try:
-                    keep = await self._exchange(conn, event)
+                    keep = await self._exchange(conn, event, origin)
                 finally:
                     del self._busy[conn]
                 if not keep:
@@ -280,7 +302,13 @@ class Frontend:
         if self._on_request_done is not None:
             self._on_request_done(SIDE, status, time.monotonic() - started if started else 0.0)
 
-    async def _exchange(self, conn: H1Connection, head: RequestHead) -> bool:
+    def _connection_origin(self, conn: H1Connection) -> _ConnectionOrigin:
+        forwarded = None
+        if self._add_forwarded:
+            forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
+        return _ConnectionOrigin(client_ip(conn.peername), forwarded)
+
+    async def _exchange(self, conn: H1Connection, head: RequestHead, origin: _ConnectionOrigin) -> bool:
         """Forward one request; return whether the connection may serve another."""
         started = time.monotonic()
         has_body = head.body is BodyKind.CHUNKED or (
@@ -291,12 +319,12 @@ class Frontend:
             # The parser stopped at a WebSocket handshake (frames may follow its head): whatever
             # the answer, this connection serves no other request.
             head = dataclasses.replace(head, keep_alive=False)
-        deadline = started + self.config.limits.stream_queue_timeout / 1000.0
+        deadline = started + self._queue_timeout
         resends = 0 if has_body or handshake else 1  # after REQUEST_REJECTED or a Stateless Reset
         avoid: Session | None = None
         while True:
             try:
-                session, stream, extended = await self._send_head(conn, head, has_body, handshake, deadline, avoid)
+                session, stream, extended = await self._send_head(head, origin, has_body, handshake, deadline, avoid)
             except PtproxyError as exc:
                 return self._unsent(conn, head, exc, started, has_body)
             if extended:
@@ -307,9 +335,12 @@ class Frontend:
             if has_body:
                 return await self._relay_with_body(conn, stream, head, started)
 
-            resend = functools.partial(self._unprocessed, head.method, session, deadline, resends)
+            resend = (session, deadline, resends)
             try:
-                outcome = await self._download_bounded(conn, stream, head, resend, session, deadline)
+                if session.handshake_done:
+                    outcome = await self._download(conn, stream, head, resend)
+                else:
+                    outcome = await self._download_bounded(conn, stream, head, resend, session, deadline)
             except TunnelUnavailable as exc:  # nothing was written: the tunnel did not come up
                 stream.reset()
                 return self._unsent(conn, head, exc, started, has_body)
@@ -344,7 +375,7 @@ class Frontend:
         conn: H1Connection,
         stream: TunnelStream,
         head: RequestHead,
-        resend: Callable[[PtproxyError], bool],
+        resend: _Resend,
         session: Session,
         deadline: float,
     ) -> tuple[int, bool] | None:
@@ -374,8 +405,9 @@ class Frontend:
             timer.cancel()
 
     @staticmethod
-    def _unprocessed(method: bytes, session: Session, deadline: float, resends: int, exc: PtproxyError) -> bool:
+    def _unprocessed(method: bytes, resend: _Resend, exc: PtproxyError) -> bool:
         """Whether a request failed with ``exc`` before any response byte may go again."""
+        session, deadline, resends = resend
         code = exc.code if isinstance(exc, StreamAborted) else None
         reset = session.closed.done() and session.quic.stateless_reset_received
         if _lost_in_handshake(session):
@@ -386,8 +418,8 @@ class Frontend:
 
     async def _send_head(
         self,
-        conn: H1Connection,
         head: RequestHead,
+        origin: _ConnectionOrigin,
         has_body: bool,
         handshake: bool,
         deadline: float,
@@ -395,21 +427,29 @@ class Frontend:
     ) -> tuple[Session, TunnelStream, bool]:
         """The request head sent on a new stream of the live session, or of the next one
         (waited for until ``deadline``); with whether it is an Extended CONNECT."""
-        forwarded = None
-        if self.config.system.add_forwarded:
-            forwarded = serialize.forwarded(conn.peername[:2], conn.sockname[:2], "http")
         while True:
-            # Replay-safe requests may ride 0-RTT early data while a resumed session handshakes.
-            session = await self.dialer.session_for(
-                early_ok=not has_body and head.method in SAFE_METHODS and not handshake,
-                timeout=max(0.0, deadline - time.monotonic()),
-                avoid=avoid,
-            )
+            session = self.dialer.session
+            if session is None or session is avoid or not session.confirmed.done() or session.closed.done():
+                # Not the live, confirmed session: the dialer decides (and waits for the next).
+                # Replay-safe requests may ride 0-RTT early data while a resumed session handshakes.
+                session = await self.dialer.session_for(
+                    early_ok=not has_body and head.method in SAFE_METHODS and not handshake,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    avoid=avoid,
+                )
             # A WebSocket crosses as Extended CONNECT when the server end allows it (RFC 9220);
             # else as an ordinary GET, Upgrade dropped, as any other Upgrade request.
             extended = handshake and await peer_allows(session)
-            h3_headers = (websocket.request_to_h3 if extended else request_to_h3)(head, forwarded)
-            h3_headers = tag_request(h3_headers, self._route_for(h3_headers), client_ip(conn.peername))
+            if extended:
+                h3_headers = websocket.request_to_h3(head, origin.forwarded)
+                h3_headers = tag_request(h3_headers, self._route_for(h3_headers), origin.client)
+            else:
+                h3_headers, authority = request_to_h3_tagged(head, origin.forwarded)
+                route = self.route_name if self._table is None else self._table.select(authority)
+                if route != DEFAULT_ROUTE:
+                    h3_headers.append((ROUTE_FIELD, route.encode("ascii")))
+                if origin.client is not None:
+                    h3_headers.append((CLIENT_ADDRESS_FIELD, origin.client))
             try:
                 stream = await self._open_stream(session, h3_headers, end_stream=not has_body and not extended)
             except StreamAborted:
@@ -457,7 +497,7 @@ class Frontend:
             return session.open_stream(headers, end_stream)
         # Queued behind earlier requests (first come, first served) until the peer's
         # MAX_STREAMS lets this one go.
-        timeout = self.config.limits.stream_queue_timeout / 1000.0
+        timeout = self._queue_timeout
         try:
             return await asyncio.wait_for(session.acquire_stream(headers, end_stream), timeout)
         except TimeoutError:
@@ -491,7 +531,7 @@ class Frontend:
         conn: H1Connection,
         stream: TunnelStream,
         head: RequestHead,
-        resend: Callable[[PtproxyError], bool] | None = None,
+        resend: _Resend | None = None,
     ) -> tuple[int, bool] | None:
         """Response from the stream → HTTP/1.1 bytes. Returns (status, connection reusable), or
         None when it failed before any response byte and ``resend`` says to send it again."""
@@ -509,7 +549,7 @@ class Frontend:
                     conn.write(serialize.response_head(resp.status, resp.fields, body=BodyKind.NONE, content_length=None))
                 event = await stream.receive()
         except PtproxyError as exc:
-            if resend is not None and not interim and resend(exc):
+            if resend is not None and not interim and self._unprocessed(head.method, resend, exc):
                 return None
             if isinstance(exc, StreamAborted) and exc.code == H3_REQUEST_REJECTED:
                 # The peer refused the request unprocessed (its end is shutting down): the

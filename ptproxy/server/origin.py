@@ -132,7 +132,6 @@ class Backend:
     async def _exchange(self, session: Session, stream: TunnelStream, route_out: list[str]) -> int:
         first = await stream.receive()
         assert isinstance(first, Headers)
-        where = f"[conn {session.number} stream {stream.stream_id}]"
         try:
             # An Extended CONNECT (RFC 9220) is a WebSocket: routed like any request, then
             # replayed as an HTTP/1.1 upgrade (server/upgrade.py).
@@ -145,17 +144,17 @@ class Backend:
         runtime = self.routes.get(name)
         if runtime is None:
             msg = f"no route named {name!r} at the server end"
-            logger.warning("%s %s", where, msg)
+            logger.warning("%s %s", _where(session, stream), msg)
             return self._fail(stream, 502, msg)
         route_out.append(name)
         identity = session.peer_identity
         if not runtime.spec.allows(identity):
             who = f"peer {identity.name!r}" if identity is not None else "a peer without a verified certificate name"
             msg = f"{who} may not use route {name!r}"
-            logger.warning("%s %s (allowed_peers)", where, msg)
+            logger.warning("%s %s (allowed_peers)", _where(session, stream), msg)
             return self._fail(stream, 403, msg)
         if request.is_connect:
-            return await self.tcp.serve(stream, runtime, self._peer_key(session), where)
+            return await self.tcp.serve(stream, runtime, self._peer_key(session), _where(session, stream))
         group, request.path = runtime.plan(request.path)
         try:
             head = self._origin_head(session, runtime.spec, request, client_address)
@@ -170,7 +169,7 @@ class Backend:
                 self._peer_key(session),
                 config=self.config,
                 fail=self._fail,
-                where=where,
+                where=_where(session, stream),
                 splices=self._websockets,
             )
         return await self._forward(session, stream, group, request, head, self._peer_key(session))
@@ -215,7 +214,6 @@ class Backend:
         peer_key: str,
     ) -> int:
         """Send the request to an origin of ``group``, on another one when that is safe."""
-        where = f"[conn {session.number} stream {stream.stream_id}]"
         resendable = request.method in IDEMPOTENT and request.body is BodyKind.NONE
         tried: set[Origin] = set()
         failure: UpstreamError | None = None
@@ -224,16 +222,16 @@ class Backend:
                 origin = await group.choose(peer_key, tried, failure)
             except UpstreamError as exc:
                 if exc is not failure:
-                    logger.warning("%s %s", where, exc)
+                    logger.warning("%s %s", _where(session, stream), exc)
                 return self._fail(stream, exc.status, str(exc))
             if failure is not None:
-                logger.info("%s retrying on origin %s", where, origin.address)
+                logger.info("%s retrying on origin %s", _where(session, stream), origin.address)
             tried.add(origin)
             with origin.lease():
                 try:
                     conn = await origin.acquire()
                 except UpstreamError as exc:
-                    logger.warning("%s %s", where, exc)
+                    logger.warning("%s %s", _where(session, stream), exc)
                     failure = exc
                     continue
                 conn.set_parser(ResponseParser(request.method))
@@ -241,7 +239,7 @@ class Backend:
                     return await self._relay(session, stream, request, head, conn, origin, resendable)
                 except _Retry as exc:
                     failure = exc
-                    logger.warning("%s %s", where, exc)
+                    logger.warning("%s %s", _where(session, stream), exc)
 
     async def _relay(
         self,
@@ -349,7 +347,8 @@ class Backend:
             return self._fail(stream, 502, f"origin {address} sent an invalid response: {exc}"), False
         if head.body is BodyKind.NONE:
             stream.send_headers(h3_headers, end_stream=True)
-            await self._expect_end(conn)
+            if not conn.take_end_of_message():
+                await self._expect_end(conn)
             return head.status, head.keep_alive
         stream.send_headers(h3_headers)
         try:
@@ -402,6 +401,11 @@ class Backend:
         except StreamAborted:
             pass
         return status
+
+
+def _where(session: Session, stream: TunnelStream) -> str:
+    """The log prefix naming a request (made when a line is logged, not per request)."""
+    return f"[conn {session.number} stream {stream.stream_id}]"
 
 
 def _describe(exc: BaseException) -> str:

@@ -53,6 +53,9 @@ SendBatch = Callable[[list[bytes], Any], None]
 # The largest client-initiated bidirectional stream id (a multiple of 4 below 2**62).
 MAX_CLIENT_BIDI_STREAM_ID = 2**62 - 4
 
+# StreamEnded has no fields: one instance serves every stream.
+_ENDED = StreamEnded()
+
 # A timer firing this early counts as on time (uvloop's timers have 1 ms resolution).
 TIMER_SLACK = 0.001
 
@@ -328,7 +331,7 @@ class Session:
             if event.data or event.frame_size is not None:
                 stream._push(event)
             if event.stream_ended:
-                stream._push(StreamEnded())
+                stream._push(_ENDED)
         elif isinstance(event, HeadersReceived):
             sid = event.stream_id
             stream = self._streams.get(sid)
@@ -346,12 +349,12 @@ class Session:
                 self._streams[sid] = stream
                 stream._push(Headers(list(event.headers), event.stream_ended))
                 if event.stream_ended:
-                    stream._push(StreamEnded())
+                    stream._push(_ENDED)
                 self._on_request(stream)
                 return
             stream._push(Headers(list(event.headers), event.stream_ended))
             if event.stream_ended:
-                stream._push(StreamEnded())
+                stream._push(_ENDED)
 
     # -- connection ids (server routing) ------------------------------------------------------
 

@@ -178,10 +178,11 @@ class TunnelStream:
             finally:
                 self._waiter = None
         event = self._events.popleft()
-        if isinstance(event, DataFrame) and event.data:
-            # Consumed: give the credit back to the peer.
-            self._owner.credit(self.stream_id, len(event.data))
-        elif isinstance(event, StreamEnded):
+        if type(event) is DataFrame:
+            if event.data:
+                # Consumed: give the credit back to the peer.
+                self._owner.credit(self.stream_id, len(event.data))
+        elif type(event) is StreamEnded:
             self._recv = HalfState.CLOSED
             self._owner.stream_maybe_done(self)
         return event

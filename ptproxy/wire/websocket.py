@@ -86,6 +86,8 @@ def is_handshake(method: bytes, version: tuple[int, int], headers: Fields, body:
     ordinary request whose Upgrade is dropped as hop-by-hop."""
     if method != b"GET" or version != (1, 1) or body is not BodyKind.NONE:
         return False
+    if not _values(headers, b"upgrade"):  # the usual GET: no need to split Connection tokens
+        return False
     if b"upgrade" not in _tokens(headers, b"connection"):
         return False
     if PROTOCOL not in _tokens(headers, b"upgrade"):

@@ -405,3 +405,29 @@ def test_real_socket_receives_head_and_body_in_one_segment() -> None:
             theirs.close()
 
     run(main())
+
+
+def test_one_deadline_timer_serves_successive_waits(twin: str) -> None:
+    async def main() -> None:
+        conn, _ = connected()
+        request = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+        loop = asyncio.get_running_loop()
+        for _ in range(3):  # each wait ends by data: the timer armed by the first one stays
+            loop.call_soon(conn.data_received, request)
+            assert isinstance(await conn.next_event(timeout=0.05), RequestHead)
+            assert await conn.next_event(timeout=0.05) == EndOfMessage([])
+        timer = conn._deadline_timer
+        assert timer is not None
+        loop.call_soon(conn.data_received, request)
+        assert isinstance(await conn.next_event(timeout=0.05), RequestHead)
+        assert conn._deadline_timer is timer  # reused, not one per wait
+        await conn.next_event()
+        # A later wait still ends at its own deadline (the old timer fires early and re-arms).
+        started = loop.time()
+        with pytest.raises(asyncio.TimeoutError):
+            await conn.next_event(timeout=0.05)
+        assert loop.time() - started >= 0.04
+        conn.connection_lost(None)
+        assert conn._deadline_timer is None
+
+    run(main())
