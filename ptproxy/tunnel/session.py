@@ -239,7 +239,7 @@ class Session:
         if self.closed.done():
             return
         if time.monotonic() - self._last_activity >= self._keep_alive_interval * 0.9:
-            self.quic.send_ping(0)
+            self.quic.send_keep_alive()
             self.transmit()
         self._schedule_keep_alive()
 

@@ -520,6 +520,19 @@ class PatchedQuicConnection(QuicConnection):
 
     # -- handshake -----------------------------------------------------------------------------
 
+    def send_keep_alive(self) -> None:
+        """Queue a keep-alive PING that does not push back our own idle deadline.
+
+        RFC 9000 §10.1 restarts the idle timer on the first ack-eliciting packet sent after a
+        receipt; aioquic does. A keep-alive sent into a dead path (a blackout, a peer gone) thus
+        kept the connection alive here for one more keep-alive interval after the peer had
+        dropped it (the server end's own keep-alive does not restart it there: no receipt), and
+        a request sent on it met a Stateless Reset before going again on a new session: two
+        round trips instead of one. A live peer acknowledges the PING, and that receipt restarts
+        the timer as before."""
+        self._ack_eliciting_sent_since_receipt = True
+        self.send_ping(0)
+
     def resend_handshake(self, now: float) -> bool:
         """Queue the handshake's CRYPTO data again now, before the probe timeout (no congestion
         event, no PTO backoff), e.g. after an ICMP port unreachable: the server end was not
