@@ -309,7 +309,10 @@ class Backend:
         interim_sent = False
         try:
             while True:
-                event = await self._origin_event(conn, upload, timeout)
+                if upload is None:  # no body to send: the response timeout runs from now
+                    event = await conn.next_event(timeout=timeout)
+                else:
+                    event = await self._origin_event(conn, upload, timeout)
                 if isinstance(event, ResponseHead):
                     if event.status >= 200:
                         break

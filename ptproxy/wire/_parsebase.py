@@ -118,8 +118,9 @@ class BaseParser:
         self._chunk_has_data = False
         self._keep_alive = True
         self._tail = b""  # up to 3 bytes fed last, to find CRLFCRLF across feeds
-        # Follows chunked bodies ahead of llhttp so chunk extensions with whitespace pass.
-        self._chunks = chunked.ChunkedScanner()
+        # Follows chunked bodies ahead of llhttp so chunk extensions with whitespace pass; made at
+        # the first chunked body (a parser per origin response mostly never sees one).
+        self._chunks: chunked.ChunkedScanner | None = None
 
     def _callbacks(self) -> SimpleNamespace:
         # A separate namespace keeps the on_* callbacks off the public surface of the parser.
@@ -189,7 +190,10 @@ class BaseParser:
         self._body = body
         self._remaining = length or 0
         if body is BodyKind.CHUNKED:
-            self._chunks.reset()
+            if self._chunks is None:
+                self._chunks = chunked.ChunkedScanner()
+            else:
+                self._chunks.reset()
         self._state = BODY
 
     # -- driving llhttp --------------------------------------------------------------------------
@@ -265,6 +269,7 @@ class BaseParser:
         Chunk-size lines with extension whitespace reach llhttp rewritten, so feeds stop at them.
         """
         scanner = self._chunks
+        assert scanner is not None  # made by _start_body
         if scanner.done:
             # llhttp has not ended a body the scanner saw end: it is the judge, give it the rest.
             self._feed(view[pos:])

@@ -133,10 +133,13 @@ def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRe
     Field names and values are left for :func:`ptproxy.wire.serialize.request_head` to validate,
     the one place they are written from."""
     pseudo: dict[bytes, bytes] = {}
-    fields: list[tuple[bytes, bytes]] = []
+    fields: list[tuple[bytes, bytes]] = []  # without Host: it is written from the authority
+    hosts: list[bytes] = []
     for name, value in headers:
         if name.startswith(b":"):
             pseudo[name] = value
+        elif name == b"host":
+            hosts.append(value)
         else:
             fields.append((name, value))
     method = pseudo.get(b":method")
@@ -144,18 +147,16 @@ def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRe
         raise ClientProtocolError("missing :method")
     if method == b"CONNECT":
         if b":protocol" not in pseudo:
-            return _connect_request(pseudo, fields)
+            return _connect_request(pseudo, [(n, v) for n, v in headers if not n.startswith(b":")])
         raise ClientProtocolError("CONNECT is not supported")
     path = pseudo.get(b":path")
     if not path:
         raise ClientProtocolError("missing :path")
     authority = pseudo.get(b":authority")
-    hosts = [v for n, v in fields if n == b"host"]
     if not authority:
         if len(hosts) != 1:
             raise ClientProtocolError("missing :authority and Host")
         authority = hosts[0]
-    fields = [(n, v) for n, v in fields if n != b"host"]
     # Names and values are not validated here: serialize.request_head validates every field it
     # writes (HeaderError, a 400 too), and checking them here as well parsed each field twice.
     length = _content_length(fields, ClientProtocolError)
