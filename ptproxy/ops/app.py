@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,20 @@ if TYPE_CHECKING:
 __all__ = ["App", "run"]
 
 logger = logging.getLogger("ptproxy")
+
+# Seconds after start-up a server end that found handshakes waiting warms its deferred imports.
+WARM_AFTER_WAITING = 0.2
+
+
+def _datagrams_waiting(sock: socket.socket | None) -> bool:
+    """Does ``sock`` (non-blocking) hold a datagram not yet read? (peeked, left in place)"""
+    if sock is None:
+        return False
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing; any other error: nothing to answer either
+        return False
+    return True
 
 
 class App:
@@ -160,10 +175,22 @@ class App:
         interval = self.notifier.watchdog_interval(self.config.system.watchdog_factor)
         if interval:
             self._spawn(run_watchdog(self.notifier, interval))
-        # What aioquic imports only to check certificates, now, while the first handshake waits
-        # on the network (ptproxy/tunnel/deferred.py).
-        warm_deferred_imports()
+        self._warm_imports()
         self._started = True
+
+    def _warm_imports(self) -> None:
+        """What aioquic imports only to check certificates (ptproxy/tunnel/deferred.py): now,
+        while the first handshake waits on the network; but on a server end whose socket already
+        holds datagrams or half-open sessions (clients that dialed while it started: a restart,
+        resuming, so needing no certificate check), WARM_AFTER_WAITING later, so the thread's
+        imports do not hold the GIL while those are answered."""
+        listener = self.listener
+        if listener is not None and (listener.handshakes_in_progress or _datagrams_waiting(listener.udp_socket)):
+            logger.debug("datagrams arrived while starting: answering them first, warming imports %gs later",
+                         WARM_AFTER_WAITING)
+            asyncio.get_running_loop().call_later(WARM_AFTER_WAITING, warm_deferred_imports)
+        else:
+            warm_deferred_imports()
 
     def _ready(self, status: str) -> None:
         self.notifier.ready(status)

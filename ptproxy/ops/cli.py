@@ -1,24 +1,38 @@
 """Command line: ``ptproxy [-c PATH] [--check]``, ``ptproxy demo``, ``ptproxy --version``.
 
 Expected failures print one line (``ptproxy: error: …``) and exit 1, never a traceback.
+
+Start-up order: the server end binds its UDP port (:func:`bind_quic_early`) right after reading
+the configuration, before asyncio, aioquic, cryptography and the TLS set-up are imported (~100-200
+ms). A client that dials while the rest of start-up runs (a restart) then has its handshake wait in
+the socket's receive buffer, answered when the endpoint first reads, instead of drawing ICMP port
+unreachable and sending it again later.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import ipaddress
 import logging
+import os
+import socket
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ptproxy._version import __version__
 from ptproxy.errors import PtproxyError
 
-__all__ = ["main", "build_parser", "version_text", "run_loop"]
+if TYPE_CHECKING:
+    from ptproxy.ops.config import Config
+
+__all__ = ["main", "build_parser", "version_text", "run_loop", "bind_quic_early"]
 
 DEFAULT_CONFIG = "/etc/ptproxy/config.toml"
 logger = logging.getLogger("ptproxy")
+# ops/handoff.py's ENV (not imported here: that module imports asyncio, which the early bind
+# comes before; tests/unit check the two agree).
+HANDOFF_ENV = "PTPROXY_HANDOFF"
 
 
 class _VersionAction(argparse.Action):
@@ -81,8 +95,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bind_quic_early(config: Config, environ: Mapping[str, str] = os.environ) -> socket.socket | None:
+    """Server end: bind the QUIC UDP port now, and register the socket as the one passed as
+    ``quic`` (ptproxy/sockets.py), which the listener takes as it takes systemd's; it applies the
+    buffer sizes and Don't Fragment then, as to any passed socket (ptproxy/tunnel/udp.py).
+
+    The address family is the one ``open_udp_socket`` picks for a server end (IPv6 dual-stack for
+    an IPv6 address). Nothing is bound (None) for a client end, when a socket is being passed to
+    this process (``LISTEN_FDS``, a hand-off), or when binding fails: the listener then binds as
+    before and reports the error where it always did (after the certificates are checked)."""
+    general = config.general
+    if general.mode != "Server" or "LISTEN_FDS" in environ or HANDOFF_ENV in environ:
+        return None
+    from ptproxy import sockets
+
+    ip = ipaddress.ip_address(general.bind_address)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" takes IPv4 too
+        sock.bind((general.bind_address, general.quic_port))
+    except OSError as exc:
+        sock.close()
+        logger.debug("binding the QUIC port early failed (%s); the listener binds it", exc)
+        return None
+    sockets.adopt("quic", sock)
+    return sock
+
+
 def run_loop(coro: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop when installed (plain asyncio otherwise)."""
+    import asyncio  # here, not at the top: the server end binds its port before (bind_quic_early)
+
     try:
         import uvloop
     except ImportError:
@@ -114,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_material(config)
             print("OK")
             return 0
+        bind_quic_early(config)
         from ptproxy.ops.app import run
 
         return run_loop(run(config))

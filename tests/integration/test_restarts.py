@@ -16,7 +16,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.pair import Pair, ptproxy_cmd, subprocess_env, wait_for
+import pytest
+
+from tests.support.pair import Pair, ptproxy_cmd, read_text, stop_process, subprocess_env, wait_for
 
 LONG_IDLE = {"transport": {"max_idle_timeout": 30000, "keep_alive_interval": 1000}}
 KEY_FILE = "tickets.json"
@@ -60,6 +62,53 @@ def test_without_a_key_file_the_restarted_server_cannot_resume(make_pair: Callab
     assert "stateless reset" not in pair.client_log()
     assert _get(pair) == 200
     assert "(resumed)" not in pair.server.current_log()
+
+
+def _udp_queue(port: int) -> int | None:
+    """Bytes waiting in the receive queue of the UDP socket bound to ``port`` (None: unbound)."""
+    for line in read_text(Path("/proc/net/udp")).splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def test_a_server_end_answers_the_handshake_that_arrived_while_it_started(make_pair: Callable[..., Pair]) -> None:
+    # The new process binds its port before the rest of its start-up (ops/cli.py): a handshake
+    # that arrives meanwhile waits in the socket, not answered by ICMP port unreachable. Made
+    # deterministic with SIGSTOP: the new process is stopped once its port is bound (retried if
+    # it got as far as its endpoint first), the client's handshake is seen queued, then it goes on.
+    pair = make_pair(LONG_IDLE, _with_keys())
+    assert _get(pair) == 200
+    pair.server.stop()
+    end = pair.server
+    for _ in range(5):
+        log = end.config.parent / f"server.{len(end.logs) + 1}.log"
+        end.logs.append(log)
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(
+                ptproxy_cmd(end.config, "--log-level", "debug"),
+                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=end.rundir, env=subprocess_env(),
+            )
+        end.proc = proc
+        bound = wait_for(lambda p=proc: _udp_queue(pair.quic_port) is not None or p.poll() is not None, 30, 0.001)
+        proc.send_signal(signal.SIGSTOP)
+        assert bound and proc.poll() is None, read_text(log)
+        if "started endpoint" not in read_text(log):
+            break
+        proc.send_signal(signal.SIGCONT)  # it got that far before the stop: again
+        stop_process(proc, signal.SIGINT)
+    else:
+        pytest.fail("the server end never stopped between its bind and its endpoint")
+    # Stopped before reading: the client's handshakes wait in the receive queue.
+    assert wait_for(lambda: (_udp_queue(pair.quic_port) or 0) > 0, 15), pair.logs()
+    proc.send_signal(signal.SIGCONT)
+    pair.wait_ready(count=2, timeout=15)
+    assert _get(pair) == 200
+    text = read_text(log)
+    assert "datagrams arrived while starting" in text, text
+    assert text.index("started endpoint") < text.index("datagrams arrived while starting") < text.index("established")
+    assert "(resumed)" in text
 
 
 def _check(config: Path) -> subprocess.CompletedProcess[str]:
