@@ -63,3 +63,21 @@ def test_refusals_after_the_handshake_never_resend() -> None:
         assert proto._resend_handle is None and session.resends == 0
 
     asyncio.run(scenario())
+
+
+def test_refusals_during_the_handshake_are_reported_to_the_dialer() -> None:
+    async def scenario() -> None:
+        told: list[int] = []
+        proto = _ClientProtocol(on_refused=lambda: told.append(1))
+        session = FakeSession()
+        proto.session = session  # type: ignore[assignment]
+        proto.error_received(ConnectionRefusedError())
+        proto.error_received(ConnectionRefusedError())
+        assert len(told) == 2  # each one: the dialer's trigger shortens its gap while they come
+        session.handshake_done = True
+        proto.error_received(ConnectionRefusedError())
+        assert len(told) == 2
+        if proto._resend_handle is not None:
+            proto._resend_handle.cancel()
+
+    asyncio.run(scenario())

@@ -67,3 +67,66 @@ def test_a_0rtt_request_lost_in_the_handshake_goes_again_when_replay_safe() -> N
 def test_a_request_lost_with_an_established_session_does_not_go_again() -> None:
     assert not resend_allowed(b"GET", None, reset=False, before_handshake=False)
     assert not resend_allowed(b"GET", 0x10C, reset=False, before_handshake=False)  # H3_REQUEST_CANCELLED
+
+
+# -- while the server end refuses (ICMP port unreachable: a restart) --------------------------------
+
+REFUSED_GAP = 0.025
+WINDOW = 1.0
+FRESH = 0.5
+
+
+def _refusing() -> DialTrigger:
+    return DialTrigger(GAP, refused_gap=REFUSED_GAP, window=WINDOW, fresh=FRESH)
+
+
+def test_refusals_shorten_the_gap_between_resends() -> None:
+    trigger = _refusing()
+    trigger.attempt_started(10.0)
+    assert trigger.on_request(10.01) == 10.0 + GAP
+    trigger.refused(10.01)
+    assert trigger.on_request(10.01) == 10.0 + REFUSED_GAP
+    assert trigger.act(10.0 + REFUSED_GAP) == "resend"
+    assert trigger.act(10.0 + REFUSED_GAP + 0.01) is None  # still at most one per (short) gap
+
+
+def test_the_short_gap_lasts_the_window_after_the_first_refusal() -> None:
+    trigger = _refusing()
+    trigger.attempt_started(0.0)
+    now, resends = 0.0, 0
+    while now < 3.0:
+        trigger.refused(now)  # every resend is refused: the server end is still starting
+        at = trigger.on_request(now)
+        assert at is not None
+        now = at
+        if trigger.act(now) == "resend":
+            resends += 1
+    # Bounded: one resend per short gap within the window, then one per normal gap.
+    assert resends <= WINDOW / REFUSED_GAP + 1 + (3.0 - WINDOW) / GAP + 1
+    assert trigger.gap_at(2.0) == GAP
+    assert trigger.gap_at(0.5) == REFUSED_GAP
+
+
+def test_an_old_refusal_no_longer_shortens_the_gap() -> None:
+    trigger = _refusing()
+    trigger.refused(1.0)
+    assert trigger.gap_at(1.0 + FRESH) == REFUSED_GAP
+    assert trigger.gap_at(1.0 + FRESH + 0.01) == GAP  # silent since: a blackout, not a restart
+
+
+def test_a_session_gives_the_next_outage_a_window_of_its_own() -> None:
+    trigger = _refusing()
+    trigger.refused(1.0)
+    trigger.up()
+    trigger.attempt_started(5.0)
+    trigger.refused(5.0)
+    assert trigger.gap_at(5.5) == REFUSED_GAP
+    trigger.refused(6.5)
+    assert trigger.gap_at(6.5) == GAP  # 1.5 s after this outage's first refusal
+
+
+def test_without_refusals_the_gap_is_unchanged() -> None:
+    trigger = DialTrigger(GAP)
+    trigger.attempt_started(10.0)
+    assert trigger.gap_at(10.0) == GAP
+    assert trigger.on_request(10.01) == 10.0 + GAP
