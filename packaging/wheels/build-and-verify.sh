@@ -33,7 +33,7 @@ for label, names in (("sdist", snames), ("wheel", wnames)):
     assert not c_files, f"{label} contains generated C: {c_files}"
 # One compiled module per .pyx shipped in the sdist, whatever their number.
 pyx = sorted(n.rsplit("/", 1)[1][:-4] for n in snames if "_speedups/" in n and n.endswith(".pyx"))
-assert {"ackpath", "ccpath", "chunked", "fieldcodec", "framing", "quicpath", "quicrecv", "streamframes", "udpio"} <= set(pyx), f"sdist lacks Cython sources: {pyx}"
+assert {"ackpath", "ccpath", "chunked", "fieldcodec", "framing", "h3path", "quicpath", "quicrecv", "streamframes", "udpio"} <= set(pyx), f"sdist lacks Cython sources: {pyx}"
 so = [n for n in wnames if n.endswith(".so")]
 so_mods = sorted(n.rsplit("/", 1)[1].split(".", 1)[0] for n in so)
 assert so_mods == pyx, f"wheel should hold one compiled module per .pyx {pyx}, has {so}"

@@ -37,6 +37,7 @@ TWINS = {
     "quicrecv": ("ptproxy.tunnel.aioquic._quicrecv_py", "ptproxy._speedups.quicrecv"),
     "streamframes": ("ptproxy.tunnel.aioquic._streamframes_py", "ptproxy._speedups.streamframes"),
     "ackpath": ("ptproxy.tunnel.aioquic._ackpath_py", "ptproxy._speedups.ackpath"),
+    "h3path": ("ptproxy.tunnel.aioquic._h3path_py", "ptproxy._speedups.h3path"),
     "ccpath": ("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath"),
 }
 
@@ -262,6 +263,7 @@ FACADES = [
     "ptproxy.tunnel.aioquic.quicrecv",
     "ptproxy.tunnel.aioquic.streamframes",
     "ptproxy.tunnel.aioquic.ackpath",
+    "ptproxy.tunnel.aioquic.h3path",
     "ptproxy.tunnel.cc.ccpath",
 ]
 

@@ -4,7 +4,7 @@ aioquic is pinned because what ptproxy needs is only reachable through private n
 declared in :mod:`.internals` and checked against the installed aioquic. The modules, by concern:
 ``connection`` (flow control, stream limit, congestion control, connection state), ``h3`` (DATA
 frame boundaries, per-stream Content-Length), ``mtls`` (server-side client certificates),
-``congestion`` (Cubic's initial window), ``qlog`` (per-end trace files), ``tickets`` (session tickets sealed into their label), ``marks`` (which streams a packet visits), ``quicpath`` (the compiled per-packet twins installed into aioquic), ``streamframes`` (STREAM frames written and read in C), ``ackpath`` (ACK frames received in C), ``initial`` (a server's
+``congestion`` (Cubic's initial window), ``qlog`` (per-end trace files), ``tickets`` (session tickets sealed into their label), ``marks`` (which streams a packet visits), ``quicpath`` (the compiled per-packet twins installed into aioquic), ``streamframes`` (STREAM frames written and read in C), ``ackpath`` (ACK frames received in C), ``h3path`` (HTTP/3 request streams read and written in C), ``initial`` (a server's
 first look at a datagram, before any connection exists).
 """
 
@@ -13,6 +13,7 @@ from ptproxy.tunnel.aioquic import (
     congestion,
     connection,
     h3,
+    h3path,
     mtls,
     qlog,
     quicpath,
@@ -31,6 +32,7 @@ from ptproxy.tunnel.aioquic.tickets import *  # noqa: F403
 quicpath.install_compiled_twins()
 streamframes.install()  # the compiled STREAM frame methods, onto PatchedQuicConnection
 ackpath.install()  # the compiled ACK frame handler, onto PatchedQuicConnection
+h3path.install()  # the compiled request-stream methods, onto PatchedH3Connection
 
 # The surface is each concern's own ``__all__`` (a name is declared once, where it is defined), plus
 # the check of the declared internals; ``initial`` is the server listener's alone.

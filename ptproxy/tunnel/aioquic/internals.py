@@ -191,6 +191,19 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(LOSS, "_in_persistent_congestion", "method", (("packets=",),)),
     Internal(LOSS, "_log_metrics_updated", "method", (("log_rtt=",),)),
     *_each(SENDER, "attribute", "_acked", "_acked_fin"),
+    # h3path.py / h3path.pyx: PatchedH3Connection.handle_event, send_headers, send_data and
+    # finish_stream replaced by the compiled request-stream path (request streams only; the twin falls
+    # back to the Python code), the methods it inlines (used only while the class still holds them),
+    # the connection state they read and write.
+    Internal(H3, "_receive_stream_data", "method", (("event",),)),
+    Internal(H3, "_check_request_or_push_frame_type", "method", (("frame_type", "stream"),)),
+    Internal(H3, "_handle_request_or_push_end", "method", (("stream",),)),
+    Internal(H3, "_abort_incomplete_request", "method", (("stream_id",),)),
+    Internal(H3, "_log_stream_type", "method", (("stream_id=", "stream_type="),)),
+    *_each(H3, "attribute", "_is_done", "_is_client", "_quic", "_quic_logger"),
+    # ... and its send side (send_headers / send_data / finish_stream on request streams).
+    Internal(H3, "_encode_headers", "method", (("stream_id", "headers"),)),
+    *_each(H3, "attribute", "_encoder", "_encoder_bytes_sent"),
 )
 
 UNDOCUMENTED: tuple[Internal, ...] = (
@@ -255,6 +268,29 @@ UNDOCUMENTED: tuple[Internal, ...] = (
         "receiving_ended",
     ),
     Internal("h3.connection.HeadersState", "AFTER_HEADERS", "name"),
+    # h3path.pyx: the rest of a request stream's receive state, the names it is handed.
+    *_each(
+        "h3.connection.H3Stream",
+        "attribute",
+        "buffer",
+        "blocked",
+        "blocked_frame_size",
+        "blocked_frame_type",
+        "frame_type",
+        "push_id",
+        "session_id",
+        "interim_response_received",
+        "content_length",
+        "headers_send_state",
+    ),
+    *_each("h3.connection.HeadersState", "name", "INITIAL", "AFTER_TRAILERS"),
+    Internal("h3.connection.StreamType", "WEBTRANSPORT", "name"),
+    *_each("h3.connection.FrameType", "name", "CANCEL_PUSH", "SETTINGS", "GOAWAY", "MAX_PUSH_ID"),
+    *_each("h3.connection", "name", "H3Stream", "RESERVED_FRAME_TYPES", "ProtocolError", "FrameError", "MessageError"),
+    *_each("h3.connection", "name", "QpackDecompressionFailed", "is_interim_response"),
+    *_each("h3.connection", "name", "validate_request_headers", "validate_response_headers", "validate_trailers"),
+    *_each("h3.connection", "name", "validate_headers", "validate_header_name", "validate_header_value"),
+    Internal("h3.connection", "CONNECTION_SPECIFIC_HEADERS", "name"),
     Internal("h3.connection.FrameType", "DATA", "name"),
     Internal("h3.connection", "FrameUnexpected", "name"),
     Internal(TLS, "state", "attribute"),
