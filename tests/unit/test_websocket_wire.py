@@ -275,6 +275,9 @@ class _FakeStream:
 class _FakeSession:
     peer_settings = {0x1: 0}  # SETTINGS without ENABLE_CONNECT_PROTOCOL
     handshake_done = True
+    # The live, confirmed session the frontend takes without asking the dialer.
+    confirmed = SimpleNamespace(done=lambda: True)
+    closed = SimpleNamespace(done=lambda: False)
 
     def __init__(self) -> None:
         self.opened: list[tuple[list[tuple[bytes, bytes]], bool]] = []
