@@ -258,7 +258,10 @@ class Dialer:
         self._triggered = False
         self._trigger = DialTrigger()
         self._wake = asyncio.Event()  # cuts the sleep between attempts short
-        self._demand_handle: asyncio.TimerHandle | None = None
+        # The pending action for waiting requests, and when it is due (time.monotonic(); uvloop
+        # returns a plain Handle, without when(), for a call_later of 0).
+        self._demand_handle: asyncio.Handle | None = None
+        self._demand_at = math.inf
         # Requests waiting for a session, in arrival order (see session_for).
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Lost sessions finishing their closing handshake while the next attempt already runs.
@@ -344,12 +347,12 @@ class Dialer:
         if at is None:
             return
         handle = self._demand_handle
-        loop = asyncio.get_running_loop()
         if handle is not None:
-            if handle.when() <= loop.time() + (at - now) + 0.001:
+            if self._demand_at <= at + 0.001:
                 return
             handle.cancel()
-        self._demand_handle = loop.call_later(max(0.0, at - now), self._act)
+        self._demand_at = at
+        self._demand_handle = asyncio.get_running_loop().call_later(max(0.0, at - now), self._act)
 
     def _refused(self) -> None:
         """The main attempt's handshake drew ICMP port unreachable: waiting requests hurry it at

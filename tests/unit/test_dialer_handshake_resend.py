@@ -81,3 +81,40 @@ def test_refusals_during_the_handshake_are_reported_to_the_dialer() -> None:
             proto._resend_handle.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_request_action_due_now_can_be_moved_again_under_uvloop() -> None:
+    """uvloop turns call_later(0) into call_soon, whose Handle has no when(): a refusal arriving
+    while such an action was pending raised AttributeError in the socket's callback."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import uvloop
+
+    from ptproxy.client.dialer import Dialer
+    from ptproxy.ops.config import parse
+
+    text = f"""
+[general]
+mode = "Client"
+peer_hostname = "server.example.com"
+connect_address = {json.dumps(["127.0.0.1"])}
+[tls]
+ca = "ca.crt"
+cert = "client.crt"
+key = "client.key"
+"""
+    settings = SimpleNamespace(config=parse(text, path=Path("/etc/ptproxy/client.toml")))
+
+    async def scenario() -> None:
+        dialer = Dialer(settings)  # type: ignore[arg-type]  # only .config is read before a dial
+        dialer._trigger.sleeping()  # between attempts: a waiting request's action is due now
+        dialer._demand()
+        first = dialer._demand_handle
+        assert first is not None
+        dialer._demand()  # again, e.g. after a refusal: the pending one stands
+        assert dialer._demand_handle is first
+        first.cancel()
+
+    uvloop.run(scenario())

@@ -509,6 +509,10 @@ class PatchedQuicConnection(QuicConnection):
         return timer_at
 
     def handle_timer(self, now: float) -> None:
+        if self._close_at is None:
+            # Over already (a Stateless Reset ended it since the caller's timer was armed):
+            # aioquic's handle_timer would compare the time with None.
+            return
         if self._ptp_tail is not None and self._state not in qc.END_STATES:
             self._ptp_tail.on_timer(self, now)
         super().handle_timer(now)

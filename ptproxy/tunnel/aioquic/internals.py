@@ -104,6 +104,8 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(QC, "_ack_delay", "attribute"),
     # Early handshake resend (resend_handshake): CRYPTO data re-queued as aioquic does on a PTO.
     Internal(QC, "_handshake_complete", "attribute"),
+    # handle_timer returns at once when the connection is over (connection.py).
+    Internal(QC, "_close_at", "attribute"),
     # Keep-alive PINGs leave our idle deadline alone (connection.py send_keep_alive).
     Internal(QC, "_ack_eliciting_sent_since_receipt", "attribute"),
     Internal(
