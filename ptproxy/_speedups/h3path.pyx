@@ -123,20 +123,26 @@ def configure(**objects):
     _RESERVED = frozenset(int(t) for t in objects["request_stream_refused"])
 
 
-cdef bint _plain(object self) except -1:
-    """Whether ``self`` is a PatchedH3Connection whose inlined methods are as verified."""
+cdef bint _verified(object self, tuple methods, tuple names) except -1:
+    """Whether ``self`` is a PatchedH3Connection whose inlined ``methods`` are as verified (on the
+    class, and not shadowed on the instance under ``names``)."""
     if type(self) is not _Patched or self._quic_logger is not None:
         return False
-    for name, function in _methods:
+    for name, function in methods:
         if getattr(_Patched, name, None) is not function:
             return False
     cdef object own = getattr(self, "__dict__", None)
     if type(own) is not dict:
         return False
-    for name in _method_names:
+    for name in names:
         if name in <dict> own:
             return False
     return True
+
+
+cdef inline bint _plain(object self) except -1:
+    """The receive side's methods (see _verified)."""
+    return _verified(self, _methods, _method_names)
 
 
 cdef object _data_frame(object sid, object data, object frame_size, bint frame_end, bint stream_ended):
@@ -601,20 +607,9 @@ def configure_send(**objects):
     _py_finish_stream = objects["finish_stream"]
 
 
-cdef bint _plain_send(object self) except -1:
-    """Whether ``self`` is a PatchedH3Connection whose send-side methods are as verified."""
-    if type(self) is not _Patched or self._quic_logger is not None:
-        return False
-    for name, function in _send_methods:
-        if getattr(_Patched, name, None) is not function:
-            return False
-    cdef object own = getattr(self, "__dict__", None)
-    if type(own) is not dict:
-        return False
-    for name in _send_method_names:
-        if name in <dict> own:
-            return False
-    return True
+cdef inline bint _plain_send(object self) except -1:
+    """The send side's methods (see _verified)."""
+    return _verified(self, _send_methods, _send_method_names)
 
 
 cdef int _release(object self) except -1:
