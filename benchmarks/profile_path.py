@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--pure", action="store_true", help="PTPROXY_NO_EXTENSIONS=1 for both ends")
+    ap.add_argument("--path", default="/hello", help="what wrk fetches: /hello (5 B), /1k, /100k, /10m (bulk)")
     ap.add_argument("--out", type=Path, help="also write the Markdown report here")
     a = ap.parse_args(argv)
     for tool in ("wrk", "nginx", "py-spy"):
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{tool} is not installed (apt install wrk nginx; pip install py-spy)", file=sys.stderr)
             return 2
     work = Path(tempfile.mkdtemp(prefix="ptproxy-profile-"))
+    work.chmod(0o755)  # nginx's workers (nobody) read the bodies under it
     pki = make_demo_pki(work / "pki")
     origin_port, http_port, quic_port = free_ports(3)
     conf = origin_conf(work / "origin", "127.0.0.1", origin_port, workers=1)
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError:
             print((work / "client.log").read_text(), file=sys.stderr)
             return 1
-        url = f"http://127.0.0.1:{http_port}/hello"
+        url = f"http://127.0.0.1:{http_port}{a.path}"
         subprocess.run(["wrk", "-t1", f"-c{a.conns}", "-d2s", url], capture_output=True)  # warm-up
         wrk = subprocess.Popen(["wrk", "-t1", f"-c{a.conns}", f"-d{a.seconds + 2:g}s", url],
                                stdout=subprocess.PIPE, text=True)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         groups.stop_all()
     rps = next((ln.split()[-1] for ln in wrk_out.splitlines() if ln.startswith("Requests/sec")), "?")
     mode = "pure-Python twins" if a.pure else "compiled speedups"
-    parts = [f"# Request-path profile ({mode}): wrk -c{a.conns}, {rps} req/s, {a.seconds:g} s sampled at 250 Hz", ""]
+    parts = [f"# Request-path profile ({mode}): wrk -c{a.conns} {a.path}, {rps} req/s, {a.seconds:g} s sampled at 250 Hz", ""]
     for end in ("client", "server"):
         counts, own = parse_raw(work / f"{end}.raw")
         parts.append(table(f"{end} end", counts))
