@@ -95,6 +95,22 @@ PRIVATE: tuple[Internal, ...] = (
     # aioquic calls it by keyword; our override calls super() positionally.
     Internal(QC, "_write_connection_limits", "override", (("builder=", "space="), ("builder", "space"))),
     Internal(QC, "_initialize", "override", (("peer_cid",),)),
+    # The idle shortcut of datagrams_to_send (_ptp_nothing_due): everything aioquic's pass may write
+    # a frame for, read to tell that it would write none.
+    *_each(
+        QC,
+        "attribute",
+        "_close_pending",
+        "_ping_pending",
+        "_probe_pending",
+        "_datagrams_pending",
+        "_handshake_done_pending",
+        "_retire_connection_ids",
+        "_streams_blocked_pending",
+        "_remote_preferred_address",
+        "_crypto_streams",
+        "_local_max_streams_uni",
+    ),
     # Packets sent, by kind: each flush's packet numbers, their records in the 1-RTT space, and the
     # stream a STREAM frame's delivery handler (sender.on_data_delivery) belongs to.
     Internal(QC, "_flush_builder", "override", (("builder=", "network_path=", "peer_cid=", "now="),)),
@@ -300,6 +316,9 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     Internal("tls", "NewSessionTicket", "name"),
     Internal("tls", "push_new_session_ticket", "name"),
     Internal("quic.connection", "END_STATES", "name"),
+    # datagrams_to_send's idle shortcut: the state it runs in, the path it needs settled.
+    Internal("quic.connection.QuicConnectionState", "CONNECTED", "name"),
+    *_each("quic.connection.QuicNetworkPath", "attribute", "is_validated", "remote_challenges"),
     *_each("quic.packet", "name", "pull_quic_transport_parameters", "push_quic_transport_parameters"),
     Internal("quic.recovery.QuicPacketRecovery", "max_ack_delay", "attribute"),
     Internal("quic.connection.QuicFrameType", "PADDING", "name"),
@@ -370,7 +389,7 @@ def build_instances() -> dict[str, Any]:
     from aioquic.h3.connection import H3Connection, H3Stream
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.congestion.cubic import CubicCongestionControl
-    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.connection import QuicConnection, QuicNetworkPath
     from aioquic.quic.crypto import CryptoContext, CryptoPair
     from aioquic.quic.logger import QuicLogger
     from aioquic.quic.packet import QuicPacketType
@@ -386,6 +405,7 @@ def build_instances() -> dict[str, Any]:
         LOSS: lambda: conn()._loss,
         "quic.connection.Limit": lambda: conn()._local_max_data,
         "quic.connection.QuicConnectionId": lambda: conn()._host_cids[0],
+        "quic.connection.QuicNetworkPath": lambda: QuicNetworkPath(addr=("192.0.2.1", 443)),
         "quic.recovery.QuicPacketSpace": QuicPacketSpace,
         "quic.packet_builder.QuicSentPacket": lambda: QuicSentPacket(
             epoch=tls.Epoch.ONE_RTT,
