@@ -323,6 +323,17 @@ class Admission:
     def allowed(self, host: str) -> bool:
         return self._filter is None or self._filter.allows(host)
 
+    def short_header_cid(self, data: bytes, addr: Any) -> bytes | None:
+        """The destination connection ID of a short-header packet from an allowed source, else None
+        (then :meth:`screen` decides). Nearly every datagram of a live connection is one; its ID
+        is the ``host_cid_length`` bytes after the first byte, read here without parsing a header."""
+        cid_end = self.settings.host_cid_length + 1
+        if len(data) < cid_end or data[0] & 0xC0 != 0x40:  # long header, or fixed bit not set
+            return None
+        if self._filter is not None and not self._filter.allows(addr[0]):
+            return None
+        return data[1:cid_end]
+
     def screen(self, data: bytes, addr: Any, known: Callable[[bytes], bool]) -> Screened:
         """First look at any datagram: cheap, no cryptography."""
         if self._filter is not None and not self._filter.allows(addr[0]):

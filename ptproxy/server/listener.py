@@ -139,6 +139,12 @@ class Listener:
         logger.info("started endpoint at %s", format_address((host, port)))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        cid = self.admission.short_header_cid(data, addr)
+        if cid is not None:
+            session = self._by_cid.get(cid)
+            if session is not None:  # a live connection's packet: what screen() would route
+                session.datagram_received(data, addr)
+                return
         decision = self.admission.screen(data, addr, self._knows)
         if type(decision) is Route:
             self._by_cid[decision.cid].datagram_received(data, addr)

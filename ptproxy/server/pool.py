@@ -57,13 +57,23 @@ class OriginPool:
 
     async def acquire(self) -> H1Connection:
         """A connection to the origin, an idle one if any is usable. Raises UpstreamError (502)."""
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
+        return await self.connect()
+
+    def take_idle(self) -> H1Connection | None:
+        """The most recently used idle connection that is still usable (closing the stale ones
+        passed over), else None."""
+        if not self._idle:
+            return None
         now = time.monotonic()
         while self._idle:
             conn, since = self._idle.pop()
             if now - since < self._idle_timeout and self._usable(conn):
                 return conn
             conn.close()
-        return await self.connect()
+        return None
 
     async def connect(self) -> H1Connection:
         """A fresh connection (never an idle one). Raises OriginConnectError (502)."""

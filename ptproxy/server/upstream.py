@@ -70,6 +70,13 @@ class Origin:
         finally:
             self.in_flight -= 1
 
+    def take_idle(self) -> H1Connection | None:
+        """What :meth:`acquire` returns without waiting: a usable idle connection, else None."""
+        conn = self.pool.take_idle()
+        if conn is not None:
+            self.connect_ended(None)
+        return conn
+
     async def acquire(self, *, fresh: bool = False) -> H1Connection:
         """A connection (an idle one if usable, unless ``fresh``: an upgrade takes the connection
         over for good); a failed connect marks the origin DOWN."""
@@ -152,6 +159,15 @@ class Group:
         finally:
             if deadline is not None and self._on_wait is not None:
                 self._on_wait(self.route, time.monotonic() - started)
+
+    def choose_now(self, peer_key: str, tried: set[Origin]) -> Origin | None:
+        """What :meth:`choose` returns without waiting (an origin that can take the request now),
+        else None: then :meth:`choose` decides (waits in the queue, or raises)."""
+        now = time.monotonic()
+        origin = self._pick(peer_key, tried, now)
+        if origin is not None:
+            origin.health.chosen(now)
+        return origin
 
     def _pick(self, peer_key: str, tried: set[Origin], now: float) -> Origin | None:
         candidates = [o for o in self.origins if o not in tried and o.health.available(now)]

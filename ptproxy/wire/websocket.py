@@ -140,7 +140,10 @@ def request_to_h3(head: RequestHead, forwarded: bytes | None = None) -> list[tup
 
 def is_extended_connect(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """Server end: the request carries ``:protocol`` (whatever its value; see request_from_h3)."""
-    return any(n == b":protocol" for n, _ in headers)
+    for name, _ in headers:  # a loop, not any() over a generator: this runs for every request
+        if name == b":protocol":
+            return True
+    return False
 
 
 def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRequest:

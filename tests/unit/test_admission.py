@@ -106,6 +106,26 @@ def test_screen_routes_known_ids_and_ignores_strays() -> None:
     assert all(v == 0 for v in a.refused.values())  # strays are not refusals
 
 
+def test_a_short_header_names_its_connection_as_screen_would_route_it() -> None:
+    """The listener's shortcut for a live connection's datagrams: the ID screen() would route
+    on, or None wherever screen() must decide (long header, no fixed bit, too short, filtered)."""
+    a = make()
+    cid = os.urandom(8)
+    short = bytes([0x40 | 0x05]) + cid + os.urandom(40)
+    assert a.short_header_cid(short, PEER) == cid
+    assert a.screen(short, PEER, lambda c: c == cid) == Route(cid)
+    _, initial = client_initial()
+    assert a.short_header_cid(initial, PEER) is None  # long header
+    assert a.short_header_cid(bytes([0x05]) + cid + b"x", PEER) is None  # fixed bit zero: not QUIC
+    assert a.screen(bytes([0x05]) + cid + b"x", PEER, lambda c: c == cid) == Drop()
+    assert a.short_header_cid(short[:8], PEER) is None  # shorter than its connection ID
+    assert a.short_header_cid(short[:9], PEER) == cid
+    assert a.short_header_cid(b"", PEER) is None
+    filtered = make(allowed_sources=("203.0.113.0/24",))
+    assert filtered.short_header_cid(short, ("198.51.100.1", 1)) is None
+    assert filtered.short_header_cid(short, ("203.0.113.9", 1)) == cid
+
+
 def test_an_unknown_version_gets_version_negotiation_only_for_a_full_datagram() -> None:
     a = make()
     data = bytearray(junk_initial())

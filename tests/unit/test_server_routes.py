@@ -301,3 +301,58 @@ def test_a_waiting_request_becomes_the_trial_when_a_backoff_ends() -> None:
         assert not chosen.health.available(asyncio.get_running_loop().time())  # one trial at a time
 
     asyncio.run(main())
+
+
+def test_choose_now_answers_as_choose_would_without_waiting() -> None:
+    """The server end's per-request shortcut: the origin choose() would return at once, or None
+    where choose() has to wait or fail (then the caller awaits choose())."""
+
+    async def main() -> None:
+        runtime = _runtime({"max_pending": 4, "pending_timeout": 300})
+        origins = list(runtime.origins.values())
+        assert runtime.group.choose_now("", set()) is origins[0]  # round robin, as choose() goes on
+        assert await runtime.group.choose("", set(), None) is origins[1]
+        assert runtime.group.choose_now("", {origins[0]}) is origins[1]
+        for origin in origins:
+            origin.health = OriginHealth(Health(path="/h"))  # only a probe brings them back
+            origin.health.connect_failed(0.0)
+        assert runtime.group.choose_now("", set()) is None
+        with pytest.raises(NoOriginAvailable):
+            await runtime.group.choose("", set(), None)
+
+    asyncio.run(main())
+
+
+def test_take_idle_hands_out_the_pooled_connection_acquire_would() -> None:
+    """Origin.take_idle: the most recent usable idle connection (a stale one closed), counted as
+    a successful connection as acquire() counts it; None when acquire() would have to connect."""
+
+    class FakeConn:
+        def __init__(self) -> None:
+            self.is_closed = False
+            self.at_eof = False
+            self.parser: object = None
+
+        def has_buffered_input(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            self.is_closed = True
+
+    async def main() -> None:
+        runtime = _runtime(None)
+        origin = next(iter(runtime.origins.values()))
+        assert origin.take_idle() is None
+        stale, fresh = FakeConn(), FakeConn()
+        origin.pool.release(stale)  # type: ignore[arg-type]
+        origin.pool.release(fresh)  # type: ignore[arg-type]
+        origin.health.connect_failed(0.0)
+        assert not origin.health.up
+        assert origin.take_idle() is fresh
+        assert origin.health.up  # as after acquire(): the origin answered on it
+        stale.at_eof = True  # the origin closed it while it was idle
+        assert origin.take_idle() is None
+        assert stale.is_closed
+        origin.close()
+
+    asyncio.run(main())
