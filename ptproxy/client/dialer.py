@@ -369,6 +369,7 @@ class Dialer:
             logger.debug("a request waits for the tunnel: dialing now")
             self._wake.set()
         elif action == "resend" and session is not None and not session.closed.done():
+            logger.debug("connection %d: a request waits: sending the handshake again", session.number)
             session.resend_handshake()
         if self._hurried():
             # Requests still wait: again after the gap (a server end that is starting answers
@@ -648,6 +649,10 @@ class Dialer:
             self.on_session(session)
         # Resume with the host's latest ticket (one use, unless the server end never answered).
         ticket = self._tickets.pop(host, None)
+        logger.debug(
+            "connection %d: handshake with %s (%s)", number, format_address(addr),
+            "full" if ticket is None else "resuming, 0-RTT" if ticket.max_early_data_size else "resuming",
+        )
         try:
             self.settings.quic_config.session_ticket = ticket
             try:
@@ -659,10 +664,10 @@ class Dialer:
                 if ticket is not None and ticket.max_early_data_size:
                     self._early = session
                     self._wake_waiters()  # replay-safe requests may go now, as 0-RTT
-            # aioquic's idle timeout bounds the handshake; the margin only guards against a bug.
-            await asyncio.wait_for(
-                asyncio.shield(session.confirmed), timeout=cfg.transport.max_idle_timeout / 1000.0 + 1.0
-            )
+            # aioquic's idle timeout bounds the handshake, plus at most one probe timeout for the
+            # answer to a handshake sent again late (connection.py); the margin guards against a bug.
+            limit = cfg.transport.max_idle_timeout / 1000.0 + quic.handshake_grace + 1.0
+            await asyncio.wait_for(asyncio.shield(session.confirmed), timeout=limit)
         except BaseException:
             session.abort("connection attempt failed")
             transport.close()

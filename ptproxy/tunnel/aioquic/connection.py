@@ -209,6 +209,7 @@ class PatchedQuicConnection(QuicConnection):
         self._ptp_ticket_sealer = ticket_sealer
         # Server: each connection ID's Stateless Reset token is reset_token(cid), not random.
         self._ptp_reset_token = reset_token if not self._is_client else None
+        self._ptp_first_close_at: float | None = None  # the handshake's idle deadline before any resend
         self._ptp_fix_reset_tokens()
         self.stateless_reset_received = False
         # Transport parameters are serialized later, in _initialize, so this lands in them.
@@ -608,7 +609,33 @@ class PatchedQuicConnection(QuicConnection):
             early = [packet for packet in space.sent_packets.values() if packet.is_ack_eliciting]
             if early:
                 self._loss._on_packets_lost(congestion_event=False, now=now, packets=early, space=space)
+        self._ptp_wait_for_answer(now)
         return True
+
+    @property
+    def handshake_grace(self) -> float:
+        """Seconds a handshake sent again waits for its answer beyond the idle timeout (at most
+        one probe timeout: twice the initial RTT before any sample)."""
+        return self._loss.get_probe_timeout()
+
+    def _ptp_wait_for_answer(self, now: float) -> None:
+        """Keep the attempt open for the answer to a handshake sent again now.
+
+        Without a receipt aioquic's idle deadline stays where the first Initial put it. A handshake
+        sent again just before it (a request arriving as a blackout ends, late in the attempt)
+        reached the server end, which used up the session ticket (single use) and answered an
+        attempt already given up; the client then offered the same ticket again and got a full
+        handshake without 0-RTT (what linkbench's 279 ms blackout at dc25547 looks like: the server
+        end logged an attempt that never completed, then a full handshake). The deadline moves to at
+        least one probe timeout after the resend, never beyond the first deadline plus one
+        probe timeout: resends cannot keep an attempt with a silent host alive (failover)."""
+        close_at = self._close_at
+        if close_at is None:
+            return
+        if self._ptp_first_close_at is None:
+            self._ptp_first_close_at = close_at
+        grace = self.handshake_grace
+        self._close_at = max(close_at, min(now + grace, self._ptp_first_close_at + grace))
 
     # -- packets by kind -----------------------------------------------------------------------
 
