@@ -123,13 +123,22 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Follow:
+    """A 0-RTT packet for a connection whose Initial still waits for admission: queue it behind
+    that Initial (RFC 9000 §5.2.2 lets a server keep such packets a while). Dropped, the early
+    request it carries waits for loss detection after the handshake: one more round trip."""
+
+    packet: FirstPacket
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """Ignore the datagram; ``reason`` is None for normal strays (not a refused handshake)."""
 
     reason: str | None = None
 
 
-Screened = Route | New | Reply | Drop
+Screened = Route | New | Follow | Reply | Drop
 Admitted = Accept | Reply | Drop
 
 
@@ -334,8 +343,15 @@ class Admission:
             return None
         return data[1:cid_end]
 
-    def screen(self, data: bytes, addr: Any, known: Callable[[bytes], bool]) -> Screened:
-        """First look at any datagram: cheap, no cryptography."""
+    def screen(
+        self,
+        data: bytes,
+        addr: Any,
+        known: Callable[[bytes], bool],
+        pending: Callable[[bytes], bool] | None = None,
+    ) -> Screened:
+        """First look at any datagram: cheap, no cryptography. ``pending``: is an Initial for this
+        destination connection ID waiting for :meth:`admit`?"""
         if self._filter is not None and not self._filter.allows(addr[0]):
             return self.refuse(NOT_ALLOWED)
         packet = parse_first_packet(data, self.settings.host_cid_length)
@@ -362,6 +378,8 @@ class Admission:
             # tell the peer at once with a Stateless Reset (small, rate-limited, never larger).
             reset = self.stateless_reset.packet_for(packet.destination_cid, len(data))
             return Reply(reset) if reset is not None else Drop()
+        if packet.is_zero_rtt and pending is not None and pending(packet.destination_cid):
+            return Follow(packet)
         if not packet.is_initial or len(data) < SMALLEST_INITIAL_DATAGRAM:
             return Drop()  # late packets of a finished connection, or not a client's first
         return New(packet)

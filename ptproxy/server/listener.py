@@ -35,6 +35,7 @@ from ptproxy.server.admission import (
     Admission,
     AdmissionSettings,
     Drop,
+    Follow,
     New,
     RefusalLog,
     Reply,
@@ -61,6 +62,9 @@ RequestHandler = Callable[[Session, TunnelStream], None]
 NEW_QUEUE_LIMIT = 256
 # Admissions per loop iteration: established connections' datagrams are read in between.
 ADMIT_BATCH = 32
+# 0-RTT datagrams queued behind one waiting Initial (a client's early requests sent right after
+# it, in datagrams of their own); more are dropped, as all of them were before.
+FOLLOW_LIMIT = 8
 REFUSAL_LOG_INTERVAL = 10.0  # s between summary lines of one refusal reason
 
 
@@ -81,6 +85,10 @@ class Listener:
         self.admission = Admission(self._admission_settings(settings), stateless_reset=settings.stateless_reset)
         self.refusal_log = RefusalLog(REFUSAL_LOG_INTERVAL)
         self._new_queue: deque[tuple[bytes, Any, Any]] = deque()
+        # Destination connection IDs of the Initials in _new_queue (how many), and how many 0-RTT
+        # datagrams follow them there (Follow).
+        self._queued_initials: dict[bytes, int] = {}
+        self._queued_followers: dict[bytes, int] = {}
         self._admit_handle: asyncio.Handle | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         # Sessions not yet authenticated and not yet finished, with their handshake deadline.
@@ -145,13 +153,15 @@ class Listener:
             if session is not None:  # a live connection's packet: what screen() would route
                 session.datagram_received(data, addr)
                 return
-        decision = self.admission.screen(data, addr, self._knows)
+        decision = self.admission.screen(data, addr, self._knows, self._queued_initials.__contains__)
         if type(decision) is Route:
             self._by_cid[decision.cid].datagram_received(data, addr)
         elif self._forward is not None:
             self._forward(data, addr)  # a new client, or the new process's: it judges them
         elif type(decision) is New:
             self._enqueue_new(data, addr, decision)
+        elif type(decision) is Follow:
+            self._enqueue_follower(data, addr, decision)
         else:
             self._act(decision, addr)  # type: ignore[arg-type]
 
@@ -173,16 +183,42 @@ class Listener:
             self._act(self.admission.refuse(adm.OVERLOADED), addr)
             return
         self._new_queue.append((data, addr, decision.packet))
+        cid = decision.packet.destination_cid
+        self._queued_initials[cid] = self._queued_initials.get(cid, 0) + 1
         if self._admit_handle is None:
             self._admit_handle = asyncio.get_running_loop().call_soon(self._admit_queued)
+
+    def _enqueue_follower(self, data: bytes, addr: Any, decision: Follow) -> None:
+        """A 0-RTT datagram behind its connection's waiting Initial (bounded, else dropped)."""
+        cid = decision.packet.destination_cid
+        followers = self._queued_followers.get(cid, 0)
+        if self._draining or followers >= FOLLOW_LIMIT or len(self._new_queue) >= NEW_QUEUE_LIMIT:
+            return
+        self._queued_followers[cid] = followers + 1
+        self._new_queue.append((data, addr, decision.packet))
+
+    def _dequeued(self, counts: dict[bytes, int], cid: bytes) -> None:
+        left = counts.get(cid, 0) - 1
+        if left > 0:
+            counts[cid] = left
+        else:
+            counts.pop(cid, None)
 
     def _admit_queued(self) -> None:
         self._admit_handle = None
         queue = self._new_queue
         for _ in range(min(ADMIT_BATCH, len(queue))):
             data, addr, packet = queue.popleft()
+            cid = packet.destination_cid
             # A client's repeated Initial may have queued behind the one that created its session.
-            session = self._by_cid.get(packet.destination_cid)
+            session = self._by_cid.get(cid)
+            if not packet.is_initial:
+                # A follower: its Initial, just before it, made the session, or was refused.
+                self._dequeued(self._queued_followers, cid)
+                if session is not None:
+                    session.datagram_received(data, addr)
+                continue
+            self._dequeued(self._queued_initials, cid)
             if session is None and not self._draining:
                 decision = self.admission.admit(
                     data, addr, packet, time.monotonic(), len(self._half_open)
@@ -319,6 +355,8 @@ class Listener:
         send GOAWAY on our sessions so their client ends move to the new process."""
         self._forward = forward
         self._new_queue.clear()  # Initials not yet admitted: the new process gets their repeats
+        self._queued_initials.clear()
+        self._queued_followers.clear()
         for session in self.sessions:
             if session.handshake_done:
                 session.send_goaway()

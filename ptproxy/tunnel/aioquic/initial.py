@@ -55,6 +55,7 @@ class FirstPacket:
     version: int | None  # None: short header
     is_initial: bool
     is_version_negotiation: bool
+    is_zero_rtt: bool  # a 0-RTT packet (a resuming client's early requests)
     destination_cid: bytes
     source_cid: bytes
     token: bytes
@@ -73,6 +74,7 @@ def parse_first_packet(data: bytes, host_cid_length: int) -> FirstPacket | None:
         version=header.version,
         is_initial=header.packet_type == QuicPacketType.INITIAL,
         is_version_negotiation=header.packet_type == QuicPacketType.VERSION_NEGOTIATION,
+        is_zero_rtt=header.packet_type == QuicPacketType.ZERO_RTT,
         destination_cid=header.destination_cid,
         source_cid=header.source_cid,
         token=header.token,
