@@ -256,6 +256,9 @@ class Bench:
         cextra = {"metrics": {"bind_address": f"127.0.0.1:{mport}"}}
         sextra = {"tls": {"ticket_key_file": str(d / "tickets.key")}, "metrics": {"bind_address": f"127.0.0.1:{mport}"}}
         s.info["metrics_port"] = mport
+        if getattr(self.args, "qlog", False):  # --qlog: one directory per system and end
+            for extra, end in ((cextra, "client"), (sextra, "server")):
+                extra["system"] = {"qlog_dir": str(d / f"qlog-{end}")}
         if s.info.get("extra_toml"):  # diag.py --extra / --qlog: merged into both ends
             cextra, sextra = merge(cextra, s.info["extra_toml"]), merge(sextra, s.info["extra_toml"])
         client, server = ptproxy_configs(
@@ -266,11 +269,17 @@ class Bench:
         s.info["config"]["server_toml"] = server.read_text()
         return client, server
 
+    def ptproxy_cmd(self, config: Path) -> list[str]:
+        """``--log-level`` (debug: the dialer's attempts and resends, for a diagnosis with --keep);
+        then JSON lines, whose timestamps have milliseconds."""
+        level = getattr(self.args, "log_level", None)
+        return ptproxy_cmd(config) + (["--log-level", level, "--log-format", "json"] if level else [])
+
     def start_ptproxy_server(self, s: System) -> Managed:
         n = s.info.get("server_starts", 0)
         s.info["server_starts"] = n + 1
         logf = self.work / s.name / f"server{n}.log"
-        p = self.spawn("b", ptproxy_cmd(s.info["server_conf"]), logf, env=s.info.get("env") or python_env())
+        p = self.spawn("b", self.ptproxy_cmd(s.info["server_conf"]), logf, env=s.info.get("env") or python_env())
         s.logs["server"] = logf
         s.procs["server"] = p
         return p
@@ -281,7 +290,7 @@ class Bench:
         self.start_ptproxy_server(s)
         wait_for(lambda: log_has(s.logs["server"], "started endpoint"), 60, f"{s.name} server end", 0.01)
         s.logs["client"] = self.work / s.name / "client.log"
-        s.procs["client"] = self.spawn("a", ptproxy_cmd(client), s.logs["client"], env=s.info.get("env") or python_env())
+        s.procs["client"] = self.spawn("a", self.ptproxy_cmd(client), s.logs["client"], env=s.info.get("env") or python_env())
         wait_for(lambda: log_has(s.logs["client"], "tunnel ready"), 60, f"{s.name} tunnel ready", 0.001)
 
     # -- measurements ----------------------------------------------------------------------
@@ -560,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated system names")
     ap.add_argument("--out", default=str(RESULTS / "linkbench"), help="output path without extension")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--log-level", default=None, help="ptproxy ends' --log-level (e.g. debug; with --keep)")
+    ap.add_argument("--qlog", action="store_true", help="qlog of both ptproxy ends in the work directory (with --keep)")
     a = ap.parse_args(argv)
     a.algos = [x for x in a.algos.split(",") if x]
     a.only = [x for x in a.only.split(",") if x]

@@ -1,0 +1,125 @@
+"""Recovery only, repeated: linkbench's server-restart and blackout phases, ``--rounds`` times,
+for a few ptproxy systems on the emulated link (one sample per phase and run in the full bench
+is too few to see a rare slow path).
+
+    python -m benchmarks.linkbench.recovery [--systems ptproxy-Bbr,ptproxy-natural] [--rounds 5]
+        [--warm] [--log-level debug --qlog --keep] [--out /tmp/recovery]
+
+Each round: restart the server end (as ``Bench.restart``), then a blackout of max_idle_timeout +
+``--blackout-extra`` s (as ``Bench.blackout``; several values, comma-separated, are used in turn:
+where the blackout ends relative to the client's reconnection attempt matters). Prints each
+figure and whether the session resumed; ``--out`` writes them as JSON (with
+``wall_minus_monotonic``, to line the timestamps up with qlog's wall-clock times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ptproxy.ops.devcerts import make_demo_pki
+from tools.netem import LinkEmulator, LinkProfile
+
+from .runner import NATURAL_SYSTEMS, RATE_MBIT, RTT_MS, Agent, Bench, System, log
+
+
+def systems(names: list[str], link: LinkEmulator) -> list[System]:
+    """The named ptproxy systems, with linkbench's ports and configurations."""
+    out = []
+    for name in names:
+        if name in NATURAL_SYSTEMS:
+            tr, what = NATURAL_SYSTEMS[name]
+            i = list(NATURAL_SYSTEMS).index(name)
+            s = System(name, link.a_addr, 20090 + i, "ptproxy", tr["congestion_algorithm"])
+            s.info.update(quic_port=20020 + i, transport=tr, what=what)
+        elif name.startswith("ptproxy-"):
+            algo = name.removeprefix("ptproxy-")
+            s = System(name, link.a_addr, 20080, "ptproxy", algo)
+            s.info["quic_port"] = 20010
+        else:
+            raise SystemExit(f"{name}: not a ptproxy system of linkbench")
+        out.append(s)
+    if len({s.port for s in out}) != len(out):
+        raise SystemExit("at most one per-algorithm (tuned) system at a time")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.linkbench.recovery", description=__doc__)
+    ap.add_argument("--systems", default="ptproxy-Bbr,ptproxy-natural")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--blackout-extra", default="2.0", help="s beyond max_idle_timeout; comma-separated: in turn")
+    ap.add_argument("--warm", action="store_true", help="a 10 MiB download per system first (as the bench's phases)")
+    ap.add_argument("--skip", default="", help="restart or blackout")
+    ap.add_argument("--log-level", default=None)
+    ap.add_argument("--qlog", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--out", default=None, help="JSON file")
+    a = ap.parse_args(argv)
+    extras = [float(x) for x in a.blackout_extra.split(",") if x]
+    skip = {x for x in a.skip.split(",") if x}
+    work = Path(tempfile.mkdtemp(prefix="lbrecovery-"))
+    work.chmod(0o755)
+    rows: list[dict[str, Any]] = []
+    load = [round(x, 2) for x in os.getloadavg()]
+    pki = make_demo_pki(work / "pki")
+    with LinkEmulator(LinkProfile(rtt_ms=RTT_MS, loss=0.0, rate_mbit=RATE_MBIT), prefix=f"lbr{os.getpid()}") as link:
+        args = argparse.Namespace(silence=0, blackout_extra=extras[0], log_level=a.log_level, qlog=a.qlog)
+        b = Bench(args, link, work, pki)
+        b.systems = systems([x for x in a.systems.split(",") if x], link)
+        b.res = {s.name: {} for s in b.systems}
+        try:
+            b.start_origin()
+            b.agent = ag = Agent(link)
+            for s in b.systems:
+                b.start_ptproxy(s)
+                ag("fresh", host=s.host, port=s.port, path="/hello")
+                if a.warm:
+                    ag("fresh", host=s.host, port=s.port, path="/10m", timeout=300)
+            for i in range(a.rounds):
+                row: dict[str, Any] = {"round": i}
+                if "restart" not in skip:
+                    b.restart()
+                    row["restart"] = {s.name: b.res[s.name]["restart"] for s in b.systems}
+                    time.sleep(1.0)
+                if "blackout" not in skip:
+                    b.args.blackout_extra = extras[i % len(extras)]
+                    b.blackout()
+                    row["blackout"] = {s.name: b.res[s.name]["blackout"] for s in b.systems}
+                    time.sleep(1.0)
+                rows.append(row)
+        finally:
+            if b.agent is not None:
+                b.agent.p.terminate()
+            b.groups.stop_all()
+    print(f"load at start {load}, at end {[round(x, 2) for x in os.getloadavg()]}")
+    for s in b.systems:
+        for phase, key in (("restart", "ms_from_spawn"), ("blackout", "ms_from_blackout_end")):
+            runs = [r[phase][s.name] for r in rows if phase in r]
+            if not runs:
+                continue
+            ms = [round(x[key], 1) if key in x else None for x in runs]
+            resumed = [x.get("resumed") for x in runs]
+            ok = [x for x in ms if x is not None]
+            med = round(statistics.median(ok), 1) if ok else None
+            print(f"{s.name:24} {phase:8} median {med} ms  each {ms}  resumed {resumed}")
+    if a.out:
+        doc = {"rows": rows, "wall_minus_monotonic": time.time() - time.monotonic(), "work": str(work), "load": load}
+        Path(a.out).write_text(json.dumps(doc, indent=1, default=str))
+    if a.keep:
+        log(f"work directory kept: {work}")
+    else:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
