@@ -303,6 +303,19 @@ class H1Connection(asyncio.Protocol):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_flush)
 
+    def write_now(self, data: bytes) -> None:
+        """:meth:`write` then :meth:`flush`: ``data`` leaves at once, behind what is pending, in one
+        transport call, and no end-of-iteration flush is scheduled for it (a message complete
+        already: a bodiless request to the origin, a whole response)."""
+        if self._transport is None or self._closed or not data:
+            return
+        if self._pending:
+            self._pending.append(data)
+            self.flush()
+            return
+        self.transport_writes += 1
+        self._transport.write(data)
+
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush()

@@ -257,6 +257,8 @@ class Frontend:
         origin: _ConnectionOrigin | None = None
         try:
             while not self._closing:
+                if conn.take_end_of_message():
+                    continue  # the end of a bodiless request we already forwarded: no wait needed
                 try:
                     # No byte of a new request: keepalive_idle_timeout, then close quietly. Part of
                     # a head: request_head_timeout from its first byte, then 408 (slowloris).
@@ -576,10 +578,10 @@ class Frontend:
         if not close and head.http_version < (1, 1):
             # HTTP/1.0 keeps a connection only when the server says so (RFC 9112 9.3 / 2068 19.7.1).
             response = response[:-2] + b"Connection: keep-alive\r\n\r\n"
-        conn.write(response)
         if event.stream_ended:
-            conn.flush()  # the whole response: out now, not an iteration later
+            conn.write_now(response)  # the whole response: out now, not an iteration later
             return status, not close
+        conn.write(response)
         try:
             await relay.stream_body_to_h1(stream, conn, kind, length)
         except PtproxyError as exc:

@@ -267,8 +267,7 @@ class Backend:
             # one write to the origin (written here, the head would leave before the task ran).
             upload = asyncio.get_running_loop().create_task(self._upload(stream, request, head, conn))
         else:
-            conn.write(head)
-            conn.flush()  # the whole request: to the origin now, before this end's own packets
+            conn.write_now(head)  # the whole request: to the origin now, before this end's own packets
         try:
             status, complete = await self._download(session, stream, conn, origin.address, upload, resendable)
         except BaseException:

@@ -305,6 +305,25 @@ def test_a_lone_piece_leaves_before_the_loop_waits_for_io(twin: str) -> None:
     run(main())
 
 
+def test_write_now_leaves_at_once_behind_what_is_pending_and_schedules_nothing(twin: str) -> None:
+    async def main() -> None:
+        conn, transport = connected()
+        conn.write_now(b"whole message")
+        assert transport.written == [b"whole message"]
+        assert not conn._flush_scheduled  # no end-of-iteration flush left to run for nothing
+        conn.write(b"head ")
+        conn.write_now(b"and the rest")
+        assert transport.written == [b"whole message", b"head and the rest"]
+        assert conn.transport_writes == 2
+        await asyncio.sleep(0)
+        assert conn.transport_writes == 2
+        conn.connection_lost(None)
+        conn.write_now(b"too late")
+        assert transport.written == [b"whole message", b"head and the rest"]
+
+    run(main())
+
+
 def test_pending_bytes_past_flush_bytes_leave_at_once(twin: str) -> None:
     """A writer that never yields (much data queued on the stream) keeps at most FLUSH_BYTES here,
     and the transport sees the rest at once, so its high-water mark can pause the writer."""
