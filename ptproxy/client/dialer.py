@@ -23,7 +23,10 @@ the next session instead of getting 503 at once; a replay-safe one takes a resum
 in its handshake (0-RTT). A waiting request also hurries the dialer (DialTrigger): asleep between
 attempts, it dials at once; with a handshake in flight (whose probe timeout may have backed off to
 seconds during a blackout), it sends the handshake again. At most one such action per
-REQUEST_DIAL_GAP, so a burst of requests costs one handshake, not one each.
+REQUEST_DIAL_GAP, so a burst of requests costs one handshake, not one each. A handshake sent again
+keeps its attempt open at least one probe timeout longer, but never more than that past the
+attempt's own deadline (PatchedQuicConnection.resend_handshake): the server end's answer to a
+resend made just as a blackout ends is not thrown away with the session ticket it used up.
 
 Restarts: while the handshake draws ICMP port unreachable (the server end's host is up, its
 process is not: a restart), waiting requests hurry the handshake every REFUSED_DIAL_GAP instead,
