@@ -317,10 +317,15 @@ class PatchedQuicConnection(QuicConnection):
         ):
             space.ack_at = now
         self._ptp_now = now
-        if space is not None and self._ptp_idle_fast and self._ptp_nothing_due(space, now):
+        idle = self._ptp_nothing_due(space, now) if space is not None and self._ptp_idle_fast else None
+        if idle is not None and not (idle and self._ptp_discard(idle)):
             # aioquic's pass would build no packet (~59k instructions on a datagram that needs no
-            # answer, about once per request at each end): what it leaves behind is the pacing time.
+            # answer, about once per request at each end): what it leaves behind is the pacing time
+            # (and the finished streams it discards, discarded above).
             self._pacing_at = self._loss._pacer.next_send_time(now=now)
+            marks = self._ptp_marks  # the marks that pass would have found with nothing to do
+            marks.ready.clear()
+            marks.limits.clear()
             datagrams: list[tuple[bytes, Any]] = []
         else:
             datagrams = super().datagrams_to_send(now)
@@ -344,10 +349,11 @@ class PatchedQuicConnection(QuicConnection):
     # Tests and a reference run turn the shortcut below off (aioquic's pass then decides alone).
     _ptp_idle_fast = True
 
-    def _ptp_nothing_due(self, space: QuicPacketSpace, now: float) -> bool:
+    def _ptp_nothing_due(self, space: QuicPacketSpace, now: float) -> list[QuicStream] | None:
         """Whether aioquic's datagrams_to_send would write no frame now, checked against everything
         its ``_write_application`` and the rest of the pass write, on an established connection
-        with one validated path. False (take aioquic's pass) whenever anything might be due."""
+        with one validated path: the finished streams it would discard if so (often none), None
+        (take aioquic's pass) whenever anything might be due."""
         if (
             self._state is not _CONNECTED
             or not self._handshake_confirmed
@@ -363,29 +369,70 @@ class PatchedQuicConnection(QuicConnection):
             or len(self._network_paths) != 1
             or self._remote_preferred_address is not None
         ):
-            return False
-        marks = self._ptp_marks
-        if marks.ready or marks.limits:  # stream frames, MAX_STREAM_DATA, streams to discard
-            return False
+            return None
         path = self._network_paths[0]
         if not path.is_validated or path.remote_challenges:
-            return False
+            return None
         if not self._crypto_streams[_ONE_RTT].sender.buffer_is_empty:
-            return False
+            return None
         if not self._cryptos[_ONE_RTT].send.is_valid():
-            return False
+            return None
         for host_cid in self._host_cids:
             if not host_cid.was_sent:  # NEW_CONNECTION_ID
-                return False
+                return None
         # MAX_DATA (our _write_connection_limits) and MAX_STREAMS (aioquic's, batched).
         max_data = self._local_max_data
         window = self._ptp_conn_window
         if max_data.value != max_data.sent or self._ptp_conn_credited + window - max_data.value >= window // 2:
-            return False
+            return None
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
             if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
-                return False
-        return True
+                return None
+        # The marked streams: a mark says a stream may have work (a request whose FIN arrived,
+        # bytes just credited), and after a datagram that needs no answer it usually has none.
+        # aioquic's pass would then build nothing, and _ptp_after_write would drop every mark.
+        marks = self._ptp_marks
+        streams = self._streams
+        finished: list[QuicStream] = []
+        for sid in marks.ready:
+            stream = streams.get(sid)
+            if stream is None:
+                continue  # gone already: the pass skips it too
+            sender = stream.sender
+            receiver = stream.receiver
+            if sender.is_finished and receiver.is_finished:
+                # Discarded by the pass (its MAX_STREAM_DATA, if owed, still written first).
+                if self._ptp_limits_due(sid, stream):
+                    return None
+                finished.append(stream)
+            elif (
+                not sender.buffer_is_empty  # STREAM (or nothing, if blocked: the pass decides)
+                or sender.reset_pending  # RESET_STREAM
+                or receiver.stop_pending  # STOP_SENDING
+            ):
+                return None
+        for sid in marks.limits:
+            stream = streams.get(sid)
+            if stream is not None and self._ptp_limits_due(sid, stream):  # MAX_STREAM_DATA
+                return None
+        return finished
+
+    def _ptp_discard(self, finished: list[QuicStream]) -> bool:
+        """Discard finished streams as aioquic's pass does (each peer-initiated one lets the peer
+        open another); whether that made a MAX_STREAMS due (then the pass must run to write it)."""
+        streams = self._streams
+        is_client = self._is_client
+        for stream in finished:
+            sid: int = stream.stream_id  # type: ignore[assignment]
+            self._logger.debug("Stream %d discarded", sid)
+            del streams[sid]
+            if (not sid & 1) != is_client:  # peer-initiated (RFC 9000 2.1)
+                limit = self._local_max_streams_uni if sid & 2 else self._local_max_streams_bidi
+                limit.value += 1
+        for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
+            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+                return True
+        return False
 
     def _ptp_use_datagram_size(self, size: int) -> None:
         """Ordinary packets are built up to ``size`` bytes from now on (a confirmed path MTU)."""

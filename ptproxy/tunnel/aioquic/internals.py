@@ -110,6 +110,8 @@ PRIVATE: tuple[Internal, ...] = (
         "_remote_preferred_address",
         "_crypto_streams",
         "_local_max_streams_uni",
+        # ... and discards the finished streams as that pass does, with its debug line.
+        "_logger",
     ),
     # Packets sent, by kind: each flush's packet numbers, their records in the 1-RTT space, and the
     # stream a STREAM frame's delivery handler (sender.on_data_delivery) belongs to.
