@@ -46,11 +46,16 @@ class OriginPool:
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
         self._idle: list[tuple[H1Connection, float]] = []
+        self._address: str | None = None
         self._reaper: asyncio.TimerHandle | None = None
 
     @property
     def address(self) -> str:
-        return format_address((self.host, self.port))
+        # Made once: every request passes it along (for its error messages).
+        address = self._address
+        if address is None:
+            address = self._address = format_address((self.host, self.port))
+        return address
 
     def _usable(self, conn: H1Connection) -> bool:
         return not conn.is_closed and not conn.at_eof and not conn.has_buffered_input()
