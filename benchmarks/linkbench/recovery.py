@@ -10,6 +10,12 @@ Each round: restart the server end (as ``Bench.restart``), then a blackout of ma
 where the blackout ends relative to the client's reconnection attempt matters). Prints each
 figure and whether the session resumed; ``--out`` writes them as JSON (with
 ``wall_minus_monotonic``, to line the timestamps up with qlog's wall-clock times).
+
+``--end-before-deadline MS`` (needs ``--log-level``, for the millisecond timestamps): instead, one
+system at a time, the blackout ends MS ms before the deadline of the reconnection attempt the
+client end starts when its connection is lost (its first Initial + max_idle_timeout), as read
+from the client end's log; the request that then arrives hurries that attempt in its last
+moments. ``resumed`` is then whether the connection that served it resumed.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 from ptproxy.ops.devcerts import make_demo_pki
 from tools.netem import LinkEmulator, LinkProfile
 
-from .runner import NATURAL_SYSTEMS, RATE_MBIT, RTT_MS, Agent, Bench, System, log
+from .runner import MAX_IDLE_MS, NATURAL_SYSTEMS, RATE_MBIT, RTT_MS, Agent, Bench, System, log
 
 
 def systems(names: list[str], link: LinkEmulator) -> list[System]:
@@ -50,6 +56,63 @@ def systems(names: list[str], link: LinkEmulator) -> list[System]:
     return out
 
 
+def _log_lines(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _wall(ts: str) -> float:
+    """A JSON log line's ``ts`` (UTC, milliseconds) as time.time()."""
+    import calendar
+
+    secs, _, ms = ts.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(secs, "%Y-%m-%dT%H:%M:%S")) + int(ms or 0) / 1000
+
+
+def late_blackout(b: Bench, s: System, lead_ms: float) -> dict[str, Any]:
+    """A blackout that ends ``lead_ms`` before the client's reconnection attempt gives up."""
+    ag = b.agent
+    assert ag is not None
+    clog, slog = s.logs["client"], s.logs["server"]
+    # Connected first (an earlier system's blackout took this one's connection too).
+    ag("poll", targets={s.name: [s.host, s.port]}, path="/hello", timeout=0.5, interval=0.05, deadline=60)
+    time.sleep(0.5)
+    cmark, smark = len(_log_lines(clog)), len(_log_lines(slog))
+    b.link.blackout(60.0)
+    offset = time.time() - time.monotonic()
+    t_lost = None
+    deadline = time.monotonic() + 30
+    while t_lost is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+        for rec in _log_lines(clog)[cmark:]:
+            if " lost: " in rec.get("msg", ""):
+                t_lost = _wall(rec["ts"]) - offset
+                break
+    if t_lost is None:
+        b.link.blackout(0)
+        return {"error": "the client end's connection was not lost"}
+    end = t_lost + MAX_IDLE_MS / 1000 - lead_ms / 1000
+    _, until = b.link.blackout(max(0.0, end - time.monotonic()))
+    time.sleep(max(0.0, until - time.monotonic()))
+    r = ag("poll", targets={s.name: [s.host, s.port]}, path="/hello", timeout=0.5, interval=0.05, deadline=60)
+    x = dict(r["results"][s.name])
+    x["t_blackout_end"], x["t_lost"] = until, t_lost
+    if "t1" in x:
+        x["ms_from_blackout_end"] = (x["t1"] - until) * 1000
+    time.sleep(0.3)
+    established = [rec["msg"] for rec in _log_lines(slog)[smark:] if " established " in rec.get("msg", "")]
+    x["server_established"] = established
+    x["resumed"] = bool(established) and "(resumed)" in established[-1]
+    log(f"{s.name}: blackout ending {lead_ms:g} ms before the attempt's deadline: first success "
+        f"{x.get('ms_from_blackout_end', x.get('error'))} ms, resumed {x['resumed']}")
+    return x
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.linkbench.recovery", description=__doc__)
     ap.add_argument("--systems", default="ptproxy-Bbr,ptproxy-natural")
@@ -57,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blackout-extra", default="2.0", help="s beyond max_idle_timeout; comma-separated: in turn")
     ap.add_argument("--warm", action="store_true", help="a 10 MiB download per system first (as the bench's phases)")
     ap.add_argument("--skip", default="", help="restart or blackout")
+    ap.add_argument("--end-before-deadline", type=float, default=None, metavar="MS")
     ap.add_argument("--log-level", default=None)
     ap.add_argument("--qlog", action="store_true")
     ap.add_argument("--keep", action="store_true")
@@ -88,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                     b.restart()
                     row["restart"] = {s.name: b.res[s.name]["restart"] for s in b.systems}
                     time.sleep(1.0)
-                if "blackout" not in skip:
+                if a.end_before_deadline is not None:
+                    row["blackout"] = {s.name: late_blackout(b, s, a.end_before_deadline) for s in b.systems}
+                    time.sleep(1.0)
+                elif "blackout" not in skip:
                     b.args.blackout_extra = extras[i % len(extras)]
                     b.blackout()
                     row["blackout"] = {s.name: b.res[s.name]["blackout"] for s in b.systems}
