@@ -151,7 +151,8 @@ class Session:
         """Feed one datagram to aioquic; what it makes due goes out at the end of the iteration.
 
         Not transmitting here lets one transmit answer every datagram read in the same loop
-        iteration (one ACK for a batch), and the tasks this batch woke add their data to it.
+        iteration (one ACK for a batch), and the tasks this batch woke add their data to it; only
+        a long batch gets its ACK in the middle (``ack_flush_due``).
         """
         self.bytes_received += len(data)
         self.datagrams_received += 1
@@ -163,7 +164,14 @@ class Session:
             self.log.exception("connection %d: internal error handling a datagram", self.number)
             self.abort("internal error")
             return
-        self.transmit_soon()
+        if self.quic.ack_flush_due():
+            # Many packets of a fast sender wait for their ACK: it leaves now, before the rest of
+            # this read is handled (see ACK_FLUSH_PACKETS); what comes later schedules again.
+            if self._transmit_handle is not None:
+                self._transmit_handle.cancel()
+            self.transmit()
+        else:
+            self.transmit_soon()
 
     def transmit(self) -> None:
         """Send what aioquic has queued, re-arm its timer, wake writers waiting for buffer room."""

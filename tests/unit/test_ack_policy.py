@@ -1,5 +1,6 @@
 """ACK policy (RFC 9000 §13.2) of PatchedQuicConnection: one ack-eliciting packet is acknowledged
-after ACK_DELAY, the ACK_PACKET_THRESHOLD-th (tenth) one at once, and one that reveals a gap at once."""
+after ACK_DELAY, the ACK_PACKET_THRESHOLD-th (tenth) one at once, and one that reveals a gap at once;
+after ACK_FLUSH_PACKETS unacknowledged ones the session is told to send it in the middle of a read."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from aioquic import tls
 
 from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic import PatchedQuicConnection
-from ptproxy.tunnel.aioquic.connection import ACK_DELAY, ACK_PACKET_THRESHOLD, MAX_ACK_DELAY_MS
+from ptproxy.tunnel.aioquic.connection import (
+    ACK_DELAY,
+    ACK_FLUSH_PACKETS,
+    ACK_PACKET_THRESHOLD,
+    MAX_ACK_DELAY_MS,
+)
 from tests.support.quic_pair import CLIENT_ADDR, Pair
 
 
@@ -78,3 +84,23 @@ def test_a_gap_is_acknowledged_at_once(pki: DemoPki) -> None:
     pair.events(pair.server)
     assert _ack_only(pair.server, pair.now) == 1
     assert pair.server._spaces[tls.Epoch.ONE_RTT].ack_at is None
+
+
+def test_a_long_read_asks_for_its_ack_at_the_flush_count(pki: DemoPki) -> None:
+    assert ACK_PACKET_THRESHOLD < ACK_FLUSH_PACKETS
+    pair = _ready(pki)
+    packets = _client_packets(pair, ACK_FLUSH_PACKETS + 1)
+    server = pair.server
+    # One read: the ACK is due from the tenth packet on, but only the flush count asks for it now.
+    for packet in packets[: ACK_FLUSH_PACKETS - 1]:
+        server.receive_datagram(packet, CLIENT_ADDR, now=pair.now)
+        pair.events(server)
+        assert not server.ack_flush_due()
+    server.receive_datagram(packets[ACK_FLUSH_PACKETS - 1], CLIENT_ADDR, now=pair.now)
+    pair.events(server)
+    assert server.ack_flush_due()
+    assert _ack_only(server, pair.now) == 1
+    assert not server.ack_flush_due()  # the count starts over with the ACK sent
+    server.receive_datagram(packets[-1], CLIENT_ADDR, now=pair.now)
+    pair.events(server)
+    assert not server.ack_flush_due()

@@ -288,6 +288,57 @@ def test_datagrams_read_in_one_iteration_get_one_transmit(configs: tuple[Config,
     assert 1 <= after <= 2 < received
 
 
+def test_a_long_read_sends_its_ack_before_the_read_ends(
+    configs: tuple[Config, Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once ACK_FLUSH_PACKETS ack-eliciting packets of one read wait for their ACK, it leaves at
+    once (the sender goes on while this end handles the rest), not at the end of the iteration.
+    The counts are lowered (ACK due from the second packet, flushed at the third) so the client's
+    initial window can fill a read with enough packets."""
+    from ptproxy.tunnel.aioquic import connection
+
+    monkeypatch.setattr(connection, "ACK_PACKET_THRESHOLD", 2)
+    monkeypatch.setattr(connection, "ACK_FLUSH_PACKETS", 3)
+
+    async def main() -> tuple[int, int, int]:
+        pair = Pair(configs, None)
+        try:
+            await pair.connect()
+            server = pair.server
+            assert server is not None
+            held: list[bytes] = []
+            pair.up.deliver = held.append  # hold the client's datagrams back
+            stream = pair.client.open_stream()
+            stream.send_headers([(b":method", b"POST"), (b":scheme", b"https"),
+                                 (b":authority", b"o"), (b":path", b"/")])
+            stream.send_final(REQUEST_BODY[:30000])
+            pair.client.transmit()
+            for _ in range(200):  # the pacer may release the flight over a few milliseconds
+                await asyncio.sleep(0.005)
+                if len(held) >= 4:
+                    break
+                pair.client.transmit()
+            assert len(held) >= 4
+            acks_before = server.quic.packets_sent["ack"]
+            transmits = server.transmits
+            for data in held[:4]:  # one loop callback: what a batched read delivers
+                server.datagram_received(data, CLIENT_ADDR)
+            during = server.transmits - transmits
+            acks = server.quic.packets_sent["ack"] - acks_before
+            await asyncio.sleep(0)
+            pair.up.deliver = pair._to_server
+            for data in held[4:]:
+                pair._to_server(data)
+            return during, acks, server.transmits - transmits
+        finally:
+            await pair.close()
+
+    during, acks, total = run(main())
+    assert during == 1  # at the third packet, not once per packet after it
+    assert acks == 1
+    assert total >= during
+
+
 GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")]
 
 
