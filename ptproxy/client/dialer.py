@@ -57,6 +57,7 @@ from ptproxy.tunnel import (
     SessionClosed,
     SessionTicket,
     connection_numbers,
+    warm_deferred_imports,
 )
 
 __all__ = ["DialTrigger", "Dialer", "TunnelState", "next_retry_delay"]
@@ -662,6 +663,9 @@ class Dialer:
                 session.connect(addr)
             finally:
                 self.settings.quic_config.session_ticket = None
+            # The Initial is out: import what checking the server's certificate needs while its
+            # answer is on the way (at once after the first time; tunnel/deferred.py).
+            warm_deferred_imports()
             if early:
                 self._handshaking = session
                 if ticket is not None and ticket.max_early_data_size:

@@ -183,7 +183,8 @@ class App:
         while the first handshake waits on the network; but on a server end whose socket already
         holds datagrams or half-open sessions (clients that dialed while it started: a restart,
         resuming, so needing no certificate check), WARM_AFTER_WAITING later, so the thread's
-        imports do not hold the GIL while those are answered."""
+        imports do not hold the GIL while those are answered. A client end's dialer started the
+        warm-up already, when it sent its first Initial: this is then a no-op."""
         listener = self.listener
         if listener is not None and (listener.handshakes_in_progress or _datagrams_waiting(listener.udp_socket)):
             logger.debug("datagrams arrived while starting: answering them first, warming imports %gs later",

@@ -13,20 +13,27 @@ flight and each route's pending queue length.
 
 The registry is ours, not ``prometheus_client.REGISTRY``: two ends in one process (``ptproxy
 demo``, tests) must not collide, and the global default collectors (process, GC) stay out.
+
+``prometheus_client`` is imported at the first scrape, not at start-up (~20-25 ms of imports on
+the path to serving): the counters and histograms updated per request are plain objects here
+(:class:`_Counter`, :class:`_Histogram`) that render the same samples as ``prometheus_client``'s
+own (``_total``/``_bucket``/``_count``/``_sum``/``_created``), and cost a dict lookup per update.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+import bisect
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ptproxy.tunnel import PACKET_KINDS
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from ptproxy.client.dialer import TunnelState
     from ptproxy.server.listener import Listener
     from ptproxy.server.origin import Backend
@@ -41,6 +48,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 Side = Literal["client", "server"]
+_C = TypeVar("_C")
 _SESSION_COUNTERS = (
     "bytes_sent", "bytes_received", "lost_packets", "flow_blocked_send", "flow_blocked_receive",
     "redundant_bytes",
@@ -51,13 +59,124 @@ _SESSION_COUNTERS = (
 _WINDOW_KINDS = (("receive", "window_receive"), ("stream_receive", "window_stream_receive"), ("send", "window_send"))
 
 
+def _use_created() -> bool:
+    """Whether ``_created`` samples are rendered: prometheus_client's own switch, read the same way."""
+    return os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
+
+
+class _CounterChild:
+    __slots__ = ("value", "created")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        self.value += amount
+
+
+class _HistogramChild:
+    __slots__ = ("bounds", "counts", "sum", "created")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds  # sorted upper bounds, +Inf last
+        self.counts = [0.0] * len(bounds)  # per bucket, not cumulative
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        self.counts[bisect.bisect_left(self.bounds, amount)] += 1  # le: the first bound >= amount
+
+
+class _Family:
+    """A labelled counter or histogram whose samples match ``prometheus_client``'s own."""
+
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labelnames = tuple(labelnames)
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self._child()
+        return child
+
+    def _child(self) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> list[Metric]:
+        return [self._metric()]
+
+    def _metric(self) -> Metric:
+        from prometheus_client.metrics_core import Metric
+
+        return Metric(self.name, self.doc, self.kind)
+
+    kind = ""
+
+
+class _Counter(_Family):
+    kind = "counter"
+
+    def _child(self) -> _CounterChild:
+        return _CounterChild()
+
+    def collect(self) -> list[Metric]:
+        metric = self._metric()
+        created = _use_created()
+        for values, child in list(self.children.items()):
+            labels = dict(zip(self.labelnames, values, strict=True))
+            metric.add_sample(self.name + "_total", labels, child.value)
+            if created:
+                metric.add_sample(self.name + "_created", labels, child.created)
+        return [metric]
+
+
+class _Histogram(_Family):
+    kind = "histogram"
+
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str], buckets: Sequence[float]) -> None:
+        super().__init__(name, doc, labelnames)
+        self.bounds = tuple(sorted(float(b) for b in buckets)) + (float("inf"),)
+
+    def _child(self) -> _HistogramChild:
+        return _HistogramChild(self.bounds)
+
+    def collect(self) -> list[Metric]:
+        from prometheus_client import utils
+
+        go_string: Callable[[float], str] = utils.floatToGoString  # untyped upstream: "+Inf", "0.005"
+        metric = self._metric()
+        created = _use_created()
+        for values, child in list(self.children.items()):
+            labels = dict(zip(self.labelnames, values, strict=True))
+            acc = 0.0
+            for bound, count in zip(self.bounds, child.counts, strict=True):
+                acc += count
+                metric.add_sample(self.name + "_bucket", {**labels, "le": go_string(bound)}, acc)
+            metric.add_sample(self.name + "_count", labels, acc)
+            metric.add_sample(self.name + "_sum", labels, child.sum)
+            if created:
+                metric.add_sample(self.name + "_created", labels, child.created)
+        return [metric]
+
+
 class Metrics:
     """The metrics of one end. ``tunnel_state`` is given on the client end only."""
 
     def __init__(self, side: Side, tunnel_state: TunnelState | None = None) -> None:
         self.side = side
         self.tunnel_state = tunnel_state
-        self.registry = CollectorRegistry(auto_describe=True)
+        # What the registry collects, in order; the registry itself is made at the first scrape.
+        self._collectors: list[Any] = []
+        self._registry: CollectorRegistry | None = None
         self._live: set[Session] = set()
         self._retired = dict.fromkeys(_SESSION_COUNTERS, 0.0)
         self._server_ok = 0
@@ -65,59 +184,70 @@ class Metrics:
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         # Server end: the listener whose admission step counts refused handshakes.
         self.listener: Listener | None = None
-        self.requests = Counter(
+        self.requests = self._add(_Counter(
             "ptproxy_requests",
             "HTTP requests answered, by end and status code.",
             ["side", "status"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
+        ))
+        self.duration = self._add(_Histogram(
             "ptproxy_request_duration_seconds",
             "Time from request head to the end of the response, by end.",
             ["side"],
             buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self.registry.register(_TunnelCollector(self))
+        ))
+        self._add(_TunnelCollector(self))
         # TCP stream routes, at both ends (``direction``: to_origin, to_client).
-        self.tcp_streams = Counter(
-            "ptproxy_tcp_streams", "TCP streams opened (relaying), by route.", ["route"], registry=self.registry
-        )
-        self.tcp_closed_streams = Counter(
-            "ptproxy_tcp_streams_closed", "TCP streams closed, by route.", ["route"], registry=self.registry
-        )
-        self.tcp_byte_count = Counter(
+        self.tcp_streams = self._add(_Counter(
+            "ptproxy_tcp_streams", "TCP streams opened (relaying), by route.", ["route"]
+        ))
+        self.tcp_closed_streams = self._add(_Counter(
+            "ptproxy_tcp_streams_closed", "TCP streams closed, by route.", ["route"]
+        ))
+        self.tcp_byte_count = self._add(_Counter(
             "ptproxy_tcp_bytes",
             "Bytes relayed on TCP streams, by route and direction (to_origin, to_client).",
             ["route", "direction"],
-            registry=self.registry,
-        )
+        ))
         self._tcp_children: dict[tuple[str, str], Any] = {}
         # Server end: the backend whose route table the route collector reads.
         self.backend: Backend | None = None
         self._route_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         if side == "server":
-            self.route_requests = Counter(
+            self.route_requests = self._add(_Counter(
                 "ptproxy_route_requests",
                 "Requests answered by the server end, by route and status code.",
                 ["route", "status"],
-                registry=self.registry,
-            )
-            self.route_duration = Histogram(
+            ))
+            self.route_duration = self._add(_Histogram(
                 "ptproxy_route_request_duration_seconds",
                 "Time from request head to the end of the response at the server end, by route.",
                 ["route"],
                 buckets=DURATION_BUCKETS,
-                registry=self.registry,
-            )
-            self.pending_wait = Histogram(
+            ))
+            self.pending_wait = self._add(_Histogram(
                 "ptproxy_route_pending_wait_seconds",
                 "Time requests waited in a route's pending queue for an origin to come UP.",
                 ["route"],
                 buckets=WAIT_BUCKETS,
-                registry=self.registry,
-            )
-            self.registry.register(_RouteCollector(self))
+            ))
+            self._add(_RouteCollector(self))
+
+    def _add(self, collector: _C) -> _C:
+        self._collectors.append(collector)
+        return collector
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The Prometheus registry of this end's collectors (made, and prometheus_client imported,
+        on first use: a scrape)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            registry = CollectorRegistry(auto_describe=True)
+            for collector in self._collectors:
+                registry.register(collector)
+            self._registry = registry
+        return self._registry
 
     # -- updates ----------------------------------------------------------------------------
 
@@ -182,6 +312,8 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of everything."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     # -- collect-time figures ---------------------------------------------------------------
@@ -215,7 +347,7 @@ class Metrics:
         return totals
 
 
-class _RouteCollector(Collector):
+class _RouteCollector:
     """Reads the server end's routes when Prometheus scrapes: origin states, load, queues."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -228,6 +360,8 @@ class _RouteCollector(Collector):
         return self._families()
 
     def _families(self) -> list[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         up = GaugeMetricFamily(
             "ptproxy_origin_up", "1 while the origin is UP, 0 while DOWN, by route and origin.",
             labels=["route", "origin"],
@@ -248,7 +382,7 @@ class _RouteCollector(Collector):
         return [up, in_flight, pending]
 
 
-class _TunnelCollector(Collector):
+class _TunnelCollector:
     """Reads the tunnel's figures when Prometheus scrapes."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -270,6 +404,8 @@ class _TunnelCollector(Collector):
 
     @staticmethod
     def _udp(totals: dict[str, float]) -> list[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         from ptproxy.tunnel import udp_features
 
         datagrams = CounterMetricFamily(
@@ -296,6 +432,8 @@ class _TunnelCollector(Collector):
 
     @staticmethod
     def _admission(listener: Listener) -> list[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         admission = listener.admission
         refused = CounterMetricFamily(
             "ptproxy_handshakes_refused",
@@ -326,6 +464,8 @@ class _TunnelCollector(Collector):
         totals: dict[str, float],
         open_streams: float,
     ) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         yield GaugeMetricFamily(
             "ptproxy_tunnel_up", "1 while the QUIC session to the peer is established.", value=float(up)
         )

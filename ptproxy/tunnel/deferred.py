@@ -4,8 +4,9 @@
 ``idna`` and pyOpenSSL's ``SSL`` module, about a tenth of a server end's start-up), but only
 ``verify_certificate`` uses it, during a handshake. :func:`defer` puts a stand-in module in its
 place before aioquic is imported; the real module is imported on the stand-in's first attribute
-lookup, and :func:`warm_deferred_imports` makes that lookup in a background thread once the
-endpoint is up, so no handshake waits for it.
+lookup, and :func:`warm_deferred_imports` makes that lookup in a background thread (a server end:
+once its endpoint is up; a client end: as soon as its first Initial is sent, so the import runs
+while the server's answer is on the way), so no handshake waits for it.
 
 The standard library's ``importlib.util.LazyLoader`` cannot do this on Python 3.11: an ``import``
 statement reads ``__spec__`` from the module it finds, and any read loads a lazy module.
@@ -29,6 +30,7 @@ DEFERRED = ("service_identity",)
 
 # One import at a time: the background warm-up and a handshake's first lookup may race.
 _lock = threading.Lock()
+_warming = False  # the warm-up thread was started
 
 
 class _StandIn(types.ModuleType):
@@ -77,9 +79,12 @@ def warm() -> None:
 
 def warm_deferred_imports() -> None:
     """:func:`warm` in a daemon thread: the imports run while the loop waits on the network (the
-    first handshake's round trip), interleaved with it by the GIL rather than ahead of it."""
-    if not any(isinstance(sys.modules.get(name), _StandIn) for name in DEFERRED):
+    first handshake's round trip), interleaved with it by the GIL rather than ahead of it. One
+    thread per process: later calls (a client end calls this at every dial) do nothing."""
+    global _warming
+    if _warming or not any(isinstance(sys.modules.get(name), _StandIn) for name in DEFERRED):
         return
+    _warming = True
     threading.Thread(target=_warm_logged, name="ptproxy-warm-imports", daemon=True).start()
 
 

@@ -1,0 +1,121 @@
+"""Start-up: what an end imports before it serves, and when (each case in a fresh interpreter, as
+tests/unit/test_deferred_imports.py: this test process has imported everything already)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(code: str, tmp_path: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("PROMETHEUS_DISABLE_CREATED_SERIES", None)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_metrics_import_prometheus_client_at_the_first_scrape_and_render_as_it_does(tmp_path: Path) -> None:
+    out = run(
+        """
+        import re, sys
+        from ptproxy.ops import health  # the metrics server's module
+        from ptproxy.ops.metrics import DURATION_BUCKETS, WAIT_BUCKETS, Metrics
+
+        ops = [(200, 0.001), (200, 0.005), (404, 0.0101), (200, 100.0), (200, 60.0), (502, 0.0)]
+        m = Metrics("server")
+        for status, seconds in ops:
+            m.request_done("server", status, seconds)
+            m.route_done("default", status, seconds)
+        m.waited("default", 0.07)
+        m.tcp_opened("r"); m.tcp_closed("r"); m.tcp_bytes("r", "to_origin", 10)
+        print("before scrape", "prometheus_client" in sys.modules)
+        ours = m.render().decode()
+
+        # The same updates on prometheus_client's own types: the same text, but for the times.
+        from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+        reg = CollectorRegistry()
+        requests = Counter("ptproxy_requests", "HTTP requests answered, by end and status code.",
+                           ["side", "status"], registry=reg)
+        duration = Histogram("ptproxy_request_duration_seconds",
+                             "Time from request head to the end of the response, by end.", ["side"],
+                             buckets=DURATION_BUCKETS, registry=reg)
+        route = Counter("ptproxy_route_requests",
+                        "Requests answered by the server end, by route and status code.",
+                        ["route", "status"], registry=reg)
+        route_duration = Histogram(
+            "ptproxy_route_request_duration_seconds",
+            "Time from request head to the end of the response at the server end, by route.",
+            ["route"], buckets=DURATION_BUCKETS, registry=reg)
+        wait = Histogram("ptproxy_route_pending_wait_seconds",
+                         "Time requests waited in a route's pending queue for an origin to come UP.",
+                         ["route"], buckets=WAIT_BUCKETS, registry=reg)
+        for status, seconds in ops:
+            requests.labels("server", str(status)).inc(); duration.labels("server").observe(seconds)
+            route.labels("default", str(status)).inc(); route_duration.labels("default").observe(seconds)
+        wait.labels("default").observe(0.07)
+        theirs = generate_latest(reg).decode()
+
+        def blocks(text):
+            text = re.sub(r"(_created\\{[^}]*\\}) \\S+", r"\\1 T", text)
+            return {b.split("\\n", 1)[0]: b for b in re.split(r"(?m)^(?=# HELP )", text) if b}
+
+        mine, ref = blocks(ours), blocks(theirs)
+        print("same", all(mine[k] == ref[k] for k in ref), len(ref))
+        print("tcp", "ptproxy_tcp_bytes_total{direction=\\"to_origin\\",route=\\"r\\"} 10.0" in ours)
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:3] == ["before scrape False", "same True 10", "tcp True"], out
+
+
+def test_a_client_end_warms_the_deferred_imports_as_soon_as_it_dials(tmp_path: Path) -> None:
+    """No App, no handshake: the dial alone starts the warm-up, while the server's answer is awaited
+    (before, only App.start's tail did, after the first attempt had ended)."""
+    out = run(
+        """
+        import asyncio, socket, sys, time
+        from pathlib import Path
+        from ptproxy.ops.config import load
+        from ptproxy.ops.devcerts import make_demo_pki
+        from ptproxy.tunnel import EndpointSettings, load_material
+        from ptproxy.client.dialer import Dialer
+
+        pki = make_demo_pki(Path("."))
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a server end that never answers
+        silent.bind(("127.0.0.1", 0))
+        Path("client.toml").write_text(f'''
+        [general]
+        mode = "Client"
+        peer_hostname = "{pki.server_name}"
+        connect_address = "127.0.0.1"
+        quic_port = {silent.getsockname()[1]}
+        http_bind_address = "127.0.0.1:9"
+        [tls]
+        ca = "{pki.ca}"
+        cert = "{pki.client.cert}"
+        key = "{pki.client.key}"
+        '''.replace("\\n        ", "\\n"))
+        config = load("client.toml")
+
+        async def main():
+            dialer = Dialer(EndpointSettings.build(config, load_material(config)))
+            print("before", type(sys.modules.get("service_identity")).__name__)
+            task = asyncio.get_running_loop().create_task(dialer.run())
+            deadline = time.monotonic() + 60
+            while type(sys.modules.get("service_identity")).__name__ != "module" and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            print("after", type(sys.modules.get("service_identity")).__name__, dialer.state.up)
+            task.cancel()
+
+        asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:2] == ["before _StandIn", "after module False"], out
