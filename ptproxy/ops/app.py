@@ -27,6 +27,7 @@ from ptproxy import sockets
 from ptproxy.errors import PtproxyError
 from ptproxy.ops import handoff
 from ptproxy.ops.config import Config
+from ptproxy.ops.startup import resume_gc
 from ptproxy.ops.systemd import Notifier, run_watchdog
 from ptproxy.tunnel import (
     EndpointSettings,
@@ -177,6 +178,7 @@ class App:
             self._spawn(run_watchdog(self.notifier, interval))
         self._warm_imports()
         self._started = True
+        resume_gc()  # paused by the command line (ops/startup.py)
 
     def _warm_imports(self) -> None:
         """What aioquic imports only to check certificates (ptproxy/tunnel/deferred.py): now,

@@ -137,6 +137,16 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ptproxy.ops.startup import pause_gc, resume_gc
+
+    pause_gc()  # until the end serves (App.start): start-up makes no garbage worth collecting
+    try:
+        return _main(argv)
+    finally:
+        resume_gc(freeze=False)  # no end started (--check, --version, an error); a no-op otherwise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from ptproxy.ops.logs import setup_logging
 
     args = build_parser().parse_args(argv)

@@ -17,7 +17,6 @@ accepts connections, and for a server end that the config loads.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 import socket
 from collections.abc import Callable
@@ -94,6 +93,8 @@ class MetricsServer:
 
 def healthcheck(config_path: str) -> int:
     """``ptproxy healthcheck``: print one line, return 0 (healthy) or 1."""
+    import http.client  # here: the metrics listener does without (it pulls in email, ~4 ms)
+
     from ptproxy.errors import PtproxyError
     from ptproxy.ops.config import load
 

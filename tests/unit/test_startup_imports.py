@@ -119,3 +119,60 @@ def test_a_client_end_warms_the_deferred_imports_as_soon_as_it_dials(tmp_path: P
         tmp_path,
     )
     assert out.split("\n")[:2] == ["before _StandIn", "after module False"], out
+
+
+def test_the_collector_is_paused_while_an_end_starts_and_resumed_frozen_once_it_serves(tmp_path: Path) -> None:
+    out = run(
+        """
+        import asyncio, gc, socket
+        from pathlib import Path
+        from ptproxy.ops import cli
+        from ptproxy.ops.devcerts import make_demo_pki
+
+        pki = make_demo_pki(Path("."))
+        ports = []
+        for _ in range(2):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1]); s.close()
+        Path("server.toml").write_text(f'''
+        [general]
+        mode = "Server"
+        peer_hostname = "{pki.client_name}"
+        bind_address = "127.0.0.1"
+        quic_port = {ports[0]}
+        http_connect_address = "127.0.0.1:9"
+        [tls]
+        ca = "{pki.ca}"
+        cert = "{pki.server.cert}"
+        key = "{pki.server.key}"
+        '''.replace("\\n        ", "\\n"))
+
+        seen = []
+        real_start = cli.run_loop
+
+        def run_loop(coro):  # look at the collector inside the process's loop, then stop
+            from ptproxy.ops.app import App
+            from ptproxy.ops.config import load
+
+            async def probe():
+                seen.append(("while starting", gc.isenabled()))
+                coro.close()
+                app = App(load("server.toml"))
+                await app.start()
+                seen.append(("serving", gc.isenabled(), gc.get_freeze_count() > 0))
+                await app.shutdown()
+                return 0
+
+            return real_start(probe())
+
+        cli.run_loop = run_loop
+        print(cli.main(["-c", "server.toml"]), seen, gc.isenabled())
+        print(cli.main(["-c", "server.toml", "--check"]), gc.isenabled())
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:2] == [
+        "0 [('while starting', False), ('serving', True, True)] True",
+        "OK",
+    ], out
+    assert out.split("\n")[2] == "0 True", out
