@@ -88,6 +88,7 @@ class Session:
         self._timer_at: float | None = None  # aioquic's deadline
         self._timer_fires_at = 0.0  # what the armed timer was set for
         self._transmit_handle: asyncio.Handle | None = None
+        self._events_due = False  # datagrams were received whose events wait for the transmit
         self._send_window = send_window
         self._room_waiters: list[asyncio.Future[None]] = []
         # Requests waiting for a stream, in arrival order; granted ones hold a slot until they open.
@@ -159,11 +160,13 @@ class Session:
         self._last_activity = time.monotonic()
         try:
             self.quic.receive_datagram(data, addr, now=self._last_activity)
-            self._process_events()
         except Exception:  # a bug must cost this connection, never the endpoint
             self.log.exception("connection %d: internal error handling a datagram", self.number)
             self.abort("internal error")
             return
+        # Its events are handled with the read's others, by the transmit answering them: one
+        # event for a run of one stream's packets (PatchedQuicConnection.next_event).
+        self._events_due = True
         if self.quic.ack_flush_due():
             # Many packets of a fast sender wait for their ACK: it leaves now, before the rest of
             # this read is handled (see ACK_FLUSH_PACKETS); what comes later schedules again.
@@ -176,6 +179,13 @@ class Session:
     def transmit(self) -> None:
         """Send what aioquic has queued, re-arm its timer, wake writers waiting for buffer room."""
         self._transmit_handle = None
+        if self._events_due:
+            try:
+                self._process_events()
+            except Exception:  # a bug must cost this connection, never the endpoint
+                self.log.exception("connection %d: internal error handling a datagram", self.number)
+                self.abort("internal error")
+                return
         now = time.monotonic()
         self.transmits += 1
         datagrams = self.quic.datagrams_to_send(now=now)
@@ -258,6 +268,7 @@ class Session:
             self.h3 = PatchedH3Connection(self.quic)
 
     def _process_events(self) -> None:
+        self._events_due = False
         quic = self.quic
         while True:
             event = quic.next_event()
