@@ -81,8 +81,6 @@ PRIVATE: tuple[Internal, ...] = (
     # Stateless Reset (connection.py): tokens derived per connection ID, received resets detected.
     *_each(QC, "attribute", "_host_cids", "_peer_cid", "_peer_cid_available", "_state"),
     Internal(QC, "_replenish_connection_ids", "override", ((),)),
-    # The events of one read (next_event): consecutive stream data of one stream, taken together.
-    *_each(QC, "attribute", "_events"),
     Internal(QC, "_close_end", "method", ((),)),
     Internal(QC, "_write_ping_frame", "override", (("builder", "uids"), ("builder", "comment="))),
     # The delivery handler of our MAX_STREAM_DATA frames: handler(delivery_state, stream); wrapped
@@ -114,7 +112,10 @@ PRIVATE: tuple[Internal, ...] = (
         "_local_max_streams_uni",
         # ... and discards the finished streams as that pass does, with its debug line.
         "_logger",
+        # get_timer on an established connection (_ptp_established_timer), as aioquic's.
+        "_loss_at",
     ),
+    *_each(LOSS, "attribute", "_pto_count", "_time_of_last_sent_ack_eliciting_packet"),
     # Packets sent, by kind: each flush's packet numbers, their records in the 1-RTT space, and the
     # stream a STREAM frame's delivery handler (sender.on_data_delivery) belongs to.
     Internal(QC, "_flush_builder", "override", (("builder=", "network_path=", "peer_cid=", "now="),)),
@@ -229,6 +230,10 @@ PRIVATE: tuple[Internal, ...] = (
 )
 
 UNDOCUMENTED: tuple[Internal, ...] = (
+    # get_timer on an established connection (connection.py _ptp_established_timer).
+    *_each(LOSS, "attribute", "handshake_confirmed", "peer_completed_address_validation", "spaces"),
+    Internal(LOSS, "get_probe_timeout", "method", (("include_max_ack_delay=",),)),
+    *_each("quic.recovery.QuicPacketSpace", "attribute", "loss_time", "is_application_data"),
     Internal("quic.connection", "Limit", "name"),
     *_each("quic.connection.Limit", "attribute", "value", "sent", "used"),
     Internal("quic.connection", "MAX_STREAM_DATA_FRAME_CAPACITY", "name"),
