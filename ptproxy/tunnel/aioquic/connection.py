@@ -33,6 +33,7 @@ no other module has to.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,7 +42,7 @@ from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic import connection as qc
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 from aioquic.quic.packet import (
     QuicErrorCode,
     pull_quic_transport_parameters,
@@ -1061,6 +1062,27 @@ class PatchedQuicConnection(QuicConnection):
             # (ack_at < now), and a due ACK must not wait for the pacer.
             space.ack_at = now - 1e-6
 
+    def next_event(self) -> QuicEvent | None:
+        """aioquic's next event, with consecutive StreamDataReceived of one stream joined into one.
+
+        A bulk transfer's read holds dozens of packets of one stream (the session handles the
+        events of a read together): one event for them means one pass through HTTP/3 framing, one
+        DATA piece for the relay and one credit, instead of one per packet. aioquic emits a
+        stream's data in order and without gaps, so consecutive events join by concatenation."""
+        events = self._events
+        if not events:
+            return None
+        event = events.popleft()
+        if (
+            type(event) is StreamDataReceived
+            and events
+            and not event.end_stream
+            and type(events[0]) is StreamDataReceived
+            and events[0].stream_id == event.stream_id
+        ):
+            return _join_stream_data(event, events)
+        return event
+
     def ack_flush_due(self) -> bool:
         """Whether so many ack-eliciting packets wait for an ACK that it should leave before the
         rest of the datagrams read in this loop iteration are handled (ACK_FLUSH_PACKETS)."""
@@ -1157,6 +1179,24 @@ quicrecv.use_frame_loop(PatchedQuicConnection._payload_received)
 
 
 # -- state aioquic keeps private ---------------------------------------------------------------
+
+
+def _join_stream_data(first: StreamDataReceived, events: deque[QuicEvent]) -> StreamDataReceived:
+    """``first`` and the StreamDataReceived of its stream that follow it in ``events`` (taken from
+    there) as one event, up to the stream's end."""
+    sid = first.stream_id
+    parts = [first.data]
+    end = False
+    while events:
+        nxt = events[0]
+        if type(nxt) is not StreamDataReceived or nxt.stream_id != sid:
+            break
+        events.popleft()
+        parts.append(nxt.data)
+        if nxt.end_stream:
+            end = True
+            break
+    return StreamDataReceived(data=b"".join(parts), end_stream=end, stream_id=sid)
 
 
 def is_client(conn: QuicConnection) -> bool:

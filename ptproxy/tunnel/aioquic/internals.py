@@ -81,6 +81,8 @@ PRIVATE: tuple[Internal, ...] = (
     # Stateless Reset (connection.py): tokens derived per connection ID, received resets detected.
     *_each(QC, "attribute", "_host_cids", "_peer_cid", "_peer_cid_available", "_state"),
     Internal(QC, "_replenish_connection_ids", "override", ((),)),
+    # The events of one read (next_event): consecutive stream data of one stream, taken together.
+    *_each(QC, "attribute", "_events"),
     Internal(QC, "_close_end", "method", ((),)),
     Internal(QC, "_write_ping_frame", "override", (("builder", "uids"), ("builder", "comment="))),
     # The delivery handler of our MAX_STREAM_DATA frames: handler(delivery_state, stream); wrapped
