@@ -176,3 +176,37 @@ def test_the_collector_is_paused_while_an_end_starts_and_resumed_frozen_once_it_
         "OK",
     ], out
     assert out.split("\n")[2] == "0 True", out
+
+
+def test_a_server_end_warms_the_deferred_imports_at_a_full_handshake_only(tmp_path: Path) -> None:
+    """The ClientHello of a full handshake starts the warm-up (the client's certificate follows a
+    round trip later); a resumed one, which checks no certificate, does not."""
+    out = run(
+        """
+        import sys, time, types
+        import ptproxy.tunnel
+        from aioquic import tls
+        from ptproxy.tunnel.aioquic import ClientAuthPolicy
+
+        def ctx(resumed):
+            c = types.SimpleNamespace(_session_resumed=resumed, state=tls.State.SERVER_EXPECT_FINISHED,
+                                      _server_handle_certificate=None, _server_handle_certificate_verify=None)
+            c._server_handle_hello = lambda *args: None
+            ClientAuthPolicy(lambda cert, chain: None).install(c)
+            return c
+
+        def kind():
+            return type(sys.modules.get("service_identity")).__name__
+
+        ctx(True)._server_handle_hello(b"hello")
+        time.sleep(0.5)
+        print("resumed", kind())
+        ctx(False)._server_handle_hello(b"hello")
+        deadline = time.monotonic() + 60
+        while kind() != "module" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("full", kind())
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:2] == ["resumed _StandIn", "full module"], out
