@@ -101,13 +101,21 @@ class App:
         self._predecessor = handoff.from_environment()
         if self.is_client:
             from ptproxy.client.dialer import Dialer
-            from ptproxy.client.listener import Frontend
 
             settings = EndpointSettings.build(self.config, material)
             self.dialer = Dialer(settings, on_state=self._tunnel_state)
             self.metrics = self._make_metrics("client", self.dialer.state)
             if self.metrics is not None:
                 self.dialer.on_session = self.metrics.track
+            handed = self._predecessor is not None
+            if not handed:
+                # Dial before setting up the listeners: one loop turn sends the Initial (at once
+                # for an address; a name starts resolving), and the server's answer travels while
+                # the listeners below are imported and bound. Requests wait for the tunnel anyway.
+                self._spawn(self.dialer.run())
+                await asyncio.sleep(0)
+            from ptproxy.client.listener import Frontend
+
             done = self.metrics.request_done if self.metrics is not None else None
             self.frontend = Frontend(self.config, self.dialer, on_request_done=done)
             self.frontends = [self.frontend] + [
@@ -115,7 +123,6 @@ class App:
                 for route in self.config.routes
                 if route.http_bind_address is not None
             ]
-            handed = self._predecessor is not None
             if handed:
                 # The previous process still accepts on these sockets, and so do we once a
                 # listener starts: dial first, or the connections we take would get 503s.
@@ -139,8 +146,6 @@ class App:
                 await tcp_listener.start()
             await self._start_metrics_server()
             sockets.close_unclaimed()  # every listener has taken its passed socket by now
-            if not handed:
-                self._spawn(self.dialer.run())
             if self.config.system.wait_for_first_attempt and not handed:
                 await self.dialer.state.first_attempt_done.wait()
             self._ready(self.dialer.state.describe())

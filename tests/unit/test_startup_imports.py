@@ -1,5 +1,6 @@
-"""Start-up: what an end imports before it serves, and when (each case in a fresh interpreter, as
-tests/unit/test_deferred_imports.py: this test process has imported everything already)."""
+"""Start-up: what an end imports before it serves, and when, and what it does first (each case in
+a fresh interpreter, as tests/unit/test_deferred_imports.py: this test process has imported
+everything already)."""
 
 from __future__ import annotations
 
@@ -210,3 +211,61 @@ def test_a_server_end_warms_the_deferred_imports_at_a_full_handshake_only(tmp_pa
         tmp_path,
     )
     assert out.split("\n")[:2] == ["resumed _StandIn", "full module"], out
+
+
+def test_a_client_end_sends_its_initial_before_it_sets_up_its_listeners(tmp_path: Path) -> None:
+    out = run(
+        """
+        import asyncio, socket
+        from pathlib import Path
+        from ptproxy.ops.app import App
+        from ptproxy.ops.config import load
+        from ptproxy.ops.devcerts import make_demo_pki
+        from ptproxy.client import listener
+
+        pki = make_demo_pki(Path("."))
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a server end that never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.setblocking(False)
+        probe = socket.socket(); probe.bind(("127.0.0.1", 0)); http_port = probe.getsockname()[1]; probe.close()
+        Path("client.toml").write_text(f'''
+        [general]
+        mode = "Client"
+        peer_hostname = "{pki.server_name}"
+        connect_address = "127.0.0.1"
+        quic_port = {silent.getsockname()[1]}
+        http_bind_address = "127.0.0.1:{http_port}"
+        [tls]
+        ca = "{pki.ca}"
+        cert = "{pki.client.cert}"
+        key = "{pki.client.key}"
+        [system]
+        wait_for_first_attempt = false
+        '''.replace("\\n        ", "\\n"))
+
+        def initial_sent():
+            try:
+                return len(silent.recv(2048, socket.MSG_PEEK)) >= 1200
+            except BlockingIOError:
+                return False
+
+        seen = []
+        real_start = listener.Frontend.start
+
+        async def start(self):
+            seen.append(initial_sent())
+            await real_start(self)
+
+        listener.Frontend.start = start
+
+        async def main():
+            app = App(load("client.toml"))
+            await app.start()
+            print("initial before the listener", seen)
+            await app.shutdown()
+
+        asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[0] == "initial before the listener [True]", out
