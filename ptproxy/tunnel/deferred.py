@@ -27,6 +27,10 @@ __all__ = ["warm_deferred_imports"]
 logger = logging.getLogger("ptproxy.tunnel")
 
 DEFERRED = ("service_identity",)
+# Put off until used, never warmed: aioquic.tls reads ``certifi`` only to verify without a CA of
+# our own, and ptproxy always passes one (``[tls] ca``). ~4.5 ms of imports (importlib.resources)
+# at each end's start-up otherwise.
+ON_USE = ("certifi",)
 
 # One import at a time: the background warm-up and a handshake's first lookup may race.
 _lock = threading.Lock()
@@ -59,7 +63,7 @@ def _load_locked(name: str) -> types.ModuleType:
 
 def defer() -> None:
     """Install the stand-ins (once; a module already imported is left as it is)."""
-    for name in DEFERRED:
+    for name in DEFERRED + ON_USE:
         if name in sys.modules:
             continue
         spec = importlib.util.find_spec(name)

@@ -6,6 +6,7 @@ Each case runs in a fresh interpreter: this test process has imported everything
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -68,3 +69,25 @@ def test_warm_in_background_imports_it(tmp_path: Path) -> None:
         tmp_path,
     )
     assert out.split() == ["module", "service_identity.exceptions"]
+
+
+def test_certifi_is_imported_only_if_used_never_warmed(tmp_path: Path) -> None:
+    """aioquic.tls imports certifi for verifying without a CA of our own, which ptproxy never does.
+    Run with -S (site-packages on PYTHONPATH instead): a .pth file may import certifi first."""
+    spec = importlib.util.find_spec("aioquic")
+    assert spec is not None and spec.origin is not None
+    site_packages = os.path.dirname(os.path.dirname(spec.origin))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), site_packages]))
+    script = PREAMBLE + textwrap.dedent(
+        """
+        print("start", type(sys.modules.get("certifi")).__name__)
+        deferred.warm()
+        print("warmed", type(sys.modules.get("certifi")).__name__)
+        import certifi
+        print("used", certifi.where().endswith(".pem"), type(sys.modules.get("certifi")).__name__)
+        """
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["start _StandIn", "warmed _StandIn", "used True module"], out.stdout
