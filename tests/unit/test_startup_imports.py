@@ -269,3 +269,21 @@ def test_a_client_end_sends_its_initial_before_it_sets_up_its_listeners(tmp_path
         tmp_path,
     )
     assert out.split("\n")[0] == "initial before the listener [True]", out
+
+
+def test_python_m_ptproxy_pauses_the_collector_before_the_command_line_is_imported(tmp_path: Path) -> None:
+    out = run(
+        """
+        import gc, runpy, sys
+        seen = []
+        sys.addaudithook(lambda event, args: seen.append(gc.isenabled())
+                         if event == "import" and args[0] == "ptproxy.ops.cli" else None)
+        sys.argv = ["ptproxy", "--version"]
+        try:
+            runpy.run_module("ptproxy", run_name="__main__", alter_sys=True)
+        except SystemExit as exc:
+            print("exit", exc.code, "collector while importing the command line", seen[:1], "after", gc.isenabled())
+        """,
+        tmp_path,
+    )
+    assert out.strip().split("\n")[-1] == "exit 0 collector while importing the command line [False] after True", out
