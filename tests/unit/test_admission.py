@@ -305,3 +305,33 @@ def test_refusal_lines_stay_few_for_a_long_flood() -> None:
             lines += len(log.flush(now))
     lines += len(log.flush(now, force=True))
     assert lines <= 2 * (1 + 7)
+
+
+def test_decisions_behave_as_the_frozen_dataclasses_they_replace() -> None:
+    """Route/New/Accept/Reply/Follow/Drop are written out (start-up cost), not @dataclass: the same
+    equality, hash, repr, immutability and match arguments as dataclass(frozen=True, slots=True)."""
+    import dataclasses
+
+    cases = [
+        (adm.Route, (b"cid",)), (adm.New, ("packet",)), (adm.Accept, (b"c", b"o", None)),
+        (adm.Reply, (b"p",)), (adm.Reply, (b"p", True)), (adm.Follow, ("packet",)),
+        (adm.Drop, ()), (adm.Drop, ("reason",)),
+    ]
+    for cls, args in cases:
+        names = cls.__slots__
+        twin_cls = dataclasses.make_dataclass(cls.__name__, names, frozen=True, slots=True)
+        full = args + tuple(cls(*args).__getattribute__(n) for n in names[len(args):])  # defaults
+        ours, twin = cls(*args), twin_cls(*full)
+        assert repr(ours) == repr(twin)
+        assert hash(ours) == hash(twin)
+        assert ours == cls(*full) and not (ours != cls(*full))
+        assert ours != twin and ours != adm.Drop("other")
+        assert cls.__match_args__ == twin_cls.__match_args__
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            ours.__setattr__(names[0] if names else "x", 1)
+        if names:
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                delattr(ours, names[0])
+    match adm.Accept(b"c", b"o", None):
+        case adm.Accept(cid, original, retry):
+            assert (cid, original, retry) == (b"c", b"o", None)
