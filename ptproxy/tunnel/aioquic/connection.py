@@ -1089,12 +1089,17 @@ class PatchedQuicConnection(QuicConnection):
         return self._ptp_unacked >= ACK_FLUSH_PACKETS
 
     def _ptp_is_reset(self, tail: bytes) -> bool:
+        # Asked of every datagram the client end receives (py-spy, 10 MiB GETs: ~4 % of its
+        # samples): a plain loop, not any() over a generator, 0.95 -> 0.50 us a call with 7 spare
+        # connection IDs. A token not (yet) known is None or empty, which 16 bytes never equal.
         if self._state in qc.END_STATES:
             return False
-        current = self._peer_cid.stateless_reset_token
-        if current and tail == current:
+        if tail == self._peer_cid.stateless_reset_token:
             return True
-        return any(c.stateless_reset_token and tail == c.stateless_reset_token for c in self._peer_cid_available)
+        for cid in self._peer_cid_available:
+            if tail == cid.stateless_reset_token:
+                return True
+        return False
 
     def _ptp_on_stateless_reset(self) -> None:
         self.stateless_reset_received = True
