@@ -245,6 +245,25 @@ def test_closing_the_client_aborts_the_servers_open_streams(configs: tuple[Confi
     assert type(outcome).__name__ == "StreamAborted"
 
 
+async def hold_request_flight(pair: Pair) -> list[bytes]:
+    """Send a 30 kB POST from the client and hold its datagrams back from the server end; returns
+    them once at least four are held. The pacer may release the flight over a few milliseconds (on a
+    loaded machine the first transmit can carry only two or three packets)."""
+    held: list[bytes] = []
+    pair.up.deliver = held.append
+    stream = pair.client.open_stream()
+    stream.send_headers([(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")])
+    stream.send_final(REQUEST_BODY[:30000])
+    pair.client.transmit()
+    for _ in range(200):
+        await asyncio.sleep(0.005)  # the link's deliveries (call_soon) and pacing timers
+        if len(held) >= 4:
+            break
+        pair.client.transmit()
+    assert len(held) >= 4
+    return held
+
+
 def test_datagrams_read_in_one_iteration_get_one_transmit(configs: tuple[Config, Config]) -> None:
     """Reading a batch of datagrams sends nothing until the batch is in; then one transmit answers
     all of them (the end of the loop iteration), instead of one per datagram."""
@@ -255,21 +274,7 @@ def test_datagrams_read_in_one_iteration_get_one_transmit(configs: tuple[Config,
             await pair.connect()
             server = pair.server
             assert server is not None
-            held: list[bytes] = []
-            pair.up.deliver = held.append  # hold the client's datagrams back
-            stream = pair.client.open_stream()
-            stream.send_headers([(b":method", b"POST"), (b":scheme", b"https"),
-                                 (b":authority", b"o"), (b":path", b"/")])
-            stream.send_final(REQUEST_BODY[:30000])
-            pair.client.transmit()
-            # The pacer may release the flight over a few milliseconds (on a loaded machine the
-            # first transmit can carry only two or three packets): wait until four are held.
-            for _ in range(200):
-                await asyncio.sleep(0.005)  # the link's deliveries (call_soon) and pacing timers
-                if len(held) >= 4:
-                    break
-                pair.client.transmit()
-            assert len(held) >= 4
+            held = await hold_request_flight(pair)
             transmits, received = server.transmits, server.datagrams_received
             for data in held:  # one loop callback: what a batched read delivers
                 server.datagram_received(data, CLIENT_ADDR)
@@ -306,19 +311,7 @@ def test_a_long_read_sends_its_ack_before_the_read_ends(
             await pair.connect()
             server = pair.server
             assert server is not None
-            held: list[bytes] = []
-            pair.up.deliver = held.append  # hold the client's datagrams back
-            stream = pair.client.open_stream()
-            stream.send_headers([(b":method", b"POST"), (b":scheme", b"https"),
-                                 (b":authority", b"o"), (b":path", b"/")])
-            stream.send_final(REQUEST_BODY[:30000])
-            pair.client.transmit()
-            for _ in range(200):  # the pacer may release the flight over a few milliseconds
-                await asyncio.sleep(0.005)
-                if len(held) >= 4:
-                    break
-                pair.client.transmit()
-            assert len(held) >= 4
+            held = await hold_request_flight(pair)
             acks_before = server.quic.packets_sent["ack"]
             transmits = server.transmits
             for data in held[:4]:  # one loop callback: what a batched read delivers
