@@ -10,7 +10,8 @@ The API (module-level state: one process, one registry):
   (TCP or UNIX). The inherited socket registered under ``name`` when there is one, else a new one
   bound to ``address`` (``(ip, port)``, or ``("unix:/abs/path", 0)`` as
   ``ptproxy.ops.config.parse_socket_address`` returns it). Pass it to
-  ``loop.create_server(factory, sock=sock)``. ``field`` names the config field in errors
+  ``loop.create_server(factory, sock=sock, backlog=BACKLOG)``: asyncio (and uvloop) listen on the
+  socket again with ``backlog``, 100 unless given. ``field`` names the config field in errors
   (``"[general] http_bind_address"``, ``"routes[1].tcp_bind_address"``). Names: ``http`` for the
   general HTTP listener, the route's name for a route's listener (HTTP or TCP stream route).
 - :func:`inherited_socket` ``(name, kind)`` → the inherited socket of that name (checked to be of
@@ -44,6 +45,7 @@ from ptproxy.addr import UNIX_PREFIX, format_address
 from ptproxy.errors import StartupError
 
 __all__ = [
+    "BACKLOG",
     "DEFAULT_UNIX_MODE",
     "ListenerError",
     "adopt",
@@ -61,7 +63,10 @@ logger = logging.getLogger("ptproxy.sockets")
 Kind = Literal["stream", "datagram"]
 DEFAULT_UNIX_MODE = 0o666
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): passed descriptors start at 3, in order
-# asyncio's create_server default is 100; the kernel caps the backlog at net.core.somaxconn.
+# The kernel caps the backlog at net.core.somaxconn. asyncio's create_server listens again with
+# its own backlog (default 100), so it must be passed there too: with 100, 1024 clients connecting
+# at once overflow the accept queue, and the kernel drops their SYNs (or handshake ACKs) for 1-3 s
+# of retransmission, the whole tail of a wrk -c1024 run.
 BACKLOG = socket.SOMAXCONN
 _PROBE_TIMEOUT = 1.0  # s to wait for a live UNIX socket to accept the probe connection
 

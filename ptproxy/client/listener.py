@@ -40,7 +40,7 @@ from ptproxy.errors import (
 )
 from ptproxy.h1conn import ConnectionClosed, H1Connection, HeadTimeout
 from ptproxy.ops.config import Config, Route, parse_socket_address
-from ptproxy.sockets import listener_socket
+from ptproxy.sockets import BACKLOG, listener_socket
 from ptproxy.splice import Splice
 from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
@@ -186,7 +186,7 @@ class Frontend:
         name = self.route.name if self.route is not None else "http"
         sock = listener_socket(name, self._bind(), field=self._field(), unix_mode=self.config.system.unix_mode)
         try:
-            self._server = await asyncio.get_running_loop().create_server(self._new_connection, sock=sock)
+            self._server = await asyncio.get_running_loop().create_server(self._new_connection, sock=sock, backlog=BACKLOG)
         except BaseException:
             sock.close()
             raise

@@ -26,7 +26,7 @@ from ptproxy.client.dialer import Dialer
 from ptproxy.client.listener import client_ip, tag_request
 from ptproxy.errors import PtproxyError, TunnelUnavailable, UpstreamError
 from ptproxy.ops.config import Config, Route, parse_socket_address
-from ptproxy.sockets import listener_socket
+from ptproxy.sockets import BACKLOG, listener_socket
 from ptproxy.splice import Direction, SocketEnd, Splice, SpliceResult, TcpMeter
 from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
@@ -75,7 +75,7 @@ class TcpListener:
         address = parse_socket_address(self.route.tcp_bind_address, require_ip=True)
         sock = listener_socket(self.route.name, address, field=field, unix_mode=self.config.system.unix_mode)
         try:
-            self._server = await asyncio.get_running_loop().create_server(self._accept, sock=sock)
+            self._server = await asyncio.get_running_loop().create_server(self._accept, sock=sock, backlog=BACKLOG)
         except BaseException:
             sock.close()
             raise

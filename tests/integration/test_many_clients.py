@@ -1,0 +1,69 @@
+"""Many clients at once (issue 12 item 7): what a wrk -c1024 run needs besides a fair stream queue.
+
+- The client end's listener takes a burst of connections as large as the kernel allows
+  (``net.core.somaxconn``), not asyncio's default backlog of 100: beyond the accept queue the
+  kernel drops SYNs, and those clients wait 1, 3, 7 s for retransmissions (the whole tail of a
+  c1024 run). Checked while the client end is stopped (SIGSTOP), so only the kernel's queue counts.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.pair import Pair
+
+BURST = 250  # connections at once: well beyond asyncio's default backlog (100)
+
+
+def _somaxconn() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.skipif(_somaxconn() <= BURST, reason="net.core.somaxconn caps the backlog below the burst")
+def test_a_burst_of_connections_waits_in_the_accept_queue_not_in_syn_retries(
+    make_pair: Callable[..., Pair],
+) -> None:
+    pair = make_pair()
+    socks: list[socket.socket] = []
+    pair.client.send(signal.SIGSTOP)  # nothing is accepted: only the kernel's accept queue counts
+    try:
+        for _ in range(BURST):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", pair.http_port))
+            socks.append(s)
+        # A handshake on loopback completes at once when the queue has room; a SYN dropped for a
+        # full queue is retried after 1 s, and dropped again while the end stays stopped.
+        pending = set(socks)
+        deadline = time.monotonic() + 5.0
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending), [], 0.2)
+            pending.difference_update(writable)
+        connected = BURST - len(pending)
+    finally:
+        pair.client.send(signal.SIGCONT)
+    try:
+        assert connected == BURST, f"only {connected} of {BURST} connections completed their handshake"
+        # And all of them are served once the end runs again.
+        for s in socks:
+            s.setblocking(True)
+            s.settimeout(60)
+            s.sendall(b"GET /bytes/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for s in socks:
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    finally:
+        for s in socks:
+            s.close()
