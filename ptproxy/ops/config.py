@@ -492,8 +492,12 @@ class Limits(_Section, kw_only=True, frozen=True):
         ),
     ] = 5000
     max_origin_idle_connections: Annotated[
-        Annotated[int, Meta(ge=0)], Doc("Idle origin connections kept for reuse; 0: no reuse.")
-    ] = 32
+        Annotated[int, Meta(ge=0)],
+        Doc(
+            "Idle origin connections kept for reuse, per origin; 0: no reuse. Below "
+            "`max_concurrent_http_streams`, a busy tunnel closes and reopens origin connections."
+        ),
+    ] = 100
     origin_idle_timeout: Annotated[
         Ms, Doc("ms an idle origin connection is kept for reuse.")
     ] = 30000

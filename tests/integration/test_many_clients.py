@@ -4,6 +4,9 @@
   (``net.core.somaxconn``), not asyncio's default backlog of 100: beyond the accept queue the
   kernel drops SYNs, and those clients wait 1, 3, 7 s for retransmissions (the whole tail of a
   c1024 run). Checked while the client end is stopped (SIGSTOP), so only the kernel's queue counts.
+- A tunnel running all its streams reuses origin connections: the idle pool keeps as many as the
+  server end serves requests at once (``max_origin_idle_connections`` ≥
+  ``max_concurrent_http_streams`` by default), so requests in flight do not close and reopen them.
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ from __future__ import annotations
 import select
 import signal
 import socket
+import socketserver
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.support.h1client import request
 from tests.support.pair import Pair
 
 BURST = 250  # connections at once: well beyond asyncio's default backlog (100)
@@ -67,3 +74,66 @@ def test_a_burst_of_connections_waits_in_the_accept_queue_not_in_syn_retries(
     finally:
         for s in socks:
             s.close()
+
+
+# -- origin connection reuse ----------------------------------------------------------------------
+
+STREAMS = 40  # above the old default of 32 idle origin connections
+HOLD = 0.5  # s the origin holds each request, so a round's requests are all in flight at once
+
+
+class _CountingOrigin(socketserver.ThreadingTCPServer):
+    """A keep-alive HTTP/1.1 origin (bodiless requests) that counts the connections it accepted
+    and answers each request after ``HOLD`` seconds."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.accepted = 0
+        self.lock = threading.Lock()
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _CountingOrigin
+
+    def handle(self) -> None:
+        with self.server.lock:
+            self.server.accepted += 1
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = self.rfile.readline()
+                if not line:
+                    return
+                head += line
+            time.sleep(HOLD)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+
+@pytest.fixture()
+def counting_origin() -> Iterator[_CountingOrigin]:
+    origin = _CountingOrigin()
+    thread = threading.Thread(target=origin.serve_forever, daemon=True)
+    thread.start()
+    yield origin
+    origin.shutdown()
+    origin.server_close()
+
+
+def test_a_full_tunnel_reuses_its_origin_connections(
+    make_pair: Callable[..., Pair], counting_origin: _CountingOrigin
+) -> None:
+    both = {"transport": {"max_concurrent_http_streams": STREAMS}}
+    pair = make_pair(both, both, origin_port=counting_origin.server_address[1])
+
+    def one(i: int) -> int:
+        return request(pair.http_port, "GET", f"/r{i}", timeout=60).status
+
+    with ThreadPoolExecutor(STREAMS) as pool:
+        for _ in range(2):  # the second round finds the first one's connections idle
+            assert list(pool.map(one, range(STREAMS))) == [200] * STREAMS
+    # At most STREAMS requests are at the origin at once: a pool that kept every connection
+    # released never needs more. (With 32 kept, the second round reopened the other 8.)
+    assert counting_origin.accepted <= STREAMS, f"{counting_origin.accepted} origin connections"

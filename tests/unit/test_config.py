@@ -152,7 +152,7 @@ def test_minimal_client_gets_every_default() -> None:
         "origin_connect_timeout": 5000,
         "origin_response_timeout": 60000,
         "stream_queue_timeout": 5000,
-        "max_origin_idle_connections": 32,
+        "max_origin_idle_connections": 100,
         "origin_idle_timeout": 30000,
         "max_handshakes": 64,
         "handshake_timeout": 3000,
