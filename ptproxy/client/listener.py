@@ -501,7 +501,7 @@ class Frontend:
         # MAX_STREAMS lets this one go.
         timeout = self._queue_timeout
         try:
-            return await asyncio.wait_for(session.acquire_stream(headers, end_stream), timeout)
+            return await session.acquire_stream(headers, end_stream, timeout=timeout)
         except TimeoutError:
             raise TunnelUnavailable(
                 f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy "

@@ -141,7 +141,7 @@ class TcpListener:
                 return session.open_stream(headers)
             try:
                 left = max(0.0, deadline - time.monotonic())
-                return await asyncio.wait_for(session.acquire_stream(headers), left)
+                return await session.acquire_stream(headers, timeout=left)
             except TimeoutError:
                 raise TunnelUnavailable(
                     f"all {self.config.transport.max_concurrent_http_streams} tunnel streams busy for {timeout:g}s"

@@ -416,3 +416,71 @@ def test_requests_granted_together_through_wait_for_all_get_their_stream(
             await pair.close()
 
     assert run(main()) == [b"204"] * 12
+
+
+class _TimerCount:
+    """Stands in for a Session's loop: counts the timers armed for ``min_delay`` s or more (the
+    queue's timeouts, far beyond any QUIC timer of a connected pair), delegates the rest."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, min_delay: float) -> None:
+        self._loop = loop
+        self._min_delay = min_delay
+        self.long_timers = 0
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        if delay >= self._min_delay:
+            self.long_timers += 1
+        return self._loop.call_later(delay, callback, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
+def test_the_stream_queue_times_out_waiters_with_one_timer_in_arrival_order(
+    configs: tuple[Config, Config],
+) -> None:
+    """Forty requests queued with a timeout arm one timer between them (asyncio.wait_for armed one
+    each, and a task each: ~30 us per queued request at c1024). A waiter whose deadline passes
+    gets TimeoutError and leaves the queue; those without one still get their streams, in
+    arrival order, as the busy streams end."""
+    client_cfg, server_cfg = configs
+    small = with_stream_limit(server_cfg, 2)
+
+    async def exchange(stream: TunnelStream) -> None:
+        stream.send_headers(GET, end_stream=True)
+        while not isinstance(await stream.receive(), StreamEnded):
+            pass
+
+    async def main() -> tuple[int, list[str], list[int]]:
+        pair = Pair((client_cfg, small), None)
+        server = asyncio.ensure_future(answer_204(pair))
+        try:
+            await pair.connect()
+            client = pair.client
+            busy = [client.open_stream() for _ in range(2)]
+            counter = _TimerCount(asyncio.get_running_loop(), 20.0)
+            client._loop = counter  # type: ignore[assignment]
+            granted: list[int] = []
+
+            async def patient(i: int) -> None:
+                stream = await client.acquire_stream(timeout=60.0)
+                granted.append(i)
+                await exchange(stream)
+
+            waiting = [asyncio.ensure_future(patient(i)) for i in range(40)]
+            await asyncio.sleep(0)
+            timers = counter.long_timers
+            # Short deadlines between the patient ones: they expire; the order of the rest holds.
+            hasty = [asyncio.ensure_future(client.acquire_stream(timeout=0.2)) for _ in range(5)]
+            more = [asyncio.ensure_future(patient(i)) for i in range(40, 45)]
+            outcomes = await asyncio.gather(*hasty, return_exceptions=True)
+            await asyncio.gather(*(exchange(s) for s in busy), *waiting, *more)
+            return timers, [type(o).__name__ for o in outcomes], granted
+        finally:
+            server.cancel()
+            await pair.close()
+
+    timers, outcomes, granted = run(main())
+    assert timers == 1
+    assert outcomes == ["TimeoutError"] * 5
+    assert granted == list(range(45))
