@@ -613,3 +613,37 @@ def test_response_endless_field_is_bounded() -> None:
     with pytest.raises(UpstreamError):
         for _ in range(200):
             parser.feed(b"a" * 100)
+
+
+@pytest.mark.parametrize(
+    ("method", "response", "eof"),
+    [
+        (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+        (b"GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", False),
+        (b"GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", False),
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", False),
+        (b"GET", b"HTTP/1.0 200 OK\r\n\r\nuntil the end", True),
+    ],
+)
+def test_a_finished_response_parser_is_freed_without_the_garbage_collector(
+    method: bytes, response: bytes, eof: bool
+) -> None:
+    """The server end makes a ResponseParser per request. llhttp holds the parser's bound
+    callbacks, a reference cycle: unless it is broken when the response ends, every request
+    leaves ~20 objects for the garbage collector (its collections were ~5 % of the server end's
+    CPU at wrk -c1024)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        parser = ResponseParser(method)
+        events = parser.feed(response)
+        if eof:
+            events += parser.feed_eof()
+        assert isinstance(events[-1], EndOfMessage) and parser.done
+        ref = weakref.ref(parser)
+        del parser, events
+        assert ref() is None
+    finally:
+        gc.enable()
