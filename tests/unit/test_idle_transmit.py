@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from aioquic import tls
-from aioquic.quic import connection as qc
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
@@ -105,24 +104,24 @@ def _idle_pair(pki: DemoPki) -> Pair:
 def test_an_idle_transmit_skips_aioquics_pass(pki: DemoPki) -> None:
     pair = _idle_pair(pki)
     passes = []
-    original = qc.QuicConnection._write_application
+    original = PatchedQuicConnection._write_application
 
     def counting(self: Any, builder: Any, network_path: Any, now: float) -> None:
         passes.append(now)
         original(self, builder, network_path, now)
 
-    qc.QuicConnection._write_application = counting  # type: ignore[method-assign]
+    PatchedQuicConnection._write_application = counting  # type: ignore[method-assign]
     try:
         for conn in (pair.client, pair.server):
             assert conn.datagrams_to_send(now=pair.now) == []
         assert passes == []
-        # Turned off, the same transmits run aioquic's pass (and it builds nothing either).
+        # Turned off, the same transmits run the full pass (and it builds nothing either).
         for conn in (pair.client, pair.server):
             conn._ptp_idle_fast = False
             assert conn.datagrams_to_send(now=pair.now) == []
         assert len(passes) == 2
     finally:
-        qc.QuicConnection._write_application = original  # type: ignore[method-assign]
+        PatchedQuicConnection._write_application = original  # type: ignore[method-assign]
 
 
 def test_stale_marks_do_not_defeat_the_shortcut(pki: DemoPki) -> None:

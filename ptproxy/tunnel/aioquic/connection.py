@@ -17,7 +17,9 @@
   packets are unacknowledged or one arrived out of order or after a gap (wrk c32: ACK-only packets
   per request 0.051 -> 0.015; a 10 MiB download: ~400 ACKs instead of ~1,500 with every second).
 * Packets visit only the streams with something to send (marks.py): aioquic walks every open
-  stream per packet, so an empty ``datagrams_to_send`` cost ~1.5 µs per open stream.
+  stream per packet, so an empty ``datagrams_to_send`` cost ~1.5 µs per open stream. The packet
+  loop is our own (``_write_application``: aioquic's frames in aioquic's order, over the marked
+  streams only, without the empty packet aioquic starts after the last one of each pass).
 * Receiving: a datagram holding one 1-RTT packet on an established connection (nearly all of them)
   takes a compiled path (quicrecv.py: header protection, packet number, AEAD, bookkeeping and the
   frame loop, as aioquic does them); every other datagram goes through aioquic's receive_datagram.
@@ -147,6 +149,9 @@ PING_PADDING = 32
 # Compared by identity on the per-transmit path (a set lookup of an Enum calls Enum.__hash__).
 _CONNECTED = qc.QuicConnectionState.CONNECTED
 _ONE_RTT = tls.Epoch.ONE_RTT
+_ZERO_RTT = tls.Epoch.ZERO_RTT
+_ONE_RTT_PACKET = qc.QuicPacketType.ONE_RTT
+_ZERO_RTT_PACKET = qc.QuicPacketType.ZERO_RTT
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,38 +527,94 @@ class PatchedQuicConnection(QuicConnection):
         self._streams_queue.clear()
 
     def _write_application(self, builder: QuicPacketBuilder, network_path: Any, now: float) -> None:
-        # aioquic's loop, unchanged, run over views: _streams holds only the streams whose
-        # MAX_STREAM_DATA may be due (plus the finished ones it must discard from there) and
-        # _streams_queue only the streams marked ready, in their service order. Its per-packet walks
-        # (limits, send queue, rebuilt queue) then cost per marked stream, not per open stream.
+        # aioquic 1.7.2's _write_application, frame for frame and in its order, with two changes
+        # that write nothing different (test_write_application replays random runs against
+        # aioquic's loop): it visits the marked streams only (marks.py: MAX_STREAM_DATA for the
+        # streams marked `limits`, in the first packet, the one that writes them all; the send
+        # queue is the streams marked `ready`, in service order), and it does not start a packet
+        # it can tell will stay empty (_ptp_more_due): aioquic runs one more, empty iteration after
+        # each packet, which cost about as much as the packet it follows on a small response.
+        cryptos = self._cryptos
+        crypto = cryptos[_ONE_RTT]
+        crypto_stream: QuicStream | None
+        if crypto.send.is_valid():
+            crypto_stream = self._crypto_streams[_ONE_RTT]
+            packet_type = _ONE_RTT_PACKET
+        else:
+            crypto = cryptos[_ZERO_RTT]
+            if not crypto.send.is_valid():
+                return
+            crypto_stream = None
+            packet_type = _ZERO_RTT_PACKET
         if self._streams_queue:
             self._ptp_adopt_new()
+        space = self._spaces[_ONE_RTT]
         marks = self._ptp_marks
-        streams = self._streams
-        if not marks.ready and not marks.limits:
-            self._streams = {}  # an idle pass: no stream to look at
-            try:
-                super()._write_application(builder, network_path, now)
-            finally:
-                self._streams = streams
-            return
-        queue, view, finished = self._ptp_views(streams, marks)
         marked = len(marks.ready)
-        self._streams, self._streams_queue = view, queue
+        queue, owed = self._ptp_visits(marks) if marked or marks.limits else ([], [])
+        pacer = self._loss._pacer
         try:
-            super()._write_application(builder, network_path, now)
+            while True:
+                # apply pacing, except if we have ACKs to send
+                ack_at = space.ack_at
+                if ack_at is None or ack_at >= now:
+                    self._pacing_at = pacer.next_send_time(now)
+                    if self._pacing_at is not None:
+                        break
+                builder.start_packet(packet_type, crypto)
+                # ACK (a server acknowledges 0-RTT packets, but not in 0-RTT packets)
+                if packet_type is _ONE_RTT_PACKET and ack_at is not None and ack_at <= now:
+                    self._write_ack_frame(builder=builder, space=space, now=now)
+                if self._handshake_complete:
+                    self._ptp_write_control(builder, network_path, space, now)
+                # MAX_STREAM_DATA: every owed one is written into this packet (or the builder
+                # stops the pass); none is due again before the application credits more.
+                if owed:
+                    for stream in owed:
+                        self._write_stream_limits(builder=builder, space=space, stream=stream)
+                    owed = []
+                # PING (user-request, then probe)
+                if self._ping_pending:
+                    self._write_ping_frame(builder, self._ping_pending)
+                    self._ping_pending.clear()
+                if self._probe_pending:
+                    self._write_ping_frame(builder, comment="probe")
+                    self._probe_pending = False
+                # CRYPTO
+                if crypto_stream is not None and not crypto_stream.sender.buffer_is_empty:
+                    self._write_crypto_frame(builder=builder, space=space, stream=crypto_stream)
+                # DATAGRAM
+                while self._datagrams_pending:
+                    try:
+                        self._write_datagram_frame(
+                            builder=builder,
+                            data=self._datagrams_pending[0],
+                            frame_type=qc.QuicFrameType.DATAGRAM_WITH_LENGTH,
+                        )
+                        self._datagrams_pending.popleft()
+                    except qc.QuicPacketBuilderStop:
+                        break
+                # STOP_SENDING, RESET_STREAM, STREAM; finished streams discarded
+                discarded = self._ptp_write_streams(builder, space, queue) if queue else False
+                if builder.packet_is_empty:
+                    # Discarded streams may let the peer open new ones (MAX_STREAMS next).
+                    if not discarded:
+                        break
+                else:
+                    pacer.update_after_send(now)
+                if not self._ptp_more_due(queue, crypto_stream, discarded):
+                    # aioquic's next iteration would build nothing: what it leaves is the pacing
+                    # time (no ACK is due any more: the one due went into this packet).
+                    self._pacing_at = pacer.next_send_time(now)
+                    break
         finally:
-            served = self._streams_queue
-            self._streams, self._streams_queue = streams, []
-            self._ptp_after_write(view, served, finished, marked)
+            self._ptp_after_write(queue, marked)
 
-    @staticmethod
-    def _ptp_views(
-        streams: dict[int, QuicStream], marks: StreamMarks
-    ) -> tuple[list[QuicStream], dict[int, QuicStream], list[QuicStream]]:
-        """The marked-ready streams in service order, the marked-limits ones (with the finished ones
-        aioquic will discard from it) by ID, and the finished ones."""
-        get = streams.get
+    def _ptp_visits(self, marks: StreamMarks) -> tuple[list[QuicStream], list[QuicStream]]:
+        """The marked-ready streams in service order, and the streams whose MAX_STREAM_DATA may be
+        due: the marked-limits ones, then the finished ones (aioquic checks them before it
+        discards them)."""
+        get = self._streams.get
         queue = []
         finished = []
         for sid in marks.ready:
@@ -562,27 +623,144 @@ class PatchedQuicConnection(QuicConnection):
                 queue.append(stream)
                 if stream.receiver.is_finished and stream.sender.is_finished:
                     finished.append(stream)
-        view = {}
-        for sid in marks.limits:
+        owed = []
+        limits = marks.limits
+        for sid in limits:
             stream = get(sid)
             if stream is not None:
-                view[sid] = stream
+                owed.append(stream)
         for stream in finished:
-            view[stream.stream_id] = stream  # type: ignore[index]  # (typing.cast: a call per packet)
-        return queue, view, finished
+            if stream.stream_id not in limits:
+                owed.append(stream)
+        return queue, owed
 
-    def _ptp_after_write(
-        self, view: dict[int, QuicStream], served: list[QuicStream], finished: list[QuicStream], marked: int
-    ) -> None:
-        """Carry aioquic's discards over to the real _streams, keep the service order of the streams
-        still active, and drop the marks that turned out to have nothing to do."""
+    def _ptp_write_control(self, builder: QuicPacketBuilder, network_path: Any, space: QuicPacketSpace, now: float) -> None:
+        """The frames aioquic writes into each packet once the handshake is complete, before the
+        streams' (each only when due): PATH_CHALLENGE, HANDSHAKE_DONE, PATH_RESPONSE,
+        NEW_CONNECTION_ID, RETIRE_CONNECTION_ID, STREAMS_BLOCKED, MAX_DATA and MAX_STREAMS."""
+        # PATH_CHALLENGE, while the active path is not validated (a server whose client migrated).
+        if not (network_path.is_validated or network_path.local_challenge_sent):
+            self._write_path_challenge_frame(builder=builder, network_path=network_path)
+            # RFC 9000 8.2.4: abandon after three times the larger of the current PTO and the
+            # PTO of a new path (aioquic's rule).
+            if network_path.validation_deadline is None:
+                network_path.validation_deadline = now + 3 * max(
+                    self._loss.get_probe_timeout(), 2 * self._configuration.initial_rtt
+                )
+        if self._handshake_done_pending:
+            self._write_handshake_done_frame(builder=builder)
+            self._handshake_done_pending = False
+        challenges = network_path.remote_challenges
+        while challenges:
+            self._write_path_response_frame(builder=builder, challenge=challenges[0])
+            challenges.popleft()
+        for connection_id in self._host_cids:
+            if not connection_id.was_sent:
+                self._write_new_connection_id_frame(builder=builder, connection_id=connection_id)
+        retire = self._retire_connection_ids
+        while retire:
+            self._write_retire_connection_id_frame(builder=builder, sequence_number=retire[0])
+            retire.pop(0)
+        if self._streams_blocked_pending:
+            if self._streams_blocked_bidi:
+                self._write_streams_blocked_frame(
+                    builder=builder,
+                    frame_type=qc.QuicFrameType.STREAMS_BLOCKED_BIDI,
+                    limit=self._remote_max_streams_bidi,
+                )
+            if self._streams_blocked_uni:
+                self._write_streams_blocked_frame(
+                    builder=builder,
+                    frame_type=qc.QuicFrameType.STREAMS_BLOCKED_UNI,
+                    limit=self._remote_max_streams_uni,
+                )
+            self._streams_blocked_pending = False
+        self._write_connection_limits(builder, space)
+
+    def _ptp_write_streams(self, builder: QuicPacketBuilder, space: QuicPacketSpace, queue: list[QuicStream]) -> bool:
+        """aioquic's stream loop over ``queue`` (updated in place to the next service order:
+        discarded streams out, those that sent new bytes moved to the end); whether it discarded
+        a stream."""
+        sent: list[QuicStream] = []
+        discarded: list[QuicStream] = []
+        try:
+            for stream in queue:
+                sender = stream.sender
+                receiver = stream.receiver
+                if receiver.is_finished and sender.is_finished:
+                    sid: int = stream.stream_id  # type: ignore[assignment]
+                    self._logger.debug("Stream %d discarded", sid)
+                    self._streams.pop(sid)
+                    if (not sid & 1) != self._is_client:  # peer-initiated: it may open another
+                        self._stream_limit(sid).value += 1
+                    discarded.append(stream)
+                    continue
+                if receiver.stop_pending:
+                    self._write_stop_sending_frame(builder=builder, stream=stream)
+                if sender.reset_pending:
+                    self._write_reset_stream_frame(builder=builder, stream=stream)
+                elif not stream.is_blocked and not sender.buffer_is_empty:
+                    used = self._write_stream_frame(
+                        builder,
+                        space,
+                        stream,
+                        min(
+                            sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
+                            stream.max_stream_data_remote,
+                        ),
+                    )
+                    self._remote_max_data_used += used
+                    if used > 0:
+                        sent.append(stream)
+        finally:
+            if sent or discarded:
+                # Served streams go to the end in aioquic's order (a set of them), so that the two
+                # loops keep the same service order.
+                moved = set(sent) if len(sent) > 1 else sent
+                gone = set(discarded)
+                gone.update(moved)
+                queue[:] = [stream for stream in queue if stream not in gone]
+                queue.extend(moved)
+        return bool(discarded)
+
+    def _ptp_more_due(self, queue: list[QuicStream], crypto_stream: QuicStream | None, discarded: bool) -> bool:
+        """Whether a next packet of this pass could hold a frame: what aioquic's loop writes
+        into each packet while it is due, after a packet that wrote all that fitted. A stream whose
+        data and FIN all went out is told so here (buffer_is_empty, as get_frame would on that
+        next visit); one held by flow control stays as it is."""
+        if crypto_stream is not None and not crypto_stream.sender.buffer_is_empty:
+            return True
+        if self._datagrams_pending or self._ping_pending or self._probe_pending:
+            return True
+        if discarded:
+            for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
+                if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+                    return True  # MAX_STREAMS, once the discards let the peer open more
+        if not queue:
+            return False
+        credit = self._remote_max_data - self._remote_max_data_used
+        for stream in queue:
+            sender = stream.sender
+            if sender.reset_pending or stream.receiver.stop_pending:
+                return True
+            if stream.is_blocked or sender.buffer_is_empty:
+                continue
+            if not len(sender._pending):  # (a RangeSet has no truth value)
+                if sender._pending_eof:
+                    return True  # a FIN alone
+                sender.buffer_is_empty = True
+                continue
+            if sender.next_offset < min(sender.highest_offset + credit, stream.max_stream_data_remote):
+                return True
+        return False
+
+    def _ptp_after_write(self, queue: list[QuicStream], marked: int) -> None:
+        """The marks after a pass: the streams of the queue that may still have work (in the new
+        service order), those marked while the pass ran, and the owed MAX_STREAM_DATA still due."""
         streams = self._streams
-        for stream in finished:
-            if stream.stream_id not in view:  # aioquic discarded it
-                streams.pop(stream.stream_id, None)  # type: ignore[arg-type]
         marks = self._ptp_marks
         ready: dict[int, None] = {}
-        for stream in served:
+        for stream in queue:
             sender = stream.sender
             if (
                 not sender.buffer_is_empty
@@ -591,7 +769,7 @@ class PatchedQuicConnection(QuicConnection):
                 or (sender.is_finished and stream.receiver.is_finished and stream.stream_id in streams)
             ):
                 ready[stream.stream_id] = None  # type: ignore[index]
-        if len(marks.ready) > marked:  # marked while aioquic ran
+        if len(marks.ready) > marked:  # marked while the pass ran
             ready.update(dict.fromkeys(list(marks.ready)[marked:]))
         marks.ready = ready
         if self._ptp_limits_all:
@@ -973,6 +1151,12 @@ class PatchedQuicConnection(QuicConnection):
                 window = self._ptp_conn_window = self._ptp_grow(window, ceiling, self._ptp_conn_update_at)
                 self._ptp_conn_update_at = self._ptp_now
             max_data.value = self._ptp_conn_credited + window
+        if max_data.value == max_data.sent:
+            for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
+                if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+                    break  # a MAX_STREAMS is due (aioquic's batching rule)
+            else:
+                return  # asked in every packet; aioquic's method would write nothing
         # Hide `used` from the built-in doubling rule, let it write MAX_DATA / MAX_STREAMS.
         used, max_data.used = max_data.used, 0
         try:

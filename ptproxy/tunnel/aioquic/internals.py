@@ -91,6 +91,21 @@ PRIVATE: tuple[Internal, ...] = (
     # Streams to visit (marks.py): aioquic's send loop runs over views of the marked streams; each
     # stream it creates (appended to _streams_queue) is adopted as it is created.
     Internal(QC, "_write_application", "override", (("builder", "network_path", "now"),)),
+    # ... which is ours (connection.py): aioquic's loop, frame for frame, over the marked streams,
+    # calling aioquic's frame writers and reading the state its loop reads.
+    Internal(QC, "_write_ack_frame", "method", (("builder=", "space=", "now="),)),
+    Internal(QC, "_write_crypto_frame", "method", (("builder=", "space=", "stream="),)),
+    Internal(QC, "_write_datagram_frame", "method", (("builder=", "data=", "frame_type="),)),
+    Internal(QC, "_write_path_challenge_frame", "method", (("builder=", "network_path="),)),
+    Internal(QC, "_write_handshake_done_frame", "method", (("builder=",),)),
+    Internal(QC, "_write_path_response_frame", "method", (("builder=", "challenge="),)),
+    Internal(QC, "_write_new_connection_id_frame", "method", (("builder=", "connection_id="),)),
+    Internal(QC, "_write_retire_connection_id_frame", "method", (("builder=", "sequence_number="),)),
+    Internal(QC, "_write_streams_blocked_frame", "method", (("builder=", "frame_type=", "limit="),)),
+    Internal(QC, "_write_stop_sending_frame", "method", (("builder=", "stream="),)),
+    Internal(QC, "_write_reset_stream_frame", "method", (("builder=", "stream="),)),
+    Internal(QC, "_stream_limit", "method", (("stream_id",),)),
+    *_each(QC, "attribute", "_configuration", "_streams_blocked_bidi", "_streams_blocked_uni", "_remote_max_streams_uni"),
     Internal(QC, "_get_or_create_stream", "override", (("frame_type", "stream_id"),)),
     Internal(QC, "_get_or_create_stream_for_send", "override", (("stream_id",),)),
     Internal(QC, "_write_stream_limits", "override", (("builder=", "space=", "stream="),)),
@@ -198,7 +213,7 @@ PRIVATE: tuple[Internal, ...] = (
     # (aioquic's send loop calls _write_stream_frame by keyword; the twin falls back to aioquic's own),
     # and the send and receive halves' state the compiled code reads and writes as get_frame and
     # handle_frame do (streamframes.layout_holds checks it on a fresh stream before installing).
-    Internal(QC, "_write_stream_frame", "method", (("builder=", "space=", "stream=", "max_offset="),)),
+    Internal(QC, "_write_stream_frame", "method", (("builder=", "space=", "stream=", "max_offset="), ("builder", "space", "stream", "max_offset"))),
     Internal(QC, "_handle_stream_frame", "method", (("context", "frame_type", "buf"),)),
     Internal(QC, "_assert_stream_can_receive", "method", (("frame_type", "stream_id"),)),
     Internal(QC, "_stream_can_receive", "method", (("stream_id",),)),
