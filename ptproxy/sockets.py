@@ -18,8 +18,10 @@ The API (module-level state: one process, one registry):
   ``kind``: ``"stream"`` or ``"datagram"``) or None; the server end's QUIC socket is ``quic``.
 - :func:`read_environment` reads ``LISTEN_PID``/``LISTEN_FDS``/``LISTEN_FDNAMES`` (sd_listen_fds(3))
   into the registry and unsets them, so no child process inherits them.
-- :func:`adopt` ``(name, sock, *, owns_file=False)`` registers a socket from any other source (the
-  SIGUSR2 hand-off); ``owns_file``: this process removes its UNIX socket file at exit.
+- :func:`adopt` ``(name, sock, *, owns_file=False, early=False)`` registers a socket from any other
+  source (the SIGUSR2 hand-off); ``owns_file``: this process removes its UNIX socket file at exit;
+  ``early``: a socket this process bound itself at start-up, before the heavy imports
+  (ops/cli.py), which the listener takes without logging it as passed.
 - :func:`close_unclaimed` (after every listener started): a passed socket no listener took is
   logged once as a warning and closed.
 - :func:`remove_socket_files` (at clean shutdown) removes the UNIX socket files this process
@@ -50,6 +52,7 @@ __all__ = [
     "ListenerError",
     "adopt",
     "close_unclaimed",
+    "discard_early",
     "disown_socket_files",
     "inherited",
     "inherited_socket",
@@ -72,6 +75,8 @@ _PROBE_TIMEOUT = 1.0  # s to wait for a live UNIX socket to accept the probe con
 
 # Sockets passed to this process, by name, until a listener takes them.
 inherited: dict[str, socket.socket] = {}
+# Names of the inherited sockets this process bound itself early in its start-up (ops/cli.py).
+_early: set[str] = set()
 # UNIX socket files this process bound, removed at clean shutdown: path → (st_dev, st_ino,
 # st_ctime_ns), the ctime because a freed inode number is reused at once (tmpfs does).
 _owned_files: dict[str, tuple[int, int, int]] = {}
@@ -84,15 +89,18 @@ class ListenerError(StartupError):
 # -- inherited sockets -----------------------------------------------------------------------------
 
 
-def adopt(name: str, sock: socket.socket, *, owns_file: bool = False) -> None:
+def adopt(name: str, sock: socket.socket, *, owns_file: bool = False, early: bool = False) -> None:
     """Register ``sock`` as the socket of the listener called ``name``.
 
     ``owns_file``: a UNIX socket whose file this process is to remove at clean shutdown (a socket
-    handed over by a previous ptproxy, not one systemd created and removes itself)."""
+    handed over by a previous ptproxy, not one systemd created and removes itself). ``early``:
+    bound by this process before its listener exists (ops/cli.py), not passed to it."""
     if name in inherited:
         raise ListenerError(f"two sockets passed as {name!r}; a listener takes one socket")
     sock.set_inheritable(False)  # FD_CLOEXEC: no child process keeps the listener open
     inherited[name] = sock
+    if early:
+        _early.add(name)
     if owns_file and sock.family == socket.AF_UNIX:
         _own(sock.getsockname())
 
@@ -161,6 +169,7 @@ def inherited_socket(name: str, kind: Kind) -> socket.socket | None:
     """The inherited socket called ``name``, taken out of the registry; None when none was
     passed. Raises ListenerError when it is not of ``kind``."""
     sock = inherited.pop(name, None)
+    _early.discard(name)
     if sock is not None:
         try:
             _check_kind(name, sock, kind)
@@ -176,9 +185,29 @@ def close_unclaimed() -> list[str]:
     names = sorted(inherited)
     for name in names:
         sock = inherited.pop(name)
+        _early.discard(name)
         logger.warning("socket %r was passed to ptproxy (%s) but no listener is called so: closing it",
                        name, _describe(sock))
         sock.close()
+    return names
+
+
+def discard_early() -> list[str]:
+    """Close the sockets this process bound early and no listener took yet, removing their UNIX
+    socket files (start-up failed after binding them: nothing stays bound). Returns their names."""
+    names = sorted(_early & inherited.keys())
+    for name in names:
+        sock = inherited.pop(name)
+        if sock.family == socket.AF_UNIX:
+            path = sock.getsockname()
+            identity = _owned_files.pop(path, None)
+            try:
+                if identity is not None and _identity(os.lstat(path)) == identity:
+                    os.unlink(path)
+            except OSError:
+                pass
+        sock.close()
+    _early.clear()
     return names
 
 
@@ -190,9 +219,13 @@ def listener_socket(
 ) -> socket.socket:
     """A listening stream socket for the listener ``name``: the inherited one, else bound to
     ``address`` (``("unix:/path", 0)`` for a UNIX socket). Raises ListenerError."""
+    early = name in _early
     sock = inherited_socket(name, "stream")
     if sock is not None:
-        logger.info("%s: using the socket passed as %r (%s)", field, name, _describe(sock))
+        if early:
+            logger.debug("%s: the socket bound at start-up (%s)", field, _describe(sock))
+        else:
+            logger.info("%s: using the socket passed as %r (%s)", field, name, _describe(sock))
         return sock
     host, port = address
     if host.startswith(UNIX_PREFIX):

@@ -2,11 +2,24 @@
 
 Expected failures print one line (``ptproxy: error: …``) and exit 1, never a traceback.
 
-Start-up order: the server end binds its UDP port (:func:`bind_quic_early`) right after reading
-the configuration, before asyncio, aioquic, cryptography and the TLS set-up are imported (~100-200
-ms). A client that dials while the rest of start-up runs (a restart) then has its handshake wait in
-the socket's receive buffer, answered when the endpoint first reads, instead of drawing ICMP port
-unreachable and sending it again later.
+Start-up order (as socket activation would have it): each end binds its listening sockets before
+asyncio, aioquic, cryptography and the TLS set-up are imported (~100-200 ms of a start-up).
+
+- The server end binds its UDP port (:func:`bind_quic_from_file`) from the file's ``[general]``
+  table as written, before even the configuration module (msgspec and its structures, ~20-30 ms)
+  is imported; the full validation follows. A client that dials while the rest of start-up runs
+  (a restart, or both ends launched together) has its handshake wait in the socket's receive
+  buffer, answered when the endpoint first reads, instead of drawing ICMP port unreachable.
+- The client end binds its HTTP and TCP listeners (:func:`bind_listeners_early`) right after the
+  configuration is validated: a connection made while the rest of start-up runs waits in the
+  listen backlog and is served once the tunnel is up, instead of being refused.
+
+Each early socket is registered as the socket passed under its listener's name
+(ptproxy/sockets.py), which the listener takes as it takes systemd's. Nothing is bound early when
+sockets are being passed (``LISTEN_FDS``, a hand-off). Errors stay what they were: the client's
+listeners raise the listener's own error (same message, exit 1); a server bind that fails is left
+to the listener to report, after the certificates are checked, as before; a start-up that fails
+after binding closes what it bound (:func:`ptproxy.sockets.discard_early`).
 """
 
 from __future__ import annotations
@@ -26,13 +39,26 @@ from ptproxy.errors import PtproxyError
 if TYPE_CHECKING:
     from ptproxy.ops.config import Config
 
-__all__ = ["main", "build_parser", "version_text", "run_loop", "bind_quic_early"]
+__all__ = [
+    "main",
+    "build_parser",
+    "version_text",
+    "run_loop",
+    "bind_quic_early",
+    "bind_quic_from_file",
+    "bind_listeners_early",
+    "read_general",
+]
 
 DEFAULT_CONFIG = "/etc/ptproxy/config.toml"
 logger = logging.getLogger("ptproxy")
 # ops/handoff.py's ENV (not imported here: that module imports asyncio, which the early bind
 # comes before; tests/unit check the two agree).
 HANDOFF_ENV = "PTPROXY_HANDOFF"
+# [general] defaults the server end binds with before the configuration module is imported
+# (ops/config.py's General; tests/unit check the two agree).
+DEFAULT_BIND_ADDRESS = "::"
+DEFAULT_QUIC_PORT = 20010
 
 
 class _VersionAction(argparse.Action):
@@ -95,6 +121,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sockets_passed(environ: Mapping[str, str]) -> bool:
+    """Are listening sockets being passed to this process (systemd, a hand-off)?"""
+    return "LISTEN_FDS" in environ or HANDOFF_ENV in environ
+
+
+def read_general(path: str) -> Mapping[str, Any] | None:
+    """The file's ``[general]`` table as written (parsed, not validated); None when the file
+    cannot be read or parsed or has no such table (``load`` then says why)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            general = tomllib.load(f).get("general")
+    except (OSError, ValueError):  # tomllib.TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return general if isinstance(general, dict) else None
+
+
+def bind_quic_from_file(path: str, environ: Mapping[str, str] = os.environ) -> socket.socket | None:
+    """Server end: bind the QUIC UDP port named by the file at ``path``, before the configuration
+    module is imported (see :func:`bind_quic_early`). Nothing is bound (None) for anything but a
+    plainly written server end (``mode = "Server"``, an IP ``bind_address``, an integer
+    ``quic_port`` in range, or their defaults): validation then reports what is wrong."""
+    general = read_general(path)
+    if general is None or general.get("mode") != "Server" or _sockets_passed(environ):
+        return None
+    address = general.get("bind_address", DEFAULT_BIND_ADDRESS)
+    port = general.get("quic_port", DEFAULT_QUIC_PORT)
+    if not isinstance(address, str) or type(port) is not int or not 1 <= port <= 65535:
+        return None
+    return _bind_quic(address, port)
+
+
 def bind_quic_early(config: Config, environ: Mapping[str, str] = os.environ) -> socket.socket | None:
     """Server end: bind the QUIC UDP port now, and register the socket as the one passed as
     ``quic`` (ptproxy/sockets.py), which the listener takes as it takes systemd's; it applies the
@@ -102,26 +161,69 @@ def bind_quic_early(config: Config, environ: Mapping[str, str] = os.environ) -> 
 
     The address family is the one ``open_udp_socket`` picks for a server end (IPv6 dual-stack for
     an IPv6 address). Nothing is bound (None) for a client end, when a socket is being passed to
-    this process (``LISTEN_FDS``, a hand-off), or when binding fails: the listener then binds as
-    before and reports the error where it always did (after the certificates are checked)."""
+    this process (``LISTEN_FDS``, a hand-off) or was bound already (:func:`bind_quic_from_file`),
+    or when binding fails: the listener then binds as before and reports the error where it always
+    did (after the certificates are checked)."""
     general = config.general
-    if general.mode != "Server" or "LISTEN_FDS" in environ or HANDOFF_ENV in environ:
+    if general.mode != "Server" or _sockets_passed(environ):
         return None
+    return _bind_quic(general.bind_address, general.quic_port)
+
+
+def _bind_quic(address: str, port: int) -> socket.socket | None:
     from ptproxy import sockets
 
-    ip = ipaddress.ip_address(general.bind_address)
+    if "quic" in sockets.inherited:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None  # validation names the field
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" takes IPv4 too
-        sock.bind((general.bind_address, general.quic_port))
+        sock.bind((address, port))
     except OSError as exc:
         sock.close()
         logger.debug("binding the QUIC port early failed (%s); the listener binds it", exc)
         return None
-    sockets.adopt("quic", sock)
+    sockets.adopt("quic", sock, early=True)
     return sock
+
+
+def bind_listeners_early(config: Config, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Client end: bind every HTTP and TCP listener of ``config`` now, each registered under the
+    name its listener takes a passed socket by (``http``, else the route's name), with the field
+    and message that listener would raise (:class:`ptproxy.sockets.ListenerError`). Returns the
+    names bound; none for a server end or when sockets are being passed. On an error the ones
+    already bound are closed before it propagates."""
+    if config.general.mode != "Client" or _sockets_passed(environ):
+        return []
+    from ptproxy import sockets
+    from ptproxy.ops.config import parse_socket_address
+
+    wanted: list[tuple[str, tuple[str, int], str]] = [("http", config.general.http_bind, "[general] http_bind_address")]
+    for i, route in enumerate(config.routes):
+        if route.http_bind_address is not None:
+            address = parse_socket_address(route.http_bind_address, require_ip=True)
+            wanted.append((route.name, address, f"routes[{i}].http_bind_address"))
+        if route.tcp_bind_address is not None:
+            address = parse_socket_address(route.tcp_bind_address, require_ip=True)
+            wanted.append((route.name, address, f"routes[{i}].tcp_bind_address"))
+    bound: list[str] = []
+    try:
+        for name, address, field in wanted:
+            if name in sockets.inherited:
+                continue  # two listeners of one name: theirs to report
+            sock = sockets.listener_socket(name, address, field=field, unix_mode=config.system.unix_mode)
+            sockets.adopt(name, sock, early=True)
+            bound.append(name)
+    except BaseException:
+        sockets.discard_early()
+        raise
+    return bound
 
 
 def run_loop(coro: Coroutine[Any, Any, int]) -> int:
@@ -160,6 +262,8 @@ def _main(argv: Sequence[str] | None) -> int:
             from ptproxy.ops.health import healthcheck
 
             return healthcheck(args.config)
+        if not args.check:
+            bind_quic_from_file(args.config)  # server end: before the configuration module
         from ptproxy.ops.config import load
 
         config = load(args.config)
@@ -169,7 +273,8 @@ def _main(argv: Sequence[str] | None) -> int:
             load_material(config)
             print("OK")
             return 0
-        bind_quic_early(config)
+        bind_quic_early(config)  # unless bound above
+        bind_listeners_early(config)  # client end
         from ptproxy.ops.app import run
 
         return run_loop(run(config))
@@ -182,3 +287,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if "ptproxy.sockets" in sys.modules:
+            # What start-up bound early and no listener took (it failed before): closed.
+            sys.modules["ptproxy.sockets"].discard_early()
