@@ -189,9 +189,8 @@ class Session:
         else:
             self.transmit_soon()
 
-    def transmit(self, due: float = 0.0) -> None:
-        """Send what aioquic has queued, re-arm its timer, wake writers waiting for buffer room.
-        ``due``: a timer's deadline that counts as reached though the clock is not there yet."""
+    def transmit(self) -> None:
+        """Send what aioquic has queued, re-arm its timer, wake writers waiting for buffer room."""
         self._transmit_handle = None
         if self._events_due:
             try:
@@ -201,8 +200,6 @@ class Session:
                 self.abort("internal error")
                 return
         now = time.monotonic()
-        if due > now:
-            now = due
         self.transmits += 1
         datagrams = self.quic.datagrams_to_send(now=now)
         sent = self._send_grouped(datagrams) if datagrams else 0
@@ -256,19 +253,28 @@ class Session:
         if timer_at is None:
             return
         now = time.monotonic()
-        # The loop may fire up to ~1 ms early (ms-resolution timers): act as if the deadline
-        # arrived, rather than re-arming a sub-millisecond timer in a busy loop. The transmit too:
-        # aioquic sends a due ACK (and the pacer releases a packet) from datagrams_to_send, by
-        # the time it is given; with the clock's time the ACK was not due yet, the deadline came
-        # back sub-millisecond, and the loop spun until the clock reached it (linkbench, sequential
-        # GETs: after 5-15 % of the exchanges, runs of up to ~20 wake-ups over up to 0.6 ms). A
-        # paced packet's wake-up likewise cost a full PACING_GRANULARITY more.
+        # The loop may fire up to ~1 ms early (ms-resolution timers). A deadline that is more
+        # than TIMER_SLACK away moved later since this timer was armed: re-arm for it.
         if timer_at > now + TIMER_SLACK:
-            self._arm_timer()  # the deadline moved later since this timer was armed
+            self._arm_timer()
             return
-        self.quic.handle_timer(now=max(now, timer_at))
+        if timer_at > now:
+            # Early by less than the slack. aioquic sends a due ACK (and the pacer releases a
+            # packet) from datagrams_to_send by the clock's time, so transmitting now sends
+            # nothing and re-arming for the sub-millisecond rest fires at once again: the loop
+            # spun until the clock got there (linkbench, sequential GETs: after 5-15 % of the
+            # exchanges, runs of up to ~20 wake-ups over up to 0.6 ms). Wait one tick instead:
+            # the ACK leaves at most TIMER_SLACK late (ACK_DELAY leaves that much room under
+            # the max_ack_delay we advertise), a paced packet as it did before (the pacer then
+            # asks for PACING_GRANULARITY more). Giving aioquic the deadline as the time
+            # instead stamps packets in the future and runs its clock backwards at the next
+            # receive (10 MiB downloads measured ~10 Mbit/s slower).
+            self._timer_fires_at = timer_at
+            self._timer = self._loop.call_later(TIMER_SLACK, self._on_timer)
+            return
+        self.quic.handle_timer(now=now)
         self._process_events()
-        self.transmit(timer_at)
+        self.transmit()
 
     def _schedule_keep_alive(self) -> None:
         if self._keep_alive_interval > 0 and not self.closed.done():
