@@ -117,6 +117,9 @@ cdef class Pacer:
         """Charge and wait for datagrams of ``size`` bytes from now on (path MTU discovery)."""
         self._mds = size
         self._mds_f = <double>size
+        # The bucket must hold a datagram or none would ever leave (until the next set_rate):
+        # two of them, as set_rate gives, when discovery raises the size far (16 KiB on loopback).
+        self.capacity = _fmax(self.capacity, 2.0 * self._mds_f)
 
     cdef void _set_rate(self, double rate, double burst) noexcept:
         self.rate = _fmax(rate, self._mds_f)

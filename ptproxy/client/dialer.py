@@ -57,6 +57,7 @@ from ptproxy.tunnel import (
     SessionClosed,
     SessionTicket,
     connection_numbers,
+    route_mtu,
     warm_deferred_imports,
 )
 
@@ -650,6 +651,7 @@ class Dialer:
         quic = settings.new_connection(
             session_ticket_handler=lambda t: self._ticket_received(t, settings, host)
         )
+        quic.set_route_mtu(route_mtu(sock))  # how high path MTU discovery may go
         session = Session(
             quic,
             lambda datagrams, _addr: transport.send(datagrams, None),  # the connected peer

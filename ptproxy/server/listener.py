@@ -49,6 +49,7 @@ from ptproxy.tunnel import (
     TunnelStream,
     connection_numbers,
     host_cids,
+    route_mtu_to,
 )
 
 __all__ = ["Listener"]
@@ -270,6 +271,8 @@ class Listener:
         cfg = self.settings.config
         assert self._socket is not None
         udp = self._socket
+        # How high path MTU discovery may go: the route's MTU, looked up once per new peer.
+        quic.set_route_mtu(route_mtu_to(addr))
         session = Session(
             quic,
             udp.send,

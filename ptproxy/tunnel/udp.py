@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import socket
 
-__all__ = ["open_udp_socket", "BufferSizes"]
+__all__ = ["open_udp_socket", "BufferSizes", "route_mtu", "route_mtu_to"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
@@ -78,6 +78,41 @@ def _raise_receive_buffer(sock: socket.socket) -> None:
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 PMTUDISC_PROBE = 3  # IP_PMTUDISC_PROBE / IPV6_PMTUDISC_PROBE
+
+
+# Linux's IP_MTU / IPV6_MTU (<linux/in.h>, <linux/in6.h>): the MTU of a connected socket's route.
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+
+
+def route_mtu(sock: socket.socket) -> int | None:
+    """The MTU of the route a connected UDP socket sends on, as the kernel knows it (Linux), else
+    ``None`` (another system, not connected). An upper bound for path MTU discovery (pmtu.py):
+    a hop beyond the first link may carry less."""
+    if sock.family == socket.AF_INET6:
+        option = (socket.IPPROTO_IPV6, IPV6_MTU)  # IPv4-mapped peers too
+    elif sock.family == socket.AF_INET:
+        option = (socket.IPPROTO_IP, IP_MTU)
+    else:
+        return None
+    try:
+        mtu = sock.getsockopt(*option)
+    except OSError:
+        return None
+    return mtu if mtu > 0 else None
+
+
+def route_mtu_to(addr: tuple[object, ...]) -> int | None:
+    """:func:`route_mtu` towards ``addr`` (a socket address: 2-tuple IPv4, 4-tuple IPv6) for an
+    unconnected socket (a server end's): a throwaway socket connected to it (no packet is sent).
+    ``None`` where unknown."""
+    family = socket.AF_INET6 if len(addr) == 4 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(addr)
+            return route_mtu(probe)
+    except (OSError, ValueError, TypeError, OverflowError):
+        return None
 
 
 def _never_fragment(sock: socket.socket) -> None:

@@ -62,6 +62,7 @@ from ptproxy.tunnel.aioquic.pmtud import PathMtu
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
 from ptproxy.tunnel.aioquic.tickets import install_ticket_sealer
 from ptproxy.tunnel.identity import PeerIdentity, cipher_name
+from ptproxy.tunnel.pmtu import ceiling_for_route
 
 if TYPE_CHECKING:
     from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
@@ -172,7 +173,8 @@ class FlowSettings:
     # [transport] redundancy: "Tail" sends the tail of a small burst twice (redundancy.py).
     redundancy: str = "None"
     redundancy_max_share: float = 1.0
-    # Path MTU discovery up to this datagram size (pmtud.py); None: max_datagram_size is fixed.
+    # Path MTU discovery up to this datagram size (pmtud.py) unless the route's MTU is known
+    # (set_route_mtu); None: max_datagram_size is fixed.
     pmtu_ceiling: int | None = None
 
 
@@ -470,6 +472,13 @@ class PatchedQuicConnection(QuicConnection):
         addr = self._network_paths[0].addr
         end = "the server end" if self._is_client else "the client end"
         return f"{end} at {format_address(addr)}" if addr else end
+
+    def set_route_mtu(self, mtu: int | None) -> None:
+        """The MTU of the route to the peer (``tunnel/udp.py``'s route_mtu; ``None``: unknown)
+        bounds path MTU discovery (``pmtu.ceiling_for_route``); call before the handshake. A
+        fixed ``max_datagram_size`` (no discovery) ignores it."""
+        if self._ptp_pmtu is not None and mtu is not None:
+            self._ptp_pmtu.set_ceiling(ceiling_for_route(mtu))
 
     @property
     def max_datagram_size(self) -> int:

@@ -29,10 +29,24 @@ class PathMtu:
         self.search = PmtuSearch(ceiling=ceiling)
         #: Packet numbers of probes in flight (their loss is not a congestion signal).
         self.probe_numbers: set[int] = set()
+        #: The peer's ``max_udp_payload_size`` once its transport parameters arrived.
+        self._peer_limit: int | None = None
+
+    def set_ceiling(self, ceiling: int) -> None:
+        """Search up to ``ceiling`` (the route's, ``pmtu.ceiling_for_route``), within the peer's
+        limit; before the search starts (it starts once the handshake is confirmed)."""
+        if self._peer_limit is not None:
+            ceiling = min(ceiling, self._peer_limit)
+        search = self.search
+        search.ceiling = max(ceiling, BASE_SIZE)
+        search.too_large = search.ceiling + 1
 
     def limit_to_peer(self, max_udp_payload_size: int | None) -> None:
         """The peer's ``max_udp_payload_size`` transport parameter bounds the search."""
-        if max_udp_payload_size is not None and max_udp_payload_size < self.search.ceiling:
+        if max_udp_payload_size is None:
+            return
+        self._peer_limit = max_udp_payload_size
+        if max_udp_payload_size < self.search.ceiling:
             self.search.ceiling = max_udp_payload_size
             self.search.too_large = min(self.search.too_large, max_udp_payload_size + 1)
 

@@ -68,10 +68,6 @@ class Pacer:
     overrides it because BBR sets its rate itself through :meth:`set_rate`.
     """
 
-    def set_max_datagram_size(self, size: int) -> None:
-        """Charge and wait for datagrams of ``size`` bytes from now on (path MTU discovery)."""
-        self._mds = size
-
     def __init__(self, *, max_datagram_size: int, rate: float, burst: int = 0) -> None:
         self._mds = max_datagram_size
         self.rate = 0.0
@@ -80,6 +76,13 @@ class Pacer:
         self.tokens = self.capacity  # an idle connection may start with one burst
         self._last = 0.0
         self._wake_at: float | None = None  # the wake-up asked for, while the sender waits on us
+
+    def set_max_datagram_size(self, size: int) -> None:
+        """Charge and wait for datagrams of ``size`` bytes from now on (path MTU discovery)."""
+        self._mds = size
+        # The bucket must hold a datagram or none would ever leave (until the next set_rate):
+        # two of them, as set_rate gives, when discovery raises the size far (16 KiB on loopback).
+        self.capacity = max(self.capacity, 2.0 * size)
 
     def set_rate(self, rate: float, *, burst: int = 0) -> None:
         """Pace at ``rate`` bytes/s from now on, allowing bursts of ``burst`` bytes."""
