@@ -50,7 +50,8 @@ CEILING = 1452
 #: (aioquic's writer and our compiled twin), at most 16383 bytes: a datagram of 16384 holds one
 #: such frame with its headers. Larger would need four-byte lengths in both twins. On loopback
 #: (benchmarks/results/bulk_datagram_size.txt) 10 MB GETs took 13.0 / 14.5 CPU s per GB (client
-#: / server end) in 1452-byte datagrams, 4.5 / 4.9 in 9000-byte ones and 3.2 / 3.8 in 16000.
+#: / server end) in 1452-byte datagrams, 4.5 / 4.9 in 9000-byte ones and 3.2 / 3.8 in 16000;
+#: 65487-byte ones (with four-byte lengths, tried) were slower than 16384 and took more CPU.
 MAX_CEILING = 16384
 #: Unacknowledged probes of one size before it is taken as too large (RFC 8899 MAX_PROBES).
 MAX_PROBES = 3
