@@ -153,6 +153,9 @@ _ONE_RTT = tls.Epoch.ONE_RTT
 _ZERO_RTT = tls.Epoch.ZERO_RTT
 _ONE_RTT_PACKET = qc.QuicPacketType.ONE_RTT
 _ZERO_RTT_PACKET = qc.QuicPacketType.ZERO_RTT
+# Bytes left in a packet below which _write_application starts the next one without asking
+# _ptp_more_due (a STREAM frame's header alone takes up to ~12).
+_ROOM = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,6 +565,9 @@ class PatchedQuicConnection(QuicConnection):
         marked = len(marks.ready)
         queue, owed = self._ptp_visits(marks) if marked or marks.limits else ([], [])
         pacer = self._loss._pacer
+        # The frames of _ptp_write_control, all written into the first packet (or the builder
+        # stops the pass); later packets need them only after a discard (MAX_STREAMS).
+        control = self._handshake_complete
         try:
             while True:
                 # apply pacing, except if we have ACKs to send
@@ -574,7 +580,7 @@ class PatchedQuicConnection(QuicConnection):
                 # ACK (a server acknowledges 0-RTT packets, but not in 0-RTT packets)
                 if packet_type is _ONE_RTT_PACKET and ack_at is not None and ack_at <= now:
                     self._write_ack_frame(builder=builder, space=space, now=now)
-                if self._handshake_complete:
+                if control:
                     self._ptp_write_control(builder, network_path, space, now)
                 # MAX_STREAM_DATA: every owed one is written into this packet (or the builder
                 # stops the pass); none is due again before the application credits more.
@@ -611,7 +617,10 @@ class PatchedQuicConnection(QuicConnection):
                         break
                 else:
                     pacer.update_after_send(now)
-                if not self._ptp_more_due(queue, crypto_stream, discarded):
+                control = discarded and self._handshake_complete
+                # A full packet is followed by another, as in aioquic (the check is for packets
+                # with room left: after a small response, a flow-control limit, a FIN).
+                if builder.remaining_flight_space >= _ROOM and not self._ptp_more_due(queue, crypto_stream, discarded):
                     # aioquic's next iteration would build nothing: what it leaves is the pacing
                     # time (no ACK is due any more: the one due went into this packet).
                     self._pacing_at = pacer.next_send_time(now)
