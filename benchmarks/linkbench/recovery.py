@@ -1,6 +1,8 @@
 """Recovery only, repeated: linkbench's server-restart and blackout phases, ``--rounds`` times,
 for a few ptproxy systems on the emulated link (one sample per phase and run in the full bench
-is too few to see a rare slow path).
+is too few to see a rare slow path). ``caddy-pair`` may be listed too: restarted in its turn, it
+puts the full bench's neighbour (its restart runs just before the first ptproxy system's) in front
+of the ptproxy systems (not with ``--end-before-deadline``, which reads ptproxy logs).
 
     python -m benchmarks.linkbench.recovery [--systems ptproxy-Bbr,ptproxy-natural] [--rounds 5]
         [--warm] [--log-level debug --qlog --keep] [--out /tmp/recovery]
@@ -32,14 +34,27 @@ from typing import Any
 from ptproxy.ops.devcerts import make_demo_pki
 from tools.netem import LinkEmulator, LinkProfile
 
-from .runner import MAX_IDLE_MS, NATURAL_SYSTEMS, RATE_MBIT, RTT_MS, Agent, Bench, System, log
+from .runner import (
+    CADDY_HTTP_PORT,
+    MAX_IDLE_MS,
+    NATURAL_SYSTEMS,
+    RATE_MBIT,
+    RTT_MS,
+    Agent,
+    Bench,
+    System,
+    log,
+)
 
 
 def systems(names: list[str], link: LinkEmulator) -> list[System]:
-    """The named ptproxy systems, with linkbench's ports and configurations."""
+    """The named ptproxy systems, with linkbench's ports and configurations; ``caddy-pair`` too
+    (a neighbour: its restart just before a ptproxy system's, as in the full bench's order)."""
     out = []
     for name in names:
-        if name in NATURAL_SYSTEMS:
+        if name == "caddy-pair":
+            s = System(name, link.a_addr, CADDY_HTTP_PORT, "caddy")
+        elif name in NATURAL_SYSTEMS:
             tr, what = NATURAL_SYSTEMS[name]
             i = list(NATURAL_SYSTEMS).index(name)
             s = System(name, link.a_addr, 20090 + i, "ptproxy", tr["congestion_algorithm"])
@@ -49,7 +64,7 @@ def systems(names: list[str], link: LinkEmulator) -> list[System]:
             s = System(name, link.a_addr, 20080, "ptproxy", algo)
             s.info["quic_port"] = 20010
         else:
-            raise SystemExit(f"{name}: not a ptproxy system of linkbench")
+            raise SystemExit(f"{name}: not a ptproxy system of linkbench (nor caddy-pair)")
         out.append(s)
     if len({s.port for s in out}) != len(out):
         raise SystemExit("at most one per-algorithm (tuned) system at a time")
@@ -127,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON file")
     a = ap.parse_args(argv)
     extras = [float(x) for x in a.blackout_extra.split(",") if x]
+    if a.end_before_deadline is not None and "caddy-pair" in a.systems.split(","):
+        raise SystemExit("--end-before-deadline reads ptproxy logs: leave caddy-pair out")
     skip = {x for x in a.skip.split(",") if x}
     work = Path(tempfile.mkdtemp(prefix="lbrecovery-"))
     work.chmod(0o755)
@@ -142,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             b.start_origin()
             b.agent = ag = Agent(link)
             for s in b.systems:
-                b.start_ptproxy(s)
+                if s.kind == "caddy":
+                    b.start_caddy_pair(s)
+                else:
+                    b.start_ptproxy(s)
                 ag("fresh", host=s.host, port=s.port, path="/hello")
                 if a.warm:
                     ag("fresh", host=s.host, port=s.port, path="/10m", timeout=300)
