@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic import PatchedQuicConnection
 from ptproxy.tunnel.aioquic.marks import MarkingStream, StreamMarks
-from tests.support.quic_pair import Pair, flow_settings
+from tests.support.quic_pair import CLIENT_ADDR, SERVER_ADDR, Pair, flow_settings
 from tests.unit.test_stream_marks import OPS, Run, _finish, _step
 
 
@@ -173,3 +173,45 @@ def test_a_small_response_is_one_iteration(pki: DemoPki) -> None:
     # ... and the stream whose data and FIN went out is known to have nothing left.
     assert server._streams[sid].sender.buffer_is_empty
     assert sid not in server._ptp_marks.ready
+
+
+def _discarding_transmit(pki: DemoPki, cls: type[PatchedQuicConnection]) -> tuple[int, int, int]:
+    """The server end's transmit that discards four finished streams at its stream limit: (the
+    datagrams it sent, MAX_STREAMS announced before, and after it)."""
+    flow = flow_settings(max_concurrent_streams=4)
+    pair = Pair(pki, client_leaf=pki.client, client_flow=flow, server_flow=flow)
+    for conn in (pair.client, pair.server):
+        conn.__class__ = cls
+    pair.roundtrip()
+    client, server = pair.client, pair.server
+    sids = []
+    for _ in range(4):
+        sids.append(client.get_next_available_stream_id())
+        client.send_stream_data(sids[-1], b"GET", end_stream=True)
+    pair.roundtrip()
+    for sid in sids:
+        server.send_stream_data(sid, b"200", end_stream=True)
+    # The responses go out and are acknowledged; the server's streams are then finished both ways.
+    for data, _ in server.datagrams_to_send(now=pair.now):
+        client.receive_datagram(data, SERVER_ADDR, now=pair.now)
+    pair.now += 0.01
+    client.handle_timer(pair.now)  # the client's delayed ACK
+    for data, _ in client.datagrams_to_send(now=pair.now):
+        server.receive_datagram(data, CLIENT_ADDR, now=pair.now)
+    assert all(server._streams[sid].is_finished for sid in sids)
+    limit = server._local_max_streams_bidi
+    before = limit.sent
+    server.send_ping(1)  # a frame to send: the full pass runs (not the idle shortcut)
+    datagrams = server.datagrams_to_send(now=pair.now)
+    assert all(sid not in server._streams for sid in sids)
+    return len(datagrams), before, limit.sent
+
+
+def test_streams_discarded_in_a_pass_are_announced_in_it(pki: DemoPki) -> None:
+    """Discarding streams at the limit makes a MAX_STREAMS due: the packet after the one that
+    discarded them carries it, in the same transmit, as aioquic's loop does."""
+    ours = _discarding_transmit(pki, Recording)
+    assert ours == _discarding_transmit(pki, AioquicLoop)
+    sent, before, after = ours
+    assert (before, after) == (4, 8)
+    assert sent == 2  # the PING, then MAX_STREAMS
