@@ -19,7 +19,6 @@ server end did not process is sent again on the next session (see :func:`resend_
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -320,7 +319,7 @@ class Frontend:
         if handshake:
             # The parser stopped at a WebSocket handshake (frames may follow its head): whatever
             # the answer, this connection serves no other request.
-            head = dataclasses.replace(head, keep_alive=False)
+            head = head.replace(keep_alive=False)
         deadline = started + self._queue_timeout
         resends = 0 if has_body or handshake else 1  # after REQUEST_REJECTED or a Stateless Reset
         avoid: Session | None = None

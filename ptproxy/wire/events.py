@@ -8,7 +8,8 @@ A message is always ``RequestHead``/``ResponseHead``, then zero or more ``BodyDa
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError
+from typing import Any, Self
 
 __all__ = [
     "BodyData",
@@ -37,10 +38,58 @@ class BodyKind(enum.Enum):
     """Read until the connection closes (responses only, RFC 9112 6.3 rule 8)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _MessageHead:
+class _Event:
+    """Frozen, slotted value objects written out, not ``@dataclass(frozen=True, slots=True)``: the
+    six classes cost ~22M instructions (~3 ms) at every start of both ends as dataclasses (code
+    generated and compiled per class, each slotted class built twice). Same behaviour as the
+    dataclasses they replace (tests/unit/test_events.py compares them): keyword-only heads,
+    equality and hash over the fields in order, the same repr and match arguments, assignment
+    raising ``FrozenInstanceError``. :meth:`replace` stands in for ``dataclasses.replace``."""
+
+    __slots__: tuple[str, ...] = ()
+    __match_args__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple([getattr(self, name) for name in self.__slots__])
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join([f"{name}={getattr(self, name)!r}" for name in self.__slots__])
+        return f"{self.__class__.__qualname__}({fields})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (field name -> value), as ``dataclasses.replace``."""
+        unknown = changes.keys() - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"{self.__class__.__qualname__} has no field {sorted(unknown)[0]!r}")
+        new = object.__new__(self.__class__)
+        for name in self.__slots__:
+            _set(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+
+_set = object.__setattr__
+
+
+class _MessageHead(_Event):
     """What request and response heads have in common (keyword-only: the start line comes first
-    in each subclass's own fields, but after these in the generated ``__init__``)."""
+    in each subclass's own fields, but after these in the constructor)."""
+
+    __slots__ = ()
+    _HEAD = ("headers", "http_version", "keep_alive", "body", "content_length")
 
     headers: Fields
     """Every field line as received: original name case, value with surrounding OWS stripped, in order."""
@@ -55,8 +104,9 @@ class _MessageHead:
     """The declared length when ``body`` is ``LENGTH``, else None (the header itself stays in ``headers``)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestHead(_MessageHead):
+    __slots__ = (*_MessageHead._HEAD, "method", "target", "expect_continue")
+
     method: bytes
     """The method token as received, e.g. ``b"GET"``."""
     target: bytes
@@ -64,32 +114,87 @@ class RequestHead(_MessageHead):
     expect_continue: bool
     """``Expect: 100-continue`` was sent: the client waits for an interim response (RFC 9110 10.1.1)."""
 
+    def __init__(
+        self,
+        *,
+        headers: Fields,
+        http_version: tuple[int, int],
+        keep_alive: bool,
+        body: BodyKind,
+        content_length: int | None,
+        method: bytes,
+        target: bytes,
+        expect_continue: bool,
+    ) -> None:
+        _set(self, "headers", headers)
+        _set(self, "http_version", http_version)
+        _set(self, "keep_alive", keep_alive)
+        _set(self, "body", body)
+        _set(self, "content_length", content_length)
+        _set(self, "method", method)
+        _set(self, "target", target)
+        _set(self, "expect_continue", expect_continue)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
 class ResponseHead(_MessageHead):
+    __slots__ = (*_MessageHead._HEAD, "status", "reason")
+
     status: int
     """Status code, 100..599."""
     reason: bytes
     """Reason phrase as received (it is replaced by the standard one when re-serialized)."""
 
+    def __init__(
+        self,
+        *,
+        headers: Fields,
+        http_version: tuple[int, int],
+        keep_alive: bool,
+        body: BodyKind,
+        content_length: int | None,
+        status: int,
+        reason: bytes,
+    ) -> None:
+        _set(self, "headers", headers)
+        _set(self, "http_version", http_version)
+        _set(self, "keep_alive", keep_alive)
+        _set(self, "body", body)
+        _set(self, "content_length", content_length)
+        _set(self, "status", status)
+        _set(self, "reason", reason)
 
-@dataclass(frozen=True, slots=True)
-class BodyData:
+
+class BodyData(_Event):
+    __slots__ = ("data",)
+    __match_args__ = ("data",)
+
     data: bytes
     """A piece of body: never empty. Chunk boundaries are reported by ``ChunkComplete``, not by pieces."""
 
+    def __init__(self, data: bytes) -> None:
+        _set(self, "data", data)
 
-@dataclass(frozen=True, slots=True)
-class ChunkComplete:
+
+class ChunkComplete(_Event):
     """The data of one HTTP/1.1 chunk has ended (chunked bodies only; never for the zero-size last-chunk).
 
     The tunnel maps one chunk to one HTTP/3 DATA frame, preserving chunk boundaries end to end."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, slots=True)
-class EndOfMessage:
-    trailers: Fields = field(default_factory=list)
+
+_NO_TRAILERS: Any = object()  # EndOfMessage(): a new empty list each time (a default factory)
+
+
+class EndOfMessage(_Event):
+    __slots__ = ("trailers",)
+    __match_args__ = ("trailers",)
+
+    trailers: Fields
     """Trailer fields of a chunked body as received (empty otherwise)."""
+
+    def __init__(self, trailers: Fields = _NO_TRAILERS) -> None:
+        _set(self, "trailers", [] if trailers is _NO_TRAILERS else trailers)
 
 
 Event = RequestHead | ResponseHead | BodyData | ChunkComplete | EndOfMessage
