@@ -389,8 +389,9 @@ def test_requests_waiting_for_a_stream_get_one_in_arrival_order(configs: tuple[C
 def test_requests_granted_together_through_wait_for_all_get_their_stream(
     configs: tuple[Config, Config],
 ) -> None:
-    """The client end waits for a stream inside ``asyncio.wait_for``, so a task switch separates
-    the grant from the caller, and a new request may take a free slot meanwhile. Streams must
+    """A caller may wait for a stream inside ``asyncio.wait_for`` (the client end did until it
+    passed ``timeout`` to acquire_stream), so a task switch separates the grant from the caller,
+    and a new request may take a free slot meanwhile. Streams must
     still make their first send in id order, or aioquic takes a lower id as finished ("Cannot
     send data on a finished stream", seen with 1,000 concurrent requests): so the head is sent by
     ``acquire_stream`` itself, in the step that opens the stream."""
