@@ -12,7 +12,7 @@ import pytest
 
 from ptproxy.ops.devcerts import make_demo_pki
 from tests.support.h1client import request
-from tests.support.pair import Pair, free_port, ptproxy_cmd, subprocess_env
+from tests.support.pair import Pair, free_port, ptproxy_cmd, subprocess_env, wait_for
 from tools.origin_server import pattern_bytes
 
 DATA = Path(__file__).resolve().parent.parent / "unit" / "data"
@@ -72,7 +72,14 @@ def test_rust_format_config_pair_runs_unchanged(tmp_path: Path, origin) -> None:
         assert re.search(
             rf"connection \d+ established \(127\.0\.0\.1:{quic_port}\)", pair.client_log()
         )
-        assert re.search(r"connection \d+ established \(127\.0\.0\.1:\d+\)", pair.server_log())
+        # The server end logs its side once the client's Finished arrives, which may be after
+        # the client end reported ready: wait for it rather than read the log once.
+        assert wait_for(
+            lambda: re.search(
+                r"connection \d+ established \(127\.0\.0\.1:\d+\)", pair.server_log()
+            ),
+            10,
+        ), pair.logs()
         resp = request(http_port, "GET", "/bytes/1000", headers={"Host": "api.internal"})
         assert resp.status == 200
         assert resp.body == pattern_bytes(1000)

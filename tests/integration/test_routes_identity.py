@@ -112,7 +112,7 @@ def check_identity(pair: Pair, leaf: LeafFiles, seen: dict[str, list[str]]) -> s
 def test_two_branches_at_once_each_with_its_certificate(make_pair: Callable[..., Pair], hpki: HubPki) -> None:
     a, b = hub(make_pair, hpki)
     # Both sessions are up at the same time on the one server end.
-    assert a.server_log().count("established") >= 2, a.logs()
+    assert a.wait_server_log("established", count=2), a.logs()
     _, seen_a = echo(a)
     _, seen_b = echo(b)
     check_identity(a, hpki.a, seen_a)
