@@ -231,6 +231,7 @@ README_SYSTEMS = (
     ("caddy-pair", "Caddy pair (HTTP/3)"),
     ("ptproxy-Bbr", "ptproxy tuned"),
     ("ptproxy-natural", "ptproxy natural"),
+    ("ptproxy-natural-probe", "natural + Probe"),
     ("ptproxy-natural-tail", "natural + Tail"),
     ("ptproxy-natural-tail-0.1", "natural + Tail, cap 0.1"),
 )

@@ -101,6 +101,7 @@ def natural_conf(algo: str = "Bbr") -> dict[str, Any]:
 # The ptproxy systems beside the per-algorithm tuned ones: name -> (transport, what it shows).
 NATURAL_SYSTEMS: dict[str, tuple[dict[str, Any], str]] = {
     "ptproxy-natural": (natural_conf(), "natural configuration"),
+    "ptproxy-natural-probe": (natural_conf() | {"redundancy": "Probe"}, 'natural + redundancy "Probe" (a PING after a lone flight)'),
     "ptproxy-natural-tail": (natural_conf() | {"redundancy": "Tail"}, 'natural + redundancy "Tail" (default cap, 1.0)'),
     "ptproxy-natural-tail-0.1": (
         natural_conf() | {"redundancy": "Tail", "redundancy_max_share": 0.1},

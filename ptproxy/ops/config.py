@@ -359,8 +359,15 @@ class Transport(_Section, kw_only=True, frozen=True):
         ),
     ] = "Bbr"
     redundancy: Annotated[
-        Literal["None", "Tail"],
+        Literal["None", "Probe", "Tail"],
         Doc(
+            '`"Probe"`: on a link of 8 ms RTT or more, a lone flight (a request, a small '
+            "response) still unacknowledged RTT/8 after it left is followed by one PING, whose "
+            "acknowledgement lets the sender declare a lost packet at 9/8 RTT (RFC 9002's time "
+            "threshold) instead of at the next packet's acknowledgement or the probe timeout: "
+            "about 10-25 ms off a loss on a 50 ms link. Costs one small datagram each way and "
+            "its acknowledgement per short exchange, lost or not (counted in "
+            "`ptproxy_redundant_bytes_total`), nothing on bulk transfers. "
             '`"Tail"`: when the sender runs out of data after a small burst (stream data in at '
             "most 4 packets: a request, a small response), the burst's last one or two packets "
             "are sent once more a few ms later (max(2 ms, RTT/8) plus jitter), so one lost "

@@ -497,7 +497,8 @@ class _TunnelCollector:
         )
         yield CounterMetricFamily(
             "ptproxy_redundant_bytes",
-            'Bytes of packets sent a second time by redundancy = "Tail" (cost of the loss tail).',
+            'Bytes sent only to shorten the loss tail: copies by redundancy = "Tail", '
+            'tail-probe datagrams by "Probe".',
             value=totals["redundant_bytes"],
         )
         fam = CounterMetricFamily(

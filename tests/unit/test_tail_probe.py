@@ -1,4 +1,4 @@
-"""Tail probe (connection.py, TAIL_PROBE_MIN_RTT): a lone lost packet on a long link is declared
+"""Tail probe (``redundancy = "Probe"``; connection.py, TAIL_PROBE_MIN_RTT): a lone lost packet on a long link is declared
 lost at the time threshold (9/8 x RTT after it was sent), not at the probe timeout, because a PING
 follows it srtt / 8 later and the PING's acknowledgement reveals the gap. In-memory pair with a
 simulated 50 ms link: every datagram is delivered by hand 25 ms after it was sent (or dropped), so
@@ -10,14 +10,19 @@ from aioquic.quic.events import StreamDataReceived
 
 from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic import PatchedQuicConnection
-from tests.support.quic_pair import CLIENT_ADDR, SERVER_ADDR, Pair
+from tests.support.quic_pair import CLIENT_ADDR, SERVER_ADDR, Pair, flow_settings
 
 ONE_WAY = 0.025
 
 
-def _link_pair(pki: DemoPki) -> Pair:
+def _link_pair(pki: DemoPki, redundancy: str = "Probe") -> Pair:
     """An established pair whose RTT estimate is 50 ms (a few exchanges over the simulated link)."""
-    pair = Pair(pki, client_leaf=pki.client)
+    pair = Pair(
+        pki,
+        client_leaf=pki.client,
+        client_flow=flow_settings(redundancy=redundancy),  # type: ignore[arg-type]
+        server_flow=flow_settings(redundancy=redundancy),  # type: ignore[arg-type]
+    )
     pair.roundtrip()
     for _ in range(20):
         _exchange(pair)
@@ -101,6 +106,7 @@ def test_a_lone_lost_packet_is_resent_at_the_time_threshold(pki: DemoPki) -> Non
     client.handle_timer(now=pair.now)
     probe = _send(client, pair.now)
     assert len(probe) == 1 and client.tail_probes == 1
+    assert client.redundant_bytes == len(probe[0])  # its cost, counted for /metrics
     # The PING reaches the server after the gap: its ACK leaves at once and arrives one RTT later.
     pair.now += ONE_WAY
     _deliver(pair, client, probe)
@@ -129,9 +135,30 @@ def test_no_probe_when_the_flight_is_acknowledged_or_rtt_is_short(pki: DemoPki) 
     _exchange(pair)
     assert pair.client.tail_probes + pair.server.tail_probes - probes <= 2
     # In-memory pair without latency: srtt below TAIL_PROBE_MIN_RTT, no probe at all.
-    quick = Pair(pki, client_leaf=pki.client)
+    quick = Pair(
+        pki,
+        client_leaf=pki.client,
+        client_flow=flow_settings(redundancy="Probe"),  # type: ignore[arg-type]
+        server_flow=flow_settings(redundancy="Probe"),  # type: ignore[arg-type]
+    )
     quick.roundtrip()
     sid = quick.client.get_next_available_stream_id()
     quick.client.send_stream_data(sid, b"q" * 200, end_stream=True)
     quick.roundtrip()
     assert quick.client.tail_probes == 0 and quick.server.tail_probes == 0
+
+
+def test_no_probe_unless_asked_for(pki: DemoPki) -> None:
+    """The default ``redundancy = "None"`` sends nothing extra: a lone lost packet waits for the
+    probe timeout, and no exchange carries a PING or counts redundant bytes."""
+    pair = _link_pair(pki, redundancy="None")
+    client = pair.client
+    sid = client.get_next_available_stream_id()
+    client.send_stream_data(sid, b"q" * 200, end_stream=True)
+    sent_at = pair.now
+    assert len(_send(client, pair.now)) == 1  # dropped on the wire
+    at = client.get_timer()
+    assert at is not None and at >= sent_at + client._loss.get_probe_timeout() - 1e-6
+    _exchange(pair)
+    assert client.tail_probes == 0 and pair.server.tail_probes == 0
+    assert client.redundant_bytes == 0 and pair.server.redundant_bytes == 0

@@ -8,7 +8,8 @@
 * ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128.
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
-* ``redundancy = "Tail"``: the tail of a small burst is sent twice (redundancy.py).
+* ``redundancy = "Tail"``: the tail of a small burst is sent twice (redundancy.py);
+  ``redundancy = "Probe"``: a PING follows a lone flight (the tail probe below).
 * Lost packets are counted (metrics): aioquic keeps no such count; so are the packets we send, by
   kind (ACK-only, stream data, QPACK, other control, handshake), read from each sent-packet record.
 * ACKs ride along with stream data instead of waiting out aioquic's 1 ms ACK delay alone, and the
@@ -147,7 +148,7 @@ PACKET_KINDS = ("ack", "data", "qpack", "control", "handshake")
 # PADDING bytes after each PING a client sends: a bare PING packet is ~30 bytes, under the 41 a
 # server needs to see before it may answer with a Stateless Reset.
 PING_PADDING = 32
-# Tail probe (issue 13): an ack-eliciting packet still unacknowledged srtt / 8 after it went out,
+# Tail probe (issue 13, redundancy = "Probe"): an ack-eliciting packet still unacknowledged srtt / 8 after it went out,
 # with nothing ack-eliciting sent since, is followed by a PING. A lost packet is declared lost only
 # once a *later* packet is acknowledged (packet or time threshold, RFC 9002 §6.1), else at the
 # probe timeout (srtt + 4 rttvar + max_ack_delay, counted from the *last* packet sent). Requests and
@@ -156,9 +157,10 @@ PING_PADDING = 32
 # (linkbench qlog at 93d5be5, every 16-concurrent request above 105 ms at 1 % loss was such a lost
 # request). The PING's ACK comes back after srtt * 9/8, just when the time threshold (9/8 x RTT)
 # lets it declare the packet lost: ~60 ms. The receiver acknowledges a packet after a gap at once.
-# Cost: one PING (and its ACK) per lone flight on a long link; none where the ACK comes back within
-# srtt / 8 (the peer answered), and none below TAIL_PROBE_MIN_RTT (a LAN: the probe timeout is
-# short there anyway). Off with redundancy = "Tail", whose copies do this and more.
+# Cost: one PING (and its ACK) per lone flight on a long link, i.e. about two small datagrams each
+# way per short exchange whether or not anything is lost; none below TAIL_PROBE_MIN_RTT (a LAN: the
+# probe timeout is short there anyway). A link billed per byte pays that on every exchange, so it
+# is opt-in (the default "None" sends nothing extra); its bytes count as redundant bytes.
 TAIL_PROBE_MIN_RTT = 0.008  # s: srtt below which no tail probe is sent
 # Compared by identity on the per-transmit path (a set lookup of an Enum calls Enum.__hash__).
 _CONNECTED = qc.QuicConnectionState.CONNECTED
@@ -186,7 +188,8 @@ class FlowSettings:
     stream_receive_window_max: int | None = None
     receive_window_max: int | None = None
     send_window_max: int | None = None
-    # [transport] redundancy: "Tail" sends the tail of a small burst twice (redundancy.py).
+    # [transport] redundancy: "Tail" sends the tail of a small burst twice (redundancy.py),
+    # "Probe" a PING after a lone flight (TAIL_PROBE_MIN_RTT).
     redundancy: str = "None"
     redundancy_max_share: float = 1.0
     # Path MTU discovery up to this datagram size (pmtud.py) unless the route's MTU is known
@@ -293,6 +296,8 @@ class PatchedQuicConnection(QuicConnection):
         self._ptp_probe_asked = False  # a tail probe was asked for, not yet sent
         self._ptp_probed_at = 0.0  # when the last tail probe went out
         self.tail_probes = 0  # tail probes sent
+        self._ptp_probe_on = flow.redundancy == "Probe"
+        self._ptp_probe_bytes = 0  # bytes of datagrams sent only to carry a tail probe
         self._ptp_tail = (
             TailRedundancy(max_share=flow.redundancy_max_share) if flow.redundancy == "Tail" else None
         )
@@ -386,6 +391,8 @@ class PatchedQuicConnection(QuicConnection):
             self._ptp_probe_asked = False
             self._ptp_probed_at = self._loss._time_of_last_sent_ack_eliciting_packet
             self.tail_probes += 1
+            # A PING alone costs its whole datagram; riding with other frames, its one byte.
+            self._ptp_probe_bytes += len(datagrams[0][0]) if len(datagrams) == 1 else 1
         if self._ptp_pmtu is not None and self._handshake_confirmed and self._state == qc.QuicConnectionState.CONNECTED:
             datagrams += self._ptp_pmtu.send_probe(self, now)
         return datagrams
@@ -842,9 +849,10 @@ class PatchedQuicConnection(QuicConnection):
 
     def get_timer(self) -> float | None:
         timer_at = self._ptp_established_timer() if self._ptp_timer_fast else super().get_timer()
-        probe_at = self._ptp_tail_probe_at()
-        if probe_at is not None and (timer_at is None or probe_at < timer_at):
-            timer_at = probe_at
+        if self._ptp_probe_on:
+            probe_at = self._ptp_tail_probe_at()
+            if probe_at is not None and (timer_at is None or probe_at < timer_at):
+                timer_at = probe_at
         tail = self._ptp_tail
         if tail is not None and tail.deadline is not None and (timer_at is None or tail.deadline < timer_at):
             return tail.deadline
@@ -905,7 +913,7 @@ class PatchedQuicConnection(QuicConnection):
             return
         if self._ptp_tail is not None and self._state not in qc.END_STATES:
             self._ptp_tail.on_timer(self, now)
-        probe_at = self._ptp_tail_probe_at()
+        probe_at = self._ptp_tail_probe_at() if self._ptp_probe_on else None
         if probe_at is not None and now >= probe_at:
             # A PING in the next packet: aioquic's probe flag (no event, no PTO count).
             self._probe_pending = True
@@ -918,7 +926,7 @@ class PatchedQuicConnection(QuicConnection):
         loss timer runs (a later packet was acknowledged: loss detection has what it needs) and
         that last packet was not a tail probe itself (one probe per lone flight)."""
         if (
-            self._ptp_tail is not None
+            not self._ptp_probe_on
             or self._ptp_probe_asked  # asked for, held by the pacer: the timer must not spin
             or not self._handshake_confirmed
             or self._state is not _CONNECTED
@@ -937,8 +945,10 @@ class PatchedQuicConnection(QuicConnection):
 
     @property
     def redundant_bytes(self) -> int:
-        """Bytes of packets sent a second time by ``redundancy = "Tail"`` (0 when off)."""
-        return self._ptp_tail.redundant_bytes if self._ptp_tail is not None else 0
+        """Bytes sent only to shorten the loss tail: packets sent a second time by
+        ``redundancy = "Tail"``, datagrams carrying a tail probe by ``"Probe"`` (0 when off)."""
+        copies = self._ptp_tail.redundant_bytes if self._ptp_tail is not None else 0
+        return copies + self._ptp_probe_bytes
 
     # -- handshake -----------------------------------------------------------------------------
 
