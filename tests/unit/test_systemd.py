@@ -284,17 +284,20 @@ def _watch(
 
 
 def test_run_watchdog_pings_at_the_interval(manager: ManagerSocket) -> None:
-    times = _watch(manager, interval=0.05, run_for=0.5, block=None)
+    # Margins for a loaded 2-core CI machine: 20 intervals run, 5 pings asked for, the median gap
+    # within 4x the interval (a stalled or runaway loop is still caught either way).
+    times = _watch(manager, interval=0.05, run_for=1.0, block=None)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert len(times) >= 6
+    assert len(times) >= 5
     assert min(gaps) >= 0.04  # never faster than asked
-    assert sorted(gaps)[len(gaps) // 2] < 0.15  # and on the whole, at about the interval
+    assert sorted(gaps)[len(gaps) // 2] < 0.2  # and on the whole, at about the interval
 
 
 def test_run_watchdog_stops_pinging_while_the_loop_is_blocked(manager: ManagerSocket) -> None:
     # This is the point of pinging from the loop: a hung loop falls silent and systemd kills it.
     block_at, block_for = 0.2, 0.6
-    times = _watch(manager, interval=0.05, run_for=1.2, block=(block_at, block_for))
+    # 1.2 s after the block ends (24 intervals) for the three pings asked of it below.
+    times = _watch(manager, interval=0.05, run_for=2.0, block=(block_at, block_for))
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) >= block_for * 0.95
     # ...and pings resume once the loop is free again.
