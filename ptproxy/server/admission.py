@@ -30,7 +30,7 @@ import hmac
 import ipaddress
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import FrozenInstanceError, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ptproxy.tunnel import StatelessReset
@@ -42,6 +42,7 @@ from ptproxy.tunnel.aioquic.initial import (
     initial_decrypts,
     parse_first_packet,
 )
+from ptproxy.values import FrozenValue, set_field
 
 __all__ = [
     "Accept",
@@ -91,36 +92,15 @@ RETRY_BUDGET = 100.0  # Retries per second answering exempt sources past their b
 # -- decisions -----------------------------------------------------------------------------
 
 
-class _Decision:
-    """Base of the decisions: immutable value objects, compared by their fields, as frozen dataclasses
-    are; written out because ``@dataclass(frozen=True, slots=True)`` costs ~0.5 ms of start-up per
-    class (it compiles each generated method), on the server end's path to serving."""
+class _Decision(FrozenValue):
+    """Base of the decisions: immutable value objects compared by their fields, as frozen
+    dataclasses are; written out (ptproxy/values.py) because ``@dataclass(frozen=True, slots=True)``
+    costs ~0.5 ms of start-up per class, on the server end's path to serving."""
 
-    __slots__: tuple[str, ...] = ()
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{self.__class__.__qualname__}({fields})"
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
+    __slots__ = ()
 
 
-_set = object.__setattr__
+_set = set_field
 
 
 class Route(_Decision):

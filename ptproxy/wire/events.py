@@ -8,8 +8,9 @@ A message is always ``RequestHead``/``ResponseHead``, then zero or more ``BodyDa
 from __future__ import annotations
 
 import enum
-from dataclasses import FrozenInstanceError
-from typing import Any, Self
+from typing import Any
+
+from ptproxy.values import FrozenValue, set_field
 
 __all__ = [
     "BodyData",
@@ -38,50 +39,18 @@ class BodyKind(enum.Enum):
     """Read until the connection closes (responses only, RFC 9112 6.3 rule 8)."""
 
 
-class _Event:
-    """Frozen, slotted value objects written out, not ``@dataclass(frozen=True, slots=True)``: the
-    six classes cost ~22M instructions (~3 ms) at every start of both ends as dataclasses (code
-    generated and compiled per class, each slotted class built twice). Same behaviour as the
-    dataclasses they replace (tests/unit/test_events.py compares them): keyword-only heads,
-    equality and hash over the fields in order, the same repr and match arguments, assignment
-    raising ``FrozenInstanceError``. :meth:`replace` stands in for ``dataclasses.replace``."""
+class _Event(FrozenValue):
+    """Frozen, slotted value objects written out (ptproxy/values.py), not
+    ``@dataclass(frozen=True, slots=True)``: the six classes cost ~22M instructions (~3 ms) at every
+    start of both ends as dataclasses. Same behaviour as the dataclasses they replace
+    (tests/unit/test_events.py compares them): keyword-only heads, equality and hash over the
+    fields in order, the same repr and match arguments, assignment raising ``FrozenInstanceError``;
+    :meth:`replace` stands in for ``dataclasses.replace``."""
 
-    __slots__: tuple[str, ...] = ()
-    __match_args__: tuple[str, ...] = ()
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, name) for name in self.__slots__])
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join([f"{name}={getattr(self, name)!r}" for name in self.__slots__])
-        return f"{self.__class__.__qualname__}({fields})"
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def replace(self, **changes: Any) -> Self:
-        """A copy with ``changes`` (field name -> value), as ``dataclasses.replace``."""
-        unknown = changes.keys() - set(self.__slots__)
-        if unknown:
-            raise TypeError(f"{self.__class__.__qualname__} has no field {sorted(unknown)[0]!r}")
-        new = object.__new__(self.__class__)
-        for name in self.__slots__:
-            _set(new, name, changes[name] if name in changes else getattr(self, name))
-        return new
+    __slots__ = ()
 
 
-_set = object.__setattr__
+_set = set_field
 
 
 class _MessageHead(_Event):
