@@ -110,6 +110,12 @@ MAX_ACK_DELAY_MS = 5
 # own; the ACK rides on the response (or waits ACK_DELAY).
 ACK_DELAY = (MAX_ACK_DELAY_MS - 1) / 1000
 ACK_PACKET_THRESHOLD = 10
+# The thresholds count packets of up to this size; a larger datagram counts as that many packets.
+# With 16 KiB datagrams (path MTU discovery on loopback) a sender whose window had shrunk to its
+# minimum of 4 datagrams (BBR after a stretch of small requests: a tiny min RTT times a small
+# bandwidth estimate) never had 10 packets unacknowledged, so every window waited out ACK_DELAY:
+# 64 KiB per ~4.7 ms, 10 MiB GETs stuck at 13-14 MB/s, and BBR's estimate stuck with them.
+ACK_UNIT_BYTES = 1452
 
 # ACK_PACKET_THRESHOLD makes an ACK due, but the session sends it at the end of the loop iteration,
 # after every datagram read in it. On a fast path a sender's whole burst arrives within one read
@@ -1297,7 +1303,7 @@ class PatchedQuicConnection(QuicConnection):
         if not self._ptp_receive_short(self, data, addr, now):
             super().receive_datagram(data, addr, now)
         if self._ptp_eliciting:
-            self._ptp_on_eliciting(largest, now)
+            self._ptp_on_eliciting(largest, now, len(data))
 
     def _payload_received(
         self, context: Any, plain: bytes, crypto_frame_required: bool = False
@@ -1307,13 +1313,14 @@ class PatchedQuicConnection(QuicConnection):
             self._ptp_eliciting = True
         return result
 
-    def _ptp_on_eliciting(self, largest: int, now: float) -> None:
-        """An ack-eliciting 1-RTT packet arrived (``largest``: the largest packet number before it):
-        bring the ACK forward to now when the packet threshold is reached, or on reordering."""
+    def _ptp_on_eliciting(self, largest: int, now: float, size: int = 0) -> None:
+        """An ack-eliciting 1-RTT packet arrived in a datagram of ``size`` bytes (``largest``: the
+        largest packet number before it): bring the ACK forward to now when the packet threshold
+        is reached (a datagram larger than ACK_UNIT_BYTES counts as several), or on reordering."""
         space = self._spaces[tls.Epoch.ONE_RTT]
         if space.ack_at is None:
             return  # already acknowledged with what is queued
-        self._ptp_unacked += 1
+        self._ptp_unacked += size // ACK_UNIT_BYTES if size > ACK_UNIT_BYTES else 1
         if space.ack_at <= now:
             return  # due already
         new_largest = space.largest_received_packet
