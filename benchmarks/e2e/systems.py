@@ -123,6 +123,12 @@ class Ptproxy(System):
         cli = self._run("client_end", "a", ptproxy_cmd(client), d / "client.log", env=env, cwd=d)
         wait_until(lambda: b"tunnel ready" in cli.log.read_bytes(), START_TIMEOUT, "tunnel ready", cli, step=poll)
         wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "ptproxy listener", cli, step=poll)
+        # The sockets are bound early (cli.py): "listening" no longer means serving. Both ends log
+        # "ready to serve" once they take requests (the server end may still be starting when the
+        # client end's handshake completes: it answers datagrams queued while it started).
+        for end, what in ((srv, "server"), (cli, "client")):
+            wait_until(lambda end=end: b"ready to serve" in end.log.read_bytes(), START_TIMEOUT,
+                       f"ptproxy {what} end ready", end, step=poll)  # fmt: skip
         self.info["speedups"] = "pure" if self.pure else "compiled"
         return Endpoint(place.addr("a"), http_port)
 

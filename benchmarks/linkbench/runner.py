@@ -109,6 +109,8 @@ NATURAL_SYSTEMS: dict[str, tuple[dict[str, Any], str]] = {
     ),
 }
 METRICS_PORT = 9464
+# What a ptproxy end logs once it takes requests (ops/app.py), after its listeners started.
+READY_LINE = "ready to serve"
 
 
 class Agent:
@@ -293,6 +295,8 @@ class Bench:
         s.logs["client"] = self.work / s.name / "client.log"
         s.procs["client"] = self.spawn("a", self.ptproxy_cmd(client), s.logs["client"], env=s.info.get("env") or python_env())
         wait_for(lambda: log_has(s.logs["client"], "tunnel ready"), 60, f"{s.name} tunnel ready", 0.001)
+        # Its listeners are bound before start-up ends (cli.py): ready once it says it serves.
+        wait_for(lambda: log_has(s.logs["client"], READY_LINE), 60, f"{s.name} client end ready", 0.001)
 
     # -- measurements ----------------------------------------------------------------------
     def first_after_start(self) -> None:

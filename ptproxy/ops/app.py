@@ -201,6 +201,9 @@ class App:
             warm_deferred_imports()
 
     def _ready(self, status: str) -> None:
+        # Logged as well as notified: the listening sockets may be bound long before (cli.py binds
+        # them early), so "listening" no longer says that requests are being taken.
+        logger.info("ready to serve (%s)", status)
         self.notifier.ready(status)
         if self._predecessor is not None:
             self._predecessor.report_ready()  # the previous process now stops accepting
