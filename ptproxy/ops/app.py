@@ -203,7 +203,7 @@ class App:
     def _ready(self, status: str) -> None:
         # Logged as well as notified: the listening sockets may be bound long before (cli.py binds
         # them early), so "listening" no longer says that requests are being taken.
-        logger.info("ready to serve (%s)", status)
+        logger.info("ready to serve")  # a fixed line to wait for; the status goes to systemd
         self.notifier.ready(status)
         if self._predecessor is not None:
             self._predecessor.report_ready()  # the previous process now stops accepting

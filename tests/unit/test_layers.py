@@ -6,7 +6,8 @@ The import graph counts every import: at module level, inside functions, and und
 ``a.b`` also runs ``a/__init__.py``; that implicit edge is not counted, or every package whose
 ``__init__`` re-exports its modules would be a cycle.
 
-Layers, lowest first: ``errors`` and ``wire`` (sans-IO HTTP/1.1, no asyncio), ``tunnel`` (QUIC and
+Layers, lowest first: ``errors`` and ``values`` (frozen value objects), ``wire`` (sans-IO
+HTTP/1.1, no asyncio), ``tunnel`` (QUIC and
 HTTP/3; the only place aioquic is imported, and ``tunnel/aioquic/`` the only place its private names
 are used, see test_aioquic_internals.py), then the two ends ``client`` and ``server``, which never
 import each other, and ``ops`` on top. ``ops.config`` is the one ``ops`` module below ``tunnel``:
@@ -221,8 +222,9 @@ def test_wire_never_awaits_nor_reaches_up() -> None:
 LEAVES = {
     # module or package: what it may import from ptproxy
     "ptproxy.errors": set(),
+    "ptproxy.values": set(),
     "ptproxy.ops.config": {"ptproxy.errors"},
-    "ptproxy.wire": {"ptproxy.wire", "ptproxy.errors", "ptproxy._speedups"},
+    "ptproxy.wire": {"ptproxy.wire", "ptproxy.errors", "ptproxy.values", "ptproxy._speedups"},
     "ptproxy._speedups": {"ptproxy._speedups", "ptproxy.errors"},
 }
 
