@@ -255,7 +255,10 @@ class Frontend:
         # server end) and, when configured, its Forwarded element; worked out at the first request.
         origin: _ConnectionOrigin | None = None
         try:
-            while not self._closing:
+            # A connection accepted in the loop turn the shutdown began (a hand-off: from the
+            # backlog both processes share) is still fresh: its first request is served, as
+            # close() promises; only between requests does closing end the connection.
+            while not self._closing or conn in self._fresh:
                 if conn.take_end_of_message():
                     continue  # the end of a bodiless request we already forwarded: no wait needed
                 try:
@@ -280,6 +283,8 @@ class Frontend:
                     # Its body is already known to be malformed: refuse it whole, forward nothing.
                     self._refuse(conn, bad)
                     break
+                if self._closing:
+                    event = event.replace(keep_alive=False)  # its answer says Connection: close
                 if origin is None:
                     origin = self._connection_origin(conn)
                 self._busy[conn] = task
