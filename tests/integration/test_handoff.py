@@ -68,8 +68,12 @@ def hand_off(end: End, pid: int) -> int:
     new = int(HANDED.findall(end.log())[-1])
     assert new != pid
     def gone() -> bool:
+        # Checked before reaping: a child that turns zombie between a reap and the check would
+        # count as gone with its exit status never collected (returncode None).
+        if alive(pid):
+            return False
         reap(end)
-        return not alive(pid)
+        return True
 
     if not wait_for(gone, HANDOFF_TIMEOUT):
         pytest.fail(f"{end.name} end {pid} did not exit after handing over:\n{end.log()[-3000:]}")
