@@ -97,6 +97,8 @@ class BaseParser:
 
     _error_class: type[PtproxyError] = ClientProtocolError
     _llhttp: Any
+    # The request parser feeds llhttp a head of its own after an Upgrade; its callbacks skip it.
+    _synthetic = False
     # No more messages: after a request that does not keep the connection alive, or after the
     # final response.
     _ended = False
@@ -153,6 +155,8 @@ class BaseParser:
     def _on_header(self, name: bytes, value: bytes) -> None:
         # llhttp drops leading OWS; trailing OWS is ours to strip (RFC 9112 5: "field-line = field-name
         # ":" OWS field-value OWS").
+        if self._synthetic:
+            return  # a head the request parser made up itself (after an Upgrade): not the client's
         value = value.strip(OWS)
         target = self._trailers if self._state == BODY else self._headers
         target.append((name, value))
@@ -204,7 +208,8 @@ class BaseParser:
         self._fresh_head = False
         try:
             self._execute(data)
-            self._check_stall(len(data))
+            if self._state == HEAD and not self._fresh_head:  # (_check_stall's own test, inline)
+                self._check_stall(len(data))
         except PtproxyError as exc:
             return self._fail(exc, events)
         return events
@@ -230,7 +235,8 @@ class BaseParser:
                 pos += int(up.args[0])
                 self._restart_after_upgrade()
                 continue
-            self._note_tail(data, pos, end)
+            # The last 3 bytes fed, to find a CRLFCRLF across feeds (_boundary).
+            self._tail = data[end - 3 : end] if end - pos >= 3 else (self._tail + data[pos:end])[-3:]
             pos = end
         if pos < n:
             self._after_end(data[pos:])
@@ -259,9 +265,6 @@ class BaseParser:
                 return pos + i + 4 - len(tail)
         i = data.find(b"\r\n\r\n", pos)
         return len(data) if i == -1 else i + 4
-
-    def _note_tail(self, data: bytes, pos: int, end: int) -> None:
-        self._tail = data[end - 3 : end] if end - pos >= 3 else (self._tail + data[pos:end])[-3:]
 
     def _feed_chunked(self, data: bytes, view: memoryview, pos: int) -> int:
         """Feed llhttp the next stretch of a chunked body through the scanner; return where to go on.

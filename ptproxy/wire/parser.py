@@ -64,7 +64,7 @@ from ptproxy.wire._parsebase import (
     BaseParser,
     Framing,
 )
-from ptproxy.wire.events import BodyKind, EndOfMessage, Event, RequestHead, ResponseHead
+from ptproxy.wire.events import BodyData, BodyKind, EndOfMessage, Event, RequestHead, ResponseHead
 from ptproxy.wire.websocket import is_handshake
 
 __all__ = ["RequestParser", "ResponseParser"]
@@ -112,7 +112,8 @@ class RequestParser(BaseParser):
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data`` (any split); return the events it completes, in order."""
-        self._raise_stored()
+        if self._error is not None:
+            self._raise_stored()
         if self._ended or not data:
             if self._upgraded:
                 self._leftover += data
@@ -177,10 +178,6 @@ class RequestParser(BaseParser):
         if self._url_len > self._max_request_line:
             raise RequestLineTooLong(f"request line longer than {self._max_request_line} bytes")
 
-    def _on_header(self, name: bytes, value: bytes) -> None:
-        if not self._synthetic:
-            super()._on_header(name, value)
-
     def _on_headers_complete(self) -> None:
         if self._synthetic:
             self._synthetic = False
@@ -207,10 +204,9 @@ class RequestParser(BaseParser):
         self._keep_alive = bool(llhttp.should_keep_alive())
         self._start_body(body, length)
         # Upgrade with a body: llhttp is about to report the message complete without reading it.
-        self._skip_eom = bool(llhttp.should_upgrade()) and (
-            body is BodyKind.CHUNKED or (body is BodyKind.LENGTH and bool(length))
-        )
-        self._websocket = bool(llhttp.should_upgrade()) and is_handshake(method, version, self._headers, body)
+        upgrade = bool(llhttp.should_upgrade())
+        self._skip_eom = upgrade and (body is BodyKind.CHUNKED or (body is BodyKind.LENGTH and bool(length)))
+        self._websocket = upgrade and is_handshake(method, version, self._headers, body)
         self._events.append(
             RequestHead(
                 method=method,
@@ -299,7 +295,8 @@ class ResponseParser(BaseParser):
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data`` (any split); return the events it completes, in order."""
-        self._raise_stored()
+        if self._error is not None:
+            self._raise_stored()
         if self._ended:
             self._leftover += data
             return []
@@ -315,7 +312,8 @@ class ResponseParser(BaseParser):
 
     def feed_eof(self) -> list[Event]:
         """The origin closed the connection: end a close-delimited body, or raise UpstreamError."""
-        self._raise_stored()
+        if self._error is not None:
+            self._raise_stored()
         if self._ended:
             return []
         events = self._events = []
@@ -340,8 +338,12 @@ class ResponseParser(BaseParser):
         self._leftover += rest
 
     def _feed(self, data: bytes | memoryview) -> None:
+        # BaseParser._feed (written out: one call less per stretch fed) and the 101 case.
         try:
-            super()._feed(data)
+            self._llhttp.feed_data(data)
+        except HttpParserError as exc:
+            err = self._translate(exc)
+            raise err from None
         except HttpParserUpgrade:
             # Only a 101 makes llhttp stop here, and _on_headers_complete refuses 101 first
             # unless the request asked for it; then _execute stops and keeps the rest as leftover.
@@ -413,8 +415,10 @@ class ResponseParser(BaseParser):
             self._finish()
 
     def _on_body(self, data: bytes) -> None:
-        if not self._ended:
-            super()._on_body(data)
+        if not self._ended:  # then BaseParser._on_body, written out
+            self._remaining -= len(data)
+            self._chunk_has_data = True
+            self._events.append(BodyData(data))
 
     def _on_message_complete(self) -> None:
         if self._ended:
