@@ -45,11 +45,11 @@ from ptproxy.sockets import inherited_socket
 from ptproxy.tunnel import (
     DatagramSocket,
     EndpointSettings,
+    RouteMtus,
     Session,
     TunnelStream,
     connection_numbers,
     host_cids,
-    route_mtu_to,
 )
 
 __all__ = ["Listener"]
@@ -75,6 +75,7 @@ class Listener:
     def __init__(self, settings: EndpointSettings, on_request: RequestHandler) -> None:
         self.settings = settings
         self.tickets = settings.ticket_store()
+        self._route_mtus = RouteMtus()
         self._on_request = on_request
         self._by_cid: dict[bytes, Session] = {}
         self.sessions: set[Session] = set()
@@ -271,8 +272,8 @@ class Listener:
         cfg = self.settings.config
         assert self._socket is not None
         udp = self._socket
-        # How high path MTU discovery may go: the route's MTU, looked up once per new peer.
-        quic.set_route_mtu(route_mtu_to(addr))
+        # How high path MTU discovery may go: the route's MTU, looked up once per peer host.
+        quic.set_route_mtu(self._route_mtus(addr))
         session = Session(
             quic,
             udp.send,

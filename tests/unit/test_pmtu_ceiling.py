@@ -20,7 +20,7 @@ from ptproxy.tunnel.pmtu import (
     PmtuSearch,
     ceiling_for_route,
 )
-from ptproxy.tunnel.udp import route_mtu, route_mtu_to
+from ptproxy.tunnel.udp import RouteMtus, route_mtu, route_mtu_to
 from tests.conftest import twin_fixture
 
 impl = twin_fixture("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath")
@@ -134,3 +134,26 @@ def test_a_pacer_lets_a_datagram_of_the_raised_size_leave(impl: ModuleType) -> N
     assert pacer.capacity >= 2 * MAX_CEILING
     # A second at 1 MB/s refills far more than the bucket holds: a full datagram may go.
     assert pacer.next_send_time(10.0) is None
+
+
+def test_the_route_mtu_is_looked_up_once_per_peer_host() -> None:
+    """A server end's new connections from one host share one lookup (a reconnect's first flight
+    does not wait for a throwaway socket); another host, or a full table, looks up again."""
+    looked_up: list[tuple[object, ...]] = []
+
+    def lookup(addr: tuple[object, ...]) -> int | None:
+        looked_up.append(addr)
+        return route_mtu_to(addr)
+
+    mtus = RouteMtus(limit=2, lookup=lookup)
+    first = mtus(("127.0.0.1", 40000))
+    assert first == route_mtu_to(("127.0.0.1", 9))
+    assert mtus(("127.0.0.1", 40001)) == first  # a new connection from the same host
+    assert looked_up == [("127.0.0.1", 40000)]
+    assert mtus(("127.0.0.2", 40000)) == first  # another host (the same route here)
+    assert len(looked_up) == 2
+    mtus(("127.0.0.3", 40000))  # the table is full: forgotten, then this one kept
+    mtus(("127.0.0.1", 40002))
+    assert len(looked_up) == 4
+    assert mtus(("not an address", 9)) is None and mtus(("not an address", 10)) is None
+    assert len(looked_up) == 5  # a failed lookup is remembered too
