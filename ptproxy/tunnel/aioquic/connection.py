@@ -36,6 +36,7 @@ no other module has to.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -1276,7 +1277,24 @@ class PatchedQuicConnection(QuicConnection):
                 host_cid.stateless_reset_token = derive(host_cid.cid)
 
     def _replenish_connection_ids(self) -> None:
-        super()._replenish_connection_ids()
+        # aioquic draws each new connection ID and each reset token with a urandom call of its
+        # own: 14 getrandom system calls when the handshake completes (7 IDs), on the path of a
+        # reconnecting client end, which reads the 0.5-RTT response only after handling the
+        # server's handshake answer (link_latency.txt). The same bytes from one call.
+        want = min(8, self._remote_active_connection_id_limit) - len(self._host_cids)
+        if want > 0:
+            length = self._configuration.connection_id_length
+            step = length + 16
+            pool = os.urandom(want * step)
+            for at in range(0, want * step, step):
+                self._host_cids.append(
+                    qc.QuicConnectionId(
+                        cid=pool[at : at + length],
+                        sequence_number=self._host_cid_seq,
+                        stateless_reset_token=pool[at + length : at + step],
+                    )
+                )
+                self._host_cid_seq += 1
         self._ptp_fix_reset_tokens()
 
     def _write_ping_frame(self, builder: QuicPacketBuilder, uids: list[int] = [], comment: str = "") -> None:  # noqa: B006 - aioquic's signature

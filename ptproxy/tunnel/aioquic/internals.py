@@ -80,6 +80,8 @@ PRIVATE: tuple[Internal, ...] = (
     ),
     # Stateless Reset (connection.py): tokens derived per connection ID, received resets detected.
     *_each(QC, "attribute", "_host_cids", "_peer_cid", "_peer_cid_available", "_state"),
+    # ... and new connection IDs drawn from one urandom call (_replenish_connection_ids).
+    *_each(QC, "attribute", "_host_cid_seq", "_remote_active_connection_id_limit"),
     Internal(QC, "_replenish_connection_ids", "override", ((),)),
     # The events of one read (next_event): consecutive stream data of one stream, taken together.
     *_each(QC, "attribute", "_events"),
