@@ -58,7 +58,6 @@ from ptproxy.tunnel import (
     SessionTicket,
     connection_numbers,
     route_mtu,
-    warm_deferred_imports,
 )
 
 __all__ = ["DialTrigger", "Dialer", "TunnelState", "next_retry_delay"]
@@ -69,8 +68,12 @@ logger = logging.getLogger("ptproxy.tunnel")
 def _numeric_addresses(host: str, port: int) -> list[Any] | None:
     """``getaddrinfo`` for a literal address, done here: it asks no resolver, so the first Initial
     need not wait for a loop turn through the resolver's thread (plain asyncio). None for a name."""
+    if not host.isascii():
+        return None  # a name: an address literal is ASCII
     try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
+        # As bytes: a str is IDNA-encoded first, which imports encodings.idna and stringprep (~5M
+        # instructions on the way to the first Initial).
+        return socket.getaddrinfo(host.encode("ascii"), port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
     except socket.gaierror:
         return None
 
@@ -675,9 +678,6 @@ class Dialer:
                 session.connect(addr)
             finally:
                 self.settings.quic_config.session_ticket = None
-            # The Initial is out: import what checking the server's certificate needs while its
-            # answer is on the way (at once after the first time; tunnel/deferred.py).
-            warm_deferred_imports()
             if early:
                 self._handshaking = session
                 if ticket is not None and ticket.max_early_data_size:

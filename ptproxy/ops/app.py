@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,6 @@ from ptproxy.tunnel import (
     EndpointSettings,
     client_auth_policy,
     load_material,
-    warm_deferred_imports,
 )
 
 # Imported where used, not here: each end imports its own side only (in start), and metrics only
@@ -50,21 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["App", "run"]
 
 logger = logging.getLogger("ptproxy")
-
-# Seconds after start-up a server end that found handshakes waiting warms its deferred imports.
-WARM_AFTER_WAITING = 0.2
-
-
-def _datagrams_waiting(sock: socket.socket | None) -> bool:
-    """Does ``sock`` (non-blocking) hold a datagram not yet read? (peeked, left in place)"""
-    if sock is None:
-        return False
-    try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except OSError:  # BlockingIOError: nothing; any other error: nothing to answer either
-        return False
-    return True
-
 
 class App:
     """One running ptproxy end."""
@@ -181,24 +164,8 @@ class App:
         interval = self.notifier.watchdog_interval(self.config.system.watchdog_factor)
         if interval:
             self._spawn(run_watchdog(self.notifier, interval))
-        self._warm_imports()
         self._started = True
         resume_gc()  # paused by the command line (ops/startup.py)
-
-    def _warm_imports(self) -> None:
-        """What aioquic imports only to check certificates (ptproxy/tunnel/deferred.py): now,
-        while the first handshake waits on the network; but on a server end whose socket already
-        holds datagrams or half-open sessions (clients that dialed while it started: a restart,
-        resuming, so needing no certificate check), WARM_AFTER_WAITING later, so the thread's
-        imports do not hold the GIL while those are answered. A client end's dialer started the
-        warm-up already, when it sent its first Initial: this is then a no-op."""
-        listener = self.listener
-        if listener is not None and (listener.handshakes_in_progress or _datagrams_waiting(listener.udp_socket)):
-            logger.debug("datagrams arrived while starting: answering them first, warming imports %gs later",
-                         WARM_AFTER_WAITING)
-            asyncio.get_running_loop().call_later(WARM_AFTER_WAITING, warm_deferred_imports)
-        else:
-            warm_deferred_imports()
 
     def _ready(self, status: str) -> None:
         # Logged as well as notified: the listening sockets may be bound long before (cli.py binds

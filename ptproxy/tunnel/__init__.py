@@ -4,9 +4,9 @@ This is the surface the client, server and ops code use; they import from ``ptpr
 from its modules. Inside: ``session`` (the I/O edge around aioquic's sans-IO connection),
 ``stream`` (one request stream and its state), ``endpoint`` (settings shared by both ends), ``tls``,
 ``ticketkeys`` and ``reset`` (secrets that survive a restart), ``udp`` and ``datagrams`` (the socket, read and written in batches); ``aioquic/`` holds every touch of aioquic internals, ``cc/`` the congestion controllers.
-Importing this package has one side effect beyond importing those modules: ``deferred`` puts a
-stand-in for aioquic's certificate-check dependency (``service_identity``) in ``sys.modules``,
-imported for real on first use or by ``warm_deferred_imports``.
+Importing this package has one side effect beyond importing those modules: ``deferred`` puts
+stand-ins for aioquic's certificate-check dependencies (``service_identity``, pyOpenSSL) in
+``sys.modules``, imported for real only if used (``aioquic/certcheck.py`` replaces their user).
 """
 
 # First: importing ``deferred`` installs its stand-in, before anything below imports aioquic.

@@ -1,12 +1,17 @@
-"""Dependencies of aioquic that serving does not need until the first certificate is checked.
+"""Dependencies of aioquic that serving does not need, kept out of start-up.
 
-``aioquic.tls`` imports ``service_identity`` at its top (hostname checks; it pulls in ``attrs``,
-``idna`` and pyOpenSSL's ``SSL`` module, about a tenth of a server end's start-up), but only
-``verify_certificate`` uses it, during a handshake. :func:`defer` puts a stand-in module in its
-place before aioquic is imported; the real module is imported on the stand-in's first attribute
-lookup, and :func:`warm_deferred_imports` makes that lookup in a background thread (a server end:
-once its endpoint is up; a client end: as soon as its first Initial is sent, so the import runs
-while the server's answer is on the way), so no handshake waits for it.
+``aioquic.tls`` imports, at its top, ``service_identity`` (hostname checks; it pulls in ``attrs``
+and ``idna``) and pyOpenSSL (chain checks; ``OpenSSL`` imports its ``SSL`` and ``crypto``
+modules), ~92M instructions on top of what an end imports anyway (75M + 17M, a tenth of a client
+end's start-up to serving); only its
+``verify_certificate`` uses them, and ptproxy replaces that function
+(``tunnel/aioquic/certcheck.py``: its own name check, cryptography's chain verifier, pyOpenSSL only
+when that verifier refuses). :func:`defer` puts stand-in modules in their place before aioquic is
+imported; a real module is imported on its stand-in's first attribute lookup (never, in a normal
+run, for ``service_identity``; for pyOpenSSL at the first refused certificate).
+
+Nothing is imported ahead of use (before, ``service_identity`` was imported in a background thread
+during the first handshake: on a short link that thread's CPU was on the handshake's critical path).
 
 The standard library's ``importlib.util.LazyLoader`` cannot do this on Python 3.11: an ``import``
 statement reads ``__spec__`` from the module it finds, and any read loads a lazy module.
@@ -16,25 +21,24 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import sys
 import threading
 import types
 from typing import Any
 
-__all__ = ["warm_deferred_imports"]
+__all__: list[str] = []
 
-logger = logging.getLogger("ptproxy.tunnel")
 
-DEFERRED = ("service_identity",)
-# Put off until used, never warmed: aioquic.tls reads ``certifi`` only to verify without a CA of
-# our own, and ptproxy always passes one (``[tls] ca``). ~4.5 ms of imports (importlib.resources)
-# at each end's start-up otherwise.
-ON_USE = ("certifi",)
+# Put off until used. ``service_identity``: only aioquic's own verify_certificate uses it, which
+# certcheck.py replaces. ``certifi``: only a check without ``[tls] ca`` (the system
+# roots) reads it; ~4.5 ms of imports (importlib.resources) at each end's start-up otherwise.
+# ``OpenSSL``: the chain check when cryptography's verifier refuses (certcheck.py); aioquic.tls
+# does ``from OpenSSL import crypto``, so the package's stand-in holds the submodule's.
+ON_USE = ("service_identity", "certifi", "OpenSSL", "OpenSSL.crypto")
 
-# One import at a time: the background warm-up and a handshake's first lookup may race.
-_lock = threading.Lock()
-_warming = False  # the warm-up thread was started
+# One import at a time (two threads' first lookups may race); a package's import runs its
+# submodules' (``OpenSSL`` imports ``OpenSSL.crypto``), hence re-entrant.
+_lock = threading.RLock()
 
 
 class _StandIn(types.ModuleType):
@@ -51,52 +55,53 @@ def _load(name: str) -> types.ModuleType:
 
 
 def _load_locked(name: str) -> types.ModuleType:
-    stand_in = sys.modules.get(name)
-    if isinstance(stand_in, _StandIn):
-        del sys.modules[name]  # so the import below runs the real module
-    real = importlib.import_module(name)
-    if isinstance(stand_in, _StandIn):
-        # Modules that did ``import name`` hold the stand-in: give it the real module's contents.
-        stand_in.__dict__.update(real.__dict__)
+    # The stand-ins of the package and of its submodules go together: the real package's import
+    # imports its submodules for real (``OpenSSL`` imports ``OpenSSL.crypto``), and a submodule's
+    # import needs the real package.
+    package = name.partition(".")[0]
+    stand_ins = {
+        key: module for key, module in list(sys.modules.items())
+        if isinstance(module, _StandIn) and (key == package or key.startswith(package + "."))
+    }
+    for key in stand_ins:
+        del sys.modules[key]  # so the imports below run the real modules
+    try:
+        real = importlib.import_module(name)
+        for key in stand_ins:
+            importlib.import_module(key)
+    except BaseException:
+        for key, stand_in in stand_ins.items():
+            sys.modules.setdefault(key, stand_in)  # as it was (the import's own error propagates)
+        raise
+    # Modules that did ``import name`` (or ``from package import name``) hold the stand-ins: give
+    # them the real modules' contents.
+    for key, stand_in in stand_ins.items():
+        stand_in.__dict__.update(sys.modules[key].__dict__)
     return real
 
 
 def defer() -> None:
     """Install the stand-ins (once; a module already imported is left as it is)."""
-    for name in DEFERRED + ON_USE:
+    for name in ON_USE:
         if name in sys.modules:
             continue
-        spec = importlib.util.find_spec(name)
+        parent, _, child = name.rpartition(".")
+        if parent and not isinstance(sys.modules.get(parent), _StandIn):
+            continue  # the package is imported (or missing): so is, or will be, the submodule
+        try:
+            spec = importlib.util.find_spec(name)
+        except ImportError:
+            spec = None
         if spec is None:
             continue  # aioquic's own import reports it
         stand_in = _StandIn(name)
         stand_in.__spec__ = spec
+        if spec.submodule_search_locations is not None:
+            stand_in.__path__ = list(spec.submodule_search_locations)
         sys.modules[name] = stand_in
-
-
-def warm() -> None:
-    """Import the deferred modules now (nothing when they already are)."""
-    for name in DEFERRED:
-        if isinstance(sys.modules.get(name), _StandIn):
-            _load(name)
-
-
-def warm_deferred_imports() -> None:
-    """:func:`warm` in a daemon thread: the imports run while the loop waits on the network (the
-    first handshake's round trip), interleaved with it by the GIL rather than ahead of it. One
-    thread per process: later calls (a client end calls this at every dial) do nothing."""
-    global _warming
-    if _warming or not any(isinstance(sys.modules.get(name), _StandIn) for name in DEFERRED):
-        return
-    _warming = True
-    threading.Thread(target=_warm_logged, name="ptproxy-warm-imports", daemon=True).start()
-
-
-def _warm_logged() -> None:
-    try:
-        warm()
-    except Exception:  # the handshake's own import raises it again, in context
-        logger.debug("importing %s in the background failed", ", ".join(DEFERRED), exc_info=True)
+        if parent:
+            # ``from package import child`` finds it without loading the package.
+            setattr(sys.modules[parent], child, stand_in)
 
 
 # On import: ptproxy.tunnel imports this module before any of its modules imports aioquic.

@@ -3,7 +3,8 @@
 Both ends verify each other (reference: "Mutual TLS"): the client end checks the server
 certificate against ``ca`` and its ``peer_hostname``; the server end *requires* a client
 certificate that chains to ``ca`` and carries the server's ``peer_hostname``. aioquic does the
-first part itself; the second is enforced by :class:`~ptproxy.tunnel.aioquic.mtls.ClientAuthPolicy`.
+first part itself (with our check, :mod:`ptproxy.tunnel.aioquic.certcheck`, in place of its own);
+the second is enforced by :class:`~ptproxy.tunnel.aioquic.mtls.ClientAuthPolicy`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ptproxy.errors import StartupError
 from ptproxy.ops.config import Config
+from ptproxy.tunnel.aioquic.certcheck import check_for
 from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
 from ptproxy.tunnel.identity import PeerIdentity, name_in_certificate
 from ptproxy.tunnel.pmtu import BASE_SIZE
@@ -78,9 +80,10 @@ def load_material(config: Config) -> TlsMaterial:
     if t.ca is not None:
         ca_data = _read(t.ca, "CA")
         try:
-            x509.load_pem_x509_certificates(ca_data)
+            ca_certs = x509.load_pem_x509_certificates(ca_data)
         except ValueError as exc:
             raise StartupError(f"loading TLS CA {t.ca}: no PEM certificates ({exc})") from exc
+        check_for(ca_data, ca_certs=ca_certs)  # the check of each handshake, with the CAs parsed once
     keys = None
     if t.ticket_key_file is not None and config.general.mode == "Server":
         keys = load_ticket_keys(t.ticket_key_file)
@@ -139,20 +142,16 @@ def client_auth_policy(config: Config, material: TlsMaterial) -> ClientAuthPolic
             "anyone can open a tunnel to this server"
         )
 
+    check = check_for(material.ca_data)
+
     def verify(cert: x509.Certificate, chain: list[x509.Certificate]) -> str:
         if skip:
             return name_in_certificate(cert, peers)
-        # A hub accepts any of its peers' names: the first one the certificate verifies for.
-        for i, peer in enumerate(peers):
-            try:
-                tls.verify_certificate(
-                    certificate=cert, chain=chain, server_name=peer, cadata=material.ca_data
-                )
-                return peer
-            except tls.AlertBadCertificate:
-                if i == len(peers) - 1:
-                    raise
-        raise AssertionError("peer_hostname is never empty")
+        # A hub accepts any of its peers' names: the first one the certificate carries (the chain
+        # is checked once, whichever it is).
+        name = check.verify(cert, chain, peers)
+        assert name is not None, "peer_hostname is never empty"
+        return name
 
     return ClientAuthPolicy(verify)
 

@@ -76,52 +76,6 @@ def test_metrics_import_prometheus_client_at_the_first_scrape_and_render_as_it_d
     assert out.split("\n")[:3] == ["before scrape False", "same True 10", "tcp True"], out
 
 
-def test_a_client_end_warms_the_deferred_imports_as_soon_as_it_dials(tmp_path: Path) -> None:
-    """No App, no handshake: the dial alone starts the warm-up, while the server's answer is awaited
-    (before, only App.start's tail did, after the first attempt had ended)."""
-    out = run(
-        """
-        import asyncio, socket, sys, time
-        from pathlib import Path
-        from ptproxy.ops.config import load
-        from ptproxy.ops.devcerts import make_demo_pki
-        from ptproxy.tunnel import EndpointSettings, load_material
-        from ptproxy.client.dialer import Dialer
-
-        pki = make_demo_pki(Path("."))
-        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a server end that never answers
-        silent.bind(("127.0.0.1", 0))
-        Path("client.toml").write_text(f'''
-        [general]
-        mode = "Client"
-        peer_hostname = "{pki.server_name}"
-        connect_address = "127.0.0.1"
-        quic_port = {silent.getsockname()[1]}
-        http_bind_address = "127.0.0.1:9"
-        [tls]
-        ca = "{pki.ca}"
-        cert = "{pki.client.cert}"
-        key = "{pki.client.key}"
-        '''.replace("\\n        ", "\\n"))
-        config = load("client.toml")
-
-        async def main():
-            dialer = Dialer(EndpointSettings.build(config, load_material(config)))
-            print("before", type(sys.modules.get("service_identity")).__name__)
-            task = asyncio.get_running_loop().create_task(dialer.run())
-            deadline = time.monotonic() + 60
-            while type(sys.modules.get("service_identity")).__name__ != "module" and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            print("after", type(sys.modules.get("service_identity")).__name__, dialer.state.up)
-            task.cancel()
-
-        asyncio.run(main())
-        """,
-        tmp_path,
-    )
-    assert out.split("\n")[:2] == ["before _StandIn", "after module False"], out
-
-
 def test_the_collector_is_paused_while_an_end_starts_and_resumed_frozen_once_it_serves(tmp_path: Path) -> None:
     out = run(
         """
@@ -177,40 +131,6 @@ def test_the_collector_is_paused_while_an_end_starts_and_resumed_frozen_once_it_
         "OK",
     ], out
     assert out.split("\n")[2] == "0 True", out
-
-
-def test_a_server_end_warms_the_deferred_imports_at_a_full_handshake_only(tmp_path: Path) -> None:
-    """The ClientHello of a full handshake starts the warm-up (the client's certificate follows a
-    round trip later); a resumed one, which checks no certificate, does not."""
-    out = run(
-        """
-        import sys, time, types
-        import ptproxy.tunnel
-        from aioquic import tls
-        from ptproxy.tunnel.aioquic import ClientAuthPolicy
-
-        def ctx(resumed):
-            c = types.SimpleNamespace(_session_resumed=resumed, state=tls.State.SERVER_EXPECT_FINISHED,
-                                      _server_handle_certificate=None, _server_handle_certificate_verify=None)
-            c._server_handle_hello = lambda *args: None
-            ClientAuthPolicy(lambda cert, chain: None).install(c)
-            return c
-
-        def kind():
-            return type(sys.modules.get("service_identity")).__name__
-
-        ctx(True)._server_handle_hello(b"hello")
-        time.sleep(0.5)
-        print("resumed", kind())
-        ctx(False)._server_handle_hello(b"hello")
-        deadline = time.monotonic() + 60
-        while kind() != "module" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        print("full", kind())
-        """,
-        tmp_path,
-    )
-    assert out.split("\n")[:2] == ["resumed _StandIn", "full module"], out
 
 
 def test_a_client_end_sends_its_initial_before_it_sets_up_its_listeners(tmp_path: Path) -> None:

@@ -5,11 +5,12 @@ declared in :mod:`.internals` and checked against the installed aioquic. The mod
 ``connection`` (flow control, stream limit, congestion control, connection state), ``h3`` (DATA
 frame boundaries, per-stream Content-Length), ``mtls`` (server-side client certificates),
 ``congestion`` (Cubic's initial window), ``qlog`` (per-end trace files), ``tickets`` (session tickets sealed into their label), ``marks`` (which streams a packet visits), ``quicpath`` (the compiled per-packet twins installed into aioquic), ``streamframes`` (STREAM frames written and read in C), ``ackpath`` (ACK frames received in C), ``h3path`` (HTTP/3 request streams read and written in C), ``initial`` (a server's
-first look at a datagram, before any connection exists).
+first look at a datagram, before any connection exists), ``certcheck`` (the peer certificate check, in place of aioquic's).
 """
 
 from ptproxy.tunnel.aioquic import (
     ackpath,
+    certcheck,
     congestion,
     connection,
     h3,
@@ -23,7 +24,6 @@ from ptproxy.tunnel.aioquic import (
 from ptproxy.tunnel.aioquic.congestion import *  # noqa: F403
 from ptproxy.tunnel.aioquic.connection import *  # noqa: F403
 from ptproxy.tunnel.aioquic.h3 import *  # noqa: F403
-from ptproxy.tunnel.aioquic.internals import check_internals
 from ptproxy.tunnel.aioquic.mtls import *  # noqa: F403
 from ptproxy.tunnel.aioquic.qlog import *  # noqa: F403
 from ptproxy.tunnel.aioquic.tickets import *  # noqa: F403
@@ -33,11 +33,12 @@ quicpath.install_compiled_twins()
 streamframes.install()  # the compiled STREAM frame methods, onto PatchedQuicConnection
 ackpath.install()  # the compiled ACK frame handler, onto PatchedQuicConnection
 h3path.install()  # the compiled request-stream methods, onto PatchedH3Connection
+certcheck.install()  # our certificate check in place of aioquic's (no service_identity, no pyOpenSSL)
 
-# The surface is each concern's own ``__all__`` (a name is declared once, where it is defined), plus
-# the check of the declared internals; ``initial`` is the server listener's alone.
+# The surface is each concern's own ``__all__`` (a name is declared once, where it is defined);
+# ``initial`` is the server listener's alone, and ``internals`` (the declared internals and their
+# check, ~8M instructions to import) is imported by its test only, not at every start of an end.
 __all__ = [
-    "check_internals",
     *congestion.__all__,
     *connection.__all__,
     *h3.__all__,

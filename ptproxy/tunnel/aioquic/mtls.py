@@ -15,7 +15,6 @@ from typing import Any
 from aioquic import tls
 from cryptography import x509
 
-from ptproxy.tunnel.deferred import warm_deferred_imports
 from ptproxy.tunnel.identity import PeerIdentity, identity_of_certificate
 
 __all__ = ["ClientAuthPolicy", "SessionTicket"]
@@ -56,11 +55,6 @@ class ClientAuthPolicy:
             # never sent a CertificateRequest (RFC 8446 forbids one with PSK): fix the state.
             if ctx._session_resumed and ctx.state == tls.State.SERVER_EXPECT_CERTIFICATE:
                 ctx._server_expect_finished()
-            elif not ctx._session_resumed:
-                # A full handshake: the client's certificate arrives a round trip from now and
-                # needs what tunnel/deferred.py put off; import it during that round trip (a
-                # no-op once done; resumed handshakes check no certificate and start nothing).
-                warm_deferred_imports()
 
         def handle_certificate(input_buf: Any) -> None:
             orig_cert(input_buf)
