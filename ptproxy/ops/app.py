@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from ptproxy import sockets
 from ptproxy.errors import PtproxyError
-from ptproxy.ops import handoff
 from ptproxy.ops.config import Config
 from ptproxy.ops.startup import resume_gc
 from ptproxy.ops.systemd import Notifier, run_watchdog
@@ -34,12 +33,14 @@ from ptproxy.tunnel import (
     load_material,
 )
 
-# Imported where used, not here: each end imports its own side only (in start), and metrics only
-# when [metrics] is configured (prometheus_client); the rest costs start-up.
+# Imported where used, not here: each end imports its own side only (in start), metrics only
+# when [metrics] is configured (prometheus_client), and the hand-off only in a process a hand-off
+# started or at a SIGUSR2 (9M instructions); the rest costs start-up.
 if TYPE_CHECKING:
     from ptproxy.client.dialer import Dialer, TunnelState
     from ptproxy.client.listener import Frontend
     from ptproxy.client.tcp import TcpListener
+    from ptproxy.ops import handoff
     from ptproxy.ops.health import MetricsServer
     from ptproxy.ops.metrics import Metrics, Side
     from ptproxy.server.listener import Listener
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["App", "run"]
 
 logger = logging.getLogger("ptproxy")
+
+# ops/handoff.py's ENV: set in a process a hand-off started (tests/unit/test_handoff.py checks it).
+HANDOFF_ENV = "PTPROXY_HANDOFF"
 
 class App:
     """One running ptproxy end."""
@@ -81,7 +85,10 @@ class App:
         # Sockets systemd passed (LISTEN_FDS): each listener below takes its own by name.
         sockets.read_environment()
         # Started by a hand-off (SIGUSR2 to the previous process): its sockets, the same way.
-        self._predecessor = handoff.from_environment()
+        if HANDOFF_ENV in os.environ:
+            from ptproxy.ops import handoff
+
+            self._predecessor = handoff.from_environment()
         if self.is_client:
             from ptproxy.client.dialer import Dialer
 
@@ -107,6 +114,8 @@ class App:
                 if route.http_bind_address is not None
             ]
             if handed:
+                from ptproxy.ops import handoff
+
                 # The previous process still accepts on these sockets, and so do we once a
                 # listener starts: dial first, or the connections we take would get 503s.
                 self._spawn(self.dialer.run())
@@ -258,6 +267,8 @@ class App:
             logger.warning("SIGUSR2 ignored: this is process 1 (a container's init); restart the container instead")
         else:
             logger.info("SIGUSR2 received: handing our sockets to a new process")
+            from ptproxy.ops import handoff
+
             self._handing_off = handoff.HandOff()
             self._spawn(self._hand_off(self._handing_off))
 

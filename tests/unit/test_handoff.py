@@ -200,3 +200,11 @@ def test_forwarding_to_a_vanished_new_process_is_one_error_line(caplog: pytest.L
     successor.close()
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "process 4242" in errors[0].getMessage()
+
+
+def test_the_app_looks_for_the_variable_a_hand_off_sets() -> None:
+    """ops/app.py imports ops/handoff.py only when started by a hand-off (or at a SIGUSR2): it tests
+    the variable by its own copy of the name."""
+    from ptproxy.ops import app, handoff
+
+    assert app.HANDOFF_ENV == handoff.ENV
