@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aioquic import tls
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from ptproxy.values import FrozenValue, set_field
+
 __all__ = ["PeerIdentity"]
 
 
-@dataclass(frozen=True, slots=True)
-class PeerIdentity:
-    """The verified client certificate of a server-end session (strings ready for headers)."""
+class PeerIdentity(FrozenValue):
+    """The verified client certificate of a server-end session (strings ready for headers).
+
+    A frozen value written out (ptproxy/values.py), not a frozen dataclass: ~5M instructions less
+    at every start of an end; equality, hash, repr and :meth:`replace` as the dataclass had."""
+
+    __slots__ = ("name", "subject", "issuer", "serial", "not_before", "not_after", "cipher")
+    __match_args__ = ("name", "subject", "issuer", "serial", "not_before", "not_after", "cipher")
 
     name: str  # the peer_hostname entry the certificate was verified against
     subject: str  # RFC 4514
@@ -30,6 +36,17 @@ class PeerIdentity:
     not_before: str  # RFC 3339, UTC
     not_after: str  # RFC 3339, UTC
     cipher: str  # the TLS 1.3 cipher suite, e.g. "TLS_AES_128_GCM_SHA256"
+
+    def __init__(
+        self, name: str, subject: str, issuer: str, serial: str, not_before: str, not_after: str, cipher: str
+    ) -> None:
+        set_field(self, "name", name)
+        set_field(self, "subject", subject)
+        set_field(self, "issuer", issuer)
+        set_field(self, "serial", serial)
+        set_field(self, "not_before", not_before)
+        set_field(self, "not_after", not_after)
+        set_field(self, "cipher", cipher)
 
 
 def _rfc3339(when: datetime.datetime) -> str:

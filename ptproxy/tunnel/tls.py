@@ -13,7 +13,6 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 from aioquic import tls
@@ -29,6 +28,7 @@ from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
 from ptproxy.tunnel.identity import PeerIdentity, name_in_certificate
 from ptproxy.tunnel.pmtu import BASE_SIZE
 from ptproxy.tunnel.ticketkeys import TicketKeys, load_ticket_keys
+from ptproxy.values import FrozenValue, set_field
 
 __all__ = [
     "TlsMaterial",
@@ -41,9 +41,11 @@ __all__ = [
 logger = logging.getLogger("ptproxy.tunnel.tls")
 
 
-@dataclass(frozen=True, slots=True)
-class TlsMaterial:
-    """Certificate chain, key and CA bundle, parsed and checked."""
+class TlsMaterial(FrozenValue):
+    """Certificate chain, key and CA bundle, parsed and checked (a frozen value written out,
+    ptproxy/values.py: a frozen dataclass costs ~5M instructions at every start)."""
+
+    __slots__ = ("certificate", "chain", "private_key", "ca_path", "ca_data", "ticket_keys")
 
     certificate: x509.Certificate
     chain: list[x509.Certificate]
@@ -51,7 +53,18 @@ class TlsMaterial:
     ca_path: Path | None
     ca_data: bytes | None
     # Server: ``[tls] ticket_key_file`` (None: per-process keys, made by the listener).
-    ticket_keys: TicketKeys | None = None
+    ticket_keys: TicketKeys | None
+
+    def __init__(
+        self, *, certificate: x509.Certificate, chain: list[x509.Certificate], private_key: object,
+        ca_path: Path | None, ca_data: bytes | None, ticket_keys: TicketKeys | None = None,
+    ) -> None:
+        set_field(self, "certificate", certificate)
+        set_field(self, "chain", chain)
+        set_field(self, "private_key", private_key)
+        set_field(self, "ca_path", ca_path)
+        set_field(self, "ca_data", ca_data)
+        set_field(self, "ticket_keys", ticket_keys)
 
 
 def _read(path: Path, what: str) -> bytes:

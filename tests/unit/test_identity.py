@@ -3,8 +3,9 @@ verified client certificate (tunnel/identity.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,38 @@ def test_identity_of_certificate_matches_cryptography(hub: Hub) -> None:
     assert identity.cipher == "TLS_AES_256_GCM_SHA384"
 
 
+@dataclass(frozen=True, slots=True)
+class _IdentityTwin:
+    """The frozen dataclass PeerIdentity was (tunnel/identity.py writes it out)."""
+
+    name: str
+    subject: str
+    issuer: str
+    serial: str
+    not_before: str
+    not_after: str
+    cipher: str
+
+
+def test_peer_identity_behaves_as_the_dataclass_it_replaces() -> None:
+    fields = identity_to_list(IDENTITY)
+    assert fields is not None
+    twin = _IdentityTwin(*fields)
+    assert repr(IDENTITY) == repr(twin).replace("_IdentityTwin", "PeerIdentity")
+    assert PeerIdentity(*fields) == IDENTITY and hash(PeerIdentity(*fields)) == hash(IDENTITY)
+    assert hash(IDENTITY) == hash(tuple(fields))
+    assert IDENTITY != IDENTITY.replace(serial="00") and IDENTITY != twin
+    assert repr(IDENTITY.replace(cipher="x")) == repr(dataclasses.replace(twin, cipher="x")).replace(
+        "_IdentityTwin", "PeerIdentity"
+    )
+    assert PeerIdentity.__match_args__ == _IdentityTwin.__match_args__
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        IDENTITY.name = "other"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        IDENTITY.__dict__  # noqa: B018 - slotted
+    assert PeerIdentity(**{f.name: v for f, v in zip(dataclasses.fields(twin), fields, strict=True)}) == IDENTITY
+
+
 def test_cipher_names() -> None:
     assert cipher_name(0x1301) == "TLS_AES_128_GCM_SHA256"
     assert cipher_name(0x1303) == "TLS_CHACHA20_POLY1305_SHA256"
@@ -316,8 +349,8 @@ def test_two_connections_one_policy_each_its_own_identity(hub: Hub) -> None:
     assert a.server.peer_identity is not None and b.server.peer_identity is not None
     assert a.server.peer_identity.cipher == b.server.peer_identity.cipher
     cipher = a.server.peer_identity.cipher
-    assert a.server.peer_identity == replace(_expected(hub.a, HUB[0]), cipher=cipher)
-    assert b.server.peer_identity == replace(_expected(hub.b, HUB[1]), cipher=cipher)
+    assert a.server.peer_identity == _expected(hub.a, HUB[0]).replace(cipher=cipher)
+    assert b.server.peer_identity == _expected(hub.b, HUB[1]).replace(cipher=cipher)
     assert a.client.peer_identity is None  # a client end has none
     assert len(store) == 2  # each ticket kept with its identity
 

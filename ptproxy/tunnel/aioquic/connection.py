@@ -39,7 +39,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aioquic import tls
@@ -1460,7 +1460,7 @@ class PatchedQuicConnection(QuicConnection):
             ticket_identity = self._ptp_ticket_identity
             if ticket_identity is None or self.tls.key_schedule is None:
                 return None
-            identity = replace(ticket_identity, cipher=cipher_name(self.tls.key_schedule.cipher_suite))
+            identity = ticket_identity.replace(cipher=cipher_name(self.tls.key_schedule.cipher_suite))
         else:
             identity = self._ptp_verified_identity
         self._ptp_identity_cache = identity
