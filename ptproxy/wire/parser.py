@@ -64,7 +64,7 @@ from ptproxy.wire._parsebase import (
     BaseParser,
     Framing,
 )
-from ptproxy.wire.events import BodyData, BodyKind, EndOfMessage, Event, RequestHead, ResponseHead
+from ptproxy.wire.events import BodyKind, EndOfMessage, Event, RequestHead, ResponseHead
 from ptproxy.wire.websocket import is_handshake
 
 __all__ = ["RequestParser", "ResponseParser"]
@@ -338,12 +338,8 @@ class ResponseParser(BaseParser):
         self._leftover += rest
 
     def _feed(self, data: bytes | memoryview) -> None:
-        # BaseParser._feed (written out: one call less per stretch fed) and the 101 case.
         try:
-            self._llhttp.feed_data(data)
-        except HttpParserError as exc:
-            err = self._translate(exc)
-            raise err from None
+            super()._feed(data)
         except HttpParserUpgrade:
             # Only a 101 makes llhttp stop here, and _on_headers_complete refuses 101 first
             # unless the request asked for it; then _execute stops and keeps the rest as leftover.
@@ -415,10 +411,8 @@ class ResponseParser(BaseParser):
             self._finish()
 
     def _on_body(self, data: bytes) -> None:
-        if not self._ended:  # then BaseParser._on_body, written out
-            self._remaining -= len(data)
-            self._chunk_has_data = True
-            self._events.append(BodyData(data))
+        if not self._ended:
+            super()._on_body(data)
 
     def _on_message_complete(self) -> None:
         if self._ended:
