@@ -1,0 +1,100 @@
+"""ops/enumfast.py: enum members read without EnumType.__getattr__ (each case in a fresh
+interpreter: removing the method is process-wide)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has no EnumType.__getattr__")
+
+
+def run(code: str, tmp_path: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_every_enum_of_the_stack_keeps_its_members_in_its_class_dict(tmp_path: Path) -> None:
+    # The claim the removal rests on, for every enum both ends define or import.
+    out = run(
+        """
+        import ptproxy.ops.app, ptproxy.client.listener, ptproxy.server.origin, ptproxy.ops.config
+        import aioquic.quic.connection, aioquic.h3.connection, aioquic.tls
+        from ptproxy.ops.enumfast import _enum_classes, members_in_class_dicts
+        print(members_in_class_dicts(), len(list(_enum_classes())) > 40)
+        """,
+        tmp_path,
+    )
+    assert out.split() == ["True", "True"]
+
+
+def test_members_aliases_and_clashing_names_still_read_after_the_removal(tmp_path: Path) -> None:
+    out = run(
+        """
+        import enum
+        from aioquic import tls
+        from ptproxy.ops.enumfast import drop_enum_getattr
+        print(drop_enum_getattr(), "__getattr__" in enum.EnumType.__dict__)
+
+        class Kind(enum.Enum):  # defined after the removal
+            A = 1
+            ALIAS = 1
+            name = 2  # clashes with Enum's own 'name' property: a redirect in the class dict
+            value = 3
+
+        assert Kind.A is Kind.ALIAS is Kind(1) and Kind["ALIAS"] is Kind.A
+        assert Kind.name is Kind(2) and Kind.value is Kind(3) and Kind.A.name == "A"
+        assert tls.Epoch.ONE_RTT.value == 3 and list(Kind) == [Kind.A, Kind.name, Kind.value]
+        try:
+            Kind.MISSING
+        except AttributeError:
+            print("missing raises")
+        print(drop_enum_getattr())  # again: already gone
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:3] == ["True False", "missing raises", "True"]
+
+
+def test_an_enum_whose_member_left_its_class_dict_keeps_the_method(tmp_path: Path) -> None:
+    out = run(
+        """
+        import enum
+        from ptproxy.ops.enumfast import drop_enum_getattr
+
+        class Odd(enum.Enum):
+            A = 1
+        type.__delattr__(Odd, "A")  # past EnumType.__delattr__: reachable only through EnumType.__getattr__ now
+        print(drop_enum_getattr(), Odd.A is Odd(1))
+        """,
+        tmp_path,
+    )
+    assert out.split() == ["False", "True"]
+
+
+def test_python_m_ptproxy_removes_it(tmp_path: Path) -> None:
+    # The entry point calls it first thing; --version exits right after parsing.
+    out = run(
+        """
+        import enum, sys
+        from ptproxy.ops import cli
+        sys.argv = ["ptproxy", "--version"]
+        try:
+            cli.main(["--version"])
+        except SystemExit:
+            pass
+        print("__getattr__" in enum.EnumType.__dict__)
+        """,
+        tmp_path,
+    )
+    assert out.strip().splitlines()[-1] == "False"
