@@ -212,6 +212,7 @@ _MODE_NAMES = (BbrState.STARTUP, BbrState.DRAIN, BbrState.PROBE_BW, BbrState.PRO
 
 cdef double HIGH_GAIN = 2.0 / math.log(2.0)
 cdef double DRAIN_GAIN = 1.0 / HIGH_GAIN
+cdef double STARTUP_CWND_GAIN = 2.0  # see the pure twin
 cdef double PROBE_BW_CWND_GAIN = 2.0
 cdef double GAIN_CYCLE[8]
 GAIN_CYCLE[:] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
@@ -403,7 +404,7 @@ cdef class _BbrCore:
 
         self._mode = STARTUP
         self.pacing_gain = HIGH_GAIN
-        self.cwnd_gain = HIGH_GAIN
+        self.cwnd_gain = STARTUP_CWND_GAIN
         self._filled_pipe = False
         self._full_bw = 0.0
         self._full_bw_count = 0
@@ -587,7 +588,8 @@ cdef class _BbrCore:
 
     cdef void _enter_startup(self) noexcept:
         self._mode = STARTUP
-        self.pacing_gain = self.cwnd_gain = HIGH_GAIN
+        self.pacing_gain = HIGH_GAIN
+        self.cwnd_gain = STARTUP_CWND_GAIN
 
     cdef void _check_full_pipe(self, bint app_limited) noexcept:
         if self._filled_pipe or not self._round_start or app_limited:

@@ -313,7 +313,7 @@ class Transport(_Section, kw_only=True, frozen=True):
         Count | None,
         Doc(
             "Bytes per stream before the sender blocks; a hard limit when set. Unset: starts at "
-            "1000000 or 4 x `initial_window`, whichever is larger, and tunes itself (doubles while the window, not the network, limits the "
+            "1000000 or 8 x `initial_window`, whichever is larger, and tunes itself (doubles while the window, not the network, limits the "
             "sender) up to `[limits] max_auto_stream_window`."
         ),
     ] = None
@@ -328,7 +328,7 @@ class Transport(_Section, kw_only=True, frozen=True):
         Count | None,
         Doc(
             "Connection-wide receive flow-control window, bytes; a hard limit when set. Unset: "
-            "starts at 4 x `initial_window` and tunes itself (doubles when a window is consumed "
+            "starts at 8 x `initial_window` and tunes itself (doubles when a window is consumed "
             "within about two round trips) up to `[limits] max_auto_window`."
         ),
     ] = None

@@ -160,7 +160,7 @@ def _network_limited_upload(pki: DemoPki, window: int) -> tuple[RateLink, Patche
         client_leaf=pki.client,
         client_flow=flow_settings(congestion_algorithm="None", initial_window=BDP),
         server_flow=flow_settings(
-            # a tuned window starts at 4 initial windows at least: small here, so it starts at `window`
+            # a tuned window starts at 8 initial windows at least: small here, so it starts at `window`
             initial_window=1200,
             stream_receive_window=window,
             receive_window=window,

@@ -87,11 +87,14 @@ def test_windows_and_stream_limit_reach_the_peer(pki: DemoPki) -> None:
     assert seen["max_idle_timeout"] == pytest.approx(7.0)
 
 
-def test_an_unset_receive_window_starts_at_four_initial_windows(pki: DemoPki) -> None:
+def test_an_unset_receive_window_starts_at_eight_initial_windows(pki: DemoPki) -> None:
     client, _ = _pair(pki, "initial_window = 50000")
     params = peer_transport_parameters(client)
-    assert params["initial_max_data"] == 200000
+    assert params["initial_max_data"] == 400000
     assert params["initial_max_stream_data_bidi_remote"] == 1000000  # the larger of 1000000 and that
+    client, _ = _pair(pki, "initial_window = 625000")  # the linkbench BDP
+    params = peer_transport_parameters(client)
+    assert params["initial_max_data"] == params["initial_max_stream_data_bidi_remote"] == 5000000
 
 
 def test_a_receive_window_set_in_the_file_is_where_it_starts(pki: DemoPki) -> None:

@@ -131,11 +131,17 @@ ACK_UNIT_BYTES = 1452
 ACK_FLUSH_PACKETS = 32
 
 # A receive window that tunes itself (unset in the file) starts at this many initial windows, not
-# one: BBR's STARTUP puts up to 2.89 initial windows (the BDP, as the docs advise) in flight, and a
-# hole left by one lost packet holds the credit for ~1.5 round trips, so the first transfer of a
-# session was flow-control blocked for 0.1-0.5 s of its ~1.5 s (linkbench.bulk, 10 MiB at 0 %
-# loss, 50 ms x 100 Mbit/s) while the windows doubled their way up. Still capped by the ceiling.
-AUTO_WINDOW_START = 4
+# one. Credit is announced each time half a window was consumed, so the sender's runway ahead of
+# the consumer shrinks to half a window before the next update; that half must cover what is in
+# flight (BBR keeps up to 2 BDPs: the pipe and a queue as deep) plus what arrives while the update
+# travels back, and more while a hole left by a lost packet holds the consumer (~1.5 round trips,
+# longer behind a full queue). With initial_window = the BDP (as the docs advise), 4 windows were
+# too few: the first 10 MiB of a session at 0 % loss spent 0.12-0.15 s blocked on flow control
+# (linkbench.bulk, 50 ms x 100 Mbit/s, queue 1 BDP) until its window doubled; 8 leaves it unblocked.
+# 8 BDPs is also where a network-limited sender's updates stop doubling a window (half of it takes
+# two round trips to arrive), so the window starts where the tuning rule would leave it. Still
+# capped by the ceilings ([limits] max_auto_window / max_auto_stream_window), which bound memory.
+AUTO_WINDOW_START = 8
 
 
 def _auto_start(window: int, ceiling: int | None, initial_window: int) -> int:
