@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", type=int, default=1, help="downloads at 0 %% loss first")
     ap.add_argument("--pure", action="store_true", help="PTPROXY_NO_EXTENSIONS=1 for every tree")
     ap.add_argument("--qlog", action="store_true", help="qlog on both ends (kept with --keep)")
+    ap.add_argument("--qlog-server", action="store_true",
+                    help="qlog on the server end only (the sender of the download; the client end undisturbed)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", default=None, help="write the results here")
     a = ap.parse_args(argv)
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             s.info.update(quic_port=20110 + i, transport=tr | own)
             if a.qlog:
                 s.info["extra_toml"] = f'[system]\nqlog_dir = "{work}/{name}/qlog"\n'
+            elif a.qlog_server:
+                s.info["server_extra_toml"] = f'[system]\nqlog_dir = "{work}/{name}/qlog"\n'
             env = dict(kv.split("=", 1) for kv in assigns) | {"PYTHONPATH": f"{root}{os.pathsep}{REPO_ROOT}"}
             s.info["env"] = python_env(env, pure=True if a.pure else None)
             systems.append(s)
@@ -121,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 m1 = scrape(link, s.info["metrics_port"])
                 out: dict[str, Any] = {"loss": loss, "load1": round(load, 2)}
                 out |= {k: (st["b_to_a"].get(k) or 0) - (st0["b_to_a"].get(k) or 0) for k in ("lost", "queue_drops")}
+                # IP bytes the emulator carried server -> client (what its rate limit counts)
+                wire = (st["b_to_a"].get("delivered_bytes") or 0) - (st0["b_to_a"].get("delivered_bytes") or 0)
+                out["wire_pkts"] = (st["b_to_a"].get("delivered") or 0) - (st0["b_to_a"].get("delivered") or 0)
+                out["wire_bytes"] = wire
                 # datagrams from the client end during the download: nearly all ACKs
                 out["acks"] = (st["a_to_b"].get("pkts_in") or 0) - (st0["a_to_b"].get("pkts_in") or 0)
                 for k, v in m1.items():
@@ -130,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     span = r["t1"] - r["t_sent"]
                     out["mbit"] = round(r["bytes"] * 8 / 1e6 / span, 1)
+                    # the figure if the link carried those IP bytes back to back from the request's
+                    # arrival (one RTT for the request's and the last byte's propagation)
+                    out["ceiling"] = round(r["bytes"] * 8 / 1e6 / (RTT_MS / 1000 + wire * 8 / (RATE_MBIT * 1e6)), 1)
                     out["cpu"] = {k: round(100 * (c1[k] - c0[k]) / span) for k in c0}
                 log(f"{s.name} loss {loss:.0%}: {out}")
                 return out

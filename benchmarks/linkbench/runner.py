@@ -264,6 +264,8 @@ class Bench:
                 extra["system"] = {"qlog_dir": str(d / f"qlog-{end}")}
         if s.info.get("extra_toml"):  # diag.py --extra / --qlog: merged into both ends
             cextra, sextra = merge(cextra, s.info["extra_toml"]), merge(sextra, s.info["extra_toml"])
+        if s.info.get("server_extra_toml"):  # bulk.py --qlog-server: the sending end only
+            sextra = merge(sextra, s.info["server_extra_toml"])
         client, server = ptproxy_configs(
             d, self.pki, http_port=s.port, quic_port=quic_port, origin=f"{self.link.b_addr}:{ORIGIN_PORT}",
             client_addr=self.link.a_addr, server_addr=self.link.b_addr, transport=tr, client_extra=cextra, server_extra=sextra,
