@@ -37,6 +37,11 @@ from ptproxy.tunnel.cc.base import (
     Controller,
 )
 
+# The gain cycle's random start (the only draw) comes from one generator per process: a
+# random.Random() per connection seeded itself with 2,496 bytes of getrandom (~12 us and a system
+# call on a new connection's path, e.g. the server end's answer to a resumed handshake).
+_SHARED_RNG = random.Random()
+
 cdef extern from *:
     """
     #if defined(__clang__)
@@ -383,7 +388,7 @@ cdef class _BbrCore:
         self._mds = max_datagram_size
         self._initial_window = initial_window
         self._min_pipe_cwnd = MIN_PIPE_PACKETS * self._mds
-        self._rng = rng or random.Random()
+        self._rng = rng if rng is not None else _SHARED_RNG
         self.congestion_window = initial_window
         self.bytes_in_flight = 0
 

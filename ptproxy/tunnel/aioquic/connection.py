@@ -200,6 +200,8 @@ _ONE_RTT = tls.Epoch.ONE_RTT
 _ZERO_RTT = tls.Epoch.ZERO_RTT
 _ONE_RTT_PACKET = qc.QuicPacketType.ONE_RTT
 _ZERO_RTT_PACKET = qc.QuicPacketType.ZERO_RTT
+# The client end's key share (see PatchedQuicConnection._initialize).
+CLIENT_KEY_SHARE_GROUPS = (tls.Group.SECP256R1,)
 # Bytes left in a packet below which _write_application starts the next one without asking
 # _ptp_more_due (a STREAM frame's header alone takes up to ~12).
 _ROOM = 16
@@ -1312,6 +1314,15 @@ class PatchedQuicConnection(QuicConnection):
         # own: 14 getrandom system calls when the handshake completes (7 IDs), on the path of a
         # reconnecting client end, which reads the 0.5-RTT response only after handling the
         # server's handshake answer (link_latency.txt). The same bytes from one call.
+        if self._is_client and not self._handshake_confirmed:
+            # Client end: issued when the handshake is confirmed (HANDSHAKE_DONE, one round trip
+            # later), not when it completes: then they were built into the packet that carries
+            # the Finished, made 7 ConnectionIdIssued events, and all of it ran before the client
+            # end read the 0.5-RTT response waiting behind the server's answer (3 % of the
+            # instructions of handling that answer, benchmarks/micro/reconnect.py). The server
+            # end, which has only the one ID of the handshake, needs them only to migrate.
+            self._ptp_cids_deferred = True
+            return
         want = min(8, self._remote_active_connection_id_limit) - len(self._host_cids)
         if want > 0:
             length = self._configuration.connection_id_length
@@ -1327,6 +1338,14 @@ class PatchedQuicConnection(QuicConnection):
                 )
                 self._host_cid_seq += 1
         self._ptp_fix_reset_tokens()
+
+    _ptp_cids_deferred = False  # client: the new connection IDs wait for HANDSHAKE_DONE
+
+    def _confirm_handshake(self) -> None:
+        super()._confirm_handshake()
+        if self._ptp_cids_deferred:
+            self._ptp_cids_deferred = False
+            self._replenish_connection_ids()
 
     def _write_ping_frame(self, builder: QuicPacketBuilder, uids: list[int] = [], comment: str = "") -> None:  # noqa: B006 - aioquic's signature
         super()._write_ping_frame(builder, uids, comment)
@@ -1439,6 +1458,14 @@ class PatchedQuicConnection(QuicConnection):
         super()._initialize(peer_cid)
         self._ptp_tls_ready = True
         if self._is_client:
+            # One key share, not aioquic's four: its ClientHello carries a fresh key pair for each
+            # of P-256, P-384, X25519 and X448 (~0.35 ms of key generation warm, 4.5M of the 9.5M
+            # instructions of a resumed connect), and an aioquic server takes the first it
+            # supports, P-256, so the other three were thrown away. P-256 is also the cheapest pair
+            # to make and use with OpenSSL's nistz256 code. Any TLS 1.3 server supports it
+            # (RFC 8446 §9.1: a MUST); a server that prefers another group may still pick P-256
+            # from the supported_groups list, which now names it alone.
+            self.tls._supported_groups = list(CLIENT_KEY_SHARE_GROUPS)
             return
         if self._ptp_client_auth is not None:
             self._ptp_client_auth.install(self.tls, self._ptp_on_verified)

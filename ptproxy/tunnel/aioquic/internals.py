@@ -83,6 +83,11 @@ PRIVATE: tuple[Internal, ...] = (
     # ... and new connection IDs drawn from one urandom call (_replenish_connection_ids).
     *_each(QC, "attribute", "_host_cid_seq", "_remote_active_connection_id_limit"),
     Internal(QC, "_replenish_connection_ids", "override", ((),)),
+    # ... and, at the client end, issued once the handshake is confirmed (HANDSHAKE_DONE), not while
+    # a resumed session's 0.5-RTT response waits behind the handshake's answer.
+    Internal(QC, "_confirm_handshake", "override", ((),)),
+    # The client end's key share (connection.py _initialize): one group, not aioquic's four.
+    Internal(TLS, "_supported_groups", "attribute"),
     # The events of one read (next_event): consecutive stream data of one stream, taken together.
     *_each(QC, "attribute", "_events"),
     Internal(QC, "_close_end", "method", ((),)),

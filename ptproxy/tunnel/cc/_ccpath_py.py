@@ -54,6 +54,11 @@ __all__ = ["Bbr", "BbrPacer", "BbrState", "MaxFilter", "Pacer", "window_pacer"]
 #: leave at line rate in one go.
 _WINDOW_BURST_PACKETS = 16
 
+# The gain cycle's random start (the only draw) comes from one generator per process: a
+# random.Random() per connection seeded itself with 2,496 bytes of getrandom (~12 us and a system
+# call on a new connection's path, e.g. the server end's answer to a resumed handshake).
+_SHARED_RNG = random.Random()
+
 
 class Pacer:
     """Token bucket in bytes, refilled at ``rate`` bytes/s.
@@ -268,7 +273,7 @@ class Bbr(Controller):
         self._mds = max_datagram_size
         self._initial_window = initial_window
         self._min_pipe_cwnd = MIN_PIPE_PACKETS * max_datagram_size
-        self._rng = rng or random.Random()
+        self._rng = rng if rng is not None else _SHARED_RNG
         self.congestion_window = initial_window
 
         # delivery-rate sampling (per connection)
