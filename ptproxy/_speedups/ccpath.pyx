@@ -218,6 +218,7 @@ _MODE_NAMES = (BbrState.STARTUP, BbrState.DRAIN, BbrState.PROBE_BW, BbrState.PRO
 cdef double HIGH_GAIN = 2.0 / math.log(2.0)
 cdef double DRAIN_GAIN = 1.0 / HIGH_GAIN
 cdef double STARTUP_CWND_GAIN = 2.0  # see the pure twin
+cdef double STARTUP_FLOOR_GAIN = 1.25  # see the pure twin
 cdef double PROBE_BW_CWND_GAIN = 2.0
 cdef double GAIN_CYCLE[8]
 GAIN_CYCLE[:] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
@@ -690,7 +691,7 @@ cdef class _BbrCore:
     cdef void _set_pacing_rate(self, double gain) except *:
         cdef double rate = gain * self.btl_bw
         if not self._filled_pipe:
-            rate = _fmax(rate, self._initial_window / self._srtt)
+            rate = _fmax(rate, STARTUP_FLOOR_GAIN * self._initial_window / self._srtt)
         if rate != self.pacing_rate:
             self.pacing_rate = rate
             self.pacer._set_rate(rate, 0.0)

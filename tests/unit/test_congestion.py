@@ -278,7 +278,7 @@ def test_bbr_starts_with_the_initial_window_paced_over_one_rtt() -> None:
     assert cc.congestion_window == 487500
     assert rate_of(cc) == pytest.approx(487500 / 0.333)
     cc.pacer.update_rate(congestion_window=cc.congestion_window, smoothed_rtt=0.15)
-    assert rate_of(cc) == pytest.approx(487500 / 0.15)
+    assert rate_of(cc) == pytest.approx(1.25 * 487500 / 0.15)  # STARTUP_FLOOR_GAIN
     assert cc.get_log_data()["state"] == BbrState.STARTUP
 
 
@@ -288,7 +288,7 @@ def test_bbr_paces_the_initial_window_over_the_handshake_rtt(impl: ModuleType) -
     cc = impl.Bbr(max_datagram_size=MDS, initial_window=487500, rng=random.Random(1))
     ack(cc, send(cc, 0, 2, now=1.0), now=1.15, srtt=0.15)
     assert 0 < cc.btl_bw < 20000
-    assert rate_of(cc) == pytest.approx(487500 / 0.15)
+    assert rate_of(cc) == pytest.approx(1.25 * 487500 / 0.15)  # STARTUP_FLOOR_GAIN
 
 
 def test_bbr_rate_sample_and_min_rtt_from_one_round(impl: ModuleType) -> None:
@@ -598,6 +598,17 @@ def test_bbr_startup_from_a_bdp_sized_initial_window_barely_overflows_a_one_bdp_
     assert [s for _, s in sim.states][:3] == [BbrState.STARTUP, BbrState.DRAIN, BbrState.PROBE_BW]
     assert sim.tail_drops < 150
     assert sim.delivered >= 0.85 * LINK * 1.0  # the first round trip carries no ACKs
+
+
+def test_bbr_fills_the_pipe_from_the_first_round_after_a_slow_handshake(impl: ModuleType) -> None:
+    # The first srtt comes from the handshake: 56 ms on a 50 ms path (both ends' handshake work).
+    # Paced at one initial window (= the BDP) per srtt, the first two rounds left the link 12 %
+    # idle (0.88 of the link rate delivered by 100 ms); STARTUP_FLOOR_GAIN's 1.25 fills it.
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=BDP, rng=random.Random(1))
+    cc.pacer.update_rate(congestion_window=cc.congestion_window, smoothed_rtt=0.056)
+    sim = LinkSim(cc=cc, link_rate=LINK, rtt=RTT, buffer=BDP)
+    sim.run(2 * RTT)
+    assert sim.delivered >= 0.97 * LINK * RTT  # what the link carried in the first round trip
 
 
 @pytest.mark.parametrize("report", [True, False])
