@@ -368,7 +368,12 @@ class Bench:
 
     def scrape(self, key: str) -> None:
         """ptproxy ends: the counters of /metrics that explain the figures (bytes, losses, copies)."""
-        names = ("ptproxy_redundant_bytes_total", "ptproxy_lost_packets_total", "ptproxy_quic_bytes_total")
+        names = (
+            "ptproxy_redundant_bytes_total",
+            "ptproxy_lost_packets_total",
+            "ptproxy_spurious_losses_total",
+            "ptproxy_quic_bytes_total",
+        )
         for s in self.systems:
             if s.kind != "ptproxy":
                 continue

@@ -8,10 +8,13 @@
   RangeSet), the same errors (a cut-short frame or a negative packet number close the connection
   with FRAME_ENCODING_ERROR and the same reason; a cut-short ECN section raises aioquic's
   BufferReadError as aioquic does);
-- ``QuicPacketRecovery.on_ack_received``: the walk over the sent packets of each acknowledged
+- ``QuicPacketRecovery.on_ack_received`` as ``lossdetect.AdaptiveRecovery`` extends it (packets
+  declared lost and now acknowledged first: spurious losses, the connection's time threshold back
+  to aioquic's 9/8): the walk over the sent packets of each acknowledged
   range (bisected in the same snapshot of packet numbers), the counters, the congestion
   controller's ``on_packet_acked`` per in-flight packet, the delivery handlers, the RTT estimate,
-  ``on_rtt_measurement`` and the pacer's ``update_rate``, then ``_detect_loss`` (its loss time and
+  ``on_rtt_measurement`` and the pacer's ``update_rate``, then ``_detect_loss`` (AdaptiveRecovery's:
+  the connection's time threshold, the packet numbers declared lost recorded; its loss time and
   lost packets; ``_in_persistent_congestion`` is only asked when something was lost, it answers
   False for nothing) and ``_on_packets_lost`` (skipped when nothing was lost and it is aioquic's own
   method, which then does nothing; an instance attribute, as ptproxy's loss counter, is always
@@ -27,7 +30,7 @@ same order.
 
 aioquic's method runs instead whenever something differs from what was verified: a qlog logger on
 the connection or the recovery, a Buffer of another class, a recovery object that is not exactly
-aioquic's QuicPacketRecovery or has one of the inlined methods replaced (on the class or the
+ptproxy's AdaptiveRecovery or has one of the inlined methods replaced (on the class or the
 instance), a sent-packet table that is not a dict, an ACK frame of 256 ranges or more.
 
 Written for ptproxy from the behaviour of aioquic 1.7.2 (tested against it with hypothesis); this
@@ -66,7 +69,7 @@ cdef object _FRAME_ENCODING_ERROR = None
 cdef object _ACKED = None  # QuicDeliveryState.ACKED
 cdef object _HANDSHAKE = None  # tls.Epoch.HANDSHAKE
 cdef object _ONE_RTT = None  # tls.Epoch.ONE_RTT
-cdef object _Recovery = None  # aioquic's QuicPacketRecovery
+cdef object _Recovery = None  # lossdetect.AdaptiveRecovery (aioquic's QuicPacketRecovery's subclass)
 cdef dict _recovery_globals = {}  # aioquic.quic.recovery's namespace (K_* read per ACK, as aioquic does)
 cdef tuple _recovery_methods = ()  # (name, function) pairs the class must still hold
 cdef frozenset _recovery_inlined = frozenset()  # names an instance attribute must not shadow
@@ -77,6 +80,7 @@ cdef object _marking_delivery = None  # marks.MarkingSender.on_data_delivery
 cdef object _ack_delivery = None  # QuicConnection._on_ack_delivery
 cdef tuple _sender_classes = ()  # classes whose instances aioquic's on_data_delivery is inlined for
 cdef object _MarkingSender = None
+cdef Py_ssize_t _declared_lost_kept = 32  # lossdetect.DECLARED_LOST_KEPT
 
 
 def configure(**objects):
@@ -84,7 +88,7 @@ def configure(**objects):
     global _Buffer, _BufferReadError, _ConnectionError, _FRAME_ENCODING_ERROR, _ACKED, _HANDSHAKE
     global _ONE_RTT, _Recovery, _recovery_globals, _recovery_methods, _recovery_inlined, _py_handle
     global _py_on_packets_lost, _sender_delivery, _marking_delivery, _ack_delivery, _sender_classes
-    global _MarkingSender
+    global _MarkingSender, _declared_lost_kept
     _Buffer = objects["buffer"]
     _BufferReadError = objects["buffer_read_error"]
     _ConnectionError = objects["connection_error"]
@@ -103,6 +107,7 @@ def configure(**objects):
     _ack_delivery = objects["ack_delivery"]
     _sender_classes = tuple(objects["sender_classes"])
     _MarkingSender = objects["marking_sender"]
+    _declared_lost_kept = objects["declared_lost_kept"]
 
 
 cdef bint _plain_recovery(object loss) except -1:
@@ -235,6 +240,11 @@ cdef int _on_ack_received(object loss, long long *lows, long long *highs, Py_ssi
     cdef long long largest_newly_acked = 0
     largest_sent_time = None
 
+    # lossdetect.AdaptiveRecovery.on_ack_received: a packet declared lost, now acknowledged
+    declared = loss._ptp_declared_lost
+    if declared and space.is_application_data:
+        _spurious(loss, <list> declared, lows, highs, n)
+
     if largest_acked > <long long> space.largest_acked_packet:
         space.largest_acked_packet = largest_acked
 
@@ -316,15 +326,40 @@ cdef int _on_ack_received(object loss, long long *lows, long long *highs, Py_ssi
     return 0
 
 
+cdef int _spurious(object loss, list declared, long long *lows, long long *highs,
+                   Py_ssize_t n) except -1:
+    """The packet numbers of ``declared`` the ranges acknowledge: dropped from it, counted, and
+    the connection's time threshold back to aioquic's."""
+    cdef list kept = []
+    cdef Py_ssize_t i
+    cdef long long number
+    cdef bint acked
+    for item in declared:
+        number = <long long> item
+        acked = False
+        for i in range(n):
+            if lows[i] <= number <= highs[i]:
+                acked = True
+                break
+        if not acked:
+            kept.append(item)
+    if len(kept) < len(declared):
+        loss._ptp_spurious_losses += len(declared) - len(kept)
+        declared[:] = kept
+        loss._ptp_time_threshold = _recovery_globals["K_TIME_THRESHOLD"]
+    return 0
+
+
 cdef int _detect_loss(object loss, object now, object space) except -1:
-    """QuicPacketRecovery._detect_loss."""
+    """lossdetect.AdaptiveRecovery._detect_loss (aioquic's, with the connection's threshold)."""
     constants = _recovery_globals
+    threshold = loss._ptp_time_threshold
     if loss._rtt_initialized:
         latest = loss._rtt_latest
         smoothed = loss._rtt_smoothed
-        loss_delay = constants["K_TIME_THRESHOLD"] * (smoothed if smoothed > latest else latest)
+        loss_delay = threshold * (smoothed if smoothed > latest else latest)
     else:
-        loss_delay = constants["K_TIME_THRESHOLD"] * loss._rtt_initial
+        loss_delay = threshold * loss._rtt_initial
     packet_threshold = space.largest_acked_packet - constants["K_PACKET_THRESHOLD"]
     time_threshold = now - loss_delay
 
@@ -340,6 +375,14 @@ cdef int _detect_loss(object loss, object now, object space) except -1:
             packet_loss_time = packet.sent_time + loss_delay
             if space.loss_time is None or space.loss_time > packet_loss_time:
                 space.loss_time = packet_loss_time
+
+    cdef list declared
+    if lost_packets and space.is_application_data:
+        declared = loss._ptp_declared_lost
+        for packet in lost_packets:
+            declared.append(packet.packet_number)
+        if len(declared) > _declared_lost_kept:
+            del declared[:len(declared) - _declared_lost_kept]
 
     lost_handler = loss._on_packets_lost
     if not lost_packets and PyMethod_Check(lost_handler) and (

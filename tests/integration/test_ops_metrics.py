@@ -103,6 +103,7 @@ def test_metrics_count_requests_and_bytes(make_pair: Callable[..., Pair]) -> Non
         assert sample(side, "ptproxy_congestion_window_bytes") > 0
         assert sample(side, "ptproxy_bytes_in_flight") >= 0
         assert sample(side, "ptproxy_lost_packets_total") >= 0
+        assert sample(side, "ptproxy_spurious_losses_total") == 0  # no reordering on loopback
         assert sample(side, "ptproxy_open_streams") >= 0
     # Private registry: no default process/GC collectors leak in.
     assert not any(name.startswith(("process_", "python_gc")) for name, _ in after_c)

@@ -198,7 +198,7 @@ class Side:
             "loss": {
                 k: _value(v)
                 for k, v in vars(loss).items()
-                if k.startswith(("_rtt", "_pto", "peer_", "max_ack", "_time_of"))
+                if k.startswith(("_rtt", "_pto", "peer_", "max_ack", "_time_of", "_ptp_"))
             },
             "spaces": [
                 (

@@ -2,8 +2,9 @@
 
 With ``PTPROXY_NO_EXTENSIONS=1`` (or no compiled module) nothing is installed, so
 ``QuicConnection._handle_ack_frame`` (with ``pull_ack_frame``, ``QuicPacketRecovery.on_ack_received``
-and the delivery handlers) runs as aioquic wrote it; the twin tests call it against the compiled
-one on the same inputs.
+and the delivery handlers) runs as aioquic wrote it, on the connection's recovery, which is
+``lossdetect.AdaptiveRecovery`` (``on_ack_received`` and ``_detect_loss`` with a time threshold per
+connection); the twin tests call it against the compiled one on the same inputs.
 """
 
 from __future__ import annotations

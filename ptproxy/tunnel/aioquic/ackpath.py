@@ -27,6 +27,7 @@ from aioquic.quic.stream import QuicStreamSender
 from ptproxy._speedups import load_twin
 from ptproxy.tunnel.aioquic import _ackpath_py
 from ptproxy.tunnel.aioquic.connection import PatchedQuicConnection
+from ptproxy.tunnel.aioquic.lossdetect import DECLARED_LOST_KEPT, AdaptiveRecovery, adopt
 from ptproxy.tunnel.aioquic.marks import MarkingSender, MarkingStream
 
 __all__ = ["IMPLEMENTATION", "INSTALLED", "install", "layout_holds", *_ackpath_py.__all__]
@@ -51,17 +52,20 @@ def _objects() -> dict[str, Any]:
         "acked": QuicDeliveryState.ACKED,
         "handshake": tls.Epoch.HANDSHAKE,
         "one_rtt": tls.Epoch.ONE_RTT,
-        "recovery": QuicPacketRecovery,
-        # _detect_loss reads K_TIME_THRESHOLD and K_PACKET_THRESHOLD from here at each call.
+        # Every PatchedQuicConnection's recovery is one (lossdetect.adopt).
+        "recovery": AdaptiveRecovery,
+        # _detect_loss reads K_PACKET_THRESHOLD from here at each call, and K_TIME_THRESHOLD when a
+        # spurious loss sends the connection's threshold back to it.
         "recovery_globals": vars(recovery),
         # Inlined only while the class holds these (and an instance shadows none but the last).
         "recovery_methods": {
-            "on_ack_received": QuicPacketRecovery.on_ack_received,
-            "_detect_loss": QuicPacketRecovery._detect_loss,
+            "on_ack_received": AdaptiveRecovery.on_ack_received,
+            "_detect_loss": AdaptiveRecovery._detect_loss,
             "_in_persistent_congestion": QuicPacketRecovery._in_persistent_congestion,
             "get_probe_timeout": QuicPacketRecovery.get_probe_timeout,
             "_on_packets_lost": QuicPacketRecovery._on_packets_lost,
         },
+        "declared_lost_kept": DECLARED_LOST_KEPT,
         "handle_ack_frame": QuicConnection._handle_ack_frame,
         "sender_delivery": QuicStreamSender.on_data_delivery,
         "marking_delivery": MarkingSender.on_data_delivery,
@@ -74,12 +78,14 @@ def _objects() -> dict[str, Any]:
 def layout_holds(conn: QuicConnection | None = None) -> bool:
     """Whether the state the compiled code reads is where it reads it: on a fresh recovery, packet
     space and stream sender (and on ``conn``, when given), with the types it reads it as."""
-    loss = QuicPacketRecovery(
-        congestion_control_algorithm="reno",
-        initial_rtt=0.1,
-        max_datagram_size=1200,
-        peer_completed_address_validation=False,
-        send_probe=lambda: None,
+    loss = adopt(
+        QuicPacketRecovery(
+            congestion_control_algorithm="reno",
+            initial_rtt=0.1,
+            max_datagram_size=1200,
+            peer_completed_address_validation=False,
+            send_probe=lambda: None,
+        )
     )
     space = QuicPacketSpace()
     sender = MarkingStream(stream_id=0, max_stream_data_local=1, max_stream_data_remote=1).sender
@@ -102,6 +108,9 @@ def layout_holds(conn: QuicConnection | None = None) -> bool:
             )
         )
         and callable(loss._log_metrics_updated)
+        and type(loss._ptp_declared_lost) is list
+        and isinstance(loss._ptp_time_threshold, float)
+        and type(loss._ptp_spurious_losses) is int
         and type(space.sent_packets) is dict
         and space.largest_acked_packet == 0
         and space.loss_time is None

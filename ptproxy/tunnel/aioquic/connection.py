@@ -57,8 +57,8 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from ptproxy.addr import format_address
+from ptproxy.tunnel.aioquic import lossdetect, quicrecv
 from ptproxy.tunnel.aioquic import marks as stream_marks
-from ptproxy.tunnel.aioquic import quicrecv
 from ptproxy.tunnel.aioquic.marks import StreamMarks, adopt
 from ptproxy.tunnel.aioquic.pmtud import PathMtu
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
@@ -326,6 +326,8 @@ class PatchedQuicConnection(QuicConnection):
         self._ptp_limits_all = False
         # Path MTU discovery (before the congestion hooks, which ask it which losses are probes).
         self._ptp_pmtu = PathMtu(flow.pmtu_ceiling) if flow.pmtu_ceiling is not None else None
+        # A time threshold of its own for loss detection (lossdetect.py), before the hooks below.
+        lossdetect.adopt(self._loss)
         self._ptp_install_congestion()
         self._ptp_probe_asked = False  # a tail probe was asked for, not yet sent
         self._ptp_probed_at = 0.0  # when the last tail probe went out
@@ -1619,6 +1621,7 @@ def _flow_stats(conn: QuicConnection) -> dict[str, float]:
         "flow_blocked_send": conn.flow_blocked_send,
         "flow_blocked_receive": conn.flow_blocked_receive,
         "redundant_bytes": float(conn.redundant_bytes),
+        "spurious_losses": float(getattr(conn._loss, "_ptp_spurious_losses", 0)),
     }
 
 

@@ -230,6 +230,8 @@ PRIVATE: tuple[Internal, ...] = (
     # table; the twin falls back to aioquic's own), the recovery state on_ack_received / _detect_loss
     # read and write, the methods inlined (used only while QuicPacketRecovery still holds them), the
     # common delivery handlers inlined (QuicStreamSender.on_data_delivery's state, _on_ack_delivery).
+    # lossdetect.py: the connection's recovery becomes its QuicPacketRecovery subclass (class swap;
+    # on_ack_received and _detect_loss overridden, the latter written from aioquic's).
     Internal(QC, "_handle_ack_frame", "method", (("context", "frame_type", "buf"),)),
     Internal(QC, "_remote_ack_delay_exponent", "attribute"),
     Internal(QC, "_on_ack_delivery", "method", (("delivery", "space", "highest_acked"),)),
