@@ -227,9 +227,13 @@ class Session:
         request's handling in front of the answer. The response cannot overtake the answer
         anyway: it follows the origin's reply, and the client end reads it only after it has
         processed the answer (a blackout's end, traced: the response waited ~1.7 ms there).
-        The HTTP/3 layer is made first, so its SETTINGS still ride with the answer."""
+        A resumed session's HTTP/3 layer is made first, so its SETTINGS still ride with the answer."""
         self._answer_first = False
-        self._ensure_h3()
+        if self.quic.tls.session_resumed:
+            # Resumed: the ticket stands for a peer this end authenticated before. A new peer gets
+            # the HTTP/3 layer (and its streams) only once its certificate was checked
+            # (HandshakeCompleted): junk handshakes cost no HTTP/3 state and learn no SETTINGS.
+            self._ensure_h3()
         now = time.monotonic()
         self.transmits += 1
         datagrams = self.quic.datagrams_to_send(now=now)
