@@ -199,20 +199,9 @@ class Session:
         if self._answer_first:
             self._answer_handshake()
             return
-        if self._events_due:
-            try:
-                self._process_events()
-            except Exception:  # a bug must cost this connection, never the endpoint
-                self.log.exception("connection %d: internal error handling a datagram", self.number)
-                self.abort("internal error")
-                return
-        now = time.monotonic()
-        self.transmits += 1
-        datagrams = self.quic.datagrams_to_send(now=now)
-        sent = self._send_grouped(datagrams) if datagrams else 0
-        if sent:
-            self.bytes_sent += sent
-            self._last_activity = now
+        if self._events_due and not self._handle_events():
+            return
+        self._send_due()
         self._arm_timer()
         if self._room_waiters:
             self._wake_room_waiters()
@@ -234,25 +223,35 @@ class Session:
             # the HTTP/3 layer (and its streams) only once its certificate was checked
             # (HandshakeCompleted): junk handshakes cost no HTTP/3 state and learn no SETTINGS.
             self._ensure_h3()
-        now = time.monotonic()
-        self.transmits += 1
-        datagrams = self.quic.datagrams_to_send(now=now)
-        if datagrams:
-            self.bytes_sent += self._send_grouped(datagrams)
-            self._last_activity = now
-        if self._events_due:
-            try:
-                self._process_events()
-            except Exception:  # a bug must cost this connection, never the endpoint
-                self.log.exception("connection %d: internal error handling a datagram", self.number)
-                self.abort("internal error")
-                return
+        self._send_due()
+        if self._events_due and not self._handle_events():
+            return
         # No transmit for what the events left due: nothing there is urgent (the 0-RTT packets
         # were acknowledged in the answer), and a transmit now sent the QPACK decoder's
         # acknowledgement of the request's headers alone, a datagram the client end then read
         # between the answer and the response. It rides with the response (whose send asks for a
         # transmit), or with the answer to the client's Finished, or the timer's transmit.
         self._arm_timer()
+
+    def _handle_events(self) -> bool:
+        """Hand the received datagrams' events to the application; False if a bug in doing so
+        cost this connection (it is aborted)."""
+        try:
+            self._process_events()
+        except Exception:  # a bug must cost this connection, never the endpoint
+            self.log.exception("connection %d: internal error handling a datagram", self.number)
+            self.abort("internal error")
+            return False
+        return True
+
+    def _send_due(self) -> None:
+        """Send what aioquic has due now."""
+        now = time.monotonic()
+        self.transmits += 1
+        datagrams = self.quic.datagrams_to_send(now=now)
+        if datagrams:
+            self.bytes_sent += self._send_grouped(datagrams)
+            self._last_activity = now
 
     def _send_grouped(self, datagrams: list[tuple[bytes, Any]]) -> int:
         """Hand the datagrams over in runs to one address (one batched send each); their bytes."""
