@@ -1,6 +1,10 @@
 """``python -m ptproxy``."""
 
 if __name__ == "__main__":
+    # Before anything defines an enum member: plain enums hashed in C from here on (ops/enumfast.py).
+    from ptproxy.ops.enumfast import identity_enum_hash
+
+    identity_enum_hash()
     # The collector paused before the command line's own imports (ops/startup.py; main() resumes it).
     from ptproxy.ops.startup import pause_gc
 

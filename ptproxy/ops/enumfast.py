@@ -23,7 +23,7 @@ import enum
 import sys
 from collections.abc import Iterator
 
-__all__ = ["drop_enum_getattr", "members_in_class_dicts"]
+__all__ = ["drop_enum_getattr", "identity_enum_hash", "members_in_class_dicts"]
 
 
 def _enum_classes() -> Iterator[type[enum.Enum]]:
@@ -51,4 +51,32 @@ def drop_enum_getattr() -> bool:
     if sys.version_info >= (3, 12) or not members_in_class_dicts():
         return False
     delattr(enum.EnumType, "__getattr__")
+    return True
+
+
+def identity_enum_hash() -> bool:
+    """Hash the members of plain enums in C, by identity, instead of ``Enum.__hash__``'s
+    ``hash(self._name_)``; whether that is their hash now. Only before any plain enum has a member.
+
+    ``Enum.__hash__`` is a Python function, so every dict or set lookup keyed by a plain enum
+    member (aioquic's per-``Epoch`` dicts, our tables keyed by ``BodyKind`` and the like) made a
+    Python call through ``slot_tp_hash``: ~45 per request at each end, ~27,000 instructions of
+    ~1.25M (callgrind). A plain enum compares by identity (``Enum`` defines no ``__eq__``;
+    members, aliases and ``Flag``'s pseudo-members are singletons), so the identity hash is as
+    valid as the name's. Enums with a data type (``IntEnum``, ``class X(str, Enum)``) take that
+    type's ``__eq__`` and ``__hash__`` ahead of ``Enum`` in their MRO, and an enum class that
+    defines ``__eq__`` has its own ``__hash__`` (or ``None``): neither is affected.
+
+    A hash must not change under a container that holds it, so this switches only while no plain
+    enum member exists yet (none can be a key, or part of one, anywhere): ``python -m ptproxy``
+    calls it before importing anything else of ours. Later, it changes nothing and says False."""
+    if enum.Enum.__dict__.get("__hash__") is object.__hash__:
+        return True  # done already
+    if enum.Enum.__eq__ is not object.__eq__:
+        return False
+    name_hash = enum.Enum.__dict__.get("__hash__")
+    for cls in _enum_classes():
+        if cls.__hash__ is name_hash and cls._member_map_:
+            return False
+    enum.Enum.__hash__ = object.__hash__  # type: ignore[method-assign]
     return True

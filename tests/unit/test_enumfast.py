@@ -98,3 +98,71 @@ def test_python_m_ptproxy_removes_it(tmp_path: Path) -> None:
         tmp_path,
     )
     assert out.strip().splitlines()[-1] == "False"
+
+
+# -- identity_enum_hash ----------------------------------------------------------------------------
+
+
+def test_plain_enums_hash_by_identity_when_switched_before_any_member(tmp_path: Path) -> None:
+    out = run(
+        """
+        import enum
+        from ptproxy.ops.enumfast import identity_enum_hash
+        print(identity_enum_hash(), identity_enum_hash())  # again: already done
+
+        from aioquic import tls
+        from aioquic.quic import connection as qc
+        import ptproxy.tunnel.aioquic.connection  # quicrecv.install(): must not put the name hash back
+        e = tls.Epoch.ONE_RTT
+        print(hash(e) == object.__hash__(e), type(e).__hash__ is object.__hash__)
+        d = {tls.Epoch.INITIAL: 0, e: 3}
+        print(d[e], d[tls.Epoch(3)], qc.QuicConnectionState.CLOSING in qc.END_STATES)
+
+        class Color(enum.Flag):
+            R = 1
+            G = 2
+        print(Color(3) is (Color.R | Color.G), {Color.R | Color.G: 1}[Color(3)])
+
+        class S(str, enum.Enum):  # a data type: its own hash and equality, unchanged
+            X = "x"
+        class I(enum.IntEnum):
+            Y = 5
+        print(hash(S.X) == hash("x"), {"x": 1}[S.X], hash(I.Y) == 5, {5: 1}[I.Y])
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:5] == ["True True", "True True", "3 3 True", "True 1", "True 1 True 1"]
+
+
+def test_no_switch_once_a_plain_enum_member_exists(tmp_path: Path) -> None:
+    # A container may hold the name hash by now: the hash must stay.
+    out = run(
+        """
+        import enum
+        from ptproxy.ops.enumfast import identity_enum_hash
+
+        class Kind(enum.Enum):
+            A = 1
+        d = {Kind.A: 1}
+        print(identity_enum_hash(), "__hash__" in enum.Enum.__dict__ and enum.Enum.__hash__ is not object.__hash__, d[Kind.A])
+        """,
+        tmp_path,
+    )
+    assert out.split() == ["False", "True", "1"]
+
+
+def test_python_m_ptproxy_switches_first(tmp_path: Path) -> None:
+    out = run(
+        """
+        import enum, runpy, sys
+        sys.argv = ["ptproxy", "--version"]
+        try:
+            runpy.run_module("ptproxy", run_name="__main__", alter_sys=True)
+        except SystemExit:
+            pass
+        from aioquic import tls
+        print(enum.Enum.__hash__ is object.__hash__, {tls.Epoch.ONE_RTT: 1}[tls.Epoch.ONE_RTT])
+        """,
+        tmp_path,
+    )
+    assert out.strip().splitlines()[-1] == "True 1"

@@ -77,8 +77,10 @@ def install() -> bool:
         probing=PROBING_FRAME_TYPES,
     )
     for enum_type in HASHED_ENUMS:
-        # Only where the hash is still Enum's own: the same values, so no container goes stale.
-        if enum_type.__hash__ is Enum.__hash__:
+        # Only where the hash is still Enum's own Python one: the same values, so no container goes
+        # stale. Not when python -m ptproxy made every plain enum's hash the identity's, in C, before
+        # any member existed (ops/enumfast.py: cheaper still than this one).
+        if enum_type.__hash__ is Enum.__hash__ and Enum.__hash__ is not object.__hash__:
             enum_type.__hash__ = twins["enum_hash"]  # type: ignore[method-assign]
     _installed.append(True)
     return True
