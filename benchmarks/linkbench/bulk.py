@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)
     pki = make_demo_pki(work / "pki")
     res: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in trees}
-    with LinkEmulator(LinkProfile(rtt_ms=RTT_MS, loss=0.0, rate_mbit=RATE_MBIT), prefix="lbb") as link:
+    with LinkEmulator(LinkProfile(rtt_ms=RTT_MS, loss=0.0, rate_mbit=RATE_MBIT), prefix=f"lbb{os.getpid()}") as link:
         b = Bench(argparse.Namespace(silence=0, blackout_extra=2.0), link, work, pki)
         systems = []
         for i, (name, spec) in enumerate(trees):

@@ -223,6 +223,7 @@ cdef double PROBE_BW_CWND_GAIN = 2.0
 cdef double GAIN_CYCLE[8]
 GAIN_CYCLE[:] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
 cdef long long GAIN_CYCLE_LEN = 8
+cdef double DRAIN_MAX_RTTS = 2.0  # see the pure twin
 cdef long long BTL_BW_FILTER_ROUNDS = 10
 cdef double MIN_RTT_WINDOW = 10.0
 cdef double PROBE_RTT_DURATION = 0.2
@@ -280,6 +281,15 @@ cdef class MaxFilter:
 
     def update(self, long long t, double v):
         return self._update(t, v)
+
+    def reset(self, long long t, double v):
+        """Forget every sample: ``v`` at ``t`` is the maximum from now on."""
+        self._reset(t, v)
+
+    cdef inline void _reset(self, long long t, double v) noexcept:
+        self._set(0, t, v)
+        self._set(1, t, v)
+        self._set(2, t, v)
 
     cdef inline void _set(self, int i, long long t, double v) noexcept:
         self._t[i] = t
@@ -360,6 +370,7 @@ cdef class _BbrCore:
     cdef public long long _full_bw_count
     cdef public long long _cycle_index
     cdef public double _cycle_stamp
+    cdef public long long _cycle_delivered
     cdef double _probe_rtt_done_time
     cdef bint _probe_rtt_done_set  # the pure twin's _probe_rtt_done_stamp is not None
     cdef public bint _probe_rtt_round_done
@@ -416,6 +427,7 @@ cdef class _BbrCore:
         self._full_bw_count = 0
         self._cycle_index = 0
         self._cycle_stamp = 0.0
+        self._cycle_delivered = 0
         self._probe_rtt_done_set = False
         self._probe_rtt_round_done = False
         self._idle_restart = False
@@ -635,10 +647,20 @@ cdef class _BbrCore:
             return full_length and (
                 self._lost_since_ack > 0 or prior_inflight >= self._bdp(self.pacing_gain)
             )
-        return full_length or prior_inflight <= self._bdp(1.0)
+        # Drain phase: until the probe's queue is gone, at most DRAIN_MAX_RTTS (see the pure twin).
+        if prior_inflight <= self._bdp(1.0):
+            return True
+        if now - self._cycle_stamp <= DRAIN_MAX_RTTS * self.min_rtt:
+            return False
+        cdef double rate = (self._delivered - self._cycle_delivered) / (now - self._cycle_stamp)
+        if rate < self.btl_bw:
+            self._bw_filter._reset(self._round_count, rate)
+            self.btl_bw = rate
+        return True
 
     cdef void _advance_cycle_phase(self, double now) noexcept:
         self._cycle_stamp = now
+        self._cycle_delivered = self._delivered
         self._cycle_index = (self._cycle_index + 1) % GAIN_CYCLE_LEN
         self.pacing_gain = GAIN_CYCLE[self._cycle_index]
 

@@ -35,7 +35,7 @@ BBR_FIELDS = (
     "btl_bw", "min_rtt", "_min_rtt_stamp", "_min_rtt_expired",
     "_round_count", "_next_round_delivered", "_round_start",
     "state", "pacing_gain", "cwnd_gain", "_filled_pipe", "_full_bw", "_full_bw_count",
-    "_cycle_index", "_cycle_stamp", "_probe_rtt_done_stamp", "_probe_rtt_round_done",
+    "_cycle_index", "_cycle_stamp", "_cycle_delivered", "_probe_rtt_done_stamp", "_probe_rtt_round_done",
     "_idle_restart", "_prior_cwnd",
     "_in_recovery", "_recovery_start", "_conservation", "_lost_since_ack", "_round_lost",
     "_round_loss_events", "_round_delivered_start", "_srtt", "pacing_rate", "ssthresh",

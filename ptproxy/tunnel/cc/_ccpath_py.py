@@ -186,6 +186,13 @@ STARTUP_FLOOR_GAIN = 1.25
 PROBE_BW_CWND_GAIN = 2.0
 #: PROBE_BW: probe above the estimate for one min RTT, drain the probe's queue, cruise six.
 GAIN_CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+#: PROBE_BW's drain phase (0.75) lasts until the data in flight is down to the estimated BDP, at
+#: most this many min RTTs. A queue still there after a whole phase means the bandwidth estimate is
+#: above the path's rate (samples compressed by ACK jitter: both ends' stalls on a busy CPU took
+#: the max filter 10 % over the linkbench link), which BBRv1 corrects only when the sample ages
+#: out (10 rounds): meanwhile cruising at the estimate keeps a standing queue that grows until
+#: the window (2 BDPs of the estimate) overflows a 1-BDP bottleneck queue.
+DRAIN_MAX_RTTS = 2.0
 BTL_BW_FILTER_ROUNDS = 10
 MIN_RTT_WINDOW = 10.0  # seconds
 PROBE_RTT_DURATION = 0.2  # seconds
@@ -234,6 +241,10 @@ class MaxFilter:
             s[2] = (t, v)
         self._age(t, v)
         return s[0][1]
+
+    def reset(self, t: int, v: float) -> None:
+        """Forget every sample: ``v`` at ``t`` is the maximum from now on."""
+        self._s = [(t, v)] * 3
 
     def _age(self, t: int, v: float) -> None:
         s, win = self._s, self._window
@@ -311,6 +322,7 @@ class Bbr(Controller):
         self._full_bw_count = 0
         self._cycle_index = 0
         self._cycle_stamp = 0.0
+        self._cycle_delivered = 0
         self._probe_rtt_done_stamp: float | None = None
         self._probe_rtt_round_done = False
         self._idle_restart = False
@@ -546,11 +558,23 @@ class Bbr(Controller):
             return full_length and (
                 self._lost_since_ack > 0 or prior_inflight >= self._bdp(self.pacing_gain)
             )
-        # Drain phase: leave as soon as the probe's queue is gone.
-        return full_length or prior_inflight <= self._bdp(1.0)
+        # Drain phase: leave as soon as the probe's queue is gone (at most DRAIN_MAX_RTTS).
+        if prior_inflight <= self._bdp(1.0):
+            return True
+        if now - self._cycle_stamp <= DRAIN_MAX_RTTS * self.min_rtt:
+            return False
+        # The queue outlasted the whole phase, so the bottleneck was busy all along: what was
+        # delivered meanwhile is its rate (an average over several round trips, not a max of
+        # jittered samples). An estimate above it built that queue: replace it.
+        rate = (self._delivered - self._cycle_delivered) / (now - self._cycle_stamp)
+        if rate < self.btl_bw:
+            self._bw_filter.reset(self._round_count, rate)
+            self.btl_bw = rate
+        return True
 
     def _advance_cycle_phase(self, now: float) -> None:
         self._cycle_stamp = now
+        self._cycle_delivered = self._delivered
         self._cycle_index = (self._cycle_index + 1) % len(GAIN_CYCLE)
         self.pacing_gain = GAIN_CYCLE[self._cycle_index]
 
