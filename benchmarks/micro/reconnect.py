@@ -20,7 +20,10 @@ Phases (wall time, ``perf_counter``; median of ``--rounds`` reconnects):
   handed to the socket and ``s_request`` when ``on_request`` ran, from the phase's start;
 - ``s_resp``:   server end: response headers + body sent, the transmit (the 0.5-RTT datagram);
 - ``c_answer``: client end: the handshake answer received and its transmit (Finished);
-- ``c_resp``:   client end: the response datagram received and its transmit (headers delivered).
+- ``c_resp``:   client end: the response datagram received and its transmit (headers delivered);
+- ``c_held``:   client end: the send its transmits left for a later loop step once its handshake
+  completed with the request open (Session.transmit, DELIVER_FIRST_STEPS: the Finished and the
+  ACKs, after the response was handed over); nothing when they sent at once.
 
 ``--cold``: before each reconnect, sleep ``--sleep`` s and write a ``--evict-mb`` buffer (caches and
 branch predictors lose the process's working set, as in two processes that slept through a 7 s
@@ -53,7 +56,7 @@ from typing import Any
 
 CLIENT_ADDR = ("192.0.2.1", 40000)
 SERVER_ADDR = ("192.0.2.2", 4433)
-PHASES = ("c_send", "s_answer", "s_resp", "c_answer", "c_resp")
+PHASES = ("c_send", "s_answer", "s_resp", "c_answer", "c_resp", "c_held")
 # --callgrind s_events: the server end's event handling inside s_answer alone (the 0-RTT request
 # parsed and handed over); s_answer minus it is about what comes before the answer leaves when the
 # events are handled after the answer (Session._answer_handshake), else what comes after it.
@@ -204,6 +207,10 @@ class Harness:
             self.client.datagram_received(data, SERVER_ADDR)
         _transmit(self.client)
 
+    def c_held(self) -> None:
+        if self.client._transmit_handle is not None:
+            _transmit(self.client)
+
     # -- one reconnect ---------------------------------------------------------------------------
 
     async def settle(self) -> None:
@@ -250,6 +257,9 @@ class Harness:
         t = pc()
         run(self.c_resp)
         times["c_resp"] = pc() - t
+        t = pc()
+        run(self.c_held)
+        times["c_held"] = pc() - t
         events = list(self.cstream._events)
         if not events or type(events[0]).__name__ != "Headers":
             raise RuntimeError(f"no response at the client end: {events!r}")
@@ -382,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# resumed 0-RTT reconnect, {mode}, {kind}, {a.rounds} rounds, load {load:.2f}: ms median (min)"
     )
-    for k in ("c_send", "s_answer", "s_out", "s_request", "s_resp", "c_answer", "c_resp"):
+    for k in ("c_send", "s_answer", "s_out", "s_request", "s_resp", "c_answer", "c_resp", "c_held"):
         v = collected[k]
         print(f"{k:<10} {statistics.median(v) * 1e3:7.3f} ({min(v) * 1e3:.3f})")
     return 0

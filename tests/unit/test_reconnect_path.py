@@ -16,7 +16,7 @@ import pytest
 from aioquic import tls
 from aioquic.quic.packet import QuicProtocolVersion
 
-from benchmarks.micro.reconnect import Harness
+from benchmarks.micro.reconnect import SERVER_ADDR, Harness
 from ptproxy.tunnel.aioquic import connection as pconn
 from ptproxy.tunnel.cc import ccpath
 
@@ -86,6 +86,79 @@ def test_nothing_goes_alone_between_the_answer_and_the_response(tmp_path: Path) 
     answer, between, response = sent
     assert answer and response
     assert between == []
+
+
+def _loop_driven_answer(h: Harness) -> dict[str, int]:
+    """One more resumed reconnect whose client end is driven as its event loop would drive it: the
+    handshake answer read in one poll (its transmit scheduled), the response read in the next, a
+    reader waiting on the request stream. What the client end had sent when the reader got the
+    response head, and when everything settled."""
+    seen: dict[str, int] = {}
+
+    async def run() -> None:
+        h.sstream = None
+        h.c_send()
+        h.s_answer()
+        answer = h.down.take()
+        h.s_resp()
+        response = h.down.take()
+        h.up.take()
+        stream = h.cstream
+
+        async def reader() -> None:
+            await stream.receive()  # the response head
+            seen["sent_when_delivered"] = len(h.up.queue)
+
+        task = asyncio.ensure_future(reader())
+        await asyncio.sleep(0)  # the reader waits on the stream
+        for data in answer:  # one poll: the handshake answer
+            h.client.datagram_received(data, SERVER_ADDR)
+        await asyncio.sleep(0)  # the loop step that runs the transmit it scheduled
+        for data in response:  # the next poll: the 0.5-RTT response, there meanwhile
+            h.client.datagram_received(data, SERVER_ADDR)
+        for _ in range(4):
+            await asyncio.sleep(0)
+        await task
+        seen["sent_after"] = len(h.up.queue)
+        seen["handshake_done"] = int(h.client.handshake_done)
+
+    asyncio.run(run())
+    return seen
+
+
+def test_client_end_delivers_the_05rtt_response_before_it_sends_its_finished(
+    tmp_path: Path,
+) -> None:
+    """At a blackout's end the response arrives right behind the handshake answer: the client end
+    hands it to the waiting reader before it sends its Finished and ACKs (which then still leave)."""
+    seen = _loop_driven_answer(_reconnects(tmp_path, 2))
+    assert seen["sent_when_delivered"] == 0
+    assert seen["sent_after"] >= 1
+    assert seen["handshake_done"] == 1
+
+
+def test_client_end_sends_its_finished_at_once_when_nothing_follows_the_answer(
+    tmp_path: Path,
+) -> None:
+    """Without a response behind the answer, the held send waits one loop step, no more."""
+    h = _reconnects(tmp_path, 2)
+    sent: list[int] = []
+
+    async def run() -> None:
+        h.sstream = None
+        h.c_send()
+        h.s_answer()
+        answer = h.down.take()
+        h.up.take()
+        for data in answer:
+            h.client.datagram_received(data, SERVER_ADDR)
+        await asyncio.sleep(0)  # the transmit: the events handed over, the send held
+        sent.append(len(h.up.queue))
+        await asyncio.sleep(0)  # nothing new came in: it sends
+        sent.append(len(h.up.queue))
+
+    asyncio.run(run())
+    assert sent[0] == 0 and sent[1] >= 1
 
 
 def test_client_end_offers_one_key_share(tmp_path: Path) -> None:
