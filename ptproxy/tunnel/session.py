@@ -609,7 +609,7 @@ class Session:
             # The peer's STOP_SENDING (or RESET_STREAM) overtook its request's HEADERS (reordered
             # or lost packets): aioquic reset or forgot the stream before we knew of it.
             raise StreamAborted(f"peer stopped the stream before it was answered ({exc})") from None
-        self.transmit_soon()
+        self._transmit_after_send(end)
 
     def send_data(self, stream: TunnelStream, data: bytes, end: bool) -> None:
         assert self.h3 is not None
@@ -618,7 +618,17 @@ class Session:
         elif end:
             # Finish without writing an empty DATA frame.
             self.h3.finish_stream(stream.stream_id)
-        self.transmit_soon()
+        self._transmit_after_send(end)
+
+    def _transmit_after_send(self, end: bool) -> None:
+        """A lone stream's last frame leaves now, ahead of the rest of its writer's step (the
+        handler's bookkeeping, the next loop iteration); otherwise coalesce in transmit_soon."""
+        if end and len(self._streams) <= 1:
+            if self._transmit_handle is not None:
+                self._transmit_handle.cancel()
+            self.transmit()
+        else:
+            self.transmit_soon()
 
     def reset_stream(self, stream: TunnelStream, code: int) -> None:
         self._abort_half(self.quic.reset_stream, stream, code)
