@@ -28,7 +28,11 @@ inline (the same pylsqpack encoder, its instructions written to the encoder stre
 does, even when empty), the frame's type and length written in C ahead of the payload (one copy),
 the same ``send_stream_data`` calls in the same order.
 
-Everything else is PatchedH3Connection's own code: other events, unidirectional streams, a
+Data on the peer's QPACK decoder stream once its type is known (the Section Acknowledgment of each
+request's field section) goes to our encoder as ``_receive_stream_data_uni`` gives it, with its
+byte count and its DecoderStreamError (the connection closed with QPACK_DECODER_STREAM_ERROR).
+
+Everything else is PatchedH3Connection's own code: other events, other unidirectional streams, a
 connection that is done, a qlog logger, a blocked stream, a push or WebTransport stream, a
 connection object of another class or with one of the inlined methods replaced (on the class or
 the instance), a stream of another class, data that is not ``bytes``, and on the send side a
@@ -51,6 +55,7 @@ cdef enum:
     HEADERS = 0x1
     PUSH_PROMISE = 0x5
     WEBTRANSPORT_STREAM = 0x41
+    QPACK_DECODER_STREAM = 0x3  # StreamType.QPACK_DECODER
 
 # Set by configure().
 cdef object _Patched = None  # PatchedH3Connection
@@ -67,6 +72,8 @@ cdef object _MessageError = None
 cdef object _QpackDecompressionFailed = None
 cdef object _StreamBlocked = None
 cdef object _DecompressionFailed = None
+cdef object _DecoderStreamError = None  # pylsqpack.DecoderStreamError
+cdef object _QpackDecoderStreamError = None  # aioquic's ProtocolError for it
 cdef object _INITIAL = None  # HeadersState members
 cdef object _AFTER_HEADERS = None
 cdef object _AFTER_TRAILERS = None
@@ -95,6 +102,7 @@ def configure(**objects):
     global _QpackDecompressionFailed, _StreamBlocked, _DecompressionFailed, _INITIAL
     global _AFTER_HEADERS, _AFTER_TRAILERS, _WEBTRANSPORT, _h3_globals, _py_handle_event
     global _py_receive, _methods, _method_names, _RESERVED, _validators, _CONNECTION_SPECIFIC
+    global _DecoderStreamError, _QpackDecoderStreamError
     _Patched = objects["connection_class"]
     _H3Stream = objects["stream_class"]
     _StreamDataReceived = objects["stream_data_received"]
@@ -109,6 +117,8 @@ def configure(**objects):
     _QpackDecompressionFailed = objects["qpack_decompression_failed"]
     _StreamBlocked = objects["stream_blocked"]
     _DecompressionFailed = objects["decompression_failed"]
+    _DecoderStreamError = objects["decoder_stream_error"]
+    _QpackDecoderStreamError = objects["qpack_decoder_stream_error"]
     _INITIAL = objects["initial"]
     _AFTER_HEADERS = objects["after_headers"]
     _AFTER_TRAILERS = objects["after_trailers"]
@@ -175,7 +185,7 @@ def handle_event(self, event):
         return _py_handle_event(self, event)
     stream_id = event.stream_id
     if stream_id & 2:  # unidirectional: control, QPACK, push streams
-        return _py_handle_event(self, event)
+        return _decoder_stream(self, event, stream_id)
     cdef dict streams = self._stream
     stream = streams.get(stream_id)
     if stream is None:
@@ -200,6 +210,39 @@ def handle_event(self, event):
     if end_stream and self._ptp_ignored:
         self._ptp_ignored.discard(stream_id)
     return events
+
+
+cdef list _decoder_stream(object self, object event, object stream_id):
+    """``_receive_stream_data`` / ``_receive_stream_data_uni`` for data on the peer's QPACK decoder
+    stream once its type is known (a Section Acknowledgment per request at each end): the bytes
+    go to our encoder, nothing is returned. A DecoderStreamError closes the connection as aioquic's
+    QpackDecoderStreamError does (the bytes left in the stream's buffer, as aioquic leaves them).
+    Any other unidirectional stream, a first piece, a FIN, empty or non-bytes data: the Python code."""
+    stream = (<dict> self._stream).get(stream_id) if type(self._stream) is dict else None
+    if stream is None or type(stream) is not _H3Stream or event.end_stream:
+        return _py_handle_event(self, event)
+    stream_type = stream.stream_type
+    data = event.data
+    old = stream.buffer
+    if (
+        stream_type is None
+        or stream_type != QPACK_DECODER_STREAM
+        or type(data) is not bytes
+        or not PyBytes_GET_SIZE(data)
+        or type(old) is not bytes
+        or PyBytes_GET_SIZE(old)
+    ):
+        return _py_handle_event(self, event)
+    try:
+        self._encoder.feed_decoder(data)
+    except _DecoderStreamError:
+        stream.buffer = data
+        exc = _QpackDecoderStreamError()
+        self._is_done = True
+        self._quic.close(error_code=exc.error_code, reason_phrase=exc.reason_phrase)
+        return []
+    self._decoder_bytes_received += PyBytes_GET_SIZE(data)
+    return []
 
 
 cdef list _receive(object self, object stream, object data, bint stream_ended):

@@ -458,3 +458,88 @@ def _outcome_none(call: Any, *args: Any) -> tuple[str, Any]:
         return "ok", call(*args)
     except Exception as exc:  # noqa: BLE001 - any exception: both twins must raise the same one
         return type(exc).__name__, str(exc)
+
+
+# --- the peer's QPACK decoder stream ---------------------------------------------------------------
+
+PEER_DECODER_STREAM = {True: 7, False: 6}  # a unidirectional stream of the peer (server's 7, client's 6)
+
+
+def _decoder_state(h3: PatchedH3Connection) -> dict[str, Any]:
+    # The encoder's state shows in what it encodes next: acknowledged entries may be referenced.
+    _, block = h3._encoder.encode(12, [*REQUEST, (b"x-other", b"value")])
+    return {**_state(h3), "decoder_bytes_received": h3._decoder_bytes_received, "next_block": block}
+
+
+def _decoder_instructions(h3: PatchedH3Connection, peer: pylsqpack.Decoder) -> bytes:
+    """What the peer's decoder writes after our encoder's first two header blocks (the second one
+    inserts into the dynamic table): a Section Acknowledgment."""
+    out = b""
+    for sid in (0, 4):
+        enc, block = h3._encoder.encode(sid, [*REQUEST, (b"x-custom", b"value")])
+        if enc:
+            peer.feed_encoder(enc)
+        instructions, _ = peer.feed_header(sid, block)
+        out += instructions
+    assert out
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    is_client=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=8), max_size=4),
+    type_apart=st.booleans(),
+    tail=st.sampled_from([b"", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x00", b"\x81"]),
+    fin=st.booleans(),
+)
+def test_decoder_stream_matches_python(is_client: bool, cuts: list[int], type_apart: bool, tail: bytes, fin: bool) -> None:
+    compiled = _compiled()
+    conns = _connection(is_client, True), _connection(is_client, True)
+    peers = pylsqpack.Decoder(4096, 16), pylsqpack.Decoder(4096, 16)
+    instructions = []
+    for conn, peer in zip(conns, peers, strict=True):
+        conn._encoder.apply_settings(**SETTINGS)
+        instructions.append(_decoder_instructions(conn, peer))
+    assert instructions[0] == instructions[1]
+    data = instructions[0] + tail  # a bad tail: a DecoderStreamError
+    pieces = [encode_uint_var(StreamType.QPACK_DECODER)] if type_apart else []
+    rest = data if type_apart else encode_uint_var(StreamType.QPACK_DECODER) + data
+    pos = 0
+    for cut in sorted(cuts):
+        pieces.append(rest[pos:cut])
+        pos = max(pos, cut)
+    pieces.append(rest[pos:])
+    sid = PEER_DECODER_STREAM[is_client]
+    for i, piece in enumerate(pieces):
+        event = StreamDataReceived(data=piece, end_stream=fin and i == len(pieces) - 1, stream_id=sid)
+        got = _outcome(compiled.handle_event, conns[0], event)
+        assert got == _outcome(py.handle_event, conns[1], event)
+        assert _state(conns[0]) == _state(conns[1])
+        assert conns[0]._decoder_bytes_received == conns[1]._decoder_bytes_received
+    assert _decoder_state(conns[0]) == _decoder_state(conns[1])
+
+
+def test_decoder_stream_instructions_reach_the_encoder_in_c() -> None:
+    # The Section Acknowledgment of a request, after the stream type: no Python code on the way.
+    compiled = _compiled()
+    calls = []
+
+    def spy(self: Any, event: Any) -> Any:
+        calls.append(event)
+        return py.handle_event(self, event)
+
+    conn = _connection(True, True)
+    conn._encoder.apply_settings(**SETTINGS)
+    data = _decoder_instructions(conn, pylsqpack.Decoder(4096, 16))
+    sid = PEER_DECODER_STREAM[True]
+    compiled.configure(**{**h3path._objects(), "handle_event": spy})
+    try:
+        assert compiled.handle_event(conn, StreamDataReceived(data=encode_uint_var(StreamType.QPACK_DECODER), end_stream=False, stream_id=sid)) == []
+        assert len(calls) == 1  # the stream's type: Python
+        assert compiled.handle_event(conn, StreamDataReceived(data=data, end_stream=False, stream_id=sid)) == []
+        assert len(calls) == 1 and conn._decoder_bytes_received == len(data)
+        assert compiled.handle_event(conn, StreamDataReceived(data=b"\x00", end_stream=False, stream_id=sid)) == []  # increment 0
+        assert conn._is_done and conn._ptp_quic.calls[-1][0] == "close"  # type: ignore[attr-defined]
+    finally:
+        _compiled()  # the real objects again

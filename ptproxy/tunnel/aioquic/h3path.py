@@ -55,6 +55,8 @@ def _objects() -> dict[str, Any]:
         "qpack_decompression_failed": h3c.QpackDecompressionFailed,
         "stream_blocked": pylsqpack.StreamBlocked,
         "decompression_failed": pylsqpack.DecompressionFailed,
+        "decoder_stream_error": pylsqpack.DecoderStreamError,
+        "qpack_decoder_stream_error": h3c.QpackDecoderStreamError,
         "initial": h3c.HeadersState.INITIAL,
         "after_headers": h3c.HeadersState.AFTER_HEADERS,
         "after_trailers": h3c.HeadersState.AFTER_TRAILERS,
@@ -78,6 +80,7 @@ def _objects() -> dict[str, Any]:
         # Inlined only while PatchedH3Connection holds these (and an instance shadows none of them).
         "methods": {
             "_receive_stream_data": PatchedH3Connection._receive_stream_data,
+            "_receive_stream_data_uni": PatchedH3Connection._receive_stream_data_uni,
             "_get_or_create_stream": PatchedH3Connection._get_or_create_stream,
             "_receive_request_or_push_data": PatchedH3Connection._receive_request_or_push_data,
             "_check_request_or_push_frame_type": PatchedH3Connection._check_request_or_push_frame_type,
@@ -117,6 +120,7 @@ def layout_holds(h3: PatchedH3Connection | None = None) -> bool:
         and stream.sending_ended is False
         and stream.blocked_frame_size is None
         and stream.blocked_frame_type is None
+        and stream.stream_type is None
     )
     if h3 is not None:
         holds = (
@@ -128,6 +132,7 @@ def layout_holds(h3: PatchedH3Connection | None = None) -> bool:
             and isinstance(h3._decoder_bytes_sent, int)
             and isinstance(h3._encoder, pylsqpack.Encoder)
             and isinstance(h3._encoder_bytes_sent, int)
+            and isinstance(h3._decoder_bytes_received, int)
             and isinstance(h3._local_encoder_stream_id, int)
             and isinstance(h3._local_decoder_stream_id, int)
             and h3._quic is h3._ptp_quic

@@ -250,6 +250,9 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(H3, "_abort_incomplete_request", "method", (("stream_id",),)),
     Internal(H3, "_log_stream_type", "method", (("stream_id=", "stream_type="),)),
     *_each(H3, "attribute", "_is_done", "_is_client", "_quic", "_quic_logger"),
+    # ... the peer's QPACK decoder stream (its instructions fed to our encoder, as that method does).
+    Internal(H3, "_receive_stream_data_uni", "method", (("stream", "data", "stream_ended"),)),
+    Internal(H3, "_decoder_bytes_received", "attribute"),
     # ... and its send side (send_headers / send_data / finish_stream on request streams).
     Internal(H3, "_encode_headers", "method", (("stream_id", "headers"),)),
     *_each(H3, "attribute", "_encoder", "_encoder_bytes_sent"),
