@@ -9,6 +9,12 @@ if __name__ == "__main__":
     from ptproxy.ops.startup import pause_gc
 
     pause_gc()
+    # A server end's QUIC port bound before the command line's own imports (ops/prebind.py).
+    import sys
+
+    from ptproxy.ops.prebind import prebind
+
+    prebind(sys.argv[1:])
     from ptproxy.ops.cli import main
 
     raise SystemExit(main())

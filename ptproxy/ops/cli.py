@@ -7,7 +7,8 @@ asyncio, aioquic, cryptography and the TLS set-up are imported (~100-200 ms of a
 
 - The server end binds its UDP port (:func:`bind_quic_from_file`) from the file's ``[general]``
   table as written, before even the configuration module (msgspec and its structures, ~20-30 ms)
-  is imported; the full validation follows. A client that dials while the rest of start-up runs
+  is imported (``python -m ptproxy`` even before this module's own imports: ops/prebind.py, whose
+  socket :func:`bind_quic_from_file` takes); the full validation follows. A client that dials while the rest of start-up runs
   (a restart, or both ends launched together) has its handshake wait in the socket's receive
   buffer, answered when the endpoint first reads, instead of drawing ICMP port unreachable.
 - The client end binds its HTTP and TCP listeners (:func:`bind_listeners_early`) right after the
@@ -172,13 +173,20 @@ def bind_quic_early(config: Config, environ: Mapping[str, str] = os.environ) -> 
 
 def _bind_quic(address: str, port: int) -> socket.socket | None:
     from ptproxy import sockets
+    from ptproxy.ops import prebind
 
     if "quic" in sockets.inherited:
+        prebind.close()
         return None
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
+        prebind.close()
         return None  # validation names the field
+    sock = prebind.take(address, port)  # bound by __main__ before this module's imports
+    if sock is not None:
+        sockets.adopt("quic", sock, early=True)
+        return sock
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -290,6 +298,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if "ptproxy.ops.prebind" in sys.modules:
+            sys.modules["ptproxy.ops.prebind"].close()  # bound by __main__, not taken
         if "ptproxy.sockets" in sys.modules:
             # What start-up bound early and no listener took (it failed before): closed.
             sys.modules["ptproxy.sockets"].discard_early()
