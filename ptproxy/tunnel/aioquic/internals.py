@@ -400,6 +400,8 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     *_each("quic.recovery.QuicPacketSpace", "attribute", "largest_acked_packet", "loss_time", "ack_queue"),
     *_each("quic.packet_builder.QuicSentPacket", "attribute", "in_flight"),
     Internal("quic.packet_builder.QuicDeliveryState", "ACKED", "name"),
+    # tlsblocks.py: the generator-based managers it rebinds in aioquic.tls, the alert it raises.
+    *_each("tls", "name", "pull_block", "push_block", "push_extension", "push_message", "AlertDecodeError"),
 )
 
 
