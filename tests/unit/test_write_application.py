@@ -18,7 +18,7 @@ from typing import Any
 from aioquic import tls
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.stream import QuicStream
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ptproxy.ops.devcerts import DemoPki
@@ -126,6 +126,13 @@ def _record(pki: DemoPki, cls: type[Recording], ops: list[tuple[str, int, int]],
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, drops=st.lists(st.booleans(), min_size=1, max_size=12))
+# The server's last packet takes stream 0's last byte and FIN, and the pacer ends aioquic's pass
+# before the visit that would set buffer_is_empty; the client's next packet (an ACK, a FIN) must not
+# bring the server's ACK forward as if stream data were waiting (_ptp_has_stream_data).
+@example(
+    ops=[("write", 0, 1), ("deliver", 0, 0), ("write", 0, 1), ("lossy", 0, 0), ("reply", 0, 20996)],
+    drops=[True],
+)
 def test_ours_sends_the_datagrams_aioquics_loop_sends(
     pki: DemoPki, ops: list[tuple[str, int, int]], drops: list[bool]
 ) -> None:
@@ -215,3 +222,33 @@ def test_streams_discarded_in_a_pass_are_announced_in_it(pki: DemoPki) -> None:
     sent, before, after = ours
     assert (before, after) == (4, 8)
     assert sent == 2  # the PING, then MAX_STREAMS
+
+
+def test_a_stream_sent_to_its_fin_does_not_bring_an_ack_forward(pki: DemoPki) -> None:
+    """A response's last bytes and FIN fill the pass's last packet and the pacer ends the pass:
+    no visit found the stream empty, so its ``buffer_is_empty`` is still False. A packet from the
+    peer then waits for the ACK delay as with no stream data waiting (the ACK was brought forward
+    to now, alone in a datagram, while _ptp_has_stream_data read that flag)."""
+    pair = Pair(pki, client_leaf=pki.client)
+    pair.roundtrip()
+    client, server = pair.client, pair.server
+    sid = client.get_next_available_stream_id()
+    client.send_stream_data(sid, b"G", end_stream=True)
+    pair.roundtrip()
+    server._ptp_cc.congestion_window = 30_000
+    server.send_stream_data(sid, b"x" * 22164, end_stream=True)  # the FIN fills packet 19
+    server.datagrams_to_send(now=pair.now)
+    sender = server._streams[sid].sender
+    assert server._pacing_at is not None
+    assert not sender.buffer_is_empty and not len(sender._pending) and not sender._pending_eof
+    now = server._pacing_at + 0.001  # the pacer lets a packet out
+    client.send_ping(1)
+    for data, _ in client.datagrams_to_send(now=now):
+        server.receive_datagram(data, CLIENT_ADDR, now=now)
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    ack_at = space.ack_at
+    assert ack_at is not None and ack_at > now
+    assert server.datagrams_to_send(now=now) == []
+    assert space.ack_at == ack_at
+    assert len(server.datagrams_to_send(now=ack_at)) == 1  # the ACK, delayed
+    assert space.ack_at is None

@@ -562,12 +562,18 @@ class PatchedQuicConnection(QuicConnection):
     # -- streams to visit (marks.py) --------------------------------------------------------------
 
     def _ptp_has_stream_data(self) -> bool:
-        """Whether some stream has data or a FIN waiting (every such stream is marked ready)."""
+        """Whether some stream has data or a FIN not yet sent, or lost and queued again (every such
+        stream is marked ready). ``buffer_is_empty`` alone does not say so: aioquic sets it only
+        once ``get_frame`` finds nothing left, so after a packet that took a stream's last bytes and
+        FIN it stays False when the pacer or the congestion window ends the pass before that visit;
+        the pending ranges do (as redundancy._data_waiting reads them)."""
         streams = self._streams
         for sid in self._ptp_marks.ready:
             stream = streams.get(sid)
-            if stream is not None and not stream.sender.buffer_is_empty:
-                return True
+            if stream is not None:
+                sender = stream.sender
+                if not sender.buffer_is_empty and (len(sender._pending) or sender._pending_eof):
+                    return True
         return False
 
     def _get_or_create_stream(self, frame_type: int, stream_id: int) -> QuicStream:
