@@ -45,7 +45,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ptproxy.addr import format_address
@@ -83,15 +82,34 @@ def next_retry_delay(interval: float, rng: random.Random) -> float:
     return max(interval * 0.5, interval * rng.uniform(0.8, 1.2))
 
 
-@dataclass(slots=True)
 class TunnelState:
-    """What the client end knows about its tunnel (status line, metrics, health)."""
+    """What the client end knows about its tunnel (status line, metrics, health).
 
-    up: bool = False
-    attempts_ok: int = 0
-    attempts_failed: int = 0
-    last_failure: str | None = None
-    first_attempt_done: asyncio.Event = field(default_factory=asyncio.Event)
+    A slotted class written out, not a dataclass (less to define at every start of an end);
+    the fields, defaults and repr as the dataclass had."""
+
+    __slots__ = ("up", "attempts_ok", "attempts_failed", "last_failure", "first_attempt_done")
+
+    def __init__(
+        self,
+        up: bool = False,
+        attempts_ok: int = 0,
+        attempts_failed: int = 0,
+        last_failure: str | None = None,
+        first_attempt_done: asyncio.Event | None = None,
+    ) -> None:
+        self.up = up
+        self.attempts_ok = attempts_ok
+        self.attempts_failed = attempts_failed
+        self.last_failure = last_failure
+        self.first_attempt_done = asyncio.Event() if first_attempt_done is None else first_attempt_done
+
+    def __repr__(self) -> str:
+        return (
+            f"TunnelState(up={self.up!r}, attempts_ok={self.attempts_ok!r}, attempts_failed="
+            f"{self.attempts_failed!r}, last_failure={self.last_failure!r}, first_attempt_done="
+            f"{self.first_attempt_done!r})"
+        )
 
     def describe(self) -> str:
         if self.up:
@@ -237,15 +255,18 @@ class _ClientProtocol:
             session.resend_handshake()
 
 
-@dataclass(slots=True)
 class _Link:
-    """One established session and what goes with it."""
+    """One established session and what goes with it (a slotted class written out, not a
+    dataclass: nothing compares or prints these)."""
 
-    session: Session
-    transport: DatagramSocket
-    addr: Any
-    number: int
-    host: str
+    __slots__ = ("session", "transport", "addr", "number", "host")
+
+    def __init__(self, session: Session, transport: DatagramSocket, addr: Any, number: int, host: str) -> None:
+        self.session = session
+        self.transport = transport
+        self.addr = addr
+        self.number = number
+        self.host = host
 
 
 class Dialer:

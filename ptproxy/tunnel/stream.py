@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from dataclasses import dataclass
 from typing import Protocol
 
 from aioquic.h3.connection import ErrorCode
 
 from ptproxy.errors import StreamAborted  # re-exported: defined in the one error tree
 from ptproxy.tunnel.aioquic.h3 import DataFrame
+from ptproxy.values import FrozenValue, set_field
 
 __all__ = [
     "H3_INTERNAL_ERROR",
@@ -48,17 +48,27 @@ H3_MESSAGE_ERROR = int(ErrorCode.H3_MESSAGE_ERROR)
 H3_REQUEST_REJECTED = int(ErrorCode.H3_REQUEST_REJECTED)
 
 
-@dataclass(frozen=True, slots=True)
-class Headers:
-    """A HEADERS frame: request or response head (1xx interim included), or trailers."""
+class Headers(FrozenValue):
+    """A HEADERS frame: request or response head (1xx interim included), or trailers.
+
+    A frozen value written out (ptproxy/values.py), not a frozen dataclass: less to do at every
+    start of an end; equality, hash, repr and assignment as the dataclass had."""
+
+    __slots__ = ("headers", "stream_ended")
+    __match_args__ = ("headers", "stream_ended")
 
     headers: list[tuple[bytes, bytes]]
     stream_ended: bool
 
+    def __init__(self, headers: list[tuple[bytes, bytes]], stream_ended: bool) -> None:
+        set_field(self, "headers", headers)
+        set_field(self, "stream_ended", stream_ended)
 
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The peer finished its half of the stream (FIN)."""
+
+class StreamEnded(FrozenValue):
+    """The peer finished its half of the stream (FIN). No fields (a frozen value, see Headers)."""
+
+    __slots__ = ()
 
 
 StreamEvent = Headers | DataFrame | StreamEnded
