@@ -1,6 +1,9 @@
-"""``python -m ptproxy``."""
+"""``python -m ptproxy`` and the ``ptproxy`` console script (pyproject's entry point): both start here,
+so an end run either way (the Docker image and the systemd unit use the script) gets the same
+start-up."""
 
-if __name__ == "__main__":
+
+def main() -> int:
     # Before anything defines an enum member: plain enums hashed in C from here on (ops/enumfast.py).
     from ptproxy.ops.enumfast import identity_enum_hash
 
@@ -15,6 +18,10 @@ if __name__ == "__main__":
     from ptproxy.ops.prebind import prebind
 
     prebind(sys.argv[1:])
-    from ptproxy.ops.cli import main
+    from ptproxy.ops.cli import main as cli_main
 
+    return cli_main()
+
+
+if __name__ == "__main__":
     raise SystemExit(main())

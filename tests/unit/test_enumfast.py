@@ -151,17 +151,26 @@ def test_no_switch_once_a_plain_enum_member_exists(tmp_path: Path) -> None:
     assert out.split() == ["False", "True", "1"]
 
 
-def test_python_m_ptproxy_switches_first(tmp_path: Path) -> None:
+# How ``python -m ptproxy`` starts, and how the ``ptproxy`` console script does (pyproject's entry
+# point: the wrapper pip writes imports it and calls it; the Docker image and systemd unit use it).
+START = {
+    "python -m": 'runpy.run_module("ptproxy", run_name="__main__", alter_sys=True)',
+    "console script": "from ptproxy.__main__ import main; sys.exit(main())",
+}
+
+
+@pytest.mark.parametrize("start", sorted(START))
+def test_python_m_ptproxy_and_the_script_switch_first(tmp_path: Path, start: str) -> None:
     out = run(
-        """
+        f"""
         import enum, runpy, sys
         sys.argv = ["ptproxy", "--version"]
         try:
-            runpy.run_module("ptproxy", run_name="__main__", alter_sys=True)
+            {START[start]}
         except SystemExit:
             pass
         from aioquic import tls
-        print(enum.Enum.__hash__ is object.__hash__, {tls.Epoch.ONE_RTT: 1}[tls.Epoch.ONE_RTT])
+        print(enum.Enum.__hash__ is object.__hash__, {{tls.Epoch.ONE_RTT: 1}}[tls.Epoch.ONE_RTT])
         """,
         tmp_path,
     )

@@ -153,19 +153,25 @@ CHECK = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Check())
+    START = sys.argv[4]
     sys.argv = ["ptproxy", "-c", sys.argv[1]]
-    runpy.run_module("ptproxy", run_name="__main__", alter_sys=True)
+    if START == "python -m":
+        runpy.run_module("ptproxy", run_name="__main__", alter_sys=True)
+    else:  # the console script's wrapper (pyproject's entry point)
+        from ptproxy.__main__ import main
+        sys.exit(main())
     """
 )
 
 
-def test_python_m_ptproxy_binds_before_the_command_lines_imports(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["python -m", "console script"])
+def test_python_m_ptproxy_and_the_script_bind_before_the_command_lines_imports(tmp_path: Path, start: str) -> None:
     port = _free_udp_port()
     config = tmp_path / "server.toml"
     config.write_text(_server_text(port))
     env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", HANDOFF_ENV)}
     out = subprocess.run(
-        [sys.executable, "-c", CHECK, str(config), str(port), "ptproxy.ops.cli,argparse,logging"],
+        [sys.executable, "-c", CHECK, str(config), str(port), "ptproxy.ops.cli,argparse,logging", start],
         capture_output=True, text=True, timeout=60, env=env,
     )
     assert out.stdout.strip().startswith("bound before "), out.stdout + out.stderr
