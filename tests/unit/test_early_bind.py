@@ -24,6 +24,7 @@ from ptproxy import sockets
 from ptproxy.ops import cli, handoff
 from ptproxy.ops.cli import HANDOFF_ENV, bind_listeners_early, bind_quic_early, bind_quic_from_file
 from ptproxy.ops.config import Config, General, parse
+from tests.support.bindwatch import WATCH_PREAMBLE
 
 FILE = Path("/etc/ptproxy/test.toml")
 
@@ -100,28 +101,8 @@ def test_a_port_in_use_is_left_to_the_listener_to_report() -> None:
 
 # Run as ``python -c``: at the first import of the app (which imports aioquic, cryptography and
 # the TLS set-up) the QUIC port must already be bound; the check binds it too and expects EADDRINUSE.
-CHECK = textwrap.dedent(
+CHECK = WATCH_PREAMBLE + textwrap.dedent(
     """
-    import importlib.abc, socket, sys
-    PORT = int(sys.argv[2])
-    WATCH = sys.argv[3].split(",")
-
-    class Check(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name in WATCH:
-                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    probe.bind(("127.0.0.1", PORT))
-                except OSError:
-                    print("bound before", name)
-                else:
-                    print("not bound before", name)
-                sys.stdout.flush()
-                import os
-                os._exit(0)
-            return None
-
-    sys.meta_path.insert(0, Check())
     from ptproxy.ops.cli import main
     main(["-c", sys.argv[1]])
     """

@@ -17,6 +17,7 @@ import pytest
 from ptproxy import sockets
 from ptproxy.ops import cli, prebind
 from ptproxy.ops.cli import HANDOFF_ENV, bind_quic_from_file
+from tests.support.bindwatch import WATCH_PREAMBLE
 
 
 @pytest.fixture(autouse=True)
@@ -129,30 +130,11 @@ def test_a_socket_for_another_address_is_closed_not_taken(tmp_path: Path) -> Non
     assert prebind._bound is None and _port_free(port)
 
 
-# Run as ``python -c``: ``python -m ptproxy`` with a finder that, at the first import of one of the
+# Run as ``python -c``: ``python -m ptproxy`` (or the console script) with a finder that, at the first import of one of the
 # watched modules, checks whether the QUIC port is bound (binding it too: EADDRINUSE if it is).
-CHECK = textwrap.dedent(
+CHECK = WATCH_PREAMBLE + textwrap.dedent(
     """
-    import importlib.abc, runpy, socket, sys
-    PORT = int(sys.argv[2])
-    WATCH = sys.argv[3].split(",")
-
-    class Check(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name in WATCH:
-                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    probe.bind(("127.0.0.1", PORT))
-                except OSError:
-                    print("bound before", name)
-                else:
-                    print("not bound before", name)
-                sys.stdout.flush()
-                import os
-                os._exit(0)
-            return None
-
-    sys.meta_path.insert(0, Check())
+    import runpy
     START = sys.argv[4]
     sys.argv = ["ptproxy", "-c", sys.argv[1]]
     if START == "python -m":
