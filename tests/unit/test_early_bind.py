@@ -24,7 +24,7 @@ from ptproxy import sockets
 from ptproxy.ops import cli, handoff
 from ptproxy.ops.cli import HANDOFF_ENV, bind_listeners_early, bind_quic_early, bind_quic_from_file
 from ptproxy.ops.config import Config, General, parse
-from tests.support.bindwatch import WATCH_PREAMBLE
+from tests.support.bindwatch import WATCH_PREAMBLE, close_registered_sockets, free_udp_port
 
 FILE = Path("/etc/ptproxy/test.toml")
 
@@ -41,20 +41,11 @@ def _config(mode: str, bind: str = "127.0.0.1", port: int = 20010) -> Config:
 @pytest.fixture(autouse=True)
 def _clean_registry() -> Iterator[None]:
     yield
-    sockets.discard_early()
-    for sock in sockets.inherited.values():
-        sock.close()
-    sockets.inherited.clear()
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    close_registered_sockets()
 
 
 def test_the_server_end_binds_and_registers_its_socket_as_quic() -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     sock = bind_quic_early(_config("Server", port=port), environ={})
     assert sock is not None
     assert sock.type == socket.SOCK_DGRAM and sock.getsockname() == ("127.0.0.1", port)
@@ -66,7 +57,7 @@ def test_an_ipv6_address_binds_dual_stack_as_the_listener_would() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
-        sock = bind_quic_early(_config("Server", bind="::", port=_free_udp_port()), environ={})
+        sock = bind_quic_early(_config("Server", bind="::", port=free_udp_port()), environ={})
     except OSError:
         pytest.skip("IPv6 unavailable")
     if sock is None:
@@ -83,7 +74,7 @@ def test_nothing_is_bound_for_a_client_end() -> None:
 
 @pytest.mark.parametrize("passed", ["LISTEN_FDS", HANDOFF_ENV])
 def test_nothing_is_bound_when_a_socket_is_being_passed(passed: str) -> None:
-    assert bind_quic_early(_config("Server", port=_free_udp_port()), environ={passed: "1"}) is None
+    assert bind_quic_early(_config("Server", port=free_udp_port()), environ={passed: "1"}) is None
     assert sockets.inherited == {}
 
 
@@ -110,7 +101,7 @@ CHECK = WATCH_PREAMBLE + textwrap.dedent(
 
 
 def test_the_port_is_bound_before_the_app_and_aioquic_are_imported(tmp_path: Path) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     config = tmp_path / "server.toml"
     config.write_text(
         "[general]\nmode = \"Server\"\npeer_hostname = \"client.example.com\"\n"
@@ -126,7 +117,7 @@ def test_the_port_is_bound_before_the_app_and_aioquic_are_imported(tmp_path: Pat
 
 
 def test_the_port_is_bound_before_the_configuration_module_is_imported(tmp_path: Path) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     config = tmp_path / "server.toml"
     config.write_text(_server_text(port))
     env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", HANDOFF_ENV)}
@@ -150,7 +141,7 @@ def test_the_early_defaults_are_the_configurations() -> None:
 
 
 def test_the_server_end_binds_from_the_file_as_written(tmp_path: Path) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     path = tmp_path / "server.toml"
     path.write_text(_server_text(port))
     sock = bind_quic_from_file(str(path), environ={})
@@ -178,7 +169,7 @@ def test_nothing_is_bound_from_a_file_validation_will_refuse(tmp_path: Path, tex
 def test_a_start_up_that_fails_after_the_early_bind_names_the_field_and_frees_the_port(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     path = tmp_path / "server.toml"
     path.write_text(_server_text(port, extra="[transport]\ninitial_window = -5\n"))
     assert cli.main(["-c", str(path)]) == 1

@@ -17,23 +17,14 @@ import pytest
 from ptproxy import sockets
 from ptproxy.ops import cli, prebind
 from ptproxy.ops.cli import HANDOFF_ENV, bind_quic_from_file
-from tests.support.bindwatch import WATCH_PREAMBLE
+from tests.support.bindwatch import WATCH_PREAMBLE, close_registered_sockets, free_udp_port
 
 
 @pytest.fixture(autouse=True)
 def _clean() -> Iterator[None]:
     yield
     prebind.close()
-    sockets.discard_early()
-    for sock in sockets.inherited.values():
-        sock.close()
-    sockets.inherited.clear()
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    close_registered_sockets()
 
 
 def _server_text(port: int, extra: str = "", bind: str = "127.0.0.1", mode: str = "Server") -> str:
@@ -85,7 +76,7 @@ def test_the_defaults_are_the_command_lines() -> None:
 
 
 def test_the_socket_bound_first_is_the_one_the_command_line_registers(tmp_path: Path) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     path = tmp_path / "server.toml"
     path.write_text(_server_text(port))
     prebind.prebind(["-c", str(path)], environ={})
@@ -116,13 +107,13 @@ def test_nothing_is_bound_for_what_is_not_plainly_a_server_end(tmp_path: Path, t
 @pytest.mark.parametrize("passed", ["LISTEN_FDS", HANDOFF_ENV])
 def test_nothing_is_bound_when_a_socket_is_being_passed(tmp_path: Path, passed: str) -> None:
     path = tmp_path / "server.toml"
-    path.write_text(_server_text(_free_udp_port()))
+    path.write_text(_server_text(free_udp_port()))
     prebind.prebind(["-c", str(path)], environ={passed: "1"})
     assert prebind._bound is None
 
 
 def test_a_socket_for_another_address_is_closed_not_taken(tmp_path: Path) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     path = tmp_path / "server.toml"
     path.write_text(_server_text(port))
     prebind.prebind(["-c", str(path)], environ={})
@@ -148,7 +139,7 @@ CHECK = WATCH_PREAMBLE + textwrap.dedent(
 
 @pytest.mark.parametrize("start", ["python -m", "console script"])
 def test_python_m_ptproxy_and_the_script_bind_before_the_command_lines_imports(tmp_path: Path, start: str) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     config = tmp_path / "server.toml"
     config.write_text(_server_text(port))
     env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", HANDOFF_ENV)}
@@ -160,7 +151,7 @@ def test_python_m_ptproxy_and_the_script_bind_before_the_command_lines_imports(t
 
 
 def test_a_start_up_that_fails_after_the_prebind_names_the_field_and_frees_the_port(tmp_path: Path) -> None:
-    port = _free_udp_port()
+    port = free_udp_port()
     config = tmp_path / "server.toml"
     config.write_text(_server_text(port, extra="[transport]\ninitial_window = -5\n"))
     env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", HANDOFF_ENV)}
