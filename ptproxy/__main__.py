@@ -4,6 +4,13 @@ start-up."""
 
 
 def main() -> int:
+    # A server end's QUIC port bound first, before the command line's own imports and enum's
+    # (ops/prebind.py: _socket, no enum member made).
+    import sys
+
+    from ptproxy.ops.prebind import prebind
+
+    prebind(sys.argv[1:])
     # Before anything defines an enum member: plain enums hashed in C from here on (ops/enumfast.py).
     from ptproxy.ops.enumfast import identity_enum_hash
 
@@ -12,12 +19,6 @@ def main() -> int:
     from ptproxy.ops.startup import pause_gc
 
     pause_gc()
-    # A server end's QUIC port bound before the command line's own imports (ops/prebind.py).
-    import sys
-
-    from ptproxy.ops.prebind import prebind
-
-    prebind(sys.argv[1:])
     from ptproxy.ops.cli import main as cli_main
 
     return cli_main()

@@ -10,13 +10,24 @@ for a plain command line (only ``-c``/``--config`` and the log options, no comma
 has made its own checks of the same table, and registers it as before. Anything this module is not
 sure of binds nothing: ops/cli.py then does what it always did, errors and all. A socket not taken
 is closed (:func:`take` for another address, :func:`close` when start-up ends without it).
+
+The file is read without tomllib when it is plainly written (:func:`_plain_general`: ``[general]``
+as a header of its own, its ``mode``, ``bind_address`` and ``quic_port`` as one-line basic strings
+and decimal integers, no multi-line strings anywhere), and the socket is made with ``_socket``:
+``tomllib`` (re, typing, datetime, string) and ``socket`` (enum and its IntEnum conversions) were
+~70M of the ~115M instructions from exec to the bound port. Anything else is read with tomllib as
+before; a reading that differed from tomllib's could only bind a socket ``take`` then closes.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 from collections.abc import Mapping
+
+TYPE_CHECKING = False  # typing's: not imported on this path
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["prebind", "take", "close"]
 
@@ -26,7 +37,8 @@ _DEFAULTS = ("::", 20010)  # General's bind_address and quic_port (ops/cli.py's 
 _CONFIG_OPTS = ("-c", "--config")
 _OTHER_OPTS = ("--log-level", "--log-format")
 
-_bound: tuple[str, int, socket.socket] | None = None
+_bound: tuple[str, int, _socket.socket] | None = None
+_KEYS = ("mode", "bind_address", "quic_port")  # what prebind reads of [general]
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -64,28 +76,34 @@ def prebind(argv: list[str], environ: Mapping[str, str] = os.environ) -> None:
     path = _config_path(argv)
     if path is None:
         return
-    import tomllib
-
     try:
         with open(path, "rb") as f:
-            general = tomllib.load(f).get("general")
-    except (OSError, ValueError):
+            data = f.read()
+    except OSError:
         return
+    general = _plain_general(data)
+    if general is None:  # not plainly written: tomllib's reading
+        import tomllib
+
+        try:
+            general = tomllib.loads(data.decode()).get("general")
+        except ValueError:
+            return
     if not isinstance(general, dict) or general.get("mode") != "Server":
         return
     address = general.get("bind_address", _DEFAULTS[0])
     port = general.get("quic_port", _DEFAULTS[1])
     if not isinstance(address, str) or type(port) is not int or not 1 <= port <= 65535:
         return
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    family = _socket.AF_INET6 if ":" in address else _socket.AF_INET
     try:
-        socket.inet_pton(family, address)  # an IP literal; ops/cli.py checks it with ipaddress too
+        _socket.inet_pton(family, address)  # an IP literal; ops/cli.py checks it with ipaddress too
     except OSError:
         return
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = _socket.socket(family, _socket.SOCK_DGRAM)
     try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" takes IPv4 too
+        if family == _socket.AF_INET6:
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)  # "::" takes IPv4 too
         sock.bind((address, port))
     except OSError:
         sock.close()  # ops/cli.py tries again and says why (debug), the listener reports it
@@ -101,9 +119,81 @@ def take(address: str, port: int) -> socket.socket | None:
     if bound is None:
         return None
     if bound[:2] == (address, port):
-        return bound[2]
+        import socket
+
+        sock = bound[2]
+        return socket.socket(sock.family, sock.type, sock.proto, sock.detach())
     bound[2].close()
     return None
+
+
+def _bare(name: str) -> bool:
+    """A bare TOML key (ASCII letters, digits, ``_`` and ``-``)."""
+    return name.isascii() and name.replace("_", "a").replace("-", "a").isalnum()
+
+
+def _plain_general(data: bytes) -> dict[str, str | int] | None:
+    """``mode``, ``bind_address`` and ``quic_port`` of ``[general]`` (those it has) as tomllib would
+    read them, or None when the file is not written plainly enough to be sure without it: not
+    UTF-8, a multi-line string anywhere, a line opening with ``[`` that is not a plain table header,
+    ``[general]`` twice, a key outside it that may define it (``general.mode = ...``), or one of
+    the three keys written any other way than ``key = "text"`` / ``key = 123`` (an optional
+    comment after)."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    if '"""' in text or "'''" in text:
+        return None
+    general: dict[str, str | int] | None = None
+    table = ""
+    for raw in text.split("\n"):
+        line = raw.strip(" \t\r")
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            header = line.partition("#")[0].rstrip(" \t")
+            name = header[2:-2] if header[:2] == "[[" and header[-2:] == "]]" else header[1:-1]
+            if header[-1:] != "]" or not all(map(_bare, name.split("."))):
+                return None  # a quoted or spaced header, or an array of arrays going on: unsure
+            table = header
+            if table == "[general]":
+                if general is not None:
+                    return None
+                general = {}
+            continue
+        key, eq, value = line.partition("=")
+        key = key.rstrip(" \t")
+        if table != "[general]":
+            if "general" in key:
+                return None  # a dotted or quoted key that might write [general]
+            continue
+        if general is None or not eq or not _bare(key):
+            return None  # a quoted or dotted key, or an array going on
+        if key not in _KEYS:
+            continue
+        if key in general:
+            return None
+        value = value.strip(" \t")
+        item: str | int
+        if value[:1] == '"':
+            end = value.find('"', 1)
+            text_item, rest = value[1:end], value[end + 1:]
+            if end < 0 or "\\" in text_item or not text_item.isprintable():
+                return None  # unclosed, an escape, or a control character
+            item = text_item
+        else:
+            digits, _, rest = value.partition(" ")
+            digits, hash_, tail = digits.partition("#")
+            rest = hash_ + tail + " " + rest
+            if not digits.isascii() or not digits.isdigit() or (digits[0] == "0" and len(digits) > 1):
+                return None
+            item = int(digits)
+        rest = rest.strip(" \t")
+        if rest and rest[0] != "#":
+            return None
+        general[key] = item
+    return general if general is not None else {}
 
 
 def close() -> None:

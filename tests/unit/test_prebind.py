@@ -9,10 +9,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ptproxy import sockets
 from ptproxy.ops import cli, prebind
@@ -83,8 +86,10 @@ def test_the_socket_bound_first_is_the_one_the_command_line_registers(tmp_path: 
     assert not _port_free(port)
     bound = prebind._bound
     assert bound is not None
+    fd = bound[2].fileno()
     sock = bind_quic_from_file(str(path), environ={})
-    assert sock is bound[2] and sock.getsockname() == ("127.0.0.1", port)
+    assert isinstance(sock, socket.socket) and sock.fileno() == fd  # that socket, as a socket.socket
+    assert sock.getsockname() == ("127.0.0.1", port) and sock.type == socket.SOCK_DGRAM
     assert sockets.inherited_socket("quic", "datagram") is sock
     assert prebind._bound is None
     sock.close()
@@ -102,6 +107,103 @@ def test_nothing_is_bound_for_what_is_not_plainly_a_server_end(tmp_path: Path, t
     path.write_text(text)
     prebind.prebind(["-c", str(path)], environ={})
     assert prebind._bound is None
+
+
+def _tomllib_general(text: str) -> dict[str, object] | None:
+    """tomllib's reading of the keys prebind reads (None: tomllib refuses the file)."""
+    try:
+        general = tomllib.loads(text).get("general")
+    except ValueError:
+        return None
+    if not isinstance(general, dict):
+        return {}
+    return {k: general[k] for k in ("mode", "bind_address", "quic_port") if k in general}
+
+
+PLAIN = _server_text(20010)
+OTHER_WAYS = [  # each left to tomllib (the scan is not sure of it) or read the same
+    PLAIN.replace('"Server"', "'Server'"),
+    PLAIN.replace("20010", "20_010"),
+    PLAIN.replace("20010", "0x4E2A"),
+    PLAIN.replace("20010", "+20010"),
+    PLAIN.replace("quic_port", '"quic_port"'),
+    PLAIN.replace("[general]", "[ general ]"),
+    PLAIN.replace("[general]", '["general"]'),
+    PLAIN.replace("[general]", "[general] # the end"),
+    PLAIN.replace("\n", "\r\n"),
+    PLAIN.replace("20010", "20010 # QUIC"),
+    PLAIN.replace("20010", "20010# QUIC"),
+    PLAIN.replace('"127.0.0.1"', '"127.0.0.1" # here'),
+    PLAIN.replace('"127.0.0.1"', '"127.0.\\u0030.1"'),
+    PLAIN + "[general]\nquic_port = 5\n",
+    PLAIN.replace("quic_port = 20010", "quic_port = 20010\nquic_port = 5"),
+    'general.mode = "Server"\ngeneral.quic_port = 5\n',
+    'general = { mode = "Server", quic_port = 5 }\n',
+    'x = """\n[general]\nmode = "Server"\n"""\n',
+    "x = '''\n[general]\nmode = 'Server'\n'''\n",
+    "x = [\n[1, 2],\n]\n" + PLAIN,
+    PLAIN.replace('peer_hostname = "client.example.com"', 'peer_hostname = [\n"a",\n]'),
+    '[[general]]\nmode = "Server"\n',
+    '[general.sub]\nmode = "Client"\n' + PLAIN,
+    PLAIN.replace("mode", "mode.x = 1\nmode", 1),
+    "\ufeff" + PLAIN,
+    PLAIN.replace("20010", "020010"),
+    PLAIN.replace("20010", "\u0662\u0660\u0660\u0661\u0660"),
+    '[tls]\nca = "x"\n',
+]
+
+
+@pytest.mark.parametrize("text", [PLAIN, *OTHER_WAYS])
+def test_the_plain_reading_is_tomllibs_or_none(text: str) -> None:
+    plain = prebind._plain_general(text.encode())
+    assert plain is None or plain == _tomllib_general(text), plain
+
+
+def test_a_plainly_written_server_end_is_read_without_tomllib() -> None:
+    expected = {"mode": "Server", "bind_address": "127.0.0.1", "quic_port": 20010}
+    assert prebind._plain_general(PLAIN.encode()) == expected
+    assert prebind._plain_general(PLAIN.replace("\n", "\r\n").encode()) == expected
+    assert prebind._plain_general(PLAIN.replace("20010", "20010 # QUIC").encode()) == expected
+
+
+_LINES = st.sampled_from([
+    "[general]", "[tls]", "[general.sub]", "[[routes]]", "[ general ]", "# note", "", "   ",
+    'mode = "Server"', 'mode = "Client"', "mode = 'Server'", 'mode="Server"', 'mode = "Server" # s',
+    'bind_address = "127.0.0.1"', 'bind_address = "::1"', 'bind_address = "a\\"b"', 'bind_address = ""',
+    "quic_port = 20010", "quic_port = 7", "quic_port = 0", "quic_port = 20_010", "quic_port = -1",
+    "quic_port = 1.5", "quic_port = 20010 # q", 'quic_port = "20010"', "quic_port = [1]",
+    'general.mode = "Server"', 'peer_hostname = "h"', "x = [", '"a",', "]", "x = {a = 1}",
+    'x = """', '"""', "x = '''", "'''", '"quic_port" = 5', "mode.x = 1", "[general] # g",
+])
+
+
+@given(st.lists(_LINES, max_size=12), st.sampled_from(["\n", "\r\n"]))
+def test_any_file_is_read_as_tomllib_reads_it_or_left_to_tomllib(lines: list[str], newline: str) -> None:
+    text = newline.join(lines) + newline
+    plain = prebind._plain_general(text.encode())
+    reading = _tomllib_general(text)
+    if plain is not None and reading is not None:
+        assert plain == reading
+    # A file tomllib refuses may still be read here: ops/cli.py then reports it and the process
+    # exits, closing what was bound (test_a_start_up_that_fails_after_the_prebind_...).
+
+
+def test_a_plain_prebind_imports_neither_tomllib_nor_socket(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(_server_text(free_udp_port()))
+    code = textwrap.dedent(
+        """
+        import sys
+        before = set(sys.modules)
+        from ptproxy.ops import prebind
+        prebind.prebind(["-c", sys.argv[1]], environ={})
+        assert prebind._bound is not None
+        print(sorted({"tomllib", "socket", "enum", "typing", "re"} & (set(sys.modules) - before)))
+        prebind.close()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("passed", ["LISTEN_FDS", HANDOFF_ENV])
