@@ -65,7 +65,50 @@ def which(tool: str) -> str | None:
 
 
 def ptproxy_cmd(config: Path) -> list[str]:
-    return [sys.executable, "-m", "ptproxy", "-c", str(config)]
+    return [deployed_python(), "-m", "ptproxy", "-c", str(config)]
+
+
+_deployed: list[str] = []  # deployed_python()'s interpreter, made once per process
+
+
+def deployed_python() -> str:
+    """The interpreter a ptproxy end runs with: a venv (no pip, made once per process in a temporary
+    directory) whose site-packages names this environment's site directories as plain paths, so an
+    end imports the same installed packages as a wheel install in a venv would (ptproxy itself from
+    the checkout: :func:`python_env` puts it first on PYTHONPATH) without running this
+    environment's own ``.pth`` start-up hooks: the editable install's import finder and any hook a
+    sandbox or distribution adds (here one that imports certifi at every start), which made an
+    end's bare interpreter start 142M instructions instead of 36M. setuptools'
+    ``distutils-precedence.pth``, which a venv with pip and setuptools has, is copied. Falls back to
+    this interpreter if the venv cannot be made."""
+    if not _deployed:
+        _deployed.append(_make_deployed_python())
+    return _deployed[0]
+
+
+def _make_deployed_python() -> str:
+    import site
+    import tempfile
+    import venv
+
+    try:
+        root = Path(tempfile.mkdtemp(prefix="ptproxy-bench-venv-"))
+        atexit.register(shutil.rmtree, root, True)
+        venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
+        python = root / "bin" / "python"
+        dirs = [d for d in [*site.getsitepackages(), site.getusersitepackages()] if d in sys.path]
+        (purelib,) = (root / "lib").glob("python*/site-packages")
+        (purelib / "_bench_deps.pth").write_text("".join(f"{d}\n" for d in dirs))
+        for d in dirs:  # sorted after _bench_deps.pth, so its import finds _distutils_hack
+            hook = Path(d) / "distutils-precedence.pth"
+            if hook.is_file():
+                shutil.copyfile(hook, purelib / hook.name)
+                break
+        subprocess.run([str(python), "-c", "import aioquic, msgspec, uvloop"], check=True,
+                       capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return sys.executable
+    return str(python)
 
 
 def origin_cmd(port: int = 0) -> list[str]:
