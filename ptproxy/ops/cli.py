@@ -25,24 +25,27 @@ after binding closes what it bound (:func:`ptproxy.sockets.discard_early`).
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import os
 import socket
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ptproxy._version import __version__
 from ptproxy.errors import PtproxyError
 
 if TYPE_CHECKING:
+    import argparse
+
     from ptproxy.ops.config import Config
 
 __all__ = [
     "main",
     "build_parser",
+    "plain_command_line",
     "version_text",
     "run_loop",
     "bind_quic_early",
@@ -60,16 +63,6 @@ HANDOFF_ENV = "PTPROXY_HANDOFF"
 # (ops/config.py's General; tests/unit check the two agree).
 DEFAULT_BIND_ADDRESS = "::"
 DEFAULT_QUIC_PORT = 20010
-
-
-class _VersionAction(argparse.Action):
-    """``--version``: print :func:`version_text` and exit (argparse's own action needs the text
-    when the parser is built)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        sys.stdout.write(version_text() + "\n")
-        parser.exit()
 
 
 def version_text() -> str:
@@ -95,7 +88,18 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     from ptproxy.ops.logs import LOG_LEVELS
+
+    class _VersionAction(argparse.Action):
+        """``--version``: print :func:`version_text` and exit (argparse's own action needs the text
+        when the parser is built)."""
+
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: Any, option_string: str | None = None) -> None:
+            sys.stdout.write(version_text() + "\n")
+            parser.exit()
 
     parser = argparse.ArgumentParser(
         prog="ptproxy",
@@ -120,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--once", action="store_true", help="exit after the first request went through")
     sub.add_parser("healthcheck", help="exit 0 if the tunnel answers (metrics /readyz, else the listener)")
     return parser
+
+
+def plain_command_line(argv: Sequence[str] | None = None) -> SimpleNamespace | None:
+    """What :func:`build_parser` makes of a plainly written command line that runs an end
+    (``-c``/``--config`` and the log options with valid values: ops/prebind.py's
+    ``plain_options``), without argparse: its import and building the parser (HelpFormatter
+    imports shutil, gettext imports locale) were ~30M instructions of every start. None for
+    anything else, which argparse reads (and reports)."""
+    from ptproxy.ops.logs import LOG_LEVELS
+    from ptproxy.ops.prebind import plain_options
+
+    options = plain_options(list(sys.argv[1:] if argv is None else argv))
+    if options is None:
+        return None
+    level, form = options.get("log_level", "info"), options.get("log_format", "text")
+    if level not in LOG_LEVELS or form not in ("text", "json"):
+        return None
+    return SimpleNamespace(config=options["config"], check=False, command=None, log_level=level, log_format=form)
 
 
 def _sockets_passed(environ: Mapping[str, str]) -> bool:
@@ -261,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     from ptproxy.ops.logs import setup_logging
 
-    args = build_parser().parse_args(argv)
+    args = plain_command_line(argv) or build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         if args.command == "demo":

@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # typing's: not imported on this path
 if TYPE_CHECKING:
     import socket
 
-__all__ = ["prebind", "take", "close"]
+__all__ = ["prebind", "take", "close", "plain_options"]
 
 DEFAULT_CONFIG = "/etc/ptproxy/config.toml"  # ops/cli.py's (tests/unit check they agree)
 _DEFAULTS = ("::", 20010)  # General's bind_address and quic_port (ops/cli.py's copies)
@@ -44,7 +44,16 @@ _KEYS = ("mode", "bind_address", "quic_port")  # what prebind reads of [general]
 def _config_path(argv: list[str]) -> str | None:
     """The configuration path of a command line that runs an end, or None when it is anything
     else or written in a form argparse would have to interpret (abbreviations, a command)."""
-    path = DEFAULT_CONFIG
+    options = plain_options(argv)
+    return None if options is None else options["config"]
+
+
+def plain_options(argv: list[str]) -> dict[str, str] | None:
+    """A command line that runs an end, plainly written: ``config`` (the default if not given)
+    and ``log_level`` / ``log_format`` as given (unchecked; the last of each, as argparse), or None
+    when it is anything else or written in a form argparse would have to interpret (abbreviations,
+    a command, ``--check``). ops/cli.py reads such a line without argparse."""
+    options = {"config": DEFAULT_CONFIG}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -57,14 +66,13 @@ def _config_path(argv: list[str]) -> str | None:
                 i += 1
             if not value or value.startswith("-"):
                 return None  # argparse's reading of it is not this module's to guess
-            if name in _CONFIG_OPTS:
-                path = value
+            options["config" if name in _CONFIG_OPTS else name[2:].replace("-", "_")] = value
         elif arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--") and "=" not in arg:
-            path = arg[2:]
+            options["config"] = arg[2:]
         else:
             return None
         i += 1
-    return path
+    return options
 
 
 def prebind(argv: list[str], environ: Mapping[str, str] = os.environ) -> None:

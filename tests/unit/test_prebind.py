@@ -73,6 +73,44 @@ def test_only_a_plain_command_line_names_a_file(argv: list[str], path: str | Non
         assert args.config == path and args.command is None and not args.check
 
 
+@pytest.mark.parametrize("argv", [
+    [], ["-c", "a.toml"], ["--config=a.toml"], ["-ca.toml"],
+    ["--log-level", "debug", "-c", "a.toml", "--log-format=json"],
+    ["--log-level=warning", "--log-level", "trace"], ["--log-format", "text", "-c", "a.toml", "-c", "b.toml"],
+])
+def test_a_plain_command_line_reads_as_argparse_reads_it(argv: list[str]) -> None:
+    plain = cli.plain_command_line(argv)
+    assert plain is not None
+    parsed = vars(cli.build_parser().parse_args(argv))
+    assert vars(plain) == {k: parsed[k] for k in ("config", "check", "command", "log_level", "log_format")}
+
+
+@pytest.mark.parametrize("argv", [
+    ["--log-level", "loud"], ["--log-format=xml"], ["-c", "a.toml", "--check"], ["--version"], ["demo"],
+    ["--log", "debug"],
+])
+def test_anything_else_is_left_to_argparse(argv: list[str]) -> None:
+    assert cli.plain_command_line(argv) is None
+
+
+def test_an_end_started_plainly_does_not_import_argparse(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(_server_text(free_udp_port()).replace("[tls]", "[transport]\ninitial_window = -5\n[tls]"))
+    code = textwrap.dedent(
+        """
+        import sys
+        had = "argparse" in sys.modules
+        from ptproxy.ops import cli
+        code = cli.main(["-c", sys.argv[1]])
+        print(code, had or "argparse" not in sys.modules)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", HANDOFF_ENV)}
+    out = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.stdout.split() == ["1", "True"], out.stdout + out.stderr
+    assert "initial_window" in out.stderr  # validation's error, as before
+
+
 def test_the_defaults_are_the_command_lines() -> None:
     assert prebind.DEFAULT_CONFIG == cli.DEFAULT_CONFIG
     assert prebind._DEFAULTS == (cli.DEFAULT_BIND_ADDRESS, cli.DEFAULT_QUIC_PORT)
