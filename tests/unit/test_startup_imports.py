@@ -207,3 +207,20 @@ def test_python_m_ptproxy_pauses_the_collector_before_the_command_line_is_import
         tmp_path,
     )
     assert out.strip().split("\n")[-1] == "exit 0 collector while importing the command line [False] after True", out
+
+
+def test_a_serving_server_end_has_done_its_first_handshakes_one_time_work(tmp_path: Path) -> None:
+    # App.start calls warm_first_handshake once the server end serves: the imports and the first
+    # key generation its first handshake would otherwise do while the client waits for its answer.
+    out = run(
+        """
+        import sys
+        from ptproxy.ops.app import warm_first_handshake
+        lazy = ("ptproxy.tunnel.cc.controllers", "cryptography.hazmat.backends.openssl.backend")
+        warm_first_handshake()
+        print([name in sys.modules for name in lazy])
+        warm_first_handshake()  # again: nothing more to do, no error
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[0] == "[True, True]", out
