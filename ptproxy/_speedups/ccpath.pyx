@@ -217,7 +217,7 @@ _MODE_NAMES = (BbrState.STARTUP, BbrState.DRAIN, BbrState.PROBE_BW, BbrState.PRO
 
 cdef double HIGH_GAIN = 2.0 / math.log(2.0)
 cdef double DRAIN_GAIN = 1.0 / HIGH_GAIN
-cdef double STARTUP_CWND_GAIN = 2.0  # see the pure twin
+cdef double STARTUP_CWND_GAIN = 1.6  # see the pure twin
 cdef double STARTUP_FLOOR_GAIN = 1.25  # see the pure twin
 cdef double PROBE_BW_CWND_GAIN = 2.0
 cdef double GAIN_CYCLE[8]
@@ -725,8 +725,10 @@ cdef class _BbrCore:
             cwnd = max(cwnd, self.bytes_in_flight + acked)
         elif self._filled_pipe:
             cwnd = min(cwnd + acked, _trunc(target))
-        elif cwnd < target or self._delivered < self._initial_window:
-            cwnd += acked
+        elif self._delivered < self._initial_window:
+            cwnd += acked  # the initial window's round grows as slow start does
+        elif cwnd < target:
+            cwnd = min(cwnd + acked, _trunc(target))
         cwnd = max(cwnd, self._min_pipe_cwnd)
         if self._mode == PROBE_RTT:
             cwnd = min(cwnd, self._min_pipe_cwnd)
