@@ -609,6 +609,8 @@ class Session:
             # The peer's STOP_SENDING (or RESET_STREAM) overtook its request's HEADERS (reordered
             # or lost packets): aioquic reset or forgot the stream before we knew of it.
             raise StreamAborted(f"peer stopped the stream before it was answered ({exc})") from None
+        if end:
+            self.quic.release_stream(stream.stream_id)
         self._transmit_after_send(end)
 
     def send_data(self, stream: TunnelStream, data: bytes, end: bool) -> None:
@@ -618,6 +620,8 @@ class Session:
         elif end:
             # Finish without writing an empty DATA frame.
             self.h3.finish_stream(stream.stream_id)
+        if end:
+            self.quic.release_stream(stream.stream_id)
         self._transmit_after_send(end)
 
     def _transmit_after_send(self, end: bool) -> None:

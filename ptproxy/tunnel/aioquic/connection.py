@@ -5,7 +5,9 @@
 * Windows that tune themselves (when the configuration leaves them unset): a receive window doubles
   whenever the application consumed half of it within two round trips, i.e. when the window and
   not the network limited the sender, up to a ceiling; the send window follows the congestion window.
-* ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128.
+* ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128. A request stream
+  counts against it until it is answered (release_stream), not until the answer is acknowledged
+  and the stream discarded: MAX_STREAMS rides with the answer instead of waiting for the peer's ACK.
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
 * ``redundancy = "Tail"``: the tail of a small burst is sent twice (redundancy.py);
@@ -288,6 +290,9 @@ class PatchedQuicConnection(QuicConnection):
         # Transport parameters are serialized later, in _initialize, so this lands in them.
         limit = self._local_max_streams_bidi
         limit.value = limit.sent = flow.max_concurrent_streams
+        # Peer-initiated streams whose MAX_STREAMS credit was given when this end answered them
+        # (release_stream), before the peer acknowledged the answer and the stream was discarded.
+        self._ptp_early_credit: set[int] = set()
         # The windows are ours, whatever the QuicConfiguration says (initial transport params).
         # One that tunes itself starts at AUTO_WINDOW_START initial windows at least.
         conn_start = _auto_start(flow.receive_window, flow.receive_window_max, flow.initial_window)
@@ -509,17 +514,35 @@ class PatchedQuicConnection(QuicConnection):
         open another); whether that made a MAX_STREAMS due (then the pass must run to write it)."""
         streams = self._streams
         is_client = self._is_client
+        early = self._ptp_early_credit
         for stream in finished:
             sid: int = stream.stream_id  # type: ignore[assignment]
             self._logger.debug("Stream %d discarded", sid)
             del streams[sid]
             if (not sid & 1) != is_client:  # peer-initiated (RFC 9000 2.1)
+                if sid in early:
+                    early.discard(sid)  # its credit went out when it was answered
+                    continue
                 limit = self._local_max_streams_uni if sid & 2 else self._local_max_streams_bidi
                 limit.value += 1
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
             if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
                 return True
         return False
+
+    def release_stream(self, stream_id: int) -> None:
+        """This end is done with a stream the peer opened: the request was read to its end and
+        the answer's last frame (FIN) queued. The peer may open another now (MAX_STREAMS, with
+        the answer's packets) rather than once the answer is acknowledged and the stream discarded."""
+        if (not stream_id & 1) == self._is_client:
+            return  # ours: the peer's credit
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.receiver.is_finished or stream.sender.is_finished:
+            return  # still being read, or discarded (credited) on the next pass anyway
+        early = self._ptp_early_credit
+        if stream_id not in early:
+            early.add(stream_id)
+            self._stream_limit(stream_id).value += 1
 
     def _ptp_use_datagram_size(self, size: int) -> None:
         """Ordinary packets are built up to ``size`` bytes from now on (a confirmed path MTU)."""
@@ -782,7 +805,10 @@ class PatchedQuicConnection(QuicConnection):
                     self._logger.debug("Stream %d discarded", sid)
                     self._streams.pop(sid)
                     if (not sid & 1) != self._is_client:  # peer-initiated: it may open another
-                        self._stream_limit(sid).value += 1
+                        if sid in self._ptp_early_credit:
+                            self._ptp_early_credit.discard(sid)  # its credit went out already
+                        else:
+                            self._stream_limit(sid).value += 1
                     discarded.append(stream)
                     continue
                 if receiver.stop_pending:
