@@ -96,7 +96,8 @@ class BaseParser:
     """Callbacks and bookkeeping shared by both directions."""
 
     _error_class: type[PtproxyError] = ClientProtocolError
-    _llhttp: Any
+    # llhttp, made when the first head that is not plain (headscan.py) reaches it: None until then
+    _llhttp: Any = None
     # The request parser feeds llhttp a head of its own after an Upgrade; its callbacks skip it.
     _synthetic = False
     # No more messages: after a request that does not keep the connection alive, or after the
@@ -224,10 +225,26 @@ class BaseParser:
                 continue
             if self._state == BODY and self._body is BodyKind.LENGTH and self._remaining > 0:
                 end = pos + min(self._remaining, n - pos)
+                if self._llhttp is None:
+                    # The head came through the plain-head scanner: llhttp has not seen this
+                    # message, and a Content-Length body needs nothing of it (it would hand these
+                    # bytes to _on_body as one piece).
+                    self._on_body(data[pos:end] if type(data) is bytes else bytes(view[pos:end]))
+                    if self._remaining == 0:
+                        self._on_message_complete()
+                    self._tail = data[end - 3 : end] if end - pos >= 3 else (self._tail + data[pos:end])[-3:]
+                    pos = end
+                    continue
             elif self._state == BODY and self._body is BodyKind.CLOSE:
                 end = n
             else:
                 end = self._boundary(data, pos)
+                # A plain head, complete here, while llhttp has seen nothing yet (a new parser, or
+                # only plain messages so far): read it without llhttp (headscan.py).
+                if self._llhttp is None and self._state == IDLE and self._plain_head(data, pos, end):
+                    self._tail = data[end - 3 : end]
+                    pos = end
+                    continue
             try:
                 self._feed(data if end - pos == n else view[pos:end])
             except HttpParserUpgrade as up:
@@ -241,8 +258,18 @@ class BaseParser:
         if pos < n:
             self._after_end(data[pos:])
 
+    def _plain_head(self, data: bytes, pos: int, end: int) -> bool:
+        """Take ``data[pos:end]`` as a plain head without llhttp if it is one (headscan.py)."""
+        return False
+
+    def _new_llhttp(self) -> Any:
+        raise NotImplementedError
+
     def _feed(self, data: bytes | memoryview) -> None:
-        """Hand ``data`` to llhttp; raise its complaint as our error class."""
+        """Hand ``data`` to llhttp (made at the first head the plain-head scanner leaves to it);
+        raise its complaint as our error class."""
+        if self._llhttp is None:
+            self._llhttp = self._new_llhttp()
         try:
             self._llhttp.feed_data(data)
         except HttpParserError as exc:

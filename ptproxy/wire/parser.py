@@ -34,6 +34,15 @@
 # message always ends at the end of a feed_data call (see above), ``leftover`` is exact and we can
 # stop after a HEAD response's head.
 #
+# Plain heads (wire/headscan.py, a compiled twin): a head complete in one feed, while llhttp has
+# seen nothing (a new parser, or only plain messages so far), is read by one scanner call when it is
+# plain (known method, origin-form target, one valid Host, tchar names, VCHAR/SP/HTAB values, no
+# Transfer-Encoding / Upgrade / Proxy-Connection, Content-Length and Connection in one plain form, a
+# final response with a Content-Length or no body). Its event and framing are what the callbacks
+# would make of it; a Content-Length body after such a head is counted off without llhttp. Anything
+# else, and everything after it on this parser, goes to llhttp, which is then made (so a response
+# parser that only sees a plain response never makes one).
+#
 # Errors: a bad request raises ClientProtocolError (or 405/414/431 subclasses); a bad response raises
 # UpstreamError. Events that precede the error in the same feed are returned first and the error is
 # raised by the next feed() (feed(b"") suffices) and is visible at once as ``.error``. A failed parser
@@ -65,6 +74,7 @@ from ptproxy.wire._parsebase import (
     Framing,
 )
 from ptproxy.wire.events import BodyKind, EndOfMessage, Event, RequestHead, ResponseHead
+from ptproxy.wire.headscan import scan_request, scan_response
 from ptproxy.wire.websocket import is_handshake
 
 __all__ = ["RequestParser", "ResponseParser"]
@@ -97,7 +107,6 @@ class RequestParser(BaseParser):
         self._websocket = False  # the head being parsed is a WebSocket handshake
         self._upgraded = False  # ... and it ended this parser: later bytes go to leftover
         self._leftover = bytearray()
-        self._llhttp = self._new_llhttp()
 
     def _new_llhttp(self) -> HttpRequestParser:
         ns = self._callbacks()
@@ -155,6 +164,36 @@ class RequestParser(BaseParser):
         close = b"" if self._keep_alive else b"Connection: close\r\n"
         self._synthetic = True
         self._llhttp.feed_data(b"POST / HTTP/1.1\r\nHost: x\r\n%b%b\r\n\r\n" % (close, framing))
+
+    def _plain_head(self, data: bytes, pos: int, end: int) -> bool:
+        head = scan_request(
+            data, pos, end, self._max_request_line, self._max_header_bytes, self._max_header_count
+        )
+        if head is None:
+            return False
+        # What the callbacks below make of the same head (no Upgrade, no CONNECT, no error here).
+        method, target, version, headers, keep_alive, length, expect = head
+        self._headers = headers
+        self._trailers = []
+        self._content_length = length
+        self._keep_alive = keep_alive
+        body = BodyKind.NONE if length is None else BodyKind.LENGTH
+        self._start_body(body, length)
+        self._events.append(
+            RequestHead(
+                method=method,
+                target=target,
+                headers=headers,
+                http_version=version,
+                keep_alive=keep_alive,
+                body=body,
+                content_length=length,
+                expect_continue=expect,
+            )
+        )
+        if not length:
+            self._on_message_complete()
+        return True
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -279,9 +318,11 @@ class ResponseParser(BaseParser):
         self._reason: list[bytes] = []
         self._seen_head = False
         self._interim = False
+
+    def _new_llhttp(self) -> HttpResponseParser:
         ns = self._callbacks()
         ns.on_status = self._on_status
-        self._llhttp = HttpResponseParser(ns)
+        return HttpResponseParser(ns)
 
     @property
     def done(self) -> bool:
@@ -349,6 +390,34 @@ class ResponseParser(BaseParser):
 
     def _restart_after_upgrade(self) -> None:
         return None  # the 101 ended this parser: nothing more to parse as HTTP
+
+    def _plain_head(self, data: bytes, pos: int, end: int) -> bool:
+        head = scan_response(
+            data, pos, end, self._max_header_bytes, self._max_header_count, self._head_request
+        )
+        if head is None:
+            return False
+        # What the callbacks below make of the same head (a final response, no error here).
+        status, reason, version, headers, keep_alive, length = head
+        self._headers = headers
+        self._trailers = []
+        self._seen_head = True
+        body = BodyKind.NONE if length is None else BodyKind.LENGTH
+        self._start_body(body, length)
+        self._events.append(
+            ResponseHead(
+                status=status,
+                reason=reason,
+                headers=headers,
+                http_version=version,
+                keep_alive=keep_alive,
+                body=body,
+                content_length=length,
+            )
+        )
+        if not length:
+            self._finish()  # HEAD, 204, 304 or Content-Length: 0: the response ends at its head
+        return True
 
     # -- callbacks -------------------------------------------------------------------------------
 

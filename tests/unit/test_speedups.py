@@ -39,6 +39,7 @@ TWINS = {
     "ackpath": ("ptproxy.tunnel.aioquic._ackpath_py", "ptproxy._speedups.ackpath"),
     "h3path": ("ptproxy.tunnel.aioquic._h3path_py", "ptproxy._speedups.h3path"),
     "ccpath": ("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath"),
+    "headscan": ("ptproxy.wire._headscan_py", "ptproxy._speedups.headscan"),
 }
 
 fieldcodec_impl = twin_fixture(*TWINS["fieldcodec"])
@@ -265,6 +266,7 @@ FACADES = [
     "ptproxy.tunnel.aioquic.ackpath",
     "ptproxy.tunnel.aioquic.h3path",
     "ptproxy.tunnel.cc.ccpath",
+    "ptproxy.wire.headscan",
 ]
 
 

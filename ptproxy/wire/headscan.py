@@ -1,0 +1,16 @@
+"""Facade over the plain-head scanner twins (``_headscan_py``, compiled ``ptproxy._speedups.headscan``): see ``load_twin``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ptproxy._speedups import load_twin
+from ptproxy.wire import _headscan_py
+
+__all__ = ["IMPLEMENTATION", *_headscan_py.__all__]
+load_twin(_headscan_py, "headscan", globals())
+
+if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
+    from ptproxy.wire._headscan_py import *  # noqa: F403
+
+    IMPLEMENTATION: str
