@@ -106,6 +106,10 @@ class App:
                 await asyncio.sleep(0)
             from ptproxy.client.listener import Frontend
 
+            # The server's first flight usually arrives during that import (a launch: the server
+            # end answers in a few ms, the import takes longer): handled now, the client's
+            # Finished goes out and the server checks it while the rest below starts.
+            await asyncio.sleep(0)
             done = self.metrics.request_done if self.metrics is not None else None
             self.frontend = Frontend(self.config, self.dialer, on_request_done=done)
             self.frontends = [self.frontend] + [
@@ -127,6 +131,7 @@ class App:
                     logger.warning("hand-off: no session within %gs; serving anyway", handoff.FIRST_DIAL_WAIT)
             for frontend in self.frontends:
                 await frontend.start()
+            await asyncio.sleep(0)  # as above, for the handshake's next packets
             from ptproxy.client.tcp import TcpListener
 
             self.tcp_listeners = [
