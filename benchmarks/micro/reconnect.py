@@ -219,7 +219,11 @@ class Harness:
             await asyncio.sleep(0)
             up, down = self.up.take(), self.down.take()
             if not up and not down:
-                break
+                if self.client._transmit_handle is None and (
+                    self.server is None or self.server._transmit_handle is None
+                ):
+                    break
+                continue  # a send held for a loop step (Session.transmit) is still to come
             if self.server is not None:
                 for data in up:
                     self.server.datagram_received(data, CLIENT_ADDR)

@@ -110,6 +110,7 @@ class Session:
         self._timer_fires_at = 0.0  # what the armed timer was set for
         self._transmit_handle: asyncio.Handle | None = None
         self._events_due = False  # datagrams were received whose events wait for the transmit
+        self._stream_ended = False  # the events handled last ended a stream's receiving half
         # Server end: its first transmit answers the handshake before handling the events (transmit).
         self._answer_first = not is_client(quic)
         self._send_window = send_window
@@ -184,8 +185,12 @@ class Session:
         self.bytes_received += len(data)
         self.datagrams_received += 1
         self._last_activity = time.monotonic()
+        quic = self.quic
+        # With a lone stream (or none) open, the datagram's ACK frames wait until its events were
+        # handed over (transmit); with several, they are processed at once (nothing is held then).
+        quic.hold_acks(len(self._streams) <= 1)
         try:
-            self.quic.receive_datagram(data, addr, now=self._last_activity)
+            quic.receive_datagram(data, addr, now=self._last_activity)
         except Exception:  # a bug must cost this connection, never the endpoint
             self.log.exception("connection %d: internal error handling a datagram", self.number)
             self.abort("internal error")
@@ -226,7 +231,33 @@ class Session:
                 self._transmit_handle = self._loop.call_soon(self.transmit)
                 return
             self._deliver_first = 0
+        if (
+            events
+            and self._stream_ended
+            and len(self._streams) <= 1
+            and self.quic.acks_held()
+            and not self.quic.ack_flush_due()
+        ):
+            # A lone stream's end (a request at the server end, a response at the client end)
+            # woke its reader, whose step is now scheduled: it writes them to the origin / the
+            # client before the ACK frames they came with are processed and the packets built
+            # (one loop step later, _send_held), not after. With several streams open the send
+            # stays here: their steps are many, and what the transmit carries (ACKs, window
+            # updates) would wait for all of them (link_latency.txt section 3); a stream's data
+            # before its end (a transfer) is not held either.
+            self._transmit_handle = self._loop.call_soon(self._send_held)
+            return
         self._send_due()
+        self._arm_timer()
+        if self._room_waiters:
+            self._wake_room_waiters()
+
+    def _send_held(self) -> None:
+        """The send of a transmit that let the woken readers' steps go first (see transmit)."""
+        self._transmit_handle = None
+        if self._events_due and not self._handle_events():  # datagrams read meanwhile
+            return
+        self._send_due()  # the held ACK frames are processed first (datagrams_to_send)
         self._arm_timer()
         if self._room_waiters:
             self._wake_room_waiters()
@@ -365,6 +396,7 @@ class Session:
 
     def _process_events(self) -> None:
         self._events_due = False
+        self._stream_ended = False
         quic = self.quic
         while True:
             event = quic.next_event()
@@ -390,6 +422,8 @@ class Session:
 
     def _handle_quic_event(self, event: qe.QuicEvent) -> None:
         if isinstance(event, qe.StreamDataReceived):
+            if event.end_stream:
+                self._stream_ended = True
             self._ensure_h3()
             assert self.h3 is not None
             h3_events = self.h3.handle_event(event)

@@ -233,6 +233,9 @@ PRIVATE: tuple[Internal, ...] = (
     # lossdetect.py: the connection's recovery becomes its QuicPacketRecovery subclass (class swap;
     # on_ack_received and _detect_loss overridden, the latter written from aioquic's).
     Internal(QC, "_handle_ack_frame", "method", (("context", "frame_type", "buf"),)),
+    # connection.py: the ACK entries of the instance's frame-handler table (types 0x02 / 0x03), where
+    # PatchedQuicConnection puts its holding handler (_ptp_ack_frame) in front of the one bound there.
+    Internal(QC, "_QuicConnection__frame_handlers", "attribute"),
     Internal(QC, "_remote_ack_delay_exponent", "attribute"),
     Internal(QC, "_on_ack_delivery", "method", (("delivery", "space", "highest_acked"),)),
     *_each(LOSS, "attribute", "_rtt_latest", "_rtt_variance", "_rtt_first_sample_time", "_pto_count"),
