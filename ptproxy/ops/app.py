@@ -31,6 +31,7 @@ from ptproxy.tunnel import (
     EndpointSettings,
     client_auth_policy,
     load_material,
+    warm_first_handshake,
 )
 
 # Imported where used, not here: each end imports its own side only (in start), metrics only
@@ -373,20 +374,6 @@ class App:
             sockets.remove_socket_files()  # the UNIX socket files we bound, if still ours
         logger.info("stopped")
 
-
-
-def warm_first_handshake() -> None:
-    """Server end, serving with no connection yet: the one-time work its first handshake would
-    otherwise do while the client waits for the answer to its Initial (a launch's critical path;
-    a server end that starts before its client end has time to spare): import the congestion
-    controllers (imported when a connection is made) and let cryptography load its OpenSSL
-    backend and seed OpenSSL's random generator (at the first key generation: the key share).
-    -X importtime of a launch's server end showed these as the first handshake's imports."""
-    from cryptography.hazmat.primitives.asymmetric import x25519
-
-    from ptproxy.tunnel.cc import controllers  # noqa: F401
-
-    x25519.X25519PrivateKey.generate()
 
 async def run(config: Config) -> int:
     """Run one end until a stop signal; return the exit status."""

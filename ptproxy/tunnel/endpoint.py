@@ -23,7 +23,7 @@ from ptproxy.tunnel.reset import BOOT_SECRET, StatelessReset
 from ptproxy.tunnel.tls import ServerTicketStore, TlsMaterial, quic_configuration
 from ptproxy.tunnel.udp import BufferSizes, open_udp_socket
 
-__all__ = ["EndpointSettings", "connection_numbers", "key_log_file"]
+__all__ = ["EndpointSettings", "connection_numbers", "key_log_file", "warm_first_handshake"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
@@ -146,3 +146,17 @@ def key_log_file(environ: Mapping[str, str] = os.environ) -> TextIO | None:
             path,
         )
     return handle
+
+
+def warm_first_handshake() -> None:
+    """Server end, serving with no connection yet: the one-time work its first handshake would
+    otherwise do while the client waits for the answer to its Initial (a launch's critical path;
+    a server end that starts before its client end has time to spare): import the congestion
+    controllers (imported when a connection is made) and let cryptography load its OpenSSL
+    backend and seed OpenSSL's random generator (at the first key generation: the key share).
+    -X importtime of a launch's server end showed these as the first handshake's imports."""
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    from ptproxy.tunnel.cc import controllers  # noqa: F401  (imported when a connection is made)
+
+    x25519.X25519PrivateKey.generate()

@@ -215,7 +215,7 @@ def test_a_serving_server_end_has_done_its_first_handshakes_one_time_work(tmp_pa
     out = run(
         """
         import sys
-        from ptproxy.ops.app import warm_first_handshake
+        from ptproxy.tunnel import warm_first_handshake
         lazy = ("ptproxy.tunnel.cc.controllers", "cryptography.hazmat.backends.openssl.backend")
         warm_first_handshake()
         print([name in sys.modules for name in lazy])
