@@ -167,3 +167,25 @@ def test_sigint_when_idle_exits_0_quickly_and_closes_the_session(make_pair) -> N
     # The server end saw a clean close, not an idle timeout.
     assert p.wait_server_log("closed: H3_NO_ERROR"), p.logs()
     assert p.server.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("peer", ["silent", "absent"])
+def test_signal_while_the_tunnel_is_still_connecting_exits_0(make_pair, sig: int, peer: str) -> None:
+    # A client end whose server never answers is mid-handshake (silent: the port is bound and
+    # swallows the Initials, so no ICMP) or retrying (absent: nothing bound, refused). A signal
+    # must still end it: the attempt is abandoned, not waited out to its idle timeout.
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        p = make_pair(SHORT_WAIT, start_server=False, wait=False)
+        if peer == "silent":
+            hole.bind(("127.0.0.1", p.quic_port))
+            hole.settimeout(20)
+            assert hole.recv(65536), "no Initial reached the server's port"  # a handshake is open
+        # The listener is up and answers 503 while there is no tunnel.
+        assert p.wait_client_log("listening for HTTP/1.1", timeout=20), p.logs()
+        assert request(p.http_port, "GET", "/bytes/10").status == 503, p.logs()
+        p.client.send(sig)
+        assert p.client.wait(15) == 0, p.logs()
+    finally:
+        hole.close()
