@@ -38,6 +38,8 @@ from ptproxy.tunnel import (
 # when [metrics] is configured (prometheus_client), and the hand-off only in a process a hand-off
 # started or at a SIGUSR2 (9M instructions); the rest costs start-up.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ptproxy.client.dialer import Dialer, TunnelState
     from ptproxy.client.listener import Frontend
     from ptproxy.client.tcp import TcpListener
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from ptproxy.ops.metrics import Metrics, Side
     from ptproxy.server.listener import Listener
     from ptproxy.server.origin import Backend
+    from ptproxy.tunnel import Session
 
 __all__ = ["App", "run"]
 
@@ -163,8 +166,9 @@ class App:
             )
             self.backend.start()  # active health probes run before the first request
             self.listener = Listener(settings, self.backend.on_request)
+            self.listener.on_session = self.backend.track  # origin connections ahead of requests
             if self.metrics is not None:
-                self.listener.on_session = self.metrics.track
+                self.listener.on_session = _both(self.metrics.track, self.backend.track)
                 self.metrics.listener = self.listener
                 self.metrics.backend = self.backend
             predecessor = self._predecessor
@@ -373,6 +377,14 @@ class App:
         else:
             sockets.remove_socket_files()  # the UNIX socket files we bound, if still ours
         logger.info("stopped")
+
+
+def _both(first: Callable[[Session], None], second: Callable[[Session], None]) -> Callable[[Session], None]:
+    def both(session: Session) -> None:
+        first(session)
+        second(session)
+
+    return both
 
 
 async def run(config: Config) -> int:

@@ -31,7 +31,7 @@ from ptproxy.errors import (
 from ptproxy.h1conn import ConnectionClosed, ConnectionReset, H1Connection
 from ptproxy.ops.config import Config
 from ptproxy.server.identity import identity_fields, strip_identity_fields
-from ptproxy.server.routes import RouteSpec, build_routes, internal_fields
+from ptproxy.server.routes import DEFAULT_ROUTE, RouteSpec, build_routes, internal_fields
 from ptproxy.server.tcp import TcpBackend
 from ptproxy.server.upgrade import DRAIN_GRACE as WEBSOCKET_GRACE
 from ptproxy.server.upgrade import abort_all, forward_websocket
@@ -82,6 +82,40 @@ class Backend:
         self._on_route_done = on_route_done
         self._started = False
         self._websockets: set[Splice] = set()  # open ones, cut after a grace at shutdown
+        self._sessions_up = 0  # established sessions (see track)
+        for route in self.routes.values():
+            for origin in route.origins.values():
+                origin.pool.keep_warm = self._tunnel_up
+
+    def _tunnel_up(self) -> bool:
+        return self._sessions_up > 0
+
+    def track(self, session: Session) -> None:
+        """A new session (the listener's ``on_session``): once it is established its peer's
+        requests may come, so each origin they will likely take gets a connection ahead of them
+        (the default route's origins, and those that served a request before; a named route may
+        be a TCP stream route, whose origin must not see HTTP connections it never asked for);
+        and while any session is up, the pools keep such a connection across a silence (see
+        ptproxy/server/pool.py)."""
+
+        def established(fut: asyncio.Future[None]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            self._sessions_up += 1
+            session.closed.add_done_callback(self._session_ended)
+            self.warm()
+
+        session.confirmed.add_done_callback(established)
+
+    def _session_ended(self, _fut: asyncio.Future[str]) -> None:
+        self._sessions_up -= 1
+
+    def warm(self) -> None:
+        """Open a connection to each likely origin that has none idle (see :meth:`track`)."""
+        for name, route in self.routes.items():
+            for origin in route.origins.values():
+                if name == DEFAULT_ROUTE or origin.pool.served:
+                    origin.pool.warm()
 
     def start(self) -> None:
         """Start the active health probes (needs the running loop)."""

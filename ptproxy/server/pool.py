@@ -2,6 +2,16 @@
 
 Idle connections are reused most-recently-used first (the warmest TCP window, the least likely to
 have been closed by the origin's own idle timer) and evicted after ``origin_idle_timeout``.
+
+A pool may also open a connection ahead of the requests (:meth:`OriginPool.warm`: the server end
+does when a peer's session is established), so the first request after start-up does not wait for
+a TCP handshake with the origin; and while ``keep_warm`` says so (a session is up), the last idle
+connection that the reaper closes for its age, and that the origin had kept open, is replaced by a
+fresh one, so a request after a long silence finds one too. There is never more than one such
+connection being opened per pool; a request that finds it still connecting takes it over (and
+meets its outcome, the error a connection of its own would have met). A failure no request waited
+for is only logged (at debug), never counted against the origin's health: the next request
+connects as it would have, and reports what it finds.
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from ptproxy.addr import UNIX_PREFIX, format_address
 from ptproxy.errors import UpstreamError
@@ -48,6 +59,11 @@ class OriginPool:
         self._idle: list[tuple[H1Connection, float]] = []
         self._address: str | None = None
         self._reaper: asyncio.TimerHandle | None = None
+        self._warming: asyncio.Task[H1Connection] | None = None
+        self._closed = False
+        # While it returns True, an idle connection closed for its age is replaced (see above).
+        self.keep_warm: Callable[[], bool] | None = None
+        self.served = False  # an HTTP exchange has completed on one of its connections
 
     @property
     def address(self) -> str:
@@ -65,6 +81,12 @@ class OriginPool:
         conn = self.take_idle()
         if conn is not None:
             return conn
+        warming = self._warming
+        if warming is not None:
+            # A connection ahead of the requests is on its way: this request takes it (its
+            # handshake started earlier than a new one would), and meets its failure if it fails.
+            self._warming = None
+            return await warming
         return await self.connect()
 
     def take_idle(self) -> H1Connection | None:
@@ -106,8 +128,39 @@ class OriginPool:
             ) from None
         return conn
 
+    def warm(self) -> None:
+        """Open one connection ahead of the requests, into the idle list, unless one is idle
+        already, one is being opened, or the pool keeps none idle (``max_idle`` 0)."""
+        if self._closed or self._max_idle == 0 or self._warming is not None:
+            return
+        if any(self._usable(conn) for conn, _ in self._idle):
+            return
+        task = asyncio.get_running_loop().create_task(self.connect())
+        self._warming = task
+        task.add_done_callback(self._warmed)
+
+    def _warmed(self, task: asyncio.Task[H1Connection]) -> None:
+        if self._warming is task:
+            self._warming = None
+        elif not self._closed:
+            return  # a request took it (acquire) and meets its outcome
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # Not the origin's health: that is what requests (and probes) find.
+            logger.debug("origin %s: no connection ahead of requests: %s", self.address, exc)
+        elif self._closed:
+            task.result().close()
+        else:
+            self._keep(task.result())
+
     def release(self, conn: H1Connection) -> None:
         """Return a connection whose last exchange completed cleanly."""
+        self.served = True
+        self._keep(conn)
+
+    def _keep(self, conn: H1Connection) -> None:
         if not self._usable(conn):
             conn.close()
             return
@@ -125,8 +178,12 @@ class OriginPool:
         self._reaper = None
         now = time.monotonic()
         keep = []
+        aged = False  # one closed for its age, open at the origin's end until now
         for conn, since in self._idle:
-            if now - since >= self._idle_timeout or not self._usable(conn):
+            if not self._usable(conn):
+                conn.close()
+            elif now - since >= self._idle_timeout:
+                aged = True
                 conn.close()
             else:
                 keep.append((conn, since))
@@ -134,8 +191,14 @@ class OriginPool:
         if keep:
             delay = max(0.0, keep[0][1] + self._idle_timeout - now)
             self._reaper = asyncio.get_running_loop().call_later(delay, self._evict)
+        elif aged and self.keep_warm is not None and self.keep_warm():
+            self.warm()
 
     def close(self) -> None:
+        self._closed = True
+        if self._warming is not None:
+            self._warming.cancel()
+            self._warming = None
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None

@@ -1,0 +1,88 @@
+"""The server end connects to its origin as soon as a client end's session is established, so the
+first request does not wait for a TCP handshake with the origin, and takes that connection
+(server/pool.py, server/origin.py)."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.h1client import request
+from tests.support.pair import Pair
+
+
+class _CountingOrigin(socketserver.ThreadingTCPServer):
+    """A keep-alive HTTP/1.1 origin (bodiless requests) that counts the connections it accepted
+    and the requests it answered."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.accepted = 0
+        self.requests = 0
+        self.lock = threading.Lock()
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _CountingOrigin
+
+    def handle(self) -> None:
+        with self.server.lock:
+            self.server.accepted += 1
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = self.rfile.readline()
+                if not line:
+                    return
+                head += line
+            with self.server.lock:
+                self.server.requests += 1
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+
+@pytest.fixture()
+def counting_origin() -> Iterator[_CountingOrigin]:
+    origin = _CountingOrigin()
+    thread = threading.Thread(target=origin.serve_forever, daemon=True)
+    thread.start()
+    yield origin
+    origin.shutdown()
+    origin.server_close()
+
+
+def _until(pred: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    end = time.monotonic() + limit  # a bound for a hang, not a performance threshold
+    while not pred():
+        assert time.monotonic() < end, f"never: {what}"
+        time.sleep(0.01)
+
+
+def test_the_origin_sees_a_connection_before_the_first_request(
+    make_pair: Callable[..., Pair], counting_origin: _CountingOrigin
+) -> None:
+    pair = make_pair(origin_port=counting_origin.server_address[1])
+    _until(lambda: counting_origin.accepted == 1, "a connection to the origin before any request")
+    assert counting_origin.requests == 0
+    for i in range(3):
+        assert request(pair.http_port, "GET", f"/r{i}", timeout=30).status == 200
+    assert counting_origin.requests == 3
+    assert counting_origin.accepted == 1  # the requests took the connection opened ahead of them
+
+
+def test_an_origin_that_is_down_at_start_gives_the_usual_502(
+    make_pair: Callable[..., Pair], counting_origin: _CountingOrigin
+) -> None:
+    port = counting_origin.server_address[1]
+    counting_origin.shutdown()
+    counting_origin.server_close()  # refused from now on
+    pair = make_pair(origin_port=port)
+    response = request(pair.http_port, "GET", "/", timeout=30)
+    assert response.status == 502
+    assert b"connecting to origin" in response.body
