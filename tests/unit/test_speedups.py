@@ -40,6 +40,7 @@ TWINS = {
     "h3path": ("ptproxy.tunnel.aioquic._h3path_py", "ptproxy._speedups.h3path"),
     "ccpath": ("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath"),
     "headscan": ("ptproxy.wire._headscan_py", "ptproxy._speedups.headscan"),
+    "streamrec": ("ptproxy.tunnel._streamrec_py", "ptproxy._speedups.streamrec"),
 }
 
 fieldcodec_impl = twin_fixture(*TWINS["fieldcodec"])
@@ -267,6 +268,7 @@ FACADES = [
     "ptproxy.tunnel.aioquic.h3path",
     "ptproxy.tunnel.cc.ccpath",
     "ptproxy.wire.headscan",
+    "ptproxy.tunnel.streamrec",
 ]
 
 
