@@ -24,13 +24,47 @@ from collections.abc import Callable
 from ptproxy.addr import UNIX_PREFIX, format_address
 from ptproxy.ops.metrics import CONTENT_TYPE, Metrics
 
-__all__ = ["MetricsServer", "healthcheck"]
+__all__ = ["MetricsServer", "bind_literal", "healthcheck"]
 
 logger = logging.getLogger("ptproxy.metrics")
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 _MAX_HEAD = 8192
 _TIMEOUT = 5.0
+
+
+def bind_literal(host: str, port: int) -> socket.socket | None:
+    """A listening TCP socket bound to ``host:port`` when ``host`` is an IP literal (None for a name),
+    as ``asyncio.start_server(host, port, reuse_address=True)`` binds it (SO_REUSEADDR, IPv6 only
+    for an IPv6 address, its error text), without the loop's getaddrinfo: on uvloop that starts
+    libuv's four resolver threads and IDNA-encodes the host (encodings.idna, stringprep and
+    unicodedata imported), ~5M instructions of an end's start-up (benchmarks/results/launch.txt)."""
+    sockaddr: tuple[str, int] | tuple[str, int, int, int]
+    if ":" in host:  # a scoped link-local address ("%eth0") is not one: left to getaddrinfo
+        family, sockaddr = socket.AF_INET6, (host, port, 0, 0)
+    else:
+        family, sockaddr = socket.AF_INET, (host, port)
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"error while attempting to bind on address {sockaddr!r}: {str(exc.strerror).lower()}"
+            ) from None
+        sock.listen(100)  # asyncio's and uvloop's default backlog
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class MetricsServer:
@@ -50,7 +84,11 @@ class MetricsServer:
 
     async def start(self) -> None:
         host, port = self.bind
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        sock = bind_literal(host, port)
+        if sock is not None:
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+        else:  # a name: resolved by the loop, as before
+            self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
         logger.info("metrics at http://%s/metrics (probes /healthz, /readyz)", format_address(self.address))
 
     async def close(self) -> None:
