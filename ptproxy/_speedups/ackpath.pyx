@@ -40,7 +40,7 @@ module imports nothing from aioquic: the objects it needs are handed in by :func
 from cpython.object cimport PyObject
 from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
 
-__all__ = ["configure", "handle_ack_frame"]
+__all__ = ["configure", "handle_ack_frame", "hold_ack_frame", "skip_ack_frame"]
 
 # aioquic's Buffer object (aioquic/_buffer.c, BufferObject): read here directly.
 cdef extern from *:
@@ -74,6 +74,8 @@ cdef dict _recovery_globals = {}  # aioquic.quic.recovery's namespace (K_* read 
 cdef tuple _recovery_methods = ()  # (name, function) pairs the class must still hold
 cdef frozenset _recovery_inlined = frozenset()  # names an instance attribute must not shadow
 cdef object _py_handle = None  # aioquic's _handle_ack_frame
+cdef object _py_hold = None  # the pure twin's hold_ack_frame
+cdef object _py_skip = None  # the pure twin's skip_ack_frame
 cdef object _py_on_packets_lost = None  # aioquic's QuicPacketRecovery._on_packets_lost
 cdef object _sender_delivery = None  # QuicStreamSender.on_data_delivery
 cdef object _marking_delivery = None  # marks.MarkingSender.on_data_delivery
@@ -88,7 +90,7 @@ def configure(**objects):
     global _Buffer, _BufferReadError, _ConnectionError, _FRAME_ENCODING_ERROR, _ACKED, _HANDSHAKE
     global _ONE_RTT, _Recovery, _recovery_globals, _recovery_methods, _recovery_inlined, _py_handle
     global _py_on_packets_lost, _sender_delivery, _marking_delivery, _ack_delivery, _sender_classes
-    global _MarkingSender, _declared_lost_kept
+    global _MarkingSender, _declared_lost_kept, _py_hold, _py_skip
     _Buffer = objects["buffer"]
     _BufferReadError = objects["buffer_read_error"]
     _ConnectionError = objects["connection_error"]
@@ -101,6 +103,8 @@ def configure(**objects):
     _recovery_methods = tuple(objects["recovery_methods"].items())
     _recovery_inlined = frozenset(objects["recovery_methods"])
     _py_handle = objects["handle_ack_frame"]
+    _py_hold = objects["hold_ack_frame"]
+    _py_skip = objects["skip_ack_frame"]
     _py_on_packets_lost = objects["recovery_methods"]["_on_packets_lost"]
     _sender_delivery = objects["sender_delivery"]
     _marking_delivery = objects["marking_delivery"]
@@ -146,6 +150,88 @@ cdef int _pull_uint_var(ptp_ack_BufferObject *b, unsigned long long *out) except
 
 cdef object _encoding_error(object frame_type, str reason):
     return _ConnectionError(error_code=_FRAME_ENCODING_ERROR, frame_type=frame_type, reason_phrase=reason)
+
+
+cdef inline bint _read_var(ptp_ack_BufferObject *b, unsigned long long *out) noexcept:
+    """_pull_uint_var without the exception: False for a short read (the position then is left
+    wherever it got to)."""
+    cdef int size, i
+    cdef unsigned long long value
+    if b.pos + 1 > b.end:
+        return False
+    size = 1 << (b.pos[0] >> 6)
+    if b.pos + size > b.end:
+        return False
+    value = b.pos[0] & 0x3F
+    for i in range(1, size):
+        value = (value << 8) | b.pos[i]
+    b.pos += size
+    out[0] = value
+    return True
+
+
+cdef bint _skip(ptp_ack_BufferObject *b, long long frame_type) noexcept:
+    """Read past an ACK frame's fields: False where the pure twin's skip_ack_frame raises (a short
+    frame, a range below packet 0)."""
+    cdef unsigned long long largest, value, count, k
+    cdef long long end
+    if not (_read_var(b, &largest) and _read_var(b, &value) and _read_var(b, &count)
+            and _read_var(b, &value)):
+        return False
+    end = <long long> largest - <long long> value  # both below 2**62
+    if end < 0:
+        return False
+    k = 0
+    while k < count:
+        if not _read_var(b, &value):
+            return False
+        end -= <long long> value + 2
+        if end < 0:
+            return False
+        if not _read_var(b, &value):
+            return False
+        end -= <long long> value
+        if end < 0:
+            return False
+        k += 1
+    if frame_type == ACK_ECN:
+        return _read_var(b, &value) and _read_var(b, &value) and _read_var(b, &value)
+    return True
+
+
+# -- holding it (PatchedQuicConnection._ptp_ack_frame) ---------------------------------------------
+
+def skip_ack_frame(buf, frame_type):
+    """The pure twin's ``skip_ack_frame``: read past an ACK frame's fields; aioquic's
+    BufferReadError for a short frame, ValueError for a range below packet 0."""
+    if type(buf) is not _Buffer or type(frame_type) is not int:
+        return _py_skip(buf, frame_type)
+    cdef ptp_ack_BufferObject *b = <ptp_ack_BufferObject *> buf
+    cdef unsigned char *start = b.pos
+    if _skip(b, frame_type):
+        return None
+    b.pos = start  # the pure twin's reads, for its exception and where it leaves the position
+    return _py_skip(buf, frame_type)
+
+
+def hold_ack_frame(self, context, frame_type, buf):
+    """The pure twin's ``hold_ack_frame`` (PatchedQuicConnection._ptp_ack_frame while
+    hold_acks(True)): a 1-RTT ACK frame (no qlog) read past in C and held as (context, frame type,
+    the packet's Buffer, the frame's offset there); a malformed one goes to the connection's bound
+    handler, which raises for it; any other is handled at once."""
+    if (
+        context.epoch is not _ONE_RTT
+        or self._quic_logger is not None
+        or type(buf) is not _Buffer
+        or type(frame_type) is not int
+    ):
+        return _py_hold(self, context, frame_type, buf)
+    cdef ptp_ack_BufferObject *b = <ptp_ack_BufferObject *> buf
+    cdef unsigned char *start = b.pos
+    if not _skip(b, frame_type):
+        b.pos = start
+        return self._ptp_ack_handler(context, frame_type, buf)  # raises what it raises for this frame
+    self._ptp_held_acks.append((context, frame_type, buf, <Py_ssize_t> (start - b.base)))
 
 
 # -- the frame -------------------------------------------------------------------------------------

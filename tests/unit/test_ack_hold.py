@@ -156,7 +156,8 @@ def test_a_malformed_ack_frame_fails_as_the_handler_fails(pki: DemoPki, body: by
 
 
 def test_a_well_formed_ack_frame_is_held_whole(pki: DemoPki) -> None:
-    """The held bytes are the frame's, ECN counts included: the next frame starts after them."""
+    """The frame is held in place (its packet's Buffer, no copy, and its offset there), ECN counts
+    included: the next frame starts after them; flushing reads it from there."""
     pair = _connected(pki, hold=True)
     server = pair.server
     context = type("Ctx", (), {"epoch": ONE_RTT, "time": pair.now})()
@@ -164,8 +165,9 @@ def test_a_well_formed_ack_frame_is_held_whole(pki: DemoPki) -> None:
     buf = Buffer(data=frame + b"\x01")  # a PING follows
     server._ptp_ack_frame(context, 0x03, buf)
     assert buf.pull_uint_var() == 0x01 and buf.eof()
-    assert server._ptp_held_acks == [(context, 0x03, frame)]
+    assert server._ptp_held_acks == [(context, 0x03, buf, 0)]
     server.flush_acks()
+    assert buf.tell() == len(frame)  # replayed from its offset by the bound handler
     assert not server.acks_held()
 
 

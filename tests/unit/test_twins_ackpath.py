@@ -382,3 +382,113 @@ def test_installed_only_when_compiled() -> None:
 def test_layout_holds() -> None:
     conn = PatchedQuicConnection(configuration=QuicConfiguration(is_client=True), flow=flow_settings())
     assert ackpath.layout_holds(conn)
+
+
+# -- the holding handler (PatchedQuicConnection._ptp_ack_frame) and its extent reader ---------------
+
+FRAME_BODY = st.one_of(
+    st.builds(
+        lambda numbers, delay, ecn, cut: _encode(_ack_fields(numbers, delay), ecn, cut),
+        st.lists(st.integers(0, 300) | st.sampled_from([2**30, 2**62 - 1]), min_size=1, max_size=12),
+        st.sampled_from([0, 3, 2**62 - 1]),
+        st.booleans(),
+        st.sampled_from([0, 0, 0, 1, 2, 7]),
+    ),
+    # random fields: negative packet numbers, huge counts and gaps, cut anywhere
+    st.builds(
+        _encode,
+        st.lists(st.sampled_from([0, 1, 2, 3, 5, 20, 63, 64, 2**14, 2**30, 2**62 - 1]), max_size=10),
+        st.booleans(),
+        st.sampled_from([0, 0, 1, 3]),
+    ),
+    st.binary(max_size=40),
+)
+
+
+def _skip_outcome(skip: Any, data: bytes, start: int, frame_type: Any) -> tuple[Any, ...]:
+    buf = Buffer(data=data)
+    buf.seek(start)
+    try:
+        result: Any = ("ok", skip(buf, frame_type))
+    except Exception as exc:  # noqa: BLE001 - both twins must raise the same one
+        result = (type(exc).__name__, str(exc))
+    return result, buf.tell()
+
+
+class Holder:
+    """What hold_ack_frame reads and writes on a connection: the held list, its qlog logger and
+    the bound handler (here, a recorder that reads the frame as aioquic's handler would)."""
+
+    def __init__(self, logged: bool) -> None:
+        self._quic_logger = object() if logged else None
+        self._ptp_held_acks: list[tuple[Any, ...]] = []
+        self.handled: list[tuple[Any, ...]] = []
+
+    def _ptp_ack_handler(self, context: Any, frame_type: int, buf: Buffer) -> None:
+        start = buf.tell()
+        self.handled.append((context.epoch, frame_type, start))
+        py.skip_ack_frame(buf, frame_type)  # raises for a malformed frame, as the handler does
+
+
+def _hold_outcome(hold: Any, data: bytes, start: int, frame_type: int, epoch: Any, logged: bool) -> tuple[Any, ...]:
+    conn = Holder(logged)
+    buf = Buffer(data=data)
+    buf.seek(start)
+    context = SimpleNamespace(epoch=epoch)
+    try:
+        result: Any = ("ok", hold(conn, context, frame_type, buf))
+    except Exception as exc:  # noqa: BLE001 - both twins must raise the same one
+        result = (type(exc).__name__, str(exc))
+    held = []
+    for held_context, held_type, held_buf, offset in conn._ptp_held_acks:
+        assert held_context is context and held_buf is buf  # the packet's own Buffer, no copy
+        held.append((held_type, offset))
+    return result, buf.tell(), held, conn.handled
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    body=FRAME_BODY,
+    before=st.binary(max_size=3),
+    after=st.binary(max_size=3),
+    frame_type=st.sampled_from([0x02, 0x03]),
+    epoch=st.sampled_from([tls.Epoch.ONE_RTT, tls.Epoch.ONE_RTT, tls.Epoch.ONE_RTT, tls.Epoch.HANDSHAKE]),
+    logged=st.sampled_from([False, False, False, True]),
+)
+def test_hold_ack_frame_matches_the_pure_twin(
+    body: bytes, before: bytes, after: bytes, frame_type: int, epoch: Any, logged: bool
+) -> None:
+    """The same frame read past (or the same exception, at the same position), the same entry held
+    (the frame's offset in the packet's Buffer) or the same call of the bound handler."""
+    compiled = _compiled()
+    data = before + body + after
+    start = len(before)
+    assert _skip_outcome(compiled.skip_ack_frame, data, start, frame_type) == _skip_outcome(
+        py.skip_ack_frame, data, start, frame_type
+    )
+    got = _hold_outcome(compiled.hold_ack_frame, data, start, frame_type, epoch, logged)
+    want = _hold_outcome(py.hold_ack_frame, data, start, frame_type, epoch, logged)
+    assert got == want
+
+
+def test_hold_ack_frame_holds_the_frame_in_place() -> None:
+    """Both twins: a well-formed 1-RTT frame is read past and held as its packet's Buffer and the
+    frame's offset there; the next frame is read from where it ends."""
+    twins = [py] + ([_compiled()] if ackpath.IMPLEMENTATION == "compiled" else [])
+    body = _encode(_ack_fields([0, 1, 2, 5, 9], 3), True, 0)
+    for twin in twins:
+        conn = Holder(logged=False)
+        buf = Buffer(data=b"\x01" + body + b"\x01")
+        buf.seek(1)
+        context = SimpleNamespace(epoch=tls.Epoch.ONE_RTT)
+        twin.hold_ack_frame(conn, context, 0x03, buf)
+        assert conn._ptp_held_acks == [(context, 0x03, buf, 1)] and not conn.handled
+        assert buf.tell() == 1 + len(body)
+
+
+def test_hold_ack_frame_installed_only_when_compiled() -> None:
+    method = PatchedQuicConnection._ptp_ack_frame
+    if ackpath.IMPLEMENTATION == "compiled":
+        assert ackpath.INSTALLED and method is ackpath.hold_ack_frame
+    else:
+        assert method is py.hold_ack_frame

@@ -67,6 +67,8 @@ def _objects() -> dict[str, Any]:
         },
         "declared_lost_kept": DECLARED_LOST_KEPT,
         "handle_ack_frame": QuicConnection._handle_ack_frame,
+        "hold_ack_frame": _ackpath_py.hold_ack_frame,
+        "skip_ack_frame": _ackpath_py.skip_ack_frame,
         "sender_delivery": QuicStreamSender.on_data_delivery,
         "marking_delivery": MarkingSender.on_data_delivery,
         "ack_delivery": QuicConnection._on_ack_delivery,
@@ -145,4 +147,6 @@ def install() -> bool:
     twins["_impl"].configure(**_objects())
     INSTALLED["_handle_ack_frame"] = PatchedQuicConnection.__dict__.get("_handle_ack_frame")
     PatchedQuicConnection._handle_ack_frame = twins["handle_ack_frame"]  # type: ignore[method-assign]
+    INSTALLED["_ptp_ack_frame"] = PatchedQuicConnection.__dict__.get("_ptp_ack_frame")
+    PatchedQuicConnection._ptp_ack_frame = twins["hold_ack_frame"]
     return True

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aioquic import tls
-from aioquic.buffer import Buffer, BufferReadError
+from aioquic.buffer import Buffer
 from aioquic.quic import connection as qc
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
@@ -59,7 +59,7 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from ptproxy.addr import format_address
-from ptproxy.tunnel.aioquic import lossdetect, quicrecv
+from ptproxy.tunnel.aioquic import _ackpath_py, lossdetect, quicrecv
 from ptproxy.tunnel.aioquic import marks as stream_marks
 from ptproxy.tunnel.aioquic.marks import StreamMarks, adopt
 from ptproxy.tunnel.aioquic.pmtud import PathMtu
@@ -324,10 +324,11 @@ class PatchedQuicConnection(QuicConnection):
         self._ack_delay = ACK_DELAY
         self._ptp_eliciting = False  # the datagram being received held an ack-eliciting 1-RTT packet
         # Received 1-RTT ACK frames held while hold_acks(True) is in force (see _ptp_ack_frame):
-        # their packet's context, frame type and bytes, in arrival order; aioquic's (or the
-        # compiled) ACK handler as bound at construction runs them (flush_acks).
+        # their packet's context, frame type, Buffer (a packet's own, read no further once its
+        # frames were handled) and the frame's offset there, in arrival order; aioquic's (or the
+        # compiled) ACK handler as bound at construction runs them in place (flush_acks).
         self._ptp_hold_acks = False
-        self._ptp_held_acks: list[tuple[Any, int, bytes]] = []
+        self._ptp_held_acks: list[tuple[Any, int, Buffer, int]] = []
         self._ptp_ack_handler: Callable[[Any, int, Buffer], None] = (
             self._QuicConnection__frame_handlers[ACK_FRAME][0]  # type: ignore[attr-defined]
         )
@@ -1435,29 +1436,19 @@ class PatchedQuicConnection(QuicConnection):
         for frame_type in (ACK_FRAME, ACK_ECN_FRAME):
             table[frame_type] = (handler, table[frame_type][1])
 
-    def _ptp_ack_frame(self, context: Any, frame_type: int, buf: Buffer) -> None:
-        """The ACK frame handler while hold_acks(True): a 1-RTT ACK frame is held until
-        flush_acks; any other is handled at once.
-
-        Held, the frame's loss recovery and congestion control (~6 us compiled, ~18 us pure, hot,
-        per ACK of one packet) run after the packet's other frames and after their events were
-        handed to the application, not before: the request / response a packet carries reaches the
-        origin / the client first (Session.transmit). RFC 9000 leaves the order of a packet's
-        frames to the receiver; the frame is processed with its packet's receive time, before
-        anything that decides what to send or when (datagrams_to_send, get_timer, handle_timer
-        flush first). It is parsed here, so a malformed one still ends the packet's processing with
-        the same error as aioquic's handler raises."""
-        if context.epoch is not _ONE_RTT or self._quic_logger is not None:
-            self._ptp_ack_handler(context, frame_type, buf)
-            return
-        start = buf.tell()
-        try:
-            _skip_ack_frame(buf, frame_type)
-        except (BufferReadError, ValueError):
-            buf.seek(start)
-            self._ptp_ack_handler(context, frame_type, buf)  # raises what it raises for this frame
-            return
-        self._ptp_held_acks.append((context, frame_type, buf.data_slice(start, buf.tell())))
+    # The ACK frame handler while hold_acks(True) (the compiled twin once ackpath is installed): a
+    # 1-RTT ACK frame is read past and held, as its packet's Buffer and the frame's offset there,
+    # until flush_acks; any other is handled at once.
+    #
+    # Held, the frame's loss recovery and congestion control (~6 us compiled, ~18 us pure, hot, per
+    # ACK of one packet) run after the packet's other frames and after their events were handed to
+    # the application, not before: the request / response a packet carries reaches the origin / the
+    # client first (Session.transmit). RFC 9000 leaves the order of a packet's frames to the
+    # receiver; the frame is processed with its packet's receive time, before anything that decides
+    # what to send or when (datagrams_to_send, get_timer, handle_timer flush first). It is read
+    # here, so a malformed one still ends the packet's processing with the same error as the bound
+    # handler raises (it is handed the frame).
+    _ptp_ack_frame = _ackpath_py.hold_ack_frame
 
     def acks_held(self) -> bool:
         """Whether received ACK frames wait for flush_acks."""
@@ -1471,9 +1462,10 @@ class PatchedQuicConnection(QuicConnection):
             return
         self._ptp_held_acks = []
         handler = self._ptp_ack_handler
-        for context, frame_type, data in held:
+        for context, frame_type, buf, start in held:
+            buf.seek(start)
             try:
-                handler(context, frame_type, Buffer(data=data))
+                handler(context, frame_type, buf)
             except qc.QuicConnectionError as exc:
                 self._logger.warning(exc)
                 self.close(error_code=exc.error_code, frame_type=exc.frame_type, reason_phrase=exc.reason_phrase)
@@ -1637,25 +1629,6 @@ quicrecv.use_frame_loop(PatchedQuicConnection._payload_received)
 
 
 # -- state aioquic keeps private ---------------------------------------------------------------
-
-
-def _skip_ack_frame(buf: Buffer, frame_type: int) -> None:
-    """Read past an ACK frame's fields; BufferReadError for a short frame, ValueError for a range
-    below packet 0 (where pull_ack_frame fails: the handler then reads it to raise its own error)."""
-    pull = buf.pull_uint_var
-    end = pull()  # largest acknowledged
-    pull()  # ACK delay
-    ranges = pull()
-    end -= pull()  # first ACK range
-    for _ in range(ranges):
-        end -= pull() + 2  # gap
-        end -= pull()  # ACK range
-    if end < 0:
-        raise ValueError("ACK range contains a negative packet number")
-    if frame_type == ACK_ECN_FRAME:
-        pull()
-        pull()
-        pull()
 
 
 def _join_stream_data(first: StreamDataReceived, events: deque[QuicEvent]) -> StreamDataReceived:
