@@ -188,7 +188,8 @@ class Session:
         quic = self.quic
         # With a lone stream (or none) open, the datagram's ACK frames wait until its events were
         # handed over (transmit); with several, they are processed at once (nothing is held then).
-        quic.hold_acks(len(self._streams) <= 1)
+        lone = len(self._streams) <= 1
+        quic.hold_acks(lone)
         try:
             quic.receive_datagram(data, addr, now=self._last_activity)
         except Exception:  # a bug must cost this connection, never the endpoint
@@ -204,6 +205,22 @@ class Session:
             if self._transmit_handle is not None:
                 self._transmit_handle.cancel()
             self.transmit()
+        elif lone and quic.stream_end_pending() and not self._answer_first and not self._deliver_first:
+            # A lone stream's end (a GET at the server end, a response at the client end): its
+            # events are handed over now, so the reader's step (the write to the origin / the
+            # client) runs at the loop's next step, not after one more (a transmit's call_soon,
+            # another poll). The send (held ACK frames, packets, timer) follows that step, as in
+            # transmit: a transmit this read scheduled before (an ACK-only datagram ahead of this
+            # one) becomes that send; what the rest of the read brings is handled there too.
+            if self._transmit_handle is not None:
+                self._transmit_handle.cancel()
+                self._transmit_handle = None
+            if not self._handle_events():
+                return
+            if self._stream_ended and len(self._streams) <= 1:
+                self._transmit_handle = self._loop.call_soon(self._send_held)
+            else:
+                self.transmit_soon()
         else:
             self.transmit_soon()
 

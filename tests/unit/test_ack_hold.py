@@ -3,12 +3,14 @@ on a long link).
 
 PatchedQuicConnection, after ``hold_acks(True)`` (a Session's, while at most one stream is open), keeps a 1-RTT packet's
 ACK frames (loss recovery, congestion control) for ``flush_acks``, which everything deciding what or
-when to send runs first (datagrams_to_send, get_timer, handle_timer). Session.transmit hands a lone
-stream's end to its reader and sends (ACK frames processed first) one loop step later, so the
-request reaches the origin / the response the client before that work. Checked in both twin modes
-(the compiled receive path and ACK handler, or aioquic's): the event is there while the ACK frame
-waits, the recovery state afterwards is the one an at-once handling leaves, a malformed frame fails
-the packet the same way, and a Session's reader runs before the ACK frames are processed.
+when to send runs first (datagrams_to_send, get_timer, handle_timer). A Session hands a lone
+stream's end to its reader as the datagram is read (Session.datagram_received; else its transmit
+does) and sends (ACK frames processed first) after the reader's step, so the request reaches the
+origin / the response the client before that work. Checked in both twin modes (the compiled receive
+path and ACK handler, or aioquic's): the event is there while the ACK frame waits, the recovery
+state afterwards is the one an at-once handling leaves, a malformed frame fails the packet the same
+way, and a Session's reader runs before the ACK frames are processed and before what was scheduled
+after the datagram's read.
 """
 
 from __future__ import annotations
@@ -239,3 +241,66 @@ def test_a_session_reader_runs_before_the_ack_frames_it_came_with(
     assert len(seen) == 3
     # From the second GET on, the client's packet acknowledges the server's previous response.
     assert all(held for held, _ in seen[1:]), seen
+
+
+def test_a_lone_stream_end_reaches_its_reader_at_the_next_loop_step(
+    configs: tuple[Config, Config],  # noqa: F811 - the fixture
+) -> None:
+    """Server end, a lone GET with the ACK of the previous response: its events are handed over
+    as the datagram is read, so the handler's step that reads it runs before anything scheduled
+    right after that read (not one loop step later, behind a transmit scheduled by the read); the
+    ACK frame is still held then, and the send follows."""
+
+    async def main() -> list[tuple[str, int, bool]]:
+        pair = SessionPair(configs, None)
+        order: list[tuple[str, int, bool]] = []
+        reads = [0]
+        try:
+            await pair.connect()
+            pair.client.quic._ack_delay = 60.0  # the ACK of a response rides with the next GET
+            server = pair.server
+            assert server is not None
+            loop = asyncio.get_running_loop()
+            received = server.datagram_received
+
+            def datagram_received(data: bytes, addr: Any) -> None:
+                reads[0] += 1
+                received(data, addr)
+                loop.call_soon(order.append, ("after read", reads[0], False))
+
+            server.datagram_received = datagram_received  # type: ignore[method-assign]
+
+            async def serve(n: int) -> None:
+                for _ in range(n):
+                    stream = await pair.requests.get()
+                    head = await stream.receive()
+                    assert isinstance(head, Headers) and head.stream_ended
+                    order.append(("reader", reads[0], server.quic.acks_held()))
+                    stream.send_headers([(b":status", b"204")], end_stream=True)
+                    stream.finish()
+
+            server_task = asyncio.ensure_future(serve(3))
+            for _ in range(3):
+                stream = pair.client.open_stream()
+                stream.send_headers(
+                    [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")],
+                    end_stream=True,
+                )
+                head = await stream.receive()
+                assert isinstance(head, Headers)
+                if not head.stream_ended:
+                    assert isinstance(await stream.receive(), StreamEnded)
+                stream.finish()
+            await server_task
+            return order
+        finally:
+            await pair.close()
+
+    order = asyncio.run(asyncio.wait_for(main(), 30))
+    readers = [entry for entry in order if entry[0] == "reader"]
+    assert len(readers) == 3, order
+    # From the second GET on (its datagram carries the ACK of the previous response): the reader
+    # ran with the ACK frame still held, before what was scheduled right after that read.
+    for entry in readers[1:]:
+        assert entry[2], order
+        assert order.index(entry) < order.index(("after read", entry[1], False)), order

@@ -1520,6 +1520,15 @@ class PatchedQuicConnection(QuicConnection):
             return _join_stream_data(event, events)
         return event
 
+    def stream_end_pending(self) -> bool:
+        """Whether the last event waiting to be handed over ends a stream's receiving half (a
+        request or response that the datagram just received completed)."""
+        events = self._events
+        if not events:
+            return False
+        last = events[-1]
+        return type(last) is StreamDataReceived and last.end_stream
+
     def ack_flush_due(self) -> bool:
         """Whether so many ack-eliciting packets wait for an ACK that it should leave before the
         rest of the datagrams read in this loop iteration are handled (ACK_FLUSH_PACKETS)."""
