@@ -13,12 +13,14 @@ property broke). Anything else escaping is a crash: the pipeline may only fail w
   ``last_chunk()`` → ResponseParser gives back the same bytes, chunk boundaries and trailers.
 
 The twins: ``fc`` is a fieldcodec module (pure or compiled), ``ck`` a chunked module; the request
-and response targets patch them into h3map and serialize for the call (:func:`using_twins`).
+and response targets patch them, and the headmap twin of the same kind, into h3map and serialize
+for the call (:func:`using_twins`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from ptproxy.errors import PtproxyError
-from ptproxy.wire import h3map, serialize
+from ptproxy.wire import _headmap_py, h3map, serialize
 from ptproxy.wire.events import (
     BodyData,
     BodyKind,
@@ -41,19 +43,44 @@ from ptproxy.wire.parser import RequestParser, ResponseParser
 FRAMING = {b"content-length", b"transfer-encoding", b"host"}
 
 
+# Where h3map and serialize bind the headmap twin's functions (patched by :func:`using_twins`).
+_HEADMAP_BINDINGS = (
+    (h3map, "_h1_request_to_h3", "h1_request_to_h3"),
+    (h3map, "_h3_request_parts", "h3_request_parts"),
+    (h3map, "_h1_response_to_h3", "h1_response_to_h3"),
+    (h3map, "_h3_response_parts", "h3_response_parts"),
+    (serialize, "_request_head", "request_head_bytes"),
+    (serialize, "_response_head", "response_head_bytes"),
+)
+
+
+def _headmap_twin(fc: ModuleType) -> ModuleType:
+    """The headmap twin that goes with a fieldcodec twin: compiled with compiled (when built)."""
+    if fc.__name__.startswith("ptproxy._speedups."):
+        with contextlib.suppress(ImportError):
+            return importlib.import_module("ptproxy._speedups.headmap")
+    return _headmap_py
+
+
 @contextlib.contextmanager
 def using_twins(fc: ModuleType | None) -> Iterator[None]:
+    """Run h3map and serialize on the fieldcodec twin ``fc`` and the headmap twin that goes with it
+    (the pure headmap twin calls ``fc`` itself; the compiled one has the field rules built in)."""
     if fc is None:
         yield
         return
-    old_h3, old_ser = h3map.fieldcodec, serialize.h3_to_h1_fields
+    hm = _headmap_twin(fc)
+    saved = [(mod, attr, getattr(mod, attr)) for mod, attr, _ in _HEADMAP_BINDINGS]
+    saved += [(h3map, "fieldcodec", h3map.fieldcodec), (_headmap_py, "fieldcodec", _headmap_py.fieldcodec)]
+    for mod, attr, name in _HEADMAP_BINDINGS:
+        setattr(mod, attr, getattr(hm, name))
     h3map.fieldcodec = fc  # type: ignore[assignment]
-    serialize.h3_to_h1_fields = fc.h3_to_h1_fields  # type: ignore[assignment]
+    _headmap_py.fieldcodec = fc  # type: ignore[assignment]
     try:
         yield
     finally:
-        h3map.fieldcodec = old_h3  # type: ignore[assignment]
-        serialize.h3_to_h1_fields = old_ser  # type: ignore[assignment]
+        for mod, attr, old in saved:
+            setattr(mod, attr, old)
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:

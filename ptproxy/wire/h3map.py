@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptproxy.errors import ClientProtocolError, UpstreamError
-from ptproxy.wire import fieldcodec
+from ptproxy.errors import ClientProtocolError
+from ptproxy.wire import fieldcodec, headmap
 from ptproxy.wire.events import BodyKind, RequestHead, ResponseHead
 
 __all__ = [
@@ -39,6 +39,15 @@ NO_BODY_STATUSES = frozenset({204, 304})
 ROUTE_FIELD = b"ptproxy-route"  # the route's name (absent: the default route)
 CLIENT_ADDRESS_FIELD = b"ptproxy-client-address"  # the address the client end saw (X-Forwarded-For)
 INTERNAL_FIELDS = frozenset({ROUTE_FIELD, CLIENT_ADDRESS_FIELD})
+
+# The head mapping itself is the headmap twin's (compiled, or its pure twin): bound once here.
+_h1_request_to_h3 = headmap.h1_request_to_h3
+_h3_request_parts = headmap.h3_request_parts
+_h1_response_to_h3 = headmap.h1_response_to_h3
+_h3_response_parts = headmap.h3_response_parts
+# BodyKind's members as plain globals: ``BodyKind.X`` goes through the enum metaclass's attribute
+# hook (~1k instructions each on CPython 3.11, more than a module global's ~20).
+_NONE, _LENGTH, _CHUNKED = BodyKind.NONE, BodyKind.LENGTH, BodyKind.CHUNKED
 
 
 @dataclass(slots=True)
@@ -68,13 +77,6 @@ class TunnelResponse:
     content_length: int | None
 
 
-def _host_of(head: RequestHead) -> bytes:
-    hosts = [v for n, v in head.headers if n.lower() == b"host"]
-    if len(hosts) != 1 or not hosts[0]:
-        raise ClientProtocolError("missing or repeated Host header")
-    return hosts[0]
-
-
 def request_to_h3(head: RequestHead, forwarded: bytes | None = None) -> list[tuple[bytes, bytes]]:
     """Client end: an HTTP/1.1 request head → HTTP/3 header list."""
     authority = _host_of(head)
@@ -92,7 +94,11 @@ def request_to_h3(head: RequestHead, forwarded: bytes | None = None) -> list[tup
     ]
 
 
-_INTERNAL_OR_LENGTH = INTERNAL_FIELDS | {b"content-length"}
+def _host_of(head: RequestHead) -> bytes:
+    hosts = [v for n, v in head.headers if n.lower() == b"host"]
+    if len(hosts) != 1 or not hosts[0]:
+        raise ClientProtocolError("missing or repeated Host header")
+    return hosts[0]
 
 
 def request_to_h3_tagged(
@@ -100,72 +106,24 @@ def request_to_h3_tagged(
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Client end: :func:`request_to_h3` without the ends' own fields (INTERNAL_FIELDS: no
     HTTP/1.1 client may choose a route or an address), for the caller to append its own; and
-    the ``:authority`` (to choose the route by). One pass over the fields instead of three."""
-    authority = _host_of(head)
-    drop = _INTERNAL_OR_LENGTH if head.body is BodyKind.CHUNKED else INTERNAL_FIELDS
-    out = [
-        (b":method", head.method),
-        (b":scheme", b"http"),
-        (b":authority", authority),
-        (b":path", head.target),
-    ]
-    out += [(n, v) for n, v in fieldcodec.h1_to_h3_fields(head.headers) if n not in drop]
-    if forwarded is not None:
-        out.append((b"forwarded", forwarded))
-    return out, authority
-
-
-def _content_length(fields: list[tuple[bytes, bytes]], error: type[Exception]) -> int | None:
-    values = {v.strip() for n, v in fields if n == b"content-length"}
-    if not values:
-        return None
-    if len(values) != 1:
-        raise error("conflicting content-length values")
-    (value,) = values
-    if not value.isdigit() or len(value) > 18:
-        raise error(f"invalid content-length {value[:32]!r}")
-    return int(value)
+    the ``:authority`` (to choose the route by). One pass over the fields (headmap twin)."""
+    return _h1_request_to_h3(head.method, head.target, head.headers, head.body is _CHUNKED, forwarded)
 
 
 def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRequest:
     """Server end: HTTP/3 request headers → what to replay. Raises ClientProtocolError (400).
 
     Field names and values are left for :func:`ptproxy.wire.serialize.request_head` to validate,
-    the one place they are written from."""
-    pseudo: dict[bytes, bytes] = {}
-    fields: list[tuple[bytes, bytes]] = []  # without Host: it is written from the authority
-    hosts: list[bytes] = []
-    for name, value in headers:
-        if name.startswith(b":"):
-            pseudo[name] = value
-        elif name == b"host":
-            hosts.append(value)
-        else:
-            fields.append((name, value))
-    method = pseudo.get(b":method")
-    if not method:
-        raise ClientProtocolError("missing :method")
-    if method == b"CONNECT":
+    the one place they are written from (serialize.request_head validates every field it writes,
+    HeaderError, a 400 too; checking them here as well parsed each field twice)."""
+    parts = _h3_request_parts(headers)
+    if parts is None:  # :method CONNECT
+        pseudo = {n: v for n, v in headers if n.startswith(b":")}
         if b":protocol" not in pseudo:
             return _connect_request(pseudo, [(n, v) for n, v in headers if not n.startswith(b":")])
         raise ClientProtocolError("CONNECT is not supported")
-    path = pseudo.get(b":path")
-    if not path:
-        raise ClientProtocolError("missing :path")
-    authority = pseudo.get(b":authority")
-    if not authority:
-        if len(hosts) != 1:
-            raise ClientProtocolError("missing :authority and Host")
-        authority = hosts[0]
-    # Names and values are not validated here: serialize.request_head validates every field it
-    # writes (HeaderError, a 400 too), and checking them here as well parsed each field twice.
-    length = _content_length(fields, ClientProtocolError)
-    if length is not None:
-        body = BodyKind.LENGTH
-    elif ended:
-        body = BodyKind.NONE
-    else:
-        body = BodyKind.CHUNKED
+    method, authority, path, fields, length = parts
+    body = _LENGTH if length is not None else _NONE if ended else _CHUNKED
     return TunnelRequest(method, authority, path, fields, body, length)
 
 
@@ -185,17 +143,9 @@ def _connect_request(pseudo: dict[bytes, bytes], fields: list[tuple[bytes, bytes
 
 def response_to_h3(head: ResponseHead) -> list[tuple[bytes, bytes]]:
     """Server end: origin response head → HTTP/3 header list (1xx included)."""
-    fields = fieldcodec.h1_to_h3_fields(head.headers)
-    if head.body is BodyKind.CHUNKED:
-        fields = [(n, v) for n, v in fields if n != b"content-length"]
-    return [(b":status", str(head.status).encode()), *fields]
+    return _h1_response_to_h3(head.status, head.headers, head.body is _CHUNKED)
 
 
 def response_from_h3(headers: list[tuple[bytes, bytes]]) -> TunnelResponse:
     """Client end: HTTP/3 response headers → status, HTTP/1.1 fields. Raises UpstreamError."""
-    status_values = [v for n, v in headers if n == b":status"]
-    if len(status_values) != 1 or not status_values[0].isdigit() or len(status_values[0]) != 3:
-        raise UpstreamError("peer sent a response without a valid :status")
-    fields = [(n, v) for n, v in headers if not n.startswith(b":")]
-    length = _content_length(fields, UpstreamError)
-    return TunnelResponse(int(status_values[0]), fields, length)
+    return TunnelResponse(*_h3_response_parts(headers))

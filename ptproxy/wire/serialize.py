@@ -11,134 +11,24 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from email.utils import formatdate
 from ipaddress import ip_address
 from typing import Literal
 
-from ptproxy.errors import HeaderError
+from ptproxy.wire import headmap
 from ptproxy.wire.events import BodyKind
-from ptproxy.wire.fieldcodec import h3_to_h1_fields
 
 __all__ = ["REASONS", "error_response", "forwarded", "http_date", "request_head", "response_head"]
 
-# IANA HTTP Status Code Registry (RFC 9110 section 15 and the RFCs it lists).
-REASONS: dict[int, bytes] = {
-    100: b"Continue",
-    101: b"Switching Protocols",
-    102: b"Processing",
-    103: b"Early Hints",
-    200: b"OK",
-    201: b"Created",
-    202: b"Accepted",
-    203: b"Non-Authoritative Information",
-    204: b"No Content",
-    205: b"Reset Content",
-    206: b"Partial Content",
-    207: b"Multi-Status",
-    208: b"Already Reported",
-    226: b"IM Used",
-    300: b"Multiple Choices",
-    301: b"Moved Permanently",
-    302: b"Found",
-    303: b"See Other",
-    304: b"Not Modified",
-    305: b"Use Proxy",
-    306: b"Unused",
-    307: b"Temporary Redirect",
-    308: b"Permanent Redirect",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    402: b"Payment Required",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    406: b"Not Acceptable",
-    407: b"Proxy Authentication Required",
-    408: b"Request Timeout",
-    409: b"Conflict",
-    410: b"Gone",
-    411: b"Length Required",
-    412: b"Precondition Failed",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    415: b"Unsupported Media Type",
-    416: b"Range Not Satisfiable",
-    417: b"Expectation Failed",
-    418: b"Unused",
-    421: b"Misdirected Request",
-    422: b"Unprocessable Content",
-    423: b"Locked",
-    424: b"Failed Dependency",
-    425: b"Too Early",
-    426: b"Upgrade Required",
-    428: b"Precondition Required",
-    429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large",
-    451: b"Unavailable For Legal Reasons",
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-    505: b"HTTP Version Not Supported",
-    506: b"Variant Also Negotiates",
-    507: b"Insufficient Storage",
-    508: b"Loop Detected",
-    510: b"Not Extended",
-    511: b"Network Authentication Required",
-}
-
-_date_cache: tuple[int, bytes] = (-1, b"")
-
-
-def http_date(now: float | None = None) -> bytes:
-    """IMF-fixdate (RFC 9110 5.6.7) for ``now`` (default: the wall clock), cached per second."""
-    global _date_cache
-    second = int(time.time() if now is None else now)
-    if _date_cache[0] != second:
-        _date_cache = (second, formatdate(second, usegmt=True).encode("ascii"))
-    return _date_cache[1]
-
-
-# request-target and authority bytes: visible ASCII only (RFC 3986 characters are a subset); this is
-# a safety net against line injection from the peer, not a URI parser.
-_VISIBLE = bytes(range(0x21, 0x7F))
-# RFC 9110 9.1: method = token.
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_HOST_OK = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
-
-
-def _check_method(method: bytes) -> None:
-    if not method or method.translate(None, _TCHAR):
-        raise HeaderError(f"invalid method {method[:32]!r}")
-
-
-def _check_target(target: bytes) -> None:
-    if not target or target.translate(None, _VISIBLE):
-        raise HeaderError(f"invalid request target {target[:64]!r}")
-
-
-def _check_authority(authority: bytes) -> None:
-    # RFC 9110 7.2: Host = uri-host [ ":" port ]; uri-host is reg-name / IPv4 / IP-literal.
-    if not authority or authority.translate(None, _HOST_OK):
-        raise HeaderError(f"invalid authority {authority[:64]!r}")
-
-
-def _framed(fields: list[tuple[bytes, bytes]], drop_length: bool) -> list[tuple[bytes, bytes]]:
-    if not drop_length:
-        return fields
-    return [(n, v) for n, v in fields if n != b"Content-Length"]
-
-
-def _block(first_line: bytes, lines: list[tuple[bytes, bytes]], extra: list[bytes]) -> bytes:
-    out = [first_line]
-    for name, value in lines:
-        out.append(b"%b: %b\r\n" % (name, value))
-    out.extend(extra)
-    out.append(b"\r\n")
-    return b"".join(out)
+# The writers themselves are the headmap twin's (compiled, or its pure twin); the body kind goes to
+# it as a code (this module maps BodyKind; the twin sits below wire.events).
+REASONS: dict[int, bytes] = headmap.REASONS
+http_date = headmap.http_date
+_request_head = headmap.request_head_bytes
+_response_head = headmap.response_head_bytes
+# BodyKind's members as plain globals: ``BodyKind.X`` goes through the enum metaclass's attribute
+# hook (~1k instructions each on CPython 3.11).
+_NONE, _LENGTH, _CHUNKED = BodyKind.NONE, BodyKind.LENGTH, BodyKind.CHUNKED
 
 
 def request_head(
@@ -157,22 +47,10 @@ def request_head(
     - LENGTH: ``Content-Length: content_length``;
     - CHUNKED: ``Transfer-Encoding: chunked`` and never Content-Length.
 
-    Raises HeaderError for a method, target, authority or field that could not be written safely."""
-    _check_method(method)
-    _check_target(target)
-    _check_authority(authority)
-    if body is BodyKind.CLOSE:
-        raise ValueError("a request body cannot be delimited by closing the connection")
-    lines = [(n, v) for n, v in h3_to_h1_fields(fields) if n not in (b"Host", b"Content-Length")]
-    extra: list[bytes] = []
-    if body is BodyKind.LENGTH:
-        if content_length is None or content_length < 0:
-            raise ValueError("BodyKind.LENGTH needs a content_length")
-        extra.append(b"Content-Length: %d\r\n" % content_length)
-    elif body is BodyKind.CHUNKED:
-        extra.append(b"Transfer-Encoding: chunked\r\n")
-    first = b"%b %b HTTP/1.1\r\nHost: %b\r\n" % (method, target, authority)
-    return _block(first, lines, extra)
+    Raises HeaderError for a method, target, authority or field that could not be written safely
+    (method: a token, RFC 9110 9.1; target: visible ASCII; authority: RFC 9110 7.2 Host bytes)."""
+    code = 0 if body is _NONE else 1 if body is _LENGTH else 2 if body is _CHUNKED else 3
+    return _request_head(method, target, authority, fields, code, content_length)
 
 
 def response_head(
@@ -196,33 +74,8 @@ def response_head(
     - CHUNKED: ``Transfer-Encoding: chunked``, any Content-Length dropped;
     - CLOSE: no framing header; ``Connection: close`` is implied.
     """
-    if not 100 <= status <= 599:
-        raise ValueError(f"status {status} is outside 100..599")
-    interim = status < 200
-    lines = h3_to_h1_fields(fields)
-    extra: list[bytes] = []
-    names = {n for n, _ in lines}
-    if add_date and not interim and b"Date" not in names:
-        extra.append(b"Date: %b\r\n" % http_date(now))
-    if server is not None and b"Server" not in names:
-        extra.append(b"Server: %b\r\n" % server)
-    if body is BodyKind.NONE:
-        lines = _framed(lines, drop_length=interim or status == 204)
-    elif body is BodyKind.LENGTH:
-        if content_length is None or content_length < 0:
-            raise ValueError("BodyKind.LENGTH needs a content_length")
-        lines = _framed(lines, drop_length=True)
-        extra.append(b"Content-Length: %d\r\n" % content_length)
-    elif body is BodyKind.CHUNKED:
-        lines = _framed(lines, drop_length=True)
-        extra.append(b"Transfer-Encoding: chunked\r\n")
-    else:  # CLOSE: the end of the body is the end of the connection (RFC 9112 6.3 rule 8).
-        lines = _framed(lines, drop_length=True)
-        close = True
-    if close:
-        extra.append(b"Connection: close\r\n")
-    first = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Unknown"))
-    return _block(first, lines, extra)
+    code = 0 if body is _NONE else 1 if body is _LENGTH else 2 if body is _CHUNKED else 3
+    return _response_head(status, fields, code, content_length, add_date, server, close, now)
 
 
 def error_response(
@@ -243,7 +96,7 @@ def error_response(
     head = response_head(
         status,
         [(b"content-type", b"text/plain; charset=utf-8")],
-        body=BodyKind.LENGTH,
+        body=_LENGTH,
         content_length=len(payload),
         server=b"ptproxy " + side.encode("ascii"),
         close=close,

@@ -41,6 +41,7 @@ TWINS = {
     "ccpath": ("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath"),
     "headscan": ("ptproxy.wire._headscan_py", "ptproxy._speedups.headscan"),
     "streamrec": ("ptproxy.tunnel._streamrec_py", "ptproxy._speedups.streamrec"),
+    "headmap": ("ptproxy.wire._headmap_py", "ptproxy._speedups.headmap"),
 }
 
 fieldcodec_impl = twin_fixture(*TWINS["fieldcodec"])
@@ -269,6 +270,7 @@ FACADES = [
     "ptproxy.tunnel.cc.ccpath",
     "ptproxy.wire.headscan",
     "ptproxy.tunnel.streamrec",
+    "ptproxy.wire.headmap",
 ]
 
 
