@@ -484,8 +484,12 @@ class Limits(_Section, kw_only=True, frozen=True):
         Ms, Doc("ms to receive a whole request head; slower gets 408.")
     ] = 10000
     keepalive_idle_timeout: Annotated[
-        Ms, Doc("ms an idle HTTP/1.1 listener connection is kept before it is closed.")
-    ] = 60000
+        Ms,
+        Doc(
+            "ms an idle HTTP/1.1 listener connection is kept before it is closed (5 minutes, "
+            "as Caddy: a client that comes back after minutes of silence reuses its connection)."
+        ),
+    ] = 300000
     origin_connect_timeout: Annotated[
         Ms, Doc("ms to connect to the origin; slower gets 502.")
     ] = 5000

@@ -148,7 +148,7 @@ def test_minimal_client_gets_every_default() -> None:
         "max_header_bytes": 65536,
         "max_header_count": 100,
         "request_head_timeout": 10000,
-        "keepalive_idle_timeout": 60000,
+        "keepalive_idle_timeout": 300000,
         "origin_connect_timeout": 5000,
         "origin_response_timeout": 60000,
         "stream_queue_timeout": 5000,
