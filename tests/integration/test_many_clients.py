@@ -14,8 +14,6 @@ from __future__ import annotations
 import select
 import signal
 import socket
-import socketserver
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.counting_origin import CountingOrigin, running_counting_origin
 from tests.support.h1client import request
 from tests.support.pair import Pair
 
@@ -82,48 +81,14 @@ STREAMS = 40  # above the old default of 32 idle origin connections
 HOLD = 0.5  # s the origin holds each request, so a round's requests are all in flight at once
 
 
-class _CountingOrigin(socketserver.ThreadingTCPServer):
-    """A keep-alive HTTP/1.1 origin (bodiless requests) that counts the connections it accepted
-    and answers each request after ``HOLD`` seconds."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.accepted = 0
-        self.lock = threading.Lock()
-
-
-class _Handler(socketserver.StreamRequestHandler):
-    server: _CountingOrigin
-
-    def handle(self) -> None:
-        with self.server.lock:
-            self.server.accepted += 1
-        while True:
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                line = self.rfile.readline()
-                if not line:
-                    return
-                head += line
-            time.sleep(HOLD)
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-
-
 @pytest.fixture()
-def counting_origin() -> Iterator[_CountingOrigin]:
-    origin = _CountingOrigin()
-    thread = threading.Thread(target=origin.serve_forever, daemon=True)
-    thread.start()
-    yield origin
-    origin.shutdown()
-    origin.server_close()
+def counting_origin() -> Iterator[CountingOrigin]:
+    with running_counting_origin(HOLD) as origin:
+        yield origin
 
 
 def test_a_full_tunnel_reuses_its_origin_connections(
-    make_pair: Callable[..., Pair], counting_origin: _CountingOrigin
+    make_pair: Callable[..., Pair], counting_origin: CountingOrigin
 ) -> None:
     both = {"transport": {"max_concurrent_http_streams": STREAMS}}
     pair = make_pair(both, both, origin_port=counting_origin.server_address[1])

@@ -4,57 +4,20 @@ first request does not wait for a TCP handshake with the origin, and takes that 
 
 from __future__ import annotations
 
-import socketserver
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.counting_origin import CountingOrigin, running_counting_origin
 from tests.support.h1client import request
 from tests.support.pair import Pair
 
 
-class _CountingOrigin(socketserver.ThreadingTCPServer):
-    """A keep-alive HTTP/1.1 origin (bodiless requests) that counts the connections it accepted
-    and the requests it answered."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.accepted = 0
-        self.requests = 0
-        self.lock = threading.Lock()
-
-
-class _Handler(socketserver.StreamRequestHandler):
-    server: _CountingOrigin
-
-    def handle(self) -> None:
-        with self.server.lock:
-            self.server.accepted += 1
-        while True:
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                line = self.rfile.readline()
-                if not line:
-                    return
-                head += line
-            with self.server.lock:
-                self.server.requests += 1
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-
-
 @pytest.fixture()
-def counting_origin() -> Iterator[_CountingOrigin]:
-    origin = _CountingOrigin()
-    thread = threading.Thread(target=origin.serve_forever, daemon=True)
-    thread.start()
-    yield origin
-    origin.shutdown()
-    origin.server_close()
+def counting_origin() -> Iterator[CountingOrigin]:
+    with running_counting_origin() as origin:
+        yield origin
 
 
 def _until(pred: Callable[[], bool], what: str, limit: float = 30.0) -> None:
@@ -65,7 +28,7 @@ def _until(pred: Callable[[], bool], what: str, limit: float = 30.0) -> None:
 
 
 def test_the_origin_sees_a_connection_before_the_first_request(
-    make_pair: Callable[..., Pair], counting_origin: _CountingOrigin
+    make_pair: Callable[..., Pair], counting_origin: CountingOrigin
 ) -> None:
     pair = make_pair(origin_port=counting_origin.server_address[1])
     _until(lambda: counting_origin.accepted == 1, "a connection to the origin before any request")
@@ -77,7 +40,7 @@ def test_the_origin_sees_a_connection_before_the_first_request(
 
 
 def test_an_origin_that_is_down_at_start_gives_the_usual_502(
-    make_pair: Callable[..., Pair], counting_origin: _CountingOrigin
+    make_pair: Callable[..., Pair], counting_origin: CountingOrigin
 ) -> None:
     port = counting_origin.server_address[1]
     counting_origin.shutdown()
