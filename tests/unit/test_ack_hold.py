@@ -188,6 +188,23 @@ def test_without_hold_or_outside_1rtt_the_frame_is_handled_at_once(pki: DemoPki)
     assert fresh._QuicConnection__frame_handlers[0x02][0] == fresh._ptp_ack_handler
 
 
+async def _lone_gets(pair: SessionPair, count: int) -> None:
+    """``count`` GETs from the client session, one at a time: each is sent once the previous
+    response was read to its end, so the next GET goes at once and the ACK of that response rides
+    with it."""
+    for _ in range(count):
+        stream = pair.client.open_stream()
+        stream.send_headers(
+            [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")],
+            end_stream=True,
+        )
+        head = await stream.receive()
+        assert isinstance(head, Headers)
+        if not head.stream_ended:
+            assert isinstance(await stream.receive(), StreamEnded)
+        stream.finish()
+
+
 def test_a_session_reader_runs_before_the_ack_frames_it_came_with(
     configs: tuple[Config, Config],  # noqa: F811 - the fixture
 ) -> None:
@@ -216,17 +233,7 @@ def test_a_session_reader_runs_before_the_ack_frames_it_came_with(
                     stream.finish()  # the handler is done with it: the session lets it go
 
             server_task = asyncio.ensure_future(serve(3))
-            for _ in range(3):
-                stream = pair.client.open_stream()
-                stream.send_headers(
-                    [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")],
-                    end_stream=True,
-                )
-                head = await stream.receive()
-                assert isinstance(head, Headers)
-                if not head.stream_ended:
-                    assert isinstance(await stream.receive(), StreamEnded)
-                stream.finish()  # the next GET goes at once: the ACK of this response rides with it
+            await _lone_gets(pair, 3)
             await server_task
             server = pair.server
             assert server is not None
@@ -280,17 +287,7 @@ def test_a_lone_stream_end_reaches_its_reader_at_the_next_loop_step(
                     stream.finish()
 
             server_task = asyncio.ensure_future(serve(3))
-            for _ in range(3):
-                stream = pair.client.open_stream()
-                stream.send_headers(
-                    [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"o"), (b":path", b"/")],
-                    end_stream=True,
-                )
-                head = await stream.receive()
-                assert isinstance(head, Headers)
-                if not head.stream_ended:
-                    assert isinstance(await stream.receive(), StreamEnded)
-                stream.finish()
+            await _lone_gets(pair, 3)
             await server_task
             return order
         finally:
