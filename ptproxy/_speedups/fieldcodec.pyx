@@ -8,13 +8,16 @@ wanted form (a lowercase name on the HTTP/3 side, a value without OWS, a Title-C
 browser) the input object itself is returned, so the common case allocates nothing.
 """
 
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.string cimport memcmp
 
-from ptproxy.errors import HeaderError
+from ptproxy._speedups.fieldbytes cimport LOWER, MAX_COMMON_LEN, UPPER, add_connection_tokens
+from ptproxy._speedups.fieldbytes cimport bucket_by_length, check_name, check_value, common_names, ieq
+from ptproxy._speedups.fieldbytes cimport init_tables, is_hop_by_hop, lower_copy, title_into, trim_ows, view
+
+from ptproxy.errors import HeaderError  # raised by the fieldbytes checks, looked up here
 
 __all__ = ["HOP_BY_HOP", "title_case", "validate_name", "validate_value", "h1_to_h3_fields", "h3_to_h1_fields"]
 
@@ -33,76 +36,28 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# --- lookup tables, filled once at import -------------------------------------------------------
+# --- lookup tables, filled once at import (fieldbytes.pxd) ------------------------------------
 
-cdef unsigned char _LOWER[256]
-cdef unsigned char _UPPER[256]
-cdef bint _TCHAR[256]   # RFC 9110 §5.6.2 token character
-cdef bint _BADVAL[256]  # RFC 9110 §5.5: CTLs other than HTAB, and DEL, may not appear in a field value
-
-
-cdef void _init_tables() noexcept:
-    cdef int c
-    cdef bytes extra = b"!#$%&'*+-.^_`|~"
-    for c in range(256):
-        _LOWER[c] = c + 32 if 65 <= c <= 90 else c
-        _UPPER[c] = c - 32 if 97 <= c <= 122 else c
-        _TCHAR[c] = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
-        _BADVAL[c] = (c < 0x20 and c != 0x09) or c == 0x7F
-    for c in extra:
-        _TCHAR[c] = True
-
-
-_init_tables()
+init_tables()
 
 # Title-Case results for the names that make up nearly every message, keyed by their lowercase
 # (HTTP/3) spelling: a hit returns a shared constant instead of allocating. The table lives in C
 # arrays bucketed by length, because a dict lookup would hash the (fresh) name and compare bytes
 # objects through rich comparison, which costs more than building the result.
-_COMMON_NAMES = (
-    b"Accept", b"Accept-Charset", b"Accept-Encoding", b"Accept-Language", b"Accept-Ranges", b"Age",
-    b"Allow", b"Authorization", b"Cache-Control", b"Content-Disposition", b"Content-Encoding",
-    b"Content-Language", b"Content-Length", b"Content-Location", b"Content-Range", b"Content-Type",
-    b"Cookie", b"Date", b"Etag", b"Expect", b"Expires", b"Forwarded", b"From", b"Host", b"If-Match",
-    b"If-Modified-Since", b"If-None-Match", b"If-Range", b"If-Unmodified-Since", b"Last-Modified",
-    b"Link", b"Location", b"Origin", b"Pragma", b"Range", b"Referer", b"Retry-After", b"Server",
-    b"Set-Cookie", b"Strict-Transport-Security", b"User-Agent", b"Vary", b"Via", b"Www-Authenticate",
-    b"X-Forwarded-For", b"X-Forwarded-Host", b"X-Forwarded-Proto", b"X-Request-Id", b"X-Real-Ip",
-    b"Sec-Fetch-Dest", b"Sec-Fetch-Mode", b"Sec-Fetch-Site", b"Sec-Fetch-User", b"Dnt",
-    b"Upgrade-Insecure-Requests", b"Priority", b"Access-Control-Allow-Origin", b"Content-Security-Policy",
-    b"Max-Forwards", b"X-Content-Type-Options", b"X-Frame-Options", b"X-Xss-Protection",
-)
-
-cdef enum:
-    _MAX_COMMON_LEN = 40
-
-cdef tuple _TITLE_VALS = tuple(sorted(set(_COMMON_NAMES), key=len))  # kept alive: the table points into them
+cdef tuple _TITLE_VALS = tuple(sorted(set(common_names()), key=len))  # kept alive: the table points into them
 cdef tuple _TITLE_KEYS = tuple(v.lower() for v in _TITLE_VALS)
-cdef Py_ssize_t _BUCKET_START[_MAX_COMMON_LEN + 1]
-cdef Py_ssize_t _BUCKET_END[_MAX_COMMON_LEN + 1]
+cdef Py_ssize_t _BUCKET_START[MAX_COMMON_LEN + 1]
+cdef Py_ssize_t _BUCKET_END[MAX_COMMON_LEN + 1]
 
-
-cdef void _init_title_table() noexcept:
-    cdef Py_ssize_t i, n
-    for n in range(_MAX_COMMON_LEN + 1):
-        _BUCKET_START[n] = 0
-        _BUCKET_END[n] = 0
-    for i in range(len(_TITLE_KEYS)):
-        n = len(_TITLE_KEYS[i])  # <= _MAX_COMMON_LEN, checked at import below
-        if _BUCKET_END[n] == 0:
-            _BUCKET_START[n] = i
-        _BUCKET_END[n] = i + 1
-
-
-assert max(map(len, _TITLE_KEYS)) <= _MAX_COMMON_LEN
-_init_title_table()
+assert max(map(len, _TITLE_KEYS)) <= MAX_COMMON_LEN
+bucket_by_length(_TITLE_KEYS, _BUCKET_START, _BUCKET_END)
 
 
 cdef inline object _common_title(const unsigned char* src, Py_ssize_t n):
     """The shared Title-Case constant for a common lowercase name, or None."""
     cdef Py_ssize_t i
     cdef object key
-    if n > _MAX_COMMON_LEN:
+    if n > MAX_COMMON_LEN:
         return None
     for i in range(_BUCKET_START[n], _BUCKET_END[n]):
         key = <object>PyTuple_GET_ITEM(_TITLE_KEYS, i)
@@ -113,19 +68,6 @@ cdef inline object _common_title(const unsigned char* src, Py_ssize_t n):
 
 # --- helpers -------------------------------------------------------------------------------------
 
-cdef inline int _view(object obj, const unsigned char** p, Py_ssize_t* n) except -1:
-    """Borrow the bytes of a ``bytes`` or ``bytearray`` (what the pure twin's ``translate`` accepts)."""
-    if PyBytes_Check(obj):
-        p[0] = <const unsigned char*>PyBytes_AS_STRING(obj)
-        n[0] = PyBytes_GET_SIZE(obj)
-    elif PyByteArray_Check(obj):
-        p[0] = <const unsigned char*>PyByteArray_AS_STRING(obj)
-        n[0] = PyByteArray_GET_SIZE(obj)
-    else:
-        raise TypeError(f"a bytes-like object is required, not {type(obj).__name__!r}")
-    return 0
-
-
 cdef bytes _title(bytes name):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
     cdef const unsigned char* src = <const unsigned char*>PyBytes_AS_STRING(name)
@@ -135,7 +77,7 @@ cdef bytes _title(bytes name):
     # Already Title-Case (what browsers and most clients send)? Then the input is the answer.
     for i in range(n):
         c = src[i]
-        if c != (_UPPER[c] if up else _LOWER[c]):
+        if c != (UPPER[c] if up else LOWER[c]):
             break
         up = c == 45  # '-'
     else:
@@ -144,12 +86,7 @@ cdef bytes _title(bytes name):
     if hit is not None:
         return <bytes>hit
     cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
-    cdef unsigned char* dst = <unsigned char*>PyBytes_AS_STRING(out)
-    up = True
-    for i in range(n):
-        c = src[i]
-        dst[i] = _UPPER[c] if up else _LOWER[c]
-        up = c == 45
+    title_into(<unsigned char*>PyBytes_AS_STRING(out), src, n)
     return out
 
 
@@ -158,96 +95,41 @@ cdef bytes _lower(bytes name):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
     cdef const unsigned char* src = <const unsigned char*>PyBytes_AS_STRING(name)
     for i in range(n):
-        if _LOWER[src[i]] != src[i]:
+        if LOWER[src[i]] != src[i]:
             break
     else:
         return name
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
-    cdef unsigned char* dst = <unsigned char*>PyBytes_AS_STRING(out)
-    for i in range(n):
-        dst[i] = _LOWER[src[i]]
-    return out
-
-
-cdef int _check_name(object name, const unsigned char* src, Py_ssize_t n) except -1:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not _TCHAR[src[i]]:
-            break
-    else:
-        if n:
-            return 0
-    # Same text as the pure twin, built only on the error path.
-    raise HeaderError(f"invalid header name {name[:64]!r}")
-
-
-cdef int _check_value(object value, const unsigned char* src, Py_ssize_t n) except -1:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if _BADVAL[src[i]]:
-            raise HeaderError(f"invalid byte in header value {value[:64]!r}")
-    return 0
+    return lower_copy(src, n)
 
 
 cdef inline int _check_name_b(bytes name) except -1:
-    return _check_name(name, <const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+    return check_name(name, <const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
 
 
 cdef inline int _check_value_b(bytes value) except -1:
-    return _check_value(value, <const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+    return check_value(value, <const unsigned char*>PyBytes_AS_STRING(value), 0, PyBytes_GET_SIZE(value))
 
 
 cdef bytes _strip_ows(bytes value):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(value), start = 0, end
     cdef const unsigned char* src = <const unsigned char*>PyBytes_AS_STRING(value)
     end = n
-    while start < end and (src[start] == 32 or src[start] == 9):
-        start += 1
-    while end > start and (src[end - 1] == 32 or src[end - 1] == 9):
-        end -= 1
+    trim_ows(src, &start, &end)
     if start == 0 and end == n:
         return value
     return PyBytes_FromStringAndSize(<const char*>src + start, end - start)
 
 
-cdef inline bint _ieq(const unsigned char* s, Py_ssize_t n, const char* lit, Py_ssize_t m) noexcept:
-    """``s`` equals the lowercase literal ``lit`` ignoring ASCII case."""
-    cdef Py_ssize_t i
-    if n != m:
-        return False
-    for i in range(m):
-        if _LOWER[s[i]] != <unsigned char>lit[i]:
-            return False
-    return True
-
-
-cdef bint _is_hop_by_hop(bytes name) noexcept:
-    """``name.lower() in HOP_BY_HOP`` without allocating or hashing (switch on the length first)."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
-    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(name)
-    if n == 2:
-        return _ieq(s, n, b"te", 2)
-    if n == 7:
-        return _ieq(s, n, b"trailer", 7) or _ieq(s, n, b"upgrade", 7)
-    if n == 10:
-        return _ieq(s, n, b"connection", 10) or _ieq(s, n, b"keep-alive", 10)
-    if n == 16:
-        return _ieq(s, n, b"proxy-connection", 16)
-    if n == 17:
-        return _ieq(s, n, b"transfer-encoding", 17)
-    if n == 18:
-        return _ieq(s, n, b"proxy-authenticate", 18)
-    if n == 19:
-        return _ieq(s, n, b"proxy-authorization", 19)
-    return False
+cdef inline bint _is_hop_by_hop(bytes name) noexcept:
+    return is_hop_by_hop(<const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
 
 
 cdef inline bint _is_connection(bytes name) noexcept:
-    return _ieq(<const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"connection", 10)
+    return ieq(<const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"connection", 10)
 
 
 cdef inline bint _is_host(bytes name) noexcept:
-    return _ieq(<const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"host", 4)
+    return ieq(<const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"host", 4)
 
 
 cdef inline int _require_bytes(object name, object value) except -1:
@@ -262,10 +144,8 @@ cdef inline int _require_bytes(object name, object value) except -1:
 cdef set _connection_tokens(list items):
     """RFC 9110 7.6.1 connection options, lowercased and OWS-trimmed; None when there are none."""
     cdef set tokens = None
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(items), m, pos, start, end, j
-    cdef const unsigned char* src
-    cdef unsigned char* dst
-    cdef bytes name, value, tok
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(items)
+    cdef bytes name, value
     cdef object o_name, o_value
     for i in range(n):
         o_name, o_value = <object>PyList_GET_ITEM(items, i)
@@ -276,25 +156,7 @@ cdef set _connection_tokens(list items):
             continue
         if tokens is None:
             tokens = set()
-        src = <const unsigned char*>PyBytes_AS_STRING(value)
-        m = PyBytes_GET_SIZE(value)
-        pos = 0
-        while pos <= m:
-            start = pos
-            while pos < m and src[pos] != 44:  # ','
-                pos += 1
-            end = pos
-            pos += 1
-            while start < end and (src[start] == 32 or src[start] == 9):
-                start += 1
-            while end > start and (src[end - 1] == 32 or src[end - 1] == 9):
-                end -= 1
-            if end > start:
-                tok = PyBytes_FromStringAndSize(NULL, end - start)
-                dst = <unsigned char*>PyBytes_AS_STRING(tok)
-                for j in range(end - start):
-                    dst[j] = _LOWER[src[start + j]]
-                tokens.add(tok)
+        add_connection_tokens(tokens, value)
     return tokens
 
 
@@ -312,16 +174,16 @@ def validate_name(name):
     """Raise HeaderError unless ``name`` is a non-empty RFC 9110 token (field-name = token, 5.1)."""
     cdef const unsigned char* p = NULL
     cdef Py_ssize_t n = 0
-    _view(name, &p, &n)
-    _check_name(name, p, n)
+    view(name, &p, &n)
+    check_name(name, p, n)
 
 
 def validate_value(value):
     """Raise HeaderError if ``value`` contains NUL, CR, LF or another CTL other than HTAB (RFC 9110 5.5)."""
     cdef const unsigned char* p = NULL
     cdef Py_ssize_t n = 0
-    _view(value, &p, &n)
-    _check_value(value, p, n)
+    view(value, &p, &n)
+    check_value(value, p, 0, n)
 
 
 def h1_to_h3_fields(headers):

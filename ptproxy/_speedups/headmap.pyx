@@ -14,12 +14,16 @@ of a request head may also be ``bytearray`` (the pure twin's ``translate`` takes
 
 import time
 
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.string cimport memcmp, memcpy
+
+from ptproxy._speedups.fieldbytes cimport C_HOST, C_TCHAR, C_VISIBLE, C_WS, CLS, LOWER
+from ptproxy._speedups.fieldbytes cimport MAX_COMMON_LEN, add_connection_tokens, bucket_by_length, check_name
+from ptproxy._speedups.fieldbytes cimport check_value, common_names, ieq, init_tables, is_hop_by_hop
+from ptproxy._speedups.fieldbytes cimport lower_copy, title_into, trim_ows, view
 
 from email.utils import formatdate
 
@@ -112,83 +116,19 @@ REASONS = {
     511: b"Network Authentication Required",
 }
 
-# --- byte tables, filled once at import ----------------------------------------------------------
+# --- byte tables (fieldbytes.pxd), filled once at import ------------------------------------------
 
-cdef unsigned char _LOWER[256]
-cdef unsigned char _UPPER[256]
-cdef unsigned char _CLS[256]
-
-cdef enum:
-    C_TCHAR = 1     # RFC 9110 5.6.2 token character (field names, methods)
-    C_BADVAL = 2    # RFC 9110 5.5: CTLs other than HTAB, and DEL (not in a field value)
-    C_VISIBLE = 4   # VCHAR 0x21-0x7E (request targets)
-    C_HOST = 8      # RFC 9110 7.2 Host bytes
-    C_WS = 16       # bytes.strip()'s ASCII whitespace
-
-
-cdef void _init_tables() noexcept:
-    cdef int c
-    cdef bytes tchar = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    cdef bytes host = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
-    cdef bytes ws = b" \t\n\r\x0b\x0c"
-    for c in range(256):
-        _LOWER[c] = c + 32 if 65 <= c <= 90 else c
-        _UPPER[c] = c - 32 if 97 <= c <= 122 else c
-        _CLS[c] = 0
-        if (c < 0x20 and c != 0x09) or c == 0x7F:
-            _CLS[c] |= C_BADVAL
-        if 0x21 <= c <= 0x7E:
-            _CLS[c] |= C_VISIBLE
-    for c in tchar:
-        _CLS[c] |= C_TCHAR
-    for c in host:
-        _CLS[c] |= C_HOST
-    for c in ws:
-        _CLS[c] |= C_WS
-
-
-_init_tables()
+init_tables()
 
 # Lowercase spellings of the names HTTP/1.1 clients and origins send in other cases: a hit gives a
 # shared constant instead of a new bytes per field. Bucketed by length in C arrays (a dict would
 # hash the name first).
-_COMMON_NAMES = (
-    b"accept", b"accept-charset", b"accept-encoding", b"accept-language", b"accept-ranges", b"age",
-    b"allow", b"authorization", b"cache-control", b"content-disposition", b"content-encoding",
-    b"content-language", b"content-length", b"content-location", b"content-range", b"content-type",
-    b"cookie", b"date", b"etag", b"expect", b"expires", b"forwarded", b"from", b"if-match",
-    b"if-modified-since", b"if-none-match", b"if-range", b"if-unmodified-since", b"last-modified",
-    b"link", b"location", b"origin", b"pragma", b"range", b"referer", b"retry-after", b"server",
-    b"set-cookie", b"strict-transport-security", b"user-agent", b"vary", b"via", b"www-authenticate",
-    b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-request-id", b"x-real-ip",
-    b"sec-fetch-dest", b"sec-fetch-mode", b"sec-fetch-site", b"sec-fetch-user", b"dnt",
-    b"upgrade-insecure-requests", b"priority", b"access-control-allow-origin",
-    b"content-security-policy", b"max-forwards", b"x-content-type-options", b"x-frame-options",
-    b"x-xss-protection",
-)
+cdef tuple _LOWER_NAMES = tuple(sorted({v.lower() for v in common_names()}, key=len))
+cdef Py_ssize_t _BUCKET_START[MAX_COMMON_LEN + 1]
+cdef Py_ssize_t _BUCKET_END[MAX_COMMON_LEN + 1]
 
-cdef enum:
-    _MAX_COMMON_LEN = 40
-
-cdef tuple _LOWER_NAMES = tuple(sorted(set(_COMMON_NAMES), key=len))
-cdef Py_ssize_t _BUCKET_START[_MAX_COMMON_LEN + 1]
-cdef Py_ssize_t _BUCKET_END[_MAX_COMMON_LEN + 1]
-
-
-cdef void _init_name_table() noexcept:
-    cdef Py_ssize_t i, n
-    for n in range(_MAX_COMMON_LEN + 1):
-        _BUCKET_START[n] = 0
-        _BUCKET_END[n] = 0
-    for i in range(len(_LOWER_NAMES)):
-        n = len(_LOWER_NAMES[i])
-        if _BUCKET_END[n] == 0:
-            _BUCKET_START[n] = i
-        _BUCKET_END[n] = i + 1
-
-
-assert max(map(len, _LOWER_NAMES)) <= _MAX_COMMON_LEN
-_init_name_table()
+assert max(map(len, _LOWER_NAMES)) <= MAX_COMMON_LEN
+bucket_by_length(_LOWER_NAMES, _BUCKET_START, _BUCKET_END)
 
 # ``str(status).encode()`` for the statuses an origin sends, made once.
 cdef tuple _STATUS_TEXT = tuple(str(s).encode() for s in range(100, 1000))
@@ -203,38 +143,8 @@ _MONTHS = b"JanFebMarAprMayJunJulAugSepOctNovDec"
 
 # --- small helpers -------------------------------------------------------------------------------
 
-cdef inline bint _ieq(const unsigned char* s, Py_ssize_t n, const char* lit, Py_ssize_t m) noexcept:
-    """``s[:n]`` equals the lowercase literal ``lit`` ignoring ASCII case."""
-    cdef Py_ssize_t i
-    if n != m:
-        return False
-    for i in range(m):
-        if _LOWER[s[i]] != <unsigned char>lit[i]:
-            return False
-    return True
-
-
 cdef inline bint _eq(const unsigned char* s, Py_ssize_t n, const char* lit, Py_ssize_t m) noexcept:
     return n == m and memcmp(s, lit, m) == 0
-
-
-cdef bint _is_hop_by_hop(const unsigned char* s, Py_ssize_t n) noexcept:
-    """``name.lower() in HOP_BY_HOP`` (fieldcodec), switching on the length first."""
-    if n == 2:
-        return _ieq(s, n, b"te", 2)
-    if n == 7:
-        return _ieq(s, n, b"trailer", 7) or _ieq(s, n, b"upgrade", 7)
-    if n == 10:
-        return _ieq(s, n, b"connection", 10) or _ieq(s, n, b"keep-alive", 10)
-    if n == 16:
-        return _ieq(s, n, b"proxy-connection", 16)
-    if n == 17:
-        return _ieq(s, n, b"transfer-encoding", 17)
-    if n == 18:
-        return _ieq(s, n, b"proxy-authenticate", 18)
-    if n == 19:
-        return _ieq(s, n, b"proxy-authorization", 19)
-    return False
 
 
 cdef inline tuple _pair(object item):
@@ -260,27 +170,8 @@ cdef inline const unsigned char* _p(object b) noexcept:
     return <const unsigned char*>PyBytes_AS_STRING(b)
 
 
-cdef int _check_name(object name) except -1:
-    cdef const unsigned char* s = _p(name)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
-    for i in range(n):
-        if not (_CLS[s[i]] & C_TCHAR):
-            break
-    else:
-        if n:
-            return 0
-    raise HeaderError(f"invalid header name {name[:64]!r}")
-
-
-cdef int _check_value(object value, Py_ssize_t start, Py_ssize_t end) except -1:
-    """The value is ``value[start:end]`` (OWS already trimmed)."""
-    cdef const unsigned char* s = _p(value)
-    cdef Py_ssize_t i
-    for i in range(start, end):
-        if _CLS[s[i]] & C_BADVAL:
-            v = value[start:end]
-            raise HeaderError(f"invalid byte in header value {v[:64]!r}")
-    return 0
+cdef inline int _check_name(object name) except -1:
+    return check_name(name, _p(name), PyBytes_GET_SIZE(name))
 
 
 cdef object _lower_name(object name):
@@ -290,63 +181,38 @@ cdef object _lower_name(object name):
     cdef object key
     cdef bint same
     for i in range(n):
-        if _LOWER[s[i]] != s[i]:
+        if LOWER[s[i]] != s[i]:
             break
     else:
         return name
-    if n <= _MAX_COMMON_LEN:
+    if n <= MAX_COMMON_LEN:
         for i in range(_BUCKET_START[n], _BUCKET_END[n]):
             key = <object>PyTuple_GET_ITEM(_LOWER_NAMES, i)
             same = True
             for j in range(n):
-                if _LOWER[s[j]] != <unsigned char>PyBytes_AS_STRING(key)[j]:
+                if LOWER[s[j]] != <unsigned char>PyBytes_AS_STRING(key)[j]:
                     same = False
                     break
             if same:
                 return key
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
-    cdef unsigned char* d = <unsigned char*>PyBytes_AS_STRING(out)
-    for i in range(n):
-        d[i] = _LOWER[s[i]]
-    return out
+    return lower_copy(s, n)
 
 
 cdef set _connection_tokens(list items):
     """RFC 9110 7.6.1 connection options, lowercased and OWS-trimmed (fieldcodec's), or None."""
     cdef set tokens = None
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(items), m, pos, start, end, j
-    cdef const unsigned char* src
-    cdef unsigned char* dst
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(items)
     cdef object name, value
     cdef tuple t
-    cdef bytes tok
     for i in range(n):
         t = _pair(<object>PyList_GET_ITEM(items, i))
         name = <object>PyTuple_GET_ITEM(t, 0)
         value = <object>PyTuple_GET_ITEM(t, 1)
-        if not _ieq(_p(name), PyBytes_GET_SIZE(name), b"connection", 10):
+        if not ieq(_p(name), PyBytes_GET_SIZE(name), b"connection", 10):
             continue
         if tokens is None:
             tokens = set()
-        src = _p(value)
-        m = PyBytes_GET_SIZE(value)
-        pos = 0
-        while pos <= m:
-            start = pos
-            while pos < m and src[pos] != 44:  # ','
-                pos += 1
-            end = pos
-            pos += 1
-            while start < end and (src[start] == 32 or src[start] == 9):
-                start += 1
-            while end > start and (src[end - 1] == 32 or src[end - 1] == 9):
-                end -= 1
-            if end > start:
-                tok = PyBytes_FromStringAndSize(NULL, end - start)
-                dst = <unsigned char*>PyBytes_AS_STRING(tok)
-                for j in range(end - start):
-                    dst[j] = _LOWER[src[start + j]]
-                tokens.add(tok)
+        add_connection_tokens(tokens, value)
     return tokens
 
 
@@ -362,7 +228,7 @@ cdef bint _has_connection(list items) except -1:
         t = _pair(<object>PyList_GET_ITEM(items, i))
         name = <object>PyTuple_GET_ITEM(t, 0)
         value = <object>PyTuple_GET_ITEM(t, 1)
-        if PyBytes_GET_SIZE(name) == 10 and _ieq(_p(name), 10, b"connection", 10):
+        if PyBytes_GET_SIZE(name) == 10 and ieq(_p(name), 10, b"connection", 10):
             return True
     return False
 
@@ -391,20 +257,17 @@ cdef int _h1_fields(list items, list out, int drop) except -1:
         v = _p(value)
         end = PyBytes_GET_SIZE(value)
         start = 0
-        while start < end and (v[start] == 32 or v[start] == 9):
-            start += 1
-        while end > start and (v[end - 1] == 32 or v[end - 1] == 9):
-            end -= 1
-        _check_value(value, start, end)
+        trim_ows(v, &start, &end)
+        check_value(value, v, start, end)
         s = _p(name)
         m = PyBytes_GET_SIZE(name)
-        if _is_hop_by_hop(s, m) or _ieq(s, m, b"host", 4):
+        if is_hop_by_hop(s, m) or ieq(s, m, b"host", 4):
             continue
         if drop & DROP_INTERNAL and (
-            _ieq(s, m, b"ptproxy-route", 13) or _ieq(s, m, b"ptproxy-client-address", 22)
+            ieq(s, m, b"ptproxy-route", 13) or ieq(s, m, b"ptproxy-client-address", 22)
         ):
             continue
-        if drop & DROP_LENGTH and _ieq(s, m, b"content-length", 14):
+        if drop & DROP_LENGTH and ieq(s, m, b"content-length", 14):
             continue
         lname = _lower_name(name)
         if dropped is not None and lname in dropped:
@@ -428,7 +291,7 @@ def h1_request_to_h3(method, target, headers, chunked, forwarded):
         t = _pair(<object>PyList_GET_ITEM(items, i))
         name = <object>PyTuple_GET_ITEM(t, 0)
         value = <object>PyTuple_GET_ITEM(t, 1)
-        if _ieq(_p(name), PyBytes_GET_SIZE(name), b"host", 4):
+        if ieq(_p(name), PyBytes_GET_SIZE(name), b"host", 4):
             nhosts += 1
             host = value
     if nhosts != 1 or PyBytes_GET_SIZE(host) == 0:
@@ -462,9 +325,9 @@ cdef class _Length:
     cdef void see(self, object value) noexcept:
         cdef const unsigned char* v = _p(value)
         cdef Py_ssize_t start = 0, end = PyBytes_GET_SIZE(value)
-        while start < end and _CLS[v[start]] & C_WS:
+        while start < end and CLS[v[start]] & C_WS:
             start += 1
-        while end > start and _CLS[v[end - 1]] & C_WS:
+        while end > start and CLS[v[end - 1]] & C_WS:
             end -= 1
         if self.first is None:
             self.first = value
@@ -579,24 +442,12 @@ def h3_response_parts(headers):
 
 # --- HTTP/1.1 heads --------------------------------------------------------------------------------
 
-cdef inline int _view(object obj, const unsigned char** p, Py_ssize_t* n) except -1:
-    if PyBytes_Check(obj):
-        p[0] = <const unsigned char*>PyBytes_AS_STRING(obj)
-        n[0] = PyBytes_GET_SIZE(obj)
-    elif PyByteArray_Check(obj):
-        p[0] = <const unsigned char*>PyByteArray_AS_STRING(obj)
-        n[0] = PyByteArray_GET_SIZE(obj)
-    else:
-        raise TypeError(f"a bytes-like object is required, not {type(obj).__name__!r}")
-    return 0
-
-
 cdef inline bint _all(const unsigned char* p, Py_ssize_t n, unsigned char cls) noexcept:
     cdef Py_ssize_t i
     if n == 0:
         return False
     for i in range(n):
-        if not (_CLS[p[i]] & cls):
+        if not (CLS[p[i]] & cls):
             return False
     return True
 
@@ -656,22 +507,22 @@ cdef class _Lines:
             if m and s[0] == 58:  # pseudo-header
                 continue
             _check_name(name)
-            _check_value(value, 0, PyBytes_GET_SIZE(value))
-            if _is_hop_by_hop(s, m):
+            check_value(value, _p(value), 0, PyBytes_GET_SIZE(value))
+            if is_hop_by_hop(s, m):
                 continue
             if dropped is not None and _lower_name(name) in dropped:
                 continue
-            if _ieq(s, m, b"content-length", 14):
+            if ieq(s, m, b"content-length", 14):
                 if request:
                     continue
                 self.kind[i] = F_LENGTH
                 self.length_size += m + PyBytes_GET_SIZE(value) + 4
                 continue
-            if request and _ieq(s, m, b"host", 4):
+            if request and ieq(s, m, b"host", 4):
                 continue
-            if m == 4 and _ieq(s, m, b"date", 4):
+            if m == 4 and ieq(s, m, b"date", 4):
                 self.has_date = True
-            elif m == 6 and _ieq(s, m, b"server", 6):
+            elif m == 6 and ieq(s, m, b"server", 6):
                 self.has_server = True
             self.kind[i] = F_WRITE
             self.size += m + PyBytes_GET_SIZE(value) + 4
@@ -679,12 +530,10 @@ cdef class _Lines:
 
     cdef unsigned char* write(self, unsigned char* d, bint with_length) noexcept:
         """Write the lines in order (Content-Length ones too when ``with_length``); the end."""
-        cdef Py_ssize_t i, j, m, k
+        cdef Py_ssize_t i, m, k
         cdef object item
         cdef object name, value
         cdef const unsigned char* s
-        cdef unsigned char c
-        cdef bint up
         for i in range(self.n):
             k = self.kind[i]
             if k == F_SKIP or (k == F_LENGTH and not with_length):
@@ -694,11 +543,7 @@ cdef class _Lines:
             value = <object>PyTuple_GET_ITEM(item, 1)
             s = _p(name)
             m = PyBytes_GET_SIZE(name)
-            up = True
-            for j in range(m):  # Title-Case (fieldcodec.title_case) while copying
-                c = s[j]
-                d[j] = _UPPER[c] if up else _LOWER[c]
-                up = c == 45  # '-'
+            title_into(d, s, m)  # Title-Case (fieldcodec.title_case) while copying
             d += m
             d[0] = 58
             d[1] = 32
@@ -740,13 +585,13 @@ def request_head_bytes(method, target, authority, fields, body, content_length):
     cdef const unsigned char* pt = NULL
     cdef const unsigned char* pa = NULL
     cdef Py_ssize_t nm = 0, nt = 0, na = 0, total
-    _view(method, &pm, &nm)
+    view(method, &pm, &nm)
     if not _all(pm, nm, C_TCHAR):
         raise HeaderError(f"invalid method {method[:32]!r}")
-    _view(target, &pt, &nt)
+    view(target, &pt, &nt)
     if not _all(pt, nt, C_VISIBLE):
         raise HeaderError(f"invalid request target {target[:64]!r}")
-    _view(authority, &pa, &na)
+    view(authority, &pa, &na)
     if not _all(pa, na, C_HOST):
         raise HeaderError(f"invalid authority {authority[:64]!r}")
     if body == BODY_CLOSE:
@@ -767,9 +612,9 @@ def request_head_bytes(method, target, authority, fields, body, content_length):
         extra = 28  # "Transfer-Encoding: chunked\r\n"
     # re-read the views: the fields' validation ran Python code that could not have moved bytes,
     # but a bytearray argument may in principle have been resized by another thread.
-    _view(method, &pm, &nm)
-    _view(target, &pt, &nt)
-    _view(authority, &pa, &na)
+    view(method, &pm, &nm)
+    view(target, &pt, &nt)
+    view(authority, &pa, &na)
     total = nm + 1 + nt + 17 + na + 2 + lines.size + extra + 2  # " HTTP/1.1\r\nHost: " is 17
     cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
     cdef unsigned char* d = <unsigned char*>PyBytes_AS_STRING(out)
