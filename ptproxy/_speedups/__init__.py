@@ -7,10 +7,11 @@ ship the slow path silently). Each facade (``ptproxy.wire.chunked``, ...) calls 
 
 import importlib
 import os
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-__all__ = ["NO_EXTENSIONS", "REQUIRE_EXTENSIONS", "load_twin"]
+__all__ = ["NO_EXTENSIONS", "REQUIRE_EXTENSIONS", "install_twin", "load_twin"]
 
 NO_EXTENSIONS: bool = bool(os.environ.get("PTPROXY_NO_EXTENSIONS"))
 REQUIRE_EXTENSIONS: bool = bool(os.environ.get("PTPROXY_REQUIRE_EXTENSIONS")) and not NO_EXTENSIONS
@@ -34,3 +35,30 @@ def load_twin(pure: ModuleType, compiled: str, namespace: dict[str, Any]) -> Non
     namespace.update({name: getattr(impl, name) for name in impl.__all__})
     namespace["_impl"] = impl
     namespace["IMPLEMENTATION"] = implementation
+
+
+def install_twin(
+    namespace: dict[str, Any],
+    cls: type,
+    methods: dict[str, str],
+    configure: Callable[[ModuleType], object],
+    layout_holds: Callable[[], bool],
+) -> bool:
+    """Put a facade's compiled methods on ``cls`` (once); False when the pure twin is selected or
+    ``layout_holds()`` says the objects it reads do not look as expected (the Python code then runs).
+
+    ``namespace`` is the facade's globals (filled by :func:`load_twin`, with an ``INSTALLED`` dict);
+    the first call hands the compiled module to ``configure``, then sets ``cls.<attribute>`` to the
+    twin's ``<name>`` for each item of ``methods``, keeping in ``INSTALLED`` what the class held
+    before (None when it inherited the method).
+    """
+    if namespace["IMPLEMENTATION"] != "compiled" or not layout_holds():
+        return False
+    installed: dict[str, object] = namespace["INSTALLED"]
+    if installed:
+        return True
+    configure(namespace["_impl"])
+    for attribute, name in methods.items():
+        installed[attribute] = cls.__dict__.get(attribute)
+        setattr(cls, attribute, namespace[name])
+    return True

@@ -24,7 +24,7 @@ from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.recovery import QuicPacketRecovery, QuicPacketSpace
 from aioquic.quic.stream import QuicStreamSender
 
-from ptproxy._speedups import load_twin
+from ptproxy._speedups import install_twin, load_twin
 from ptproxy.tunnel.aioquic import _ackpath_py
 from ptproxy.tunnel.aioquic.connection import PatchedQuicConnection
 from ptproxy.tunnel.aioquic.lossdetect import DECLARED_LOST_KEPT, AdaptiveRecovery, adopt
@@ -139,14 +139,10 @@ def layout_holds(conn: QuicConnection | None = None) -> bool:
 def install() -> bool:
     """Put the compiled ``_handle_ack_frame`` on PatchedQuicConnection (once); False when the pure
     twin is selected or aioquic's objects do not look as expected (aioquic's method then runs)."""
-    twins = globals()  # filled by load_twin
-    if twins["IMPLEMENTATION"] != "compiled" or not layout_holds():
-        return False
-    if INSTALLED:
-        return True
-    twins["_impl"].configure(**_objects())
-    INSTALLED["_handle_ack_frame"] = PatchedQuicConnection.__dict__.get("_handle_ack_frame")
-    PatchedQuicConnection._handle_ack_frame = twins["handle_ack_frame"]  # type: ignore[method-assign]
-    INSTALLED["_ptp_ack_frame"] = PatchedQuicConnection.__dict__.get("_ptp_ack_frame")
-    PatchedQuicConnection._ptp_ack_frame = twins["hold_ack_frame"]
-    return True
+    return install_twin(
+        globals(),
+        PatchedQuicConnection,
+        {"_handle_ack_frame": "handle_ack_frame", "_ptp_ack_frame": "hold_ack_frame"},
+        lambda impl: impl.configure(**_objects()),
+        layout_holds,
+    )

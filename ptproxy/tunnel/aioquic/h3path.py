@@ -23,7 +23,7 @@ from aioquic.h3 import connection as h3c
 from aioquic.h3.events import DataReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.events import StreamDataReceived
 
-from ptproxy._speedups import load_twin
+from ptproxy._speedups import install_twin, load_twin
 from ptproxy.tunnel.aioquic import _h3path_py
 from ptproxy.tunnel.aioquic.h3 import DataFrame, PatchedH3Connection
 
@@ -162,14 +162,10 @@ def _send_objects() -> dict[str, Any]:
 def install() -> bool:
     """Put the compiled ``handle_event`` on PatchedH3Connection (once); False when the pure twin is
     selected or aioquic's streams do not look as expected (the Python code then runs)."""
-    twins = globals()  # filled by load_twin
-    if twins["IMPLEMENTATION"] != "compiled" or not layout_holds():
-        return False
-    if INSTALLED:
-        return True
-    twins["_impl"].configure(**_objects())
-    twins["_impl"].configure_send(**_send_objects())
-    for name in ("handle_event", "send_headers", "send_data", "finish_stream"):
-        INSTALLED[name] = PatchedH3Connection.__dict__.get(name)
-        setattr(PatchedH3Connection, name, twins[name])
-    return True
+
+    def configure(impl: Any) -> None:
+        impl.configure(**_objects())
+        impl.configure_send(**_send_objects())
+
+    methods = ("handle_event", "send_headers", "send_data", "finish_stream")
+    return install_twin(globals(), PatchedH3Connection, {m: m for m in methods}, configure, layout_holds)

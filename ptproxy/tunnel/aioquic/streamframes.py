@@ -21,7 +21,7 @@ from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode, QuicStreamFrame
 from aioquic.quic.stream import FinalSizeError, QuicStreamReceiver, QuicStreamSender
 
-from ptproxy._speedups import load_twin
+from ptproxy._speedups import install_twin, load_twin
 from ptproxy.tunnel.aioquic import _streamframes_py
 from ptproxy.tunnel.aioquic.connection import PatchedQuicConnection
 from ptproxy.tunnel.aioquic.marks import MarkingReceiver, MarkingStream
@@ -90,17 +90,13 @@ def layout_holds() -> bool:
 def install() -> bool:
     """Put the compiled STREAM frame methods on PatchedQuicConnection (once); False when the pure
     twin is selected or aioquic's streams do not look as expected (aioquic's methods then run)."""
-    twins = globals()  # filled by load_twin
-    if twins["IMPLEMENTATION"] != "compiled" or not layout_holds():
-        return False
-    if INSTALLED:
-        return True
-    twins["_impl"].configure(**_objects())
-    INSTALLED["_write_stream_frame"] = PatchedQuicConnection.__dict__.get("_write_stream_frame")
-    PatchedQuicConnection._write_stream_frame = twins["write_stream_frame"]  # type: ignore[method-assign]
     # aioquic binds its frame handlers when a connection is constructed (QuicConnection.__init__
     # looks up self._handle_stream_frame for frame types 0x08-0x0F), so a class attribute set
     # here, before any connection exists, is what every later connection's table holds.
-    INSTALLED["_handle_stream_frame"] = PatchedQuicConnection.__dict__.get("_handle_stream_frame")
-    PatchedQuicConnection._handle_stream_frame = twins["handle_stream_frame"]  # type: ignore[method-assign]
-    return True
+    return install_twin(
+        globals(),
+        PatchedQuicConnection,
+        {"_write_stream_frame": "write_stream_frame", "_handle_stream_frame": "handle_stream_frame"},
+        lambda impl: impl.configure(**_objects()),
+        layout_holds,
+    )
