@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ptproxy.ops.metrics import Metrics, Side
     from ptproxy.server.listener import Listener
     from ptproxy.server.origin import Backend
-    from ptproxy.tunnel import Session
+    from ptproxy.tunnel import Session, TunnelStream
 
 __all__ = ["App", "run"]
 
@@ -77,6 +77,8 @@ class App:
         self.draining = False
         self._started = False
         self._predecessor: handoff.Predecessor | None = None  # we were started by a hand-off
+        # Server end: requests that came before the origin side existed (see _start_backend).
+        self._early_requests: list[tuple[Session, TunnelStream]] = []
         self._handing_off: handoff.HandOff | None = None  # a SIGUSR2 hand-off under way
         self.successor: handoff.Successor | None = None  # we handed over: drain, then exit
 
@@ -152,40 +154,68 @@ class App:
             self._ready(self.dialer.state.describe())
         else:
             from ptproxy.server.listener import Listener
-            from ptproxy.server.origin import Backend
 
             settings = EndpointSettings.build(self.config, material, client_auth_policy(self.config, material))
             self.metrics = self._make_metrics("server")
-            self.backend = Backend(
-                self.config,
-                lambda: self.listener.local_address if self.listener else ("", 0),
-                on_request_done=self.metrics.request_done if self.metrics is not None else None,
-                on_route_done=self.metrics.route_done if self.metrics is not None else None,
-                on_wait=self.metrics.waited if self.metrics is not None else None,
-                tcp_meter=self.metrics,
-            )
-            self.backend.start()  # active health probes run before the first request
-            self.listener = Listener(settings, self.backend.on_request)
-            self.listener.on_session = self.backend.track  # origin connections ahead of requests
+            # The endpoint reads before the origin side exists (ptproxy.server.origin and what it
+            # imports: ~42M instructions): a client's Initial that came while this end started is
+            # answered first, and the origin side is made while the client end works on that
+            # answer. A request that comes before it is queued and handed over once it exists.
+            self.listener = Listener(settings, self._early_request)
             if self.metrics is not None:
-                self.listener.on_session = _both(self.metrics.track, self.backend.track)
+                self.listener.on_session = self.metrics.track
                 self.metrics.listener = self.listener
-                self.metrics.backend = self.backend
             predecessor = self._predecessor
             # Handed over: the previous process reads the shared UDP socket until its sessions moved.
             self.listener.following = predecessor is not None and predecessor.forward is not None
             await self.listener.start()
             if predecessor is not None and self.listener.following:
                 predecessor.follow(self.listener.datagram_received, self.listener.take_over)
+            await _loop_steps(ANSWER_STEPS)
+            warm_first_handshake()  # before the first Initial, usually (a launch, a restart: after)
+            await _loop_steps(ANSWER_STEPS)
+            await self._start_backend()
             await self._start_metrics_server()
             sockets.close_unclaimed()  # every listener has taken its passed socket by now
             self._ready("serving")
-            warm_first_handshake()  # before the first Initial, usually (a launch, a restart: after)
         interval = self.notifier.watchdog_interval(self.config.system.watchdog_factor)
         if interval:
             self._spawn(run_watchdog(self.notifier, interval))
         self._started = True
         resume_gc()  # paused by the command line (ops/startup.py)
+
+    def _early_request(self, session: Session, stream: TunnelStream) -> None:
+        """A request that came before the origin side exists: kept for :meth:`_start_backend`."""
+        if self.backend is not None:
+            self.backend.on_request(session, stream)
+        else:
+            self._early_requests.append((session, stream))
+
+    async def _start_backend(self) -> None:
+        """Server end: the origin side, once the endpoint reads; then the requests that came first."""
+        from ptproxy.server.origin import Backend
+
+        assert self.listener is not None
+        listener = self.listener
+        self.backend = backend = Backend(
+            self.config,
+            lambda: listener.local_address,
+            on_request_done=self.metrics.request_done if self.metrics is not None else None,
+            on_route_done=self.metrics.route_done if self.metrics is not None else None,
+            on_wait=self.metrics.waited if self.metrics is not None else None,
+            tcp_meter=self.metrics,
+        )
+        backend.start()  # active health probes run before the first request
+        listener.set_request_handler(backend.on_request)
+        # Origin connections ahead of requests, for the sessions made meanwhile too.
+        listener.on_session = backend.track if self.metrics is None else _both(self.metrics.track, backend.track)
+        for session in list(listener.sessions):
+            backend.track(session)
+        if self.metrics is not None:
+            self.metrics.backend = backend
+        early, self._early_requests = self._early_requests, []
+        for session, stream in early:
+            backend.on_request(session, stream)
 
     def _ready(self, status: str) -> None:
         # Logged as well as notified: the listening sockets may be bound long before (cli.py binds
@@ -377,6 +407,17 @@ class App:
         else:
             sockets.remove_socket_files()  # the UNIX socket files we bound, if still ours
         logger.info("stopped")
+
+
+# Loop steps after the endpoint starts reading, before the next long synchronous piece of start-up
+# (an import): a datagram already waiting is read (the poll), admitted (the listener's call_soon)
+# and answered (the session's transmit, another call_soon) within three.
+ANSWER_STEPS = 3
+
+
+async def _loop_steps(steps: int) -> None:
+    for _ in range(steps):
+        await asyncio.sleep(0)
 
 
 def _both(first: Callable[[Session], None], second: Callable[[Session], None]) -> Callable[[Session], None]:

@@ -101,6 +101,11 @@ class Listener:
         # Hand-off, old process: where datagrams that are not for one of our connections go.
         self._forward: Callable[[bytes, Any], None] | None = None
 
+    def set_request_handler(self, on_request: RequestHandler) -> None:
+        """Requests from now on go to ``on_request`` (the server end reads before its origin side
+        exists and queues the first requests meanwhile: ops/app.py)."""
+        self._on_request = on_request
+
     @staticmethod
     def _admission_settings(settings: EndpointSettings) -> AdmissionSettings:
         qc = settings.quic_config
