@@ -77,6 +77,7 @@ cdef object _py_handle = None  # aioquic's _handle_ack_frame
 cdef object _py_hold = None  # the pure twin's hold_ack_frame
 cdef object _py_skip = None  # the pure twin's skip_ack_frame
 cdef object _py_on_packets_lost = None  # aioquic's QuicPacketRecovery._on_packets_lost
+cdef tuple _nothing_lost_noop = ()  # lossdetect.NOTHING_LOST_NOOP: no call when nothing was lost
 cdef object _sender_delivery = None  # QuicStreamSender.on_data_delivery
 cdef object _marking_delivery = None  # marks.MarkingSender.on_data_delivery
 cdef object _ack_delivery = None  # QuicConnection._on_ack_delivery
@@ -90,7 +91,7 @@ def configure(**objects):
     global _Buffer, _BufferReadError, _ConnectionError, _FRAME_ENCODING_ERROR, _ACKED, _HANDSHAKE
     global _ONE_RTT, _Recovery, _recovery_globals, _recovery_methods, _recovery_inlined, _py_handle
     global _py_on_packets_lost, _sender_delivery, _marking_delivery, _ack_delivery, _sender_classes
-    global _MarkingSender, _declared_lost_kept, _py_hold, _py_skip
+    global _MarkingSender, _declared_lost_kept, _py_hold, _py_skip, _nothing_lost_noop
     _Buffer = objects["buffer"]
     _BufferReadError = objects["buffer_read_error"]
     _ConnectionError = objects["connection_error"]
@@ -112,6 +113,7 @@ def configure(**objects):
     _sender_classes = tuple(objects["sender_classes"])
     _MarkingSender = objects["marking_sender"]
     _declared_lost_kept = objects["declared_lost_kept"]
+    _nothing_lost_noop = tuple(objects.get("nothing_lost_noop", (_py_on_packets_lost,)))
 
 
 cdef bint _plain_recovery(object loss) except -1:
@@ -471,10 +473,13 @@ cdef int _detect_loss(object loss, object now, object space) except -1:
             del declared[:len(declared) - _declared_lost_kept]
 
     lost_handler = loss._on_packets_lost
-    if not lost_packets and PyMethod_Check(lost_handler) and (
-        <object> PyMethod_GET_FUNCTION(lost_handler) is _py_on_packets_lost
-    ):
-        return 0  # aioquic's own: nothing lost, nothing to do
+    cdef object noop
+    if not lost_packets and PyMethod_Check(lost_handler):
+        # aioquic's own, or PatchedQuicConnection's wrapper (lossdetect.NOTHING_LOST_NOOP):
+        # nothing lost, nothing to do
+        for noop in _nothing_lost_noop:
+            if <object> PyMethod_GET_FUNCTION(lost_handler) is noop:
+                return 0
     # _in_persistent_congestion of no packets is False, whatever the state
     persistent = loss._in_persistent_congestion(packets=lost_packets) if lost_packets else False
     lost_handler(now=now, packets=lost_packets, persistent_congestion=persistent, space=space)

@@ -27,7 +27,12 @@ from aioquic.quic.stream import QuicStreamSender
 from ptproxy._speedups import install_twin, load_twin
 from ptproxy.tunnel.aioquic import _ackpath_py
 from ptproxy.tunnel.aioquic.connection import PatchedQuicConnection
-from ptproxy.tunnel.aioquic.lossdetect import DECLARED_LOST_KEPT, AdaptiveRecovery, adopt
+from ptproxy.tunnel.aioquic.lossdetect import (
+    DECLARED_LOST_KEPT,
+    NOTHING_LOST_NOOP,
+    AdaptiveRecovery,
+    adopt,
+)
 from ptproxy.tunnel.aioquic.marks import MarkingSender, MarkingStream
 
 __all__ = ["IMPLEMENTATION", "INSTALLED", "install", "layout_holds", *_ackpath_py.__all__]
@@ -66,6 +71,8 @@ def _objects() -> dict[str, Any]:
             "_on_packets_lost": QuicPacketRecovery._on_packets_lost,
         },
         "declared_lost_kept": DECLARED_LOST_KEPT,
+        # _detect_loss calls none of these when nothing was lost (they would do nothing).
+        "nothing_lost_noop": tuple(NOTHING_LOST_NOOP),
         "handle_ack_frame": QuicConnection._handle_ack_frame,
         "hold_ack_frame": _ackpath_py.hold_ack_frame,
         "skip_ack_frame": _ackpath_py.skip_ack_frame,

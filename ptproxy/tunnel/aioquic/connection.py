@@ -372,26 +372,30 @@ class PatchedQuicConnection(QuicConnection):
         # Our pacer is duck-typed: the interface of aioquic's QuicPacketPacer, not a subclass.
         self._loss._pacer = cc.pacer  # type: ignore[assignment]
         # Count packets declared lost as a congestion event; PTO probes are not losses.
-        original = self._loss._on_packets_lost
+        self._ptp_lost_original = self._loss._on_packets_lost
+        self._loss._on_packets_lost = self._ptp_packets_lost  # type: ignore[method-assign]
 
-        def on_packets_lost(*, congestion_event: bool = True, packets: Any, **kwargs: Any) -> None:
-            packets = list(packets)
-            pmtu = self._ptp_pmtu
-            if congestion_event and pmtu is not None:
-                # A lost MTU probe is not a congestion signal (RFC 9000 §14.4): out of bytes in
-                # flight only. Persistent congestion above 1200 bytes may be a shrunk path.
-                probes, packets = pmtu.split_lost(packets)
-                if probes:
-                    original(congestion_event=False, packets=probes, **kwargs)
-                if kwargs.get("persistent_congestion"):
-                    pmtu.on_black_hole(self, self._ptp_now)
-                if not packets:
-                    return
-            if congestion_event:
-                self._ptp_lost_packets += len(packets)
-            original(congestion_event=congestion_event, packets=packets, **kwargs)
-
-        self._loss._on_packets_lost = on_packets_lost  # type: ignore[method-assign]
+    def _ptp_packets_lost(self, *, congestion_event: bool = True, packets: Any, **kwargs: Any) -> None:
+        """The recovery's ``_on_packets_lost``: aioquic's, with lost MTU probes kept out of the
+        congestion signal and the lost packets counted. Called with no packet it does nothing
+        (nor does aioquic's), so loss detection skips the call when nothing was lost
+        (lossdetect.NOTHING_LOST_NOOP, the compiled ACK path alike): it used to run on every ACK."""
+        packets = list(packets)
+        original = self._ptp_lost_original
+        pmtu = self._ptp_pmtu
+        if congestion_event and pmtu is not None:
+            # A lost MTU probe is not a congestion signal (RFC 9000 §14.4): out of bytes in
+            # flight only. Persistent congestion above 1200 bytes may be a shrunk path.
+            probes, packets = pmtu.split_lost(packets)
+            if probes:
+                original(congestion_event=False, packets=probes, **kwargs)
+            if kwargs.get("persistent_congestion"):
+                pmtu.on_black_hole(self, self._ptp_now)
+            if not packets:
+                return
+        if congestion_event:
+            self._ptp_lost_packets += len(packets)
+        original(congestion_event=congestion_event, packets=packets, **kwargs)
 
     @property
     def congestion_controller(self) -> Controller:
@@ -1635,6 +1639,8 @@ class PatchedQuicConnection(QuicConnection):
 # The compiled receive path runs aioquic's frame loop itself for this class's _payload_received
 # (aioquic's loop plus the eliciting flag); a subclass that overrides it gets its own method called.
 quicrecv.use_frame_loop(PatchedQuicConnection._payload_received)
+# The recovery's loss handler (see _ptp_packets_lost) does nothing when nothing was lost.
+lossdetect.NOTHING_LOST_NOOP.append(PatchedQuicConnection._ptp_packets_lost)
 
 
 # -- state aioquic keeps private ---------------------------------------------------------------

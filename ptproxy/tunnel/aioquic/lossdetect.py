@@ -22,13 +22,17 @@ from aioquic.quic import recovery
 from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import QuicPacketRecovery, QuicPacketSpace
 
-__all__ = ["DECLARED_LOST_KEPT", "START_TIME_THRESHOLD", "AdaptiveRecovery", "adopt"]
+__all__ = ["DECLARED_LOST_KEPT", "NOTHING_LOST_NOOP", "START_TIME_THRESHOLD", "AdaptiveRecovery", "adopt"]
 
 # The time threshold a connection starts with (x max(srtt, latest RTT)); aioquic's 9/8 once a
 # spurious loss was seen.
 START_TIME_THRESHOLD = 1.0
 # Packet numbers declared lost remembered to recognise a spurious loss (the newest ones).
 DECLARED_LOST_KEPT = 32
+# The ``_on_packets_lost`` functions that do nothing when no packet is lost (aioquic's, and
+# PatchedQuicConnection's wrapper, which adds itself): _detect_loss skips the call then, as the
+# compiled twin does. Any other handler is called on every ACK, as in aioquic.
+NOTHING_LOST_NOOP: list[object] = [QuicPacketRecovery._on_packets_lost]
 
 
 class AdaptiveRecovery(QuicPacketRecovery):
@@ -83,7 +87,10 @@ class AdaptiveRecovery(QuicPacketRecovery):
             if len(declared) > DECLARED_LOST_KEPT:
                 del declared[:-DECLARED_LOST_KEPT]
 
-        self._on_packets_lost(
+        handler = self._on_packets_lost
+        if not lost_packets and getattr(handler, "__func__", None) in NOTHING_LOST_NOOP:
+            return  # nothing lost, and the handler would do nothing
+        handler(
             now=now,
             packets=lost_packets,
             persistent_congestion=self._in_persistent_congestion(packets=lost_packets),
