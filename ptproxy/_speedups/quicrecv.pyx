@@ -28,8 +28,9 @@ Written for ptproxy from the behaviour of aioquic 1.7.2, tested against it with 
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION
 
-__all__ = ["configure", "enum_hash", "receive_short", "use_frame_loop"]
+__all__ = ["configure", "configure_idle_timeout", "enum_hash", "idle_timeout", "receive_short", "use_frame_loop"]
 
 # Set by configure(): aioquic's objects (None until then: receive_short handles nothing).
 cdef object _ONE_RTT = None
@@ -53,6 +54,11 @@ cdef object _FRAME_ENCODING_ERROR = None
 cdef frozenset _NON_ACK_ELICITING = frozenset()
 cdef frozenset _PROBING = frozenset()
 cdef object _payload_received = None  # the connection class's, when it is aioquic's loop + eliciting flag
+# aioquic's QuicConnection._idle_timeout and QuicPacketRecovery.get_probe_timeout (inlined while a
+# connection's are these), and recovery.K_GRANULARITY; set by configure_idle_timeout().
+cdef object _py_idle_timeout = None
+cdef object _py_get_probe_timeout = None
+cdef object _K_GRANULARITY = None
 
 
 def configure(*, one_rtt, zero_rtt, connected, end_states, receive_context, crypto_error,
@@ -81,6 +87,44 @@ def use_frame_loop(payload_received):
     ack-eliciting (ptproxy's PatchedQuicConnection). Others get their own method called."""
     global _payload_received
     _payload_received = payload_received
+
+
+def configure_idle_timeout(*, idle_timeout, get_probe_timeout, granularity):
+    """Hand in aioquic's ``QuicConnection._idle_timeout``, ``QuicPacketRecovery.get_probe_timeout``
+    and ``K_GRANULARITY``: :func:`idle_timeout` inlines the two while a connection's are these."""
+    global _py_idle_timeout, _py_get_probe_timeout, _K_GRANULARITY
+    _py_idle_timeout, _py_get_probe_timeout, _K_GRANULARITY = idle_timeout, get_probe_timeout, granularity
+
+
+def idle_timeout(conn):
+    """``conn._idle_timeout()``: see _idle_timeout."""
+    return _idle_timeout(conn)
+
+
+cdef object _idle_timeout(object conn):
+    """``conn._idle_timeout()`` (RFC 9000 10.1: the smaller of the two ends' idle timeouts, at
+    least three PTOs): aioquic's method and its recovery's ``get_probe_timeout`` run here, with the
+    same Python operations in the same order, while the connection's are aioquic's (two Python
+    calls per datagram received otherwise); any other is called."""
+    method = conn._idle_timeout
+    if _py_idle_timeout is None or not PyMethod_Check(method) or (
+        <object> PyMethod_GET_FUNCTION(method) is not _py_idle_timeout
+    ):
+        return method()
+    loss = conn._loss
+    probe = loss.get_probe_timeout
+    if not PyMethod_Check(probe) or <object> PyMethod_GET_FUNCTION(probe) is not _py_get_probe_timeout:
+        pto = probe()
+    elif not loss._rtt_initialized:
+        pto = 2 * loss._rtt_initial
+    else:
+        pto = loss._rtt_smoothed + max(4 * loss._rtt_variance, _K_GRANULARITY)
+        pto += loss.max_ack_delay
+    timeout = conn._configuration.idle_timeout
+    remote = conn._remote_max_idle_timeout
+    if remote is not None:
+        timeout = min(timeout, remote)
+    return max(timeout, 3 * pto)
 
 
 def enum_hash(self):
@@ -241,7 +285,7 @@ cdef void _before_decrypt(object conn, object path, Py_ssize_t length, object no
     if not path.is_validated:
         path.bytes_received += length
     if conn._close_at is None:
-        conn._close_at = now + conn._idle_timeout()
+        conn._close_at = now + _idle_timeout(conn)
 
 
 cdef void _after_decrypt(object conn, object space, object path, object host_cid, unsigned char first,
@@ -283,7 +327,7 @@ cdef void _after_decrypt(object conn, object space, object path, object host_cid
         return
     if _in_end_state(conn._state) or conn._close_pending:
         return
-    conn._close_at = now + conn._idle_timeout()
+    conn._close_at = now + _idle_timeout(conn)
     conn._ack_eliciting_sent_since_receipt = False
     _update_paths(conn, space, path, pn, is_probing, is_client)
     _record(conn, space, pn, is_ack_eliciting, now)

@@ -250,3 +250,53 @@ def test_enum_hash_keeps_the_values() -> None:
         for member in enum_type:
             assert c.enum_hash(member) == Enum.__hash__(member) == hash(member)
     assert py.enum_hash is Enum.__hash__
+
+
+# -- the idle timeout, inlined in the compiled twin -------------------------------------------------
+
+TIMES = st.one_of(st.floats(0.0, 1e4, allow_nan=False), st.integers(0, 10_000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    initialized=st.booleans(),
+    rtt=st.tuples(TIMES, TIMES, TIMES, TIMES),
+    local=TIMES,
+    remote=st.one_of(st.none(), TIMES),
+    variant=st.sampled_from(["plain", "probe shadowed", "method overridden"]),
+)
+def test_idle_timeout_matches_aioquic(
+    initialized: bool, rtt: tuple[float, float, float, float], local: float, remote: float | None, variant: str
+) -> None:
+    # The compiled idle_timeout (aioquic's _idle_timeout and get_probe_timeout inline, run for each
+    # datagram received) gives what aioquic's methods give, value and type, on any RTT state; a
+    # connection or recovery whose method is not aioquic's gets its own called.
+    from aioquic.quic import recovery
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from ptproxy.tunnel.aioquic.connection import PatchedQuicConnection
+    from tests.support.quic_pair import flow_settings
+
+    c = _compiled()
+    c.configure_idle_timeout(
+        idle_timeout=QuicConnection._idle_timeout,
+        get_probe_timeout=recovery.QuicPacketRecovery.get_probe_timeout,
+        granularity=recovery.K_GRANULARITY,
+    )
+
+    class Overridden(PatchedQuicConnection):
+        def _idle_timeout(self) -> float:
+            return 12.5
+
+    cls = Overridden if variant == "method overridden" else PatchedQuicConnection
+    conn = cls(configuration=QuicConfiguration(is_client=True, idle_timeout=local), flow=flow_settings())
+    conn._remote_max_idle_timeout = remote
+    loss = conn._loss
+    loss._rtt_initialized = initialized
+    loss._rtt_initial, loss._rtt_smoothed, loss._rtt_variance, loss.max_ack_delay = rtt
+    if variant == "probe shadowed":
+        loss.get_probe_timeout = lambda include_max_ack_delay=True: 0.25  # type: ignore[method-assign]
+    want = conn._idle_timeout()
+    for got in (c.idle_timeout(conn), py.idle_timeout(conn)):
+        assert repr(got) == repr(want) and type(got) is type(want)

@@ -25,7 +25,12 @@ from aioquic.quic.packet import (
     QuicFrameType,
     QuicPacketType,
 )
-from aioquic.quic.recovery import MAX_ACK_RANGES, QuicPacketNumberWindow
+from aioquic.quic.recovery import (
+    K_GRANULARITY,
+    MAX_ACK_RANGES,
+    QuicPacketNumberWindow,
+    QuicPacketRecovery,
+)
 from aioquic.quic.stream import StreamFinishedError
 from cryptography.exceptions import InvalidTag
 
@@ -75,6 +80,11 @@ def install() -> bool:
         frame_encoding_error=QuicErrorCode.FRAME_ENCODING_ERROR,
         non_ack_eliciting=NON_ACK_ELICITING_FRAME_TYPES,
         probing=PROBING_FRAME_TYPES,
+    )
+    twins["_impl"].configure_idle_timeout(
+        idle_timeout=qc.QuicConnection._idle_timeout,
+        get_probe_timeout=QuicPacketRecovery.get_probe_timeout,
+        granularity=K_GRANULARITY,
     )
     for enum_type in HASHED_ENUMS:
         # Only where the hash is still Enum's own Python one: the same values, so no container goes
