@@ -37,6 +37,7 @@ __all__ = [
     "FLUSH_BYTES",
     "H1Connection",
     "HeadTimeout",
+    "WriteFlow",
 ]
 
 HIGH_WATER = 256 * 1024
@@ -51,7 +52,38 @@ class EventParser(Protocol):
     def feed(self, data: bytes) -> list[Any]: ...
 
 
-class H1Connection(asyncio.Protocol):
+class WriteFlow(asyncio.Protocol):
+    """What the two socket protocols (H1Connection here, splice.SocketEnd) do alike: TCP_NODELAY
+    when connected, and the write side's flow control (``pause_writing``/``resume_writing`` from the
+    transport, the futures their ``drain()`` waits on released at resume and at close)."""
+
+    _tcp_nodelay: bool
+    _write_paused: bool
+    _drain_waiters: list[asyncio.Future[None]]
+
+    def _set_nodelay(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and self._tcp_nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._release_drain_waiters()
+
+    def _release_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class H1Connection(WriteFlow):
     """Bytes in → events out (queue with backpressure); bytes out with ``drain()``."""
 
     def __init__(self, parser: EventParser | None = None, *, tcp_nodelay: bool = True) -> None:
@@ -95,14 +127,9 @@ class H1Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
-        if sock is not None and self._tcp_nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        self._set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._error is not None:
@@ -143,22 +170,9 @@ class H1Connection(asyncio.Protocol):
         self._drop_pending()
         self._cancel_deadline()  # a closed connection must not stay referenced by a timer
         self._wake()
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._drain_waiters.clear()
+        self._release_drain_waiters()
         if not self.closed_future.done():
             self.closed_future.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
 
     # -- events in ----------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ptproxy.errors import ConnectionClosed, ConnectionReset, PtproxyError, StreamAborted
+from ptproxy.h1conn import WriteFlow
 from ptproxy.tunnel import DataFrame, StreamEnded, TunnelStream
 
 __all__ = [
@@ -84,7 +85,7 @@ class TcpMeter(Protocol):
     def tcp_bytes(self, route: str, direction: str, nbytes: int) -> None: ...
 
 
-class SocketEnd(asyncio.Protocol):
+class SocketEnd(WriteFlow):
     """The socket side of a splice: received bytes in a bounded buffer, writes with ``drain()``."""
 
     def __init__(self, *, tcp_nodelay: bool = True) -> None:
@@ -129,16 +130,7 @@ class SocketEnd(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peername = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("socket")
-        if (
-            sock is not None
-            and self._tcp_nodelay
-            and sock.family in (socket.AF_INET, socket.AF_INET6)
-        ):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        self._set_nodelay(transport)
         if not self._connected.done():
             self._connected.set_result(None)
 
@@ -160,22 +152,9 @@ class SocketEnd(asyncio.Protocol):
         self._closed = True
         self._eof = True
         self._wake()
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._drain_waiters.clear()
+        self._release_drain_waiters()
         if not self._connected.done():
             self._connected.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
