@@ -1,0 +1,67 @@
+"""tunnel/deferred.py's import_x509: cryptography.x509.name's RFC 4514 attribute-value expression is
+compiled at its first use, not at start-up, and parses exactly as the expression compiled at once
+(each case in a fresh interpreter: this test process may have imported cryptography already)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(code: str, tmp_path: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_the_rfc4514_expression_is_compiled_on_first_use_and_matches_as_compiled_at_once(tmp_path: Path) -> None:
+    out = run(
+        """
+        import re, sys
+        compile_before = re.compile
+        import ptproxy.tunnel
+        from ptproxy.tunnel.deferred import LazyPattern
+        import cryptography.x509.name as name
+        from cryptography import x509
+
+        print("re.compile restored", re.compile is compile_before)
+        holders = [m for m in list(sys.modules.values())
+                   for v in list(getattr(m, "__dict__", {}).values())
+                   if getattr(v, "__name__", None) == "compile_lazily"]
+        print("wrapper kept by", len(holders))
+        parser = name._RFC4514NameParser
+        lazy = [k for k, v in vars(parser).items() if isinstance(v, LazyPattern)]
+        eager = [k for k, v in vars(parser).items() if isinstance(v, re.Pattern)]
+        print("lazy", lazy, "compiled", parser._STRING_RE._compiled is not None, "others", len(eager))
+
+        # The same matches as the expression compiled at once, on a grid of values.
+        reference = re.compile(parser._STRING_RE.pattern, parser._STRING_RE.flags)
+        values = ["", "a", "a b", " a", "a ", "#x", "a\\\\,b", "a\\\\2Cb", "\\u00fc\\U00010000z",
+                  "x+y", "a=b", "\\x01\\x7f", "q\\"r", "end\\\\", "\\U0010ffff"]
+        same = True
+        for value in values:
+            for start in range(len(value) + 1):
+                got, want = parser._STRING_RE.match(value, start), reference.match(value, start)
+                same &= (got and got.span()) == (want and want.span())
+        print("same matches", same, "compiled", parser._STRING_RE._compiled is not None)
+
+        parsed = x509.Name.from_rfc4514_string("CN=a\\\\,b,O=\\u00fc\\U00010000,OU=x y+L=\\\\2B")
+        print([(a.oid._name, a.value) for a in parsed])
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:5] == [
+        "re.compile restored True",
+        "wrapper kept by 0",
+        "lazy ['_STRING_RE'] compiled False others 4",
+        "same matches True compiled True",
+        "[('organizationalUnitName', 'x y'), ('localityName', '+'), ('organizationName', '\u00fc\U00010000'), "
+        "('commonName', 'a,b')]",
+    ], out
