@@ -243,6 +243,9 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(LOSS, "_in_persistent_congestion", "method", (("packets=",),)),
     Internal(LOSS, "_log_metrics_updated", "method", (("log_rtt=",),)),
     *_each(SENDER, "attribute", "_acked", "_acked_fin"),
+    # quicrecv.py / quicrecv.pyx: the idle deadline each received datagram moves, aioquic's
+    # _idle_timeout (with the recovery's get_probe_timeout) run inline while the connection's is it.
+    Internal(QC, "_idle_timeout", "method", ((),)),
     # h3path.py / h3path.pyx: PatchedH3Connection.handle_event, send_headers, send_data and
     # finish_stream replaced by the compiled request-stream path (request streams only; the twin falls
     # back to the Python code), the methods it inlines (used only while the class still holds them),
