@@ -59,6 +59,7 @@ __all__ = [
     "SpliceIdle",
     "SpliceResult",
     "TcpMeter",
+    "metered_bytes",
 ]
 
 # RFC 9114 8.1: the connection of a CONNECT request was reset or closed abnormally.
@@ -83,6 +84,17 @@ class TcpMeter(Protocol):
     def tcp_closed(self, route: str) -> None: ...
 
     def tcp_bytes(self, route: str, direction: str, nbytes: int) -> None: ...
+
+
+def metered_bytes(
+    meter: TcpMeter | None, route: str, names: dict[Direction, str]
+) -> Callable[[Direction, int], None] | None:
+    """A :class:`Splice` ``on_bytes`` that adds to ``meter``'s counters of ``route``, each direction
+    under its name in ``names`` (``to_origin`` / ``to_client``: which way that is depends on the
+    end); None without a meter."""
+    if meter is None:
+        return None
+    return lambda direction, nbytes: meter.tcp_bytes(route, names[direction], nbytes)
 
 
 class SocketEnd(WriteFlow):
@@ -297,6 +309,21 @@ class Splice:
         return SpliceResult(
             failure is None, reason, self.to_stream, self.to_socket, time.monotonic() - started
         )
+
+    async def run_in(
+        self, running: set[Splice], meter: TcpMeter | None = None, route: str = ""
+    ) -> SpliceResult:
+        """:meth:`run`, with this splice in ``running`` meanwhile (the set a shutdown aborts) and,
+        given a ``meter``, counted as an open TCP stream of ``route``."""
+        running.add(self)
+        if meter is not None:
+            meter.tcp_opened(route)
+        try:
+            return await self.run()
+        finally:
+            running.discard(self)
+            if meter is not None:
+                meter.tcp_closed(route)
 
     async def _wait(self, tasks: set[asyncio.Task[None]]) -> _Failed | None:
         """Until both directions ended (None) or one failed, the idle timeout passed, or

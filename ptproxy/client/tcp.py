@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from ptproxy.addr import format_address
 from ptproxy.client.dialer import Dialer
@@ -27,7 +26,7 @@ from ptproxy.client.listener import client_ip, tag_request
 from ptproxy.errors import PtproxyError, TunnelUnavailable, UpstreamError
 from ptproxy.ops.config import Config, Route, parse_socket_address
 from ptproxy.sockets import BACKLOG, listener_socket
-from ptproxy.splice import Direction, SocketEnd, Splice, SpliceResult, TcpMeter
+from ptproxy.splice import Direction, SocketEnd, Splice, SpliceResult, TcpMeter, metered_bytes
 from ptproxy.tunnel import (
     H3_REQUEST_REJECTED,
     DataFrame,
@@ -177,23 +176,9 @@ class TcpListener:
             end,
             stream,
             idle_timeout=self.config.limits.tcp_idle_timeout / 1000.0,
-            on_bytes=self._counter(route),
+            on_bytes=metered_bytes(self._meter, route, _DIRECTIONS),
         )
-        self._splices.add(splice)
-        if self._meter is not None:
-            self._meter.tcp_opened(route)
-        try:
-            return await splice.run()
-        finally:
-            self._splices.discard(splice)
-            if self._meter is not None:
-                self._meter.tcp_closed(route)
-
-    def _counter(self, route: str) -> Callable[[Direction, int], None] | None:
-        meter = self._meter
-        if meter is None:
-            return None
-        return lambda direction, nbytes: meter.tcp_bytes(route, _DIRECTIONS[direction], nbytes)
+        return await splice.run_in(self._splices, self._meter, route)
 
     @staticmethod
     def _log_end(where: str, result: SpliceResult) -> None:

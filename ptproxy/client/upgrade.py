@@ -157,11 +157,7 @@ async def _splice(
         return
     end = SocketEnd.adopt(conn.transport, leftover, eof=conn.at_eof, tcp_nodelay=config.system.tcp_nodelay)
     splice = Splice(end, stream, idle_timeout=config.limits.tcp_idle_timeout / 1000.0)
-    splices.add(splice)
-    try:
-        result = await splice.run()
-    finally:
-        splices.discard(splice)
+    result = await splice.run_in(splices)
     level = logging.DEBUG if result.clean else logging.INFO
     logger.log(
         level,

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from ptproxy.errors import UpstreamError
 from ptproxy.ops.config import Config
 from ptproxy.server.pool import OriginConnectError
 from ptproxy.server.upstream import Origin, RouteRuntime
-from ptproxy.splice import Direction, SocketEnd, Splice, SpliceResult, TcpMeter
+from ptproxy.splice import Direction, SocketEnd, Splice, SpliceResult, TcpMeter, metered_bytes
 from ptproxy.tunnel import StreamAborted, TunnelStream
 from ptproxy.wire import serialize
 
@@ -116,24 +115,9 @@ class TcpBackend:
             end,
             stream,
             idle_timeout=self.config.limits.tcp_idle_timeout / 1000.0,
-            on_bytes=self._counter(route),
+            on_bytes=metered_bytes(self._meter, route, _DIRECTIONS),
         )
-        self._splices.add(splice)
-        if self._meter is not None:
-            self._meter.tcp_opened(route)
-        try:
-            result = await splice.run()
-        finally:
-            self._splices.discard(splice)
-            if self._meter is not None:
-                self._meter.tcp_closed(route)
-        _log_end(where, result)
-
-    def _counter(self, route: str) -> Callable[[Direction, int], None] | None:
-        meter = self._meter
-        if meter is None:
-            return None
-        return lambda direction, nbytes: meter.tcp_bytes(route, _DIRECTIONS[direction], nbytes)
+        _log_end(where, await splice.run_in(self._splices, self._meter, route))
 
     def close(self, grace: float = DRAIN_GRACE) -> None:
         """Shutdown: the streams still open after ``grace`` seconds are reset."""
