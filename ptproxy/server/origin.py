@@ -52,6 +52,10 @@ SERVER_HEADER = b"ptproxy server"
 # RFC 9110 section 9.2.2; a request of these methods without a body may be sent twice.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
+# BodyKind.NONE as a plain global: ``BodyKind.X`` goes through the enum metaclass's attribute
+# hook (~1k instructions each on CPython 3.11), on the way to the origin and back.
+_NONE = BodyKind.NONE
+
 # (route, status, seconds) of each answered request whose route was known
 RouteObserver = Callable[[str, int, float], None]
 
@@ -248,7 +252,7 @@ class Backend:
         peer_key: str,
     ) -> int:
         """Send the request to an origin of ``group``, on another one when that is safe."""
-        resendable = request.method in IDEMPOTENT and request.body is BodyKind.NONE
+        resendable = request.method in IDEMPOTENT and request.body is _NONE
         tried: set[Origin] = set()
         failure: UpstreamError | None = None
         while True:
@@ -275,7 +279,6 @@ class Backend:
                         logger.warning("%s %s", _where(session, stream), exc)
                         failure = exc
                         continue
-                conn.set_parser(ResponseParser(request.method))
                 try:
                     return await self._relay(session, stream, request, head, conn, origin, resendable)
                 except _Retry as exc:
@@ -296,12 +299,15 @@ class Backend:
     ) -> int:
         """Send ``head`` (and the body, if any) on ``conn``; relay the response back."""
         upload: asyncio.Task[bool] | None = None
-        if request.body is not BodyKind.NONE:
+        if request.body is not _NONE:
             # The upload task writes the head: the body bytes already received then join it in
             # one write to the origin (written here, the head would leave before the task ran).
             upload = asyncio.get_running_loop().create_task(self._upload(stream, request, head, conn))
         else:
             conn.write_now(head)  # the whole request: to the origin now, before this end's own packets
+        # The response's parser, made after the write: no byte of the response can arrive before
+        # this step ends, and any that did would wait in the connection for it (set_parser).
+        conn.set_parser(ResponseParser(request.method))
         try:
             status, complete = await self._download(session, stream, conn, origin.address, upload, resendable)
         except BaseException:
@@ -390,7 +396,7 @@ class Backend:
             h3_headers = response_to_h3(head)
         except PtproxyError as exc:
             return self._fail(stream, 502, f"origin {address} sent an invalid response: {exc}"), False
-        if head.body is BodyKind.NONE:
+        if head.body is _NONE:
             stream.send_headers(h3_headers, end_stream=True)
             if not conn.take_end_of_message():
                 await self._expect_end(conn)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from ptproxy.errors import UpstreamError
 from ptproxy.h1conn import H1Connection
 from ptproxy.ops.config import Config, Queue
-from ptproxy.server.balance import make_balancer
+from ptproxy.server.balance import RandomChoice, make_balancer
 from ptproxy.server.health import OriginHealth, State, probe
 from ptproxy.server.pool import OriginConnectError, OriginPool
 from ptproxy.server.routes import RouteSpec
@@ -73,7 +73,9 @@ class Origin:
     def take_idle(self) -> H1Connection | None:
         """What :meth:`acquire` returns without waiting: a usable idle connection, else None."""
         conn = self.pool.take_idle()
-        if conn is not None:
+        if conn is not None and self.health.state != "UP":
+            # connect_ended(None) changes nothing for an UP origin: skipped there, since this runs
+            # before the request reaches the origin.
             self.connect_ended(None)
         return conn
 
@@ -125,6 +127,10 @@ class Group:
         self._queue = queue
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._on_wait = on_wait
+        # A group of one origin has nothing to balance: choose_now hands it out directly while it
+        # is UP (a balancer given one candidate picks it; OriginHealth.chosen does nothing for an
+        # UP origin). Not for RandomChoice, whose random source is still asked, as before.
+        self._single = origins[0] if len(origins) == 1 and not isinstance(self._balancer, RandomChoice) else None
 
     @property
     def pending(self) -> int:
@@ -163,6 +169,9 @@ class Group:
     def choose_now(self, peer_key: str, tried: set[Origin]) -> Origin | None:
         """What :meth:`choose` returns without waiting (an origin that can take the request now),
         else None: then :meth:`choose` decides (waits in the queue, or raises)."""
+        single = self._single
+        if single is not None and single.health.state == "UP" and single not in tried:
+            return single
         now = time.monotonic()
         origin = self._pick(peer_key, tried, now)
         if origin is not None:

@@ -4,6 +4,7 @@ origin health state machine (with a fake clock), and the pending queue of a pool
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,6 +320,30 @@ def test_choose_now_answers_as_choose_would_without_waiting() -> None:
         assert runtime.group.choose_now("", set()) is None
         with pytest.raises(NoOriginAvailable):
             await runtime.group.choose("", set(), None)
+
+    asyncio.run(main())
+
+
+def test_choose_now_with_one_origin_answers_as_the_balancer_would() -> None:
+    """A group of one origin (handed out without the balancer while it is UP): that origin while
+    it is UP and untried; DOWN, the usual path (its backoff over: a trial, marked as one); tried
+    already, None (choose() then decides)."""
+
+    async def main() -> None:
+        for balance in ("RoundRobin", "LeastRequests", "PeerHash", "Random"):
+            config = server_config(
+                {"general": {"http_connect_address": "127.0.0.1:1001"}, "routes": [{"name": "default", "balance": balance}]}
+            )
+            runtime = RouteRuntime(build_routes(config)["default"], config)
+            (origin,) = runtime.origins.values()
+            assert runtime.group.choose_now("peer", set()) is origin
+            assert runtime.group.choose_now("peer", set()) is origin
+            assert runtime.group.choose_now("peer", {origin}) is None
+            origin.health.connect_failed(0.0)  # DOWN, its backoff over long ago (fake clock)
+            assert runtime.group.choose_now("peer", set()) is origin
+            assert not origin.health.available(time.monotonic())  # taken as its one trial
+            origin.health.connected(0.0)
+            assert runtime.group.choose_now("peer", set()) is origin
 
     asyncio.run(main())
 
