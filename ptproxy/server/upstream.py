@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from ptproxy.errors import UpstreamError
 from ptproxy.h1conn import H1Connection
 from ptproxy.ops.config import Config, Queue
-from ptproxy.server.balance import RandomChoice, make_balancer
+from ptproxy.server.balance import PeerHash, RandomChoice, make_balancer
 from ptproxy.server.health import OriginHealth, State, probe
 from ptproxy.server.pool import OriginConnectError, OriginPool
 from ptproxy.server.routes import RouteSpec
@@ -131,6 +131,7 @@ class Group:
         # is UP (a balancer given one candidate picks it; OriginHealth.chosen does nothing for an
         # UP origin). Not for RandomChoice, whose random source is still asked, as before.
         self._single = origins[0] if len(origins) == 1 and not isinstance(self._balancer, RandomChoice) else None
+        self.by_peer = isinstance(self._balancer, PeerHash)  # the only policy that reads peer_key
 
     @property
     def pending(self) -> int:
