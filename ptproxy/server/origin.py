@@ -186,17 +186,21 @@ class Backend:
             logger.warning("%s %s", _where(session, stream), msg)
             return self._fail(stream, 502, msg)
         route_out.append(name)
-        identity = session.peer_identity
-        if not runtime.spec.allows(identity):
+        spec = runtime.spec
+        # The peer's identity read only for a route that restricts its peers (most do not).
+        if spec.allowed_peers is not None and not spec.allows(identity := session.peer_identity):
             who = f"peer {identity.name!r}" if identity is not None else "a peer without a verified certificate name"
             msg = f"{who} may not use route {name!r}"
             logger.warning("%s %s (allowed_peers)", _where(session, stream), msg)
             return self._fail(stream, 403, msg)
         if request.is_connect:
             return await self.tcp.serve(stream, runtime, self._peer_key(session), _where(session, stream))
-        group, request.path = runtime.plan(request.path)
+        if runtime.path_groups:  # path rules: the group and path they give (else as they are)
+            group, request.path = runtime.plan(request.path)
+        else:
+            group = runtime.group
         try:
-            head = self._origin_head(session, runtime.spec, request, client_address)
+            head = self._origin_head(session, spec, request, client_address)
         except PtproxyError as exc:
             status = exc.status if exc.status < 500 else 400
             return self._fail(stream, status, f"invalid request: {exc}")
