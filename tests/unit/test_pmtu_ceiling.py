@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic.pmtud import PathMtu
 from ptproxy.tunnel.pmtu import (
     BASE_SIZE,
@@ -22,6 +23,7 @@ from ptproxy.tunnel.pmtu import (
 )
 from ptproxy.tunnel.udp import RouteMtus, route_mtu, route_mtu_to
 from tests.conftest import twin_fixture
+from tests.support.quic_pair import Pair, flow_settings
 
 impl = twin_fixture("ptproxy.tunnel.cc._ccpath_py", "ptproxy._speedups.ccpath")
 
@@ -157,3 +159,41 @@ def test_the_route_mtu_is_looked_up_once_per_peer_host() -> None:
     assert len(looked_up) == 4
     assert mtus(("not an address", 9)) is None and mtus(("not an address", 10)) is None
     assert len(looked_up) == 5  # a failed lookup is remembered too
+
+
+# -- the probe on the send path ------------------------------------------------------------------
+
+
+def test_a_resting_search_is_not_asked_for_a_probe(pki: DemoPki, monkeypatch: pytest.MonkeyPatch) -> None:
+    # datagrams_to_send reads the search's state before asking for a probe: while one is in flight
+    # or the search rests (nearly every send), send_probe is not called; once it may run, it is.
+    flow = flow_settings(pmtu_ceiling=1452)
+    pair = Pair(pki, client_leaf=pki.client, client_flow=flow, server_flow=flow)
+    pair.roundtrip()
+    pmtu = pair.client._ptp_pmtu
+    assert pmtu is not None and pmtu.search.resume_at is not None  # the search ran and rests
+    assert pair.client._max_datagram_size == 1452
+    asked: list[float] = []
+    send_probe = PathMtu.send_probe
+
+    def counting(self: PathMtu, conn: object, now: float) -> list[tuple[bytes, object]]:
+        if conn is pair.client:
+            asked.append(now)
+        return send_probe(self, conn, now)
+
+    monkeypatch.setattr(PathMtu, "send_probe", counting)
+    sid = pair.client.get_next_available_stream_id()
+    pair.client.send_stream_data(sid, b"x" * 100)
+    pair.roundtrip()
+    assert asked == []
+    pair.now = pmtu.search.resume_at
+    pair.client.send_stream_data(sid, b"x" * 100)
+    pair.client.datagrams_to_send(now=pair.now)
+    assert asked == [pair.now]  # the search restarts: nothing above the confirmed ceiling
+    assert pmtu.search.in_flight is None and pmtu.search.resume_at is None
+    pair.roundtrip()
+    assert asked == [asked[0]]  # nothing left to search: not asked again
+    pmtu.search.ceiling, pmtu.search.too_large = 1500, 1501  # something to search (as a raised route)
+    pair.client.send_stream_data(sid, b"x" * 100)
+    pair.client.datagrams_to_send(now=pair.now)
+    assert len(asked) == 2 and pmtu.search.in_flight == 1500

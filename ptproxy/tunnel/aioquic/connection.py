@@ -66,6 +66,7 @@ from ptproxy.tunnel.aioquic.pmtud import PathMtu
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
 from ptproxy.tunnel.aioquic.tickets import install_ticket_sealer
 from ptproxy.tunnel.identity import PeerIdentity, cipher_name
+from ptproxy.tunnel.pmtu import STEP as PMTU_STEP
 from ptproxy.tunnel.pmtu import ceiling_for_route
 
 if TYPE_CHECKING:
@@ -451,8 +452,18 @@ class PatchedQuicConnection(QuicConnection):
             self.tail_probes += 1
             # A PING alone costs its whole datagram; riding with other frames, its one byte.
             self._ptp_probe_bytes += len(datagrams[0][0]) if len(datagrams) == 1 else 1
-        if self._ptp_pmtu is not None and self._handshake_confirmed and self._state == qc.QuicConnectionState.CONNECTED:
-            datagrams += self._ptp_pmtu.send_probe(self, now)
+        pmtu = self._ptp_pmtu
+        if pmtu is not None and self._handshake_confirmed and self._state is _CONNECTED:
+            # PmtuSearch.next_probe's checks, read here: with a probe in flight, the search resting
+            # or nothing left to search (nearly every send) it gives no probe, and its two or three
+            # Python calls are skipped. A resting search whose time has come is asked (it restarts).
+            search = pmtu.search
+            if search.in_flight is None and (
+                search.too_large - search.confirmed > PMTU_STEP
+                if search.resume_at is None
+                else now >= search.resume_at
+            ):
+                datagrams += pmtu.send_probe(self, now)
         return datagrams
 
     # Tests and a reference run turn the shortcut below off (aioquic's pass then decides alone).
