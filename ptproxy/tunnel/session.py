@@ -205,7 +205,16 @@ class Session:
             if self._transmit_handle is not None:
                 self._transmit_handle.cancel()
             self.transmit()
-        elif lone and quic.stream_end_pending() and not self._answer_first and not self._deliver_first:
+        elif quic.stream_end_pending() and not self._answer_first and not self._deliver_first:
+            if not lone:
+                # Several streams open (concurrent exchanges): the ends this datagram brings are
+                # handed over now as well, so their readers' steps run at the loop's next step
+                # rather than after the transmit's (one more poll, and the I/O it brings, ahead
+                # of them). Nothing is held: the send stays the read's transmit, wherever this
+                # read first asked for it.
+                if self._handle_events():
+                    self.transmit_soon()
+                return
             # A lone stream's end (a GET at the server end, a response at the client end): its
             # events are handed over now, so the reader's step (the write to the origin / the
             # client) runs at the loop's next step, not after one more (a transmit's call_soon,

@@ -524,3 +524,60 @@ def test_a_lone_streams_last_frame_leaves_before_its_writer_goes_on(
     assert sent_lone >= 1
     assert sent_during == 0
     assert sent_after >= 1
+
+
+def test_concurrent_responses_reach_their_readers_at_the_next_loop_step(
+    configs: tuple[Config, Config],
+) -> None:
+    """Client end, several streams open: a datagram that ends a stream (its response) has its
+    events handed over as it is read, as a lone stream's has, so the readers' steps run before
+    anything scheduled right after that read, not behind the read's transmit and one more loop
+    step. The send is not held for them (with several streams nothing is)."""
+
+    async def main() -> list[tuple[str, int, int]]:
+        pair = Pair(configs, None)
+        order: list[tuple[str, int, int]] = []
+        reads = [0]
+        try:
+            await pair.connect()
+            await asyncio.sleep(0.05)  # the handshake's stragglers are through
+            client = pair.client
+            loop = asyncio.get_running_loop()
+            received = client.datagram_received
+
+            def datagram_received(data: bytes, addr: Any) -> None:
+                reads[0] += 1
+                received(data, addr)
+                loop.call_soon(order.append, ("after read", reads[0], 0))
+
+            client.datagram_received = datagram_received  # type: ignore[method-assign]
+
+            async def serve(n: int) -> None:
+                streams = [await pair.requests.get() for _ in range(n)]
+                for stream in streams:
+                    head = await stream.receive()
+                    assert isinstance(head, Headers) and head.stream_ended
+                for stream in streams:  # answered in one step: one datagram ends all three
+                    stream.send_headers([(b":status", b"204")], end_stream=True)
+                    stream.finish()
+
+            async def fetch(stream: TunnelStream) -> None:
+                head = await stream.receive()
+                assert isinstance(head, Headers) and head.stream_ended
+                order.append(("reader", reads[0], client.open_streams))
+                stream.finish()
+
+            server_task = asyncio.ensure_future(serve(3))
+            streams = [client.open_stream(GET_FIELDS, end_stream=True) for _ in range(3)]
+            await asyncio.gather(*(fetch(stream) for stream in streams))
+            await server_task
+            return order
+        finally:
+            await pair.close()
+
+    order = run(main())
+    readers = [entry for entry in order if entry[0] == "reader"]
+    assert len(readers) == 3, order
+    assert readers[0][2] == 3, order  # the first ran with all three streams open
+    for entry in readers:
+        assert order.index(entry) < order.index(("after read", entry[1], 0)), order
