@@ -19,6 +19,11 @@ def main() -> int:
     from ptproxy.ops.startup import pause_gc
 
     pause_gc()
+    # platform's eight expressions (6.5M instructions; msgspec imports uuid, uuid imports platform)
+    # compiled at first use, never in a normal run (ptproxy/lazyre.py).
+    from ptproxy.lazyre import import_compiling_lazily
+
+    import_compiling_lazily("platform", {"platform"})
     from ptproxy.ops.cli import main as cli_main
 
     return cli_main()

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 import sys
 import threading
 import types
 from typing import Any
+
+from ptproxy.lazyre import import_compiling_lazily
 
 __all__: list[str] = []
 
@@ -112,49 +113,15 @@ def defer() -> None:
 LAZY_PATTERN_MODULE = "cryptography.x509.name"
 
 
-class LazyPattern:
-    """A compiled regular expression made at its first attribute lookup (``match``, ``pattern``...)."""
-
-    __slots__ = ("_args", "_compiled")
-
-    def __init__(self, pattern: str, flags: int) -> None:
-        self._args = (pattern, flags)
-        self._compiled: re.Pattern[str] | None = None
-
-    def __getattr__(self, attr: str) -> Any:
-        compiled = self._compiled
-        if compiled is None:
-            compiled = self._compiled = re.compile(*self._args)
-        return getattr(compiled, attr)
+def _astral(pattern: Any) -> bool:
+    return type(pattern) is str and bool(pattern) and max(pattern) > "\uffff"
 
 
 def import_x509() -> None:
-    """Import cryptography.x509 (once), with x509.name's expensive expressions compiled on use.
-
-    Only while this import runs is ``re.compile`` wrapped; only calls from x509.name's own code with
-    a pattern reaching past U+FFFF get a :class:`LazyPattern` (a cryptography that changed its
-    expressions simply compiles them as before)."""
-    if LAZY_PATTERN_MODULE in sys.modules:
-        return
-    compile_now = re.compile
-
-    def compile_lazily(pattern: Any, flags: int = 0) -> Any:
-        if (
-            type(pattern) is str
-            and pattern
-            and max(pattern) > "\uffff"
-            and sys._getframe(1).f_globals.get("__name__") == LAZY_PATTERN_MODULE
-        ):
-            return LazyPattern(pattern, flags)
-        return compile_now(pattern, flags)
-
-    re.compile = compile_lazily
-    try:
-        import cryptography.x509  # noqa: F401
-    except ImportError:
-        pass  # aioquic's own import reports it
-    finally:
-        re.compile = compile_now
+    """Import cryptography.x509 (once), with x509.name's expressions reaching past U+FFFF compiled
+    on use (a cryptography that changed its expressions simply compiles them as before)."""
+    if LAZY_PATTERN_MODULE not in sys.modules:
+        import_compiling_lazily("cryptography.x509", {LAZY_PATTERN_MODULE}, _astral)
 
 
 # On import: ptproxy.tunnel imports this module before any of its modules imports aioquic.

@@ -27,7 +27,7 @@ def test_the_rfc4514_expression_is_compiled_on_first_use_and_matches_as_compiled
         import re, sys
         compile_before = re.compile
         import ptproxy.tunnel
-        from ptproxy.tunnel.deferred import LazyPattern
+        from ptproxy.lazyre import LazyPattern
         import cryptography.x509.name as name
         from cryptography import x509
 
@@ -65,3 +65,29 @@ def test_the_rfc4514_expression_is_compiled_on_first_use_and_matches_as_compiled
         "[('organizationalUnitName', 'x y'), ('localityName', '+'), ('organizationName', '\u00fc\U00010000'), "
         "('commonName', 'a,b')]",
     ], out
+
+
+def test_platform_imported_by_the_entry_point_compiles_its_expressions_on_use(tmp_path: Path) -> None:
+    out = run(
+        """
+        import re, subprocess, sys
+        compile_before = re.compile
+        from ptproxy.lazyre import LazyPattern, import_compiling_lazily
+
+        import_compiling_lazily("platform", {"platform"})
+        import platform, uuid
+        print("re.compile restored", re.compile is compile_before)
+        lazy = sorted(k for k, v in vars(platform).items() if isinstance(v, LazyPattern))
+        print("lazy", len(lazy) >= 5, all(v._compiled is None for k, v in vars(platform).items() if k in lazy))
+        # Used, they answer as the standard library's own (a fresh interpreter's, for comparison).
+        mine = [platform.python_implementation(), platform.python_version(), platform.platform(), platform.libc_ver()]
+        theirs = subprocess.run([sys.executable, "-c", "import platform; print(repr([platform.python_implementation(), "
+                                 "platform.python_version(), platform.platform(), platform.libc_ver()]))"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        print("same answers", repr(mine) == theirs, "uuid", uuid.UUID(int=5).version is None)
+        import_compiling_lazily("platform", {"platform"})  # imported: nothing happens
+        print("again", re.compile is compile_before)
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:4] == ["re.compile restored True", "lazy True True", "same answers True uuid True", "again True"], out
