@@ -211,6 +211,23 @@ class H1Connection(WriteFlow):
             return None
         return self._error
 
+    def take_last_body(self) -> bytes | None:
+        """Take the next two events if they are already here and are a body piece and the
+        EndOfMessage (without trailers) right behind it, i.e. the rest of a message whose head was
+        just delivered (what two :meth:`next_event` calls would return at once); the piece's bytes,
+        else None (nothing taken)."""
+        events = self._events
+        if len(events) < 2 or type(events[0]) is not BodyData:
+            return None
+        end = events[1]
+        if type(end) is not EndOfMessage or end.trailers:
+            return None
+        data: bytes = events.popleft().data
+        events.popleft()
+        if self._marks.remove(len(data)) and self._transport is not None:
+            self._transport.resume_reading()
+        return data
+
     def take_end_of_message(self) -> bool:
         """Take the next event if it is already here and is an EndOfMessage without trailers
         (what :meth:`next_event` would return at once); whether it was."""

@@ -56,6 +56,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 # hook (~1k instructions each on CPython 3.11), on the way to the origin and back.
 _NONE, _LENGTH, _CHUNKED = BodyKind.NONE, BodyKind.LENGTH, BodyKind.CHUNKED
 _request_head = headmap.request_head_bytes  # serialize.request_head's writer (see _origin_head)
+_response_to_h3 = headmap.h1_response_to_h3  # h3map.response_to_h3's mapping (see _download)
 
 # (route, status, seconds) of each answered request whose route was known
 RouteObserver = Callable[[str, int, float], None]
@@ -394,16 +395,24 @@ class Backend:
             msg = f"origin {address}: {_describe(bad)}"
             logger.warning("[conn %d stream %d] %s", session.number, stream.stream_id, msg)
             return self._fail(stream, 502, msg), False
+        body = head.body
         try:
-            h3_headers = response_to_h3(head)
+            h3_headers = _response_to_h3(head.status, head.headers, body is _CHUNKED)  # response_to_h3
         except PtproxyError as exc:
             return self._fail(stream, 502, f"origin {address} sent an invalid response: {exc}"), False
-        if head.body is _NONE:
+        if body is _NONE:
             stream.send_headers(h3_headers, end_stream=True)
             if not conn.take_end_of_message():
                 await self._expect_end(conn)
             return head.status, head.keep_alive
         stream.send_headers(h3_headers)
+        if body is _LENGTH:
+            # A small response is usually here whole: its body (one piece, its end behind it)
+            # leaves with the FIN at once, as relay.h1_body_to_stream would send it, in fewer steps.
+            data = conn.take_last_body()
+            if data is not None:
+                await stream.send_data(data, end_stream=True)
+                return head.status, head.keep_alive
         try:
             complete = await relay.h1_body_to_stream(conn, stream, head.body)
         except StreamAborted:

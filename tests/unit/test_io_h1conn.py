@@ -450,3 +450,32 @@ def test_one_deadline_timer_serves_successive_waits(twin: str) -> None:
         assert conn._deadline_timer is None
 
     run(main())
+
+
+def test_take_last_body_takes_a_body_piece_and_its_end_only_when_both_are_here(twin: str) -> None:
+    """What two next_event calls would return at once (a piece, then EndOfMessage without
+    trailers), else nothing taken; the flow marks count the piece as consumed."""
+
+    async def main() -> None:
+        conn, transport = connected()
+        conn.data_received(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234")
+        assert conn.take_last_body() is None  # the head first
+        assert isinstance(await conn.next_event(), RequestHead)
+        assert conn.take_last_body() is None  # a piece, its end not here yet
+        assert await conn.next_event() == BodyData(b"01234")
+        conn.data_received(b"56789")
+        assert conn.take_last_body() == b"56789"
+        assert not conn.has_buffered_input()
+        big = HIGH_WATER + 1  # past the high-water mark: reading paused, resumed once it is taken
+        conn.data_received(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % big + b"x" * big)
+        assert isinstance(await conn.next_event(), RequestHead)
+        assert transport.calls == ["pause"]
+        assert conn.take_last_body() == b"x" * big
+        assert transport.calls == ["pause", "resume"]
+        wire = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+        conn.data_received(wire)
+        assert isinstance(await conn.next_event(), RequestHead)
+        assert conn.take_last_body() is None  # a chunk's piece: ChunkComplete follows, not the end
+        assert await drain_events(conn) == [BodyData(b"abc"), ChunkComplete(), EndOfMessage([(b"X-T", b"1")])]
+
+    run(main())
