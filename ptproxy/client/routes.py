@@ -47,6 +47,9 @@ class RouteTable:
                     self._wildcard.setdefault(name[2:], route.name)
                 else:
                     self._exact.setdefault(name, route.name)
+        # No route lists a Host: every request takes the default route, and its Host need not be
+        # parsed (the usual configuration; one select per request, on the way to the tunnel).
+        self._by_host = bool(self._exact or self._wildcard)
 
     @property
     def listener_routes(self) -> list[Route]:
@@ -55,7 +58,7 @@ class RouteTable:
 
     def select(self, host: bytes | str | None) -> str:
         """The route for a request on the general listener with this Host value."""
-        if not host:
+        if not host or not self._by_host:
             return DEFAULT_ROUTE
         name = host_name(host)
         exact = self._exact.get(name)

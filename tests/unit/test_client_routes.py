@@ -64,6 +64,12 @@ def test_no_host_or_no_routes_is_the_default_route() -> None:
     assert RouteTable([]).select(b"api.example.com") == DEFAULT_ROUTE
 
 
+def test_routes_listing_no_host_give_every_host_the_default_route() -> None:
+    t = RouteTable([Route(name="billing", hosts=[], http_bind_address="127.0.0.1:9001")])
+    for host in (b"billing", b"billing:80", b"[::1]:8080", b" x. ", "billing", b"\xff:1:2"):
+        assert t.select(host) == DEFAULT_ROUTE
+
+
 def test_host_name_normalises_ipv6_literals() -> None:
     assert host_name(b"[::1]:8080") == "[::1]"
     assert host_name("[2001:DB8::1]") == "[2001:db8::1]"
