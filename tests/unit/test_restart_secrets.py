@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aioquic.quic.events import ConnectionTerminated
@@ -17,16 +18,29 @@ from ptproxy.tunnel.tls import ServerTicketStore
 from tests.support.quic_pair import Pair, flow_settings
 
 
-def _reset_pair(pki: DemoPki, reset: StatelessReset) -> Pair:
-    pair = Pair(pki, client_leaf=pki.client)
-    # Rebuild the server with derived reset tokens (Pair does not take the hook).
+def _rebuild_server(pair: Pair, **options: Any) -> None:
+    """Replace the pair's server by one built with ``options`` too (Pair does not take these hooks)."""
     pair.server = PatchedQuicConnection(
         configuration=pair.server._configuration,
         flow=flow_settings(),
         client_auth=pair.server._ptp_client_auth,
         original_destination_connection_id=pair.client.original_destination_connection_id,
-        reset_token=reset.token,
+        **options,
     )
+
+
+def _ticket_options(store: ServerTicketStore) -> dict[str, Any]:
+    """A server's session-ticket hooks, all served by ``store``."""
+    return {
+        "session_ticket_fetcher": store.pop,
+        "session_ticket_handler": store.add,
+        "ticket_sealer": lambda ctx: install_ticket_sealer(ctx, store.seal),
+    }
+
+
+def _reset_pair(pki: DemoPki, reset: StatelessReset) -> Pair:
+    pair = Pair(pki, client_leaf=pki.client)
+    _rebuild_server(pair, reset_token=reset.token)  # derived reset tokens
     pair.roundtrip()
     return pair
 
@@ -101,15 +115,7 @@ def test_sealed_tickets_resume_and_0rtt_after_a_restart(pki: DemoPki, tmp_path: 
     path = tmp_path / "keys.json"
     before = ServerTicketStore(keys=load_ticket_keys(path), context=b"ca")
     pair = Pair(pki, client_leaf=pki.client)
-    pair.server = PatchedQuicConnection(
-        configuration=pair.server._configuration,
-        flow=flow_settings(),
-        client_auth=pair.server._ptp_client_auth,
-        original_destination_connection_id=pair.client.original_destination_connection_id,
-        session_ticket_fetcher=before.pop,
-        session_ticket_handler=before.add,
-        ticket_sealer=lambda ctx: install_ticket_sealer(ctx, before.seal),
-    )
+    _rebuild_server(pair, **_ticket_options(before))
     pair.roundtrip()
     assert pair.client_tickets, "no ticket issued"
     ticket = pair.client_tickets[-1]
@@ -117,15 +123,7 @@ def test_sealed_tickets_resume_and_0rtt_after_a_restart(pki: DemoPki, tmp_path: 
     # A new process: a new store, the same file.
     after = ServerTicketStore(keys=load_ticket_keys(path), context=b"ca")
     again = Pair(pki, client_leaf=pki.client, ticket=ticket)
-    again.server = PatchedQuicConnection(
-        configuration=again.server._configuration,
-        flow=flow_settings(),
-        client_auth=again.server._ptp_client_auth,
-        original_destination_connection_id=again.client.original_destination_connection_id,
-        session_ticket_fetcher=after.pop,
-        session_ticket_handler=after.add,
-        ticket_sealer=lambda ctx: install_ticket_sealer(ctx, after.seal),
-    )
+    _rebuild_server(again, **_ticket_options(after))
     sid = again.client.get_next_available_stream_id()
     again.client.send_stream_data(sid, b"early", end_stream=True)
     again.roundtrip()
