@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchmarks.micro.callgrind import child_instructions, marginal_of
 
 # (small, large) numbers of requests per scenario.
 SIZES = {"exchange": (20, 120), "h3": (200, 1200)}
@@ -149,25 +148,12 @@ def _instructions(mode: str, scenario: str, requests: int) -> tuple[int, int]:
     env.pop("PTPROXY_NO_EXTENSIONS", None)
     if mode == "pure":
         env["PTPROXY_NO_EXTENSIONS"] = "1"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        cmd = [
-            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-            sys.executable, "-m", "benchmarks.micro.h3path_ir", "--child", mode, scenario, str(requests),
-        ]
-        run = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if found is None:
-        raise RuntimeError(run.stderr[-2000:])
-    return int(found.group(1)), int(run.stdout.strip().splitlines()[-1])
+    return child_instructions("benchmarks.micro.h3path_ir", [mode, scenario, str(requests)], env)
 
 
 def marginal(mode: str, scenario: str) -> float:
     """Instructions per request, set-up cancelled out."""
-    small, large = SIZES[scenario]
-    ir_s, n_s = _instructions(mode, scenario, small)
-    ir_l, n_l = _instructions(mode, scenario, large)
-    return (ir_l - ir_s) / max(n_l - n_s, 1)
+    return marginal_of(lambda requests: _instructions(mode, scenario, requests), *SIZES[scenario])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.micro.callgrind import child_instructions, marginal_of
 
 STREAM_COUNTS = (1, 8, 64)
 # (small, large) amounts of work per scenario: megabytes of bulk, or idle calls.
@@ -51,26 +50,12 @@ def _child(scenario: str, streams: int, amount: int) -> int:
 
 def _instructions(scenario: str, streams: int, amount: int) -> tuple[int, int]:
     """(instructions, datagrams or calls) of one child run under callgrind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        cmd = [
-            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-            sys.executable, "-m", "benchmarks.micro.packets_ir", "--child",
-            scenario, str(streams), str(amount),
-        ]
-        run = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if found is None:
-        raise RuntimeError(run.stderr[-2000:])
-    return int(found.group(1)), int(run.stdout.strip().splitlines()[-1])
+    return child_instructions("benchmarks.micro.packets_ir", [scenario, str(streams), str(amount)])
 
 
 def marginal(scenario: str, streams: int) -> float:
     """Instructions per datagram (bulk) or per call (idle), set-up cancelled out."""
-    small, large = SIZES[scenario]
-    ir_s, n_s = _instructions(scenario, streams, small)
-    ir_l, n_l = _instructions(scenario, streams, large)
-    return (ir_l - ir_s) / max(n_l - n_s, 1)
+    return marginal_of(lambda amount: _instructions(scenario, streams, amount), *SIZES[scenario])
 
 
 def main(argv: list[str] | None = None) -> int:
