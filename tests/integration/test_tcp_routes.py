@@ -9,6 +9,7 @@ never asserted short.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -113,6 +114,22 @@ def _routes(
     if limits:
         client["limits"] = server["limits"] = limits
     return client, server
+
+
+@contextlib.contextmanager
+def _own_pair(
+    tmp: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin, limits: dict[str, Any] | None = None
+) -> Iterator[tuple[Pair, Ports]]:
+    """A pair of one test's own (its ports, its limits), not started; torn down when the test is
+    done, whatever it left behind failing the test."""
+    ports = Ports()
+    client, server = _routes(ports, tcp_origin, pki, limits)
+    pair = build_pair(tmp, pki, origin.port, client, server)
+    try:
+        yield pair, ports
+    finally:
+        problems = pair.teardown()
+    assert not problems, problems
 
 
 @pytest.fixture(scope="module")
@@ -366,10 +383,7 @@ def _delta(port: int, old: dict[str, float]) -> dict[str, float]:
 def test_idle_timeout_closes_a_silent_stream(
     tmp_path: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin
 ) -> None:
-    ports = Ports()
-    client, server = _routes(ports, tcp_origin, pki, {"tcp_idle_timeout": 1500})
-    pair = build_pair(tmp_path / "idle", pki, origin.port, client, server)
-    try:
+    with _own_pair(tmp_path / "idle", pki, origin, tcp_origin, {"tcp_idle_timeout": 1500}) as (pair, ports):
         pair.start_server()
         pair.start_client()
         with connect(ports.echo) as sock:
@@ -382,18 +396,12 @@ def test_idle_timeout_closes_a_silent_stream(
             lambda: "no byte either way for 1.5s" in pair.client_log() + pair.server_log(), POLL
         )
         assert found, pair.logs()
-    finally:
-        problems = pair.teardown()
-    assert not problems, problems
 
 
 def test_no_session_closes_the_connection_after_stream_queue_timeout(
     tmp_path: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin
 ) -> None:
-    ports = Ports()
-    client, server = _routes(ports, tcp_origin, pki, {"stream_queue_timeout": 1500})
-    pair = build_pair(tmp_path / "nosession", pki, origin.port, client, server)
-    try:
+    with _own_pair(tmp_path / "nosession", pki, origin, tcp_origin, {"stream_queue_timeout": 1500}) as (pair, ports):
         pair.start_client(wait=False)  # no server end at all
         assert pair.wait_client_log("listening for TCP", POLL), pair.logs()
         with connect(ports.echo) as sock:
@@ -403,18 +411,12 @@ def test_no_session_closes_the_connection_after_stream_queue_timeout(
             assert time.monotonic() - started >= 1.0
         assert pair.wait_client_log("route 'echo' TCP connection from", POLL), pair.logs()
         assert "is down" in pair.client_log(), pair.logs()
-    finally:
-        problems = pair.teardown()
-    assert not problems, problems
 
 
 def test_connection_made_while_the_tunnel_is_down_waits_for_it(
     tmp_path: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin
 ) -> None:
-    ports = Ports()
-    client, server = _routes(ports, tcp_origin, pki, {"stream_queue_timeout": 60000})
-    pair = build_pair(tmp_path / "late", pki, origin.port, client, server)
-    try:
+    with _own_pair(tmp_path / "late", pki, origin, tcp_origin, {"stream_queue_timeout": 60000}) as (pair, ports):
         pair.start_client(wait=False)
         assert pair.wait_client_log("listening for TCP", POLL), pair.logs()
         with connect(ports.echo) as sock:
@@ -423,18 +425,12 @@ def test_connection_made_while_the_tunnel_is_down_waits_for_it(
             assert recv_exactly(sock, 4) == b"ping", pair.logs()
             sock.sendall(b"pong")
             assert recv_exactly(sock, 4) == b"pong"
-    finally:
-        problems = pair.teardown()
-    assert not problems, problems
 
 
 def test_shutdown_resets_open_streams_after_a_grace(
     tmp_path: Path, pki: DemoPki, origin: OriginProcess, tcp_origin: TcpOrigin
 ) -> None:
-    ports = Ports()
-    client, server = _routes(ports, tcp_origin, pki)
-    pair = build_pair(tmp_path / "shutdown", pki, origin.port, client, server)
-    try:
+    with _own_pair(tmp_path / "shutdown", pki, origin, tcp_origin) as (pair, ports):
         pair.start_server()
         pair.start_client()
         with connect(ports.echo) as sock:
@@ -445,6 +441,3 @@ def test_shutdown_resets_open_streams_after_a_grace(
             assert closed_by_peer(sock) in ("eof", "reset")
         assert pair.server.wait(POLL) == 0, pair.logs()
         assert pair.client.stop(signal.SIGINT, timeout=POLL) == 0, pair.logs()
-    finally:
-        problems = pair.teardown()
-    assert not problems, problems
