@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.h1client import request
+from tests.support.h1client import Response, request
 from tests.support.pair import TEST_TRANSPORT, wait_for
 
 IDLE = TEST_TRANSPORT["max_idle_timeout"] / 1000.0
@@ -48,6 +48,18 @@ class Background:
         return self.result
 
 
+def _gets_until_503(port: int, since: float) -> tuple[list[int], Response]:
+    """GETs one after another until the client end answers 503 (the statuses seen, and that
+    response); none may start later than IDLE + WAIT + 1 s after ``since``."""
+    statuses = []
+    while True:
+        resp = request(port, "GET", "/bytes/10", timeout=IDLE + 5)
+        statuses.append(resp.status)
+        if resp.status == 503:
+            return statuses, resp
+        assert time.monotonic() - since < IDLE + WAIT + 1.0, statuses
+
+
 def test_server_killed_client_answers_503_within_idle_timeout(make_pair) -> None:
     p = make_pair(SHORT_WAIT)
     assert request(p.http_port, "GET", "/bytes/10").status == 200
@@ -56,13 +68,7 @@ def test_server_killed_client_answers_503_within_idle_timeout(make_pair) -> None
     # Requests sent meanwhile may wait for the loss to be noticed; none may wait longer than the
     # idle timeout (plus slack), and from then on the answer is 503 from the client end, once a
     # request waited WAIT for the tunnel to return.
-    statuses = []
-    while True:
-        resp = request(p.http_port, "GET", "/bytes/10", timeout=IDLE + 5)
-        statuses.append(resp.status)
-        if resp.status == 503:
-            break
-        assert time.monotonic() - killed < IDLE + WAIT + 1.0, statuses
+    statuses, resp = _gets_until_503(p.http_port, killed)
     assert time.monotonic() - killed <= IDLE + WAIT + 1.0, statuses
     assert resp.header("Server") == "ptproxy client"
     assert set(statuses) <= {502, 503}, statuses
@@ -77,13 +83,7 @@ def test_frozen_server_is_detected_by_the_idle_timeout(make_pair) -> None:
     p.server.send(signal.SIGSTOP)
     try:
         stopped = time.monotonic()
-        statuses = []
-        while True:
-            resp = request(p.http_port, "GET", "/bytes/10", timeout=IDLE + 5)
-            statuses.append(resp.status)
-            if resp.status == 503:
-                break
-            assert time.monotonic() - stopped < IDLE + WAIT + 1.0, statuses
+        statuses, resp = _gets_until_503(p.http_port, stopped)
         assert time.monotonic() - stopped <= IDLE + WAIT + 1.0, statuses
         assert set(statuses) <= {502, 503}, statuses
         assert p.wait_client_log("connection 1 lost"), p.logs()
