@@ -112,12 +112,16 @@ def test_receive_credit_follows_consumption_not_arrival(pki: DemoPki) -> None:
     assert received == 2 * window
 
 
-def test_data_frame_sizes_are_reported_at_frame_start(pki: DemoPki) -> None:
+def _h3_pair(pki: DemoPki) -> tuple[Pair, PatchedH3Connection, PatchedH3Connection, int]:
+    """A connected pair with an HTTP/3 layer on each end (client, server) and the client's next
+    request stream id."""
     pair = Pair(pki, client_leaf=pki.client)
     pair.roundtrip()
-    h3c = PatchedH3Connection(pair.client)
-    h3s = PatchedH3Connection(pair.server)
-    sid = pair.client.get_next_available_stream_id()
+    return pair, PatchedH3Connection(pair.client), PatchedH3Connection(pair.server), pair.client.get_next_available_stream_id()
+
+
+def test_data_frame_sizes_are_reported_at_frame_start(pki: DemoPki) -> None:
+    pair, h3c, h3s, sid = _h3_pair(pki)
     h3c.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")])
     sizes = [3, 20_000, 1, 70_000]
     for size in sizes:
@@ -142,11 +146,7 @@ def test_data_frame_sizes_are_reported_at_frame_start(pki: DemoPki) -> None:
 
 
 def test_content_length_mismatch_does_not_close_the_connection(pki: DemoPki) -> None:
-    pair = Pair(pki, client_leaf=pki.client)
-    pair.roundtrip()
-    h3c = PatchedH3Connection(pair.client)
-    h3s = PatchedH3Connection(pair.server)
-    sid = pair.client.get_next_available_stream_id()
+    pair, h3c, h3s, sid = _h3_pair(pki)
     h3c.send_headers(
         sid,
         [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/"), (b"content-length", b"10")],
@@ -159,11 +159,7 @@ def test_content_length_mismatch_does_not_close_the_connection(pki: DemoPki) -> 
 
 
 def test_finish_stream_ends_the_stream_without_a_data_frame(pki: DemoPki) -> None:
-    pair = Pair(pki, client_leaf=pki.client)
-    pair.roundtrip()
-    h3c = PatchedH3Connection(pair.client)
-    h3s = PatchedH3Connection(pair.server)
-    sid = pair.client.get_next_available_stream_id()
+    pair, h3c, h3s, sid = _h3_pair(pki)
     h3c.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")])
     h3c.finish_stream(sid)
     pair.roundtrip()
