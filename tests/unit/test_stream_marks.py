@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aioquic.quic.events import StreamDataReceived, StreamReset
 from aioquic.quic.stream import QuicStream
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from ptproxy.ops.devcerts import DemoPki
 from ptproxy.tunnel.aioquic import PatchedQuicConnection
-from ptproxy.tunnel.aioquic.marks import MarkingStream
+from ptproxy.tunnel.aioquic.marks import MarkingReceiver, MarkingSender, MarkingStream
 from tests.support.quic_pair import CLIENT_ADDR, SERVER_ADDR, Pair, flow_settings
 
 
@@ -241,6 +242,29 @@ def test_a_marking_stream_is_built_like_aioquics() -> None:
     assert {k: v for k, v in vars(ours).items() if k not in ("sender", "receiver")} == {
         k: v for k, v in vars(theirs).items() if k not in ("sender", "receiver")
     }
+
+
+@pytest.mark.parametrize("readable, writable", [(True, True), (True, False), (False, True)])
+def test_a_marking_stream_builds_its_halves_as_their_own_init_would(readable: bool, writable: bool) -> None:
+    # MarkingStream makes its halves in one frame: the same attributes, values and order (the
+    # dict layout compiled code reads) as the halves' __init__, and aioquic's for the shared part.
+    stream = MarkingStream(stream_id=4, max_stream_data_local=7, max_stream_data_remote=9, readable=readable, writable=writable)
+    theirs = QuicStream(stream_id=4, max_stream_data_local=7, max_stream_data_remote=9, readable=readable, writable=writable)
+    pairs = (
+        (stream.receiver, MarkingReceiver(stream_id=4, readable=readable), theirs.receiver),
+        (stream.sender, MarkingSender(stream_id=4, writable=writable), theirs.sender),
+    )
+    for built, direct, original in pairs:
+        assert type(built) is type(direct)
+        assert list(vars(built)) == list(vars(direct)) == [*vars(original), "_ptp_marks", "_ptp_id"]
+        for name, value in vars(direct).items():
+            got = getattr(built, name)
+            assert type(got) is type(value) is type(getattr(original, name, value)), name
+            if isinstance(value, bytearray) or not hasattr(value, "__iter__"):
+                assert got == value, name
+            else:  # a RangeSet: a fresh, empty one for each half
+                assert list(got) == list(value) == [] and got is not value, name
+    assert stream.receiver._ranges is not stream.sender._acked is not stream.sender._pending
 
 
 def test_an_idle_pass_visits_no_stream(pki: DemoPki) -> None:

@@ -226,6 +226,8 @@ PRIVATE: tuple[Internal, ...] = (
     Internal(QC, "_stream_can_receive", "method", (("stream_id",),)),
     *_each(SENDER, "attribute", "_buffer", "_buffer_fin", "_pending", "_pending_eof", "_reset_error_code"),
     *_each("quic.stream.QuicStreamReceiver", "attribute", "_buffer", "_buffer_start", "_final_size", "_ranges", "_stream_id"),
+    # marks.py: MarkingStream builds both halves in one frame, storing their __init__'s attributes.
+    Internal("quic.stream.QuicStreamReceiver", "_stop_error_code", "attribute"),
     # ackpath.py / ackpath.pyx: the ACK frame handler replaced on PatchedQuicConnection (frame-handler
     # table; the twin falls back to aioquic's own), the recovery state on_ack_received / _detect_loss
     # read and write, the methods inlined (used only while QuicPacketRecovery still holds them), the
