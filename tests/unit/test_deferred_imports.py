@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.support.fresh import run_fresh
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PREAMBLE = """
@@ -27,12 +29,7 @@ from cryptography import x509
 
 
 def run(code: str, tmp_path: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    script = PREAMBLE + textwrap.dedent(code)
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_fresh(code, tmp_path, preamble=PREAMBLE)
 
 
 def test_not_imported_at_all_when_certificates_pass_imported_for_a_refused_chain(tmp_path: Path) -> None:

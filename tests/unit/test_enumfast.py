@@ -3,25 +3,18 @@ interpreter: removing the method is process-wide)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.fresh import run_fresh
 
 pytestmark = pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has no EnumType.__getattr__")
 
 
 def run(code: str, tmp_path: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_fresh(code, tmp_path)
 
 
 def test_every_enum_of_the_stack_keeps_its_members_in_its_class_dict(tmp_path: Path) -> None:

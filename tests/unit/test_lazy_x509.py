@@ -4,21 +4,13 @@ compiled at its first use, not at start-up, and parses exactly as the expression
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.fresh import run_fresh
 
 
 def run(code: str, tmp_path: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_fresh(code, tmp_path)
 
 
 def test_the_rfc4514_expression_is_compiled_on_first_use_and_matches_as_compiled_at_once(tmp_path: Path) -> None:

@@ -4,22 +4,13 @@ everything already)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.fresh import run_fresh
 
 
 def run(code: str, tmp_path: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    env.pop("PROMETHEUS_DISABLE_CREATED_SERIES", None)
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_fresh(code, tmp_path, drop_env=("PROMETHEUS_DISABLE_CREATED_SERIES",))
 
 
 def test_metrics_import_prometheus_client_at_the_first_scrape_and_render_as_it_does(tmp_path: Path) -> None:
