@@ -97,6 +97,17 @@ class PmtuSearch:
     def searching(self) -> bool:
         return self.too_large - self.confirmed > STEP
 
+    def may_probe(self, now: float) -> bool:
+        """Whether :meth:`next_probe` must be asked now, without changing anything: the sender's
+        cheap check on every send (one in flight, the search resting or done: nearly always
+        False). False means next_probe would give no probe; a resting search whose time has come
+        says True, as next_probe then restarts it (even when that finds nothing to search)."""
+        if self.in_flight is not None:
+            return False
+        if self.resume_at is None:
+            return self.too_large - self.confirmed > STEP
+        return now >= self.resume_at
+
     def next_probe(self, now: float) -> int | None:
         """The size of the probe to send now, or ``None`` (one in flight, or nothing to try)."""
         if self.in_flight is not None:

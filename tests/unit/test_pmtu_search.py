@@ -3,6 +3,8 @@ up to some size, probes answered or lost, the clock given."""
 
 from __future__ import annotations
 
+import copy
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -92,3 +94,38 @@ def test_a_black_hole_falls_back_to_the_base_size_and_waits() -> None:
     assert search.confirmed == BASE_SIZE
     assert search.next_probe(11.0) is None
     assert search.next_probe(10.0 + RAISE_INTERVAL) == CEILING
+
+
+@given(
+    path_mtu=st.integers(BASE_SIZE, CEILING + 200),
+    ops=st.lists(st.tuples(st.sampled_from(["probe", "answer", "cancel", "black_hole", "wait"]),
+                           st.floats(0, 2 * RAISE_INTERVAL)), max_size=40),
+)  # fmt: skip
+def test_may_probe_says_whether_next_probe_would_give_one(path_mtu: int, ops: list[tuple[str, float]]) -> None:
+    # The sender's cheap check on every send must agree with next_probe in every state, or a
+    # probe is never sent (False when one is due) or the check saves nothing (True otherwise,
+    # except to let a resting search whose time has come restart).
+    search, now = PmtuSearch(), 0.0
+    for op, dt in ops:
+        check_may_probe(search, now)
+        if op == "probe":
+            search.next_probe(now)
+        elif op == "answer" and search.in_flight is not None:
+            size = search.in_flight
+            (search.on_acked if size <= path_mtu else search.on_lost)(size, now)
+        elif op == "cancel" and search.in_flight is not None:
+            search.cancel(search.in_flight)
+        elif op == "black_hole":
+            search.on_black_hole(now)
+        else:
+            now += dt
+    check_may_probe(search, now)
+
+
+def check_may_probe(search: PmtuSearch, now: float) -> None:
+    twin = copy.deepcopy(search)
+    gives = twin.next_probe(now) is not None
+    if search.may_probe(now):
+        assert gives or (search.resume_at is not None and twin.resume_at is None)  # a restart
+    else:
+        assert not gives and twin == search  # next_probe would neither give a probe nor change

@@ -66,7 +66,6 @@ from ptproxy.tunnel.aioquic.pmtud import PathMtu
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
 from ptproxy.tunnel.aioquic.tickets import install_ticket_sealer
 from ptproxy.tunnel.identity import PeerIdentity, cipher_name
-from ptproxy.tunnel.pmtu import STEP as PMTU_STEP
 from ptproxy.tunnel.pmtu import ceiling_for_route
 
 if TYPE_CHECKING:
@@ -454,15 +453,9 @@ class PatchedQuicConnection(QuicConnection):
             self._ptp_probe_bytes += len(datagrams[0][0]) if len(datagrams) == 1 else 1
         pmtu = self._ptp_pmtu
         if pmtu is not None and self._handshake_confirmed and self._state is _CONNECTED:
-            # PmtuSearch.next_probe's checks, read here: with a probe in flight, the search resting
-            # or nothing left to search (nearly every send) it gives no probe, and its two or three
-            # Python calls are skipped. A resting search whose time has come is asked (it restarts).
-            search = pmtu.search
-            if search.in_flight is None and (
-                search.too_large - search.confirmed > PMTU_STEP
-                if search.resume_at is None
-                else now >= search.resume_at
-            ):
+            # One cheap check on every send: with a probe in flight, the search resting or nothing
+            # left to search (nearly every send) send_probe's two or three calls are skipped.
+            if pmtu.search.may_probe(now):
                 datagrams += pmtu.send_probe(self, now)
         return datagrams
 
