@@ -19,6 +19,11 @@ def main() -> int:
     from ptproxy.ops.startup import pause_gc
 
     pause_gc()
+    # Dataclasses' generated methods taken compiled from a table, not compiled from their text at
+    # every start (ops/dataclasscode.py; ops/startup.py resume_gc ends it).
+    from ptproxy.ops.dataclasscode import install
+
+    install()
     # platform's eight expressions (6.5M instructions; msgspec imports uuid, uuid imports platform)
     # compiled at first use, never in a normal run (ptproxy/lazyre.py).
     from ptproxy.lazyre import import_compiling_lazily

@@ -50,9 +50,13 @@ def compile_package() -> None:
     started. pip writes it when it installs a wheel; an editable checkout under
     PYTHONDONTWRITEBYTECODE=1 (set in this workplace and in many containers) has none, so every
     start of an end would compile its ~75 modules again (~150 ms of CPU, more on a loaded machine)
-    and a start-up figure would measure the compiler, not ptproxy."""
+    and a start-up figure would measure the compiler, not ptproxy. Likewise the dataclasses' table,
+    which an end writes only where it may write bytecode."""
     for package in ("ptproxy", "tools"):
         compileall.compile_dir(REPO_ROOT / package, quiet=1)
+    # and the table of start-up dataclasses' code (ptproxy/ops/dataclasscode.py), for the same reason
+    subprocess.run([sys.executable, "-m", "ptproxy.ops.dataclasscode"], env=python_env(), cwd=REPO_ROOT,
+                   capture_output=True, timeout=120, check=False)  # fmt: skip
 
 
 def which(tool: str) -> str | None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import gc
 
+from ptproxy.ops import dataclasscode
+
 __all__ = ["SERVING_GEN0", "pause_gc", "resume_gc"]
 
 SERVING_GEN0 = 10_000  # the young generation's threshold once an end serves (CPython: 700)
@@ -39,8 +41,10 @@ def pause_gc() -> None:
 
 def resume_gc(*, freeze: bool = True) -> None:
     """Freeze what exists and collect the young generation less often (``freeze``: an end now
-    serves), and enable the collector again, if :func:`pause_gc` disabled it."""
+    serves), and enable the collector again, if :func:`pause_gc` disabled it. Start-up's table of
+    dataclass code is put away (ops/dataclasscode.py)."""
     global _paused
+    dataclasscode.finish()
     if _paused:
         _paused = False
         if freeze:
