@@ -22,7 +22,8 @@ served, at most MAX_TUNNEL_WAITERS of them, each at most ``[limits] stream_queue
 the next session instead of getting 503 at once; a replay-safe one takes a resuming session still
 in its handshake (0-RTT). A waiting request also hurries the dialer (DialTrigger): asleep between
 attempts, it dials at once; with a handshake in flight (whose probe timeout may have backed off to
-seconds during a blackout), it sends the handshake again. At most one such action per
+seconds during a blackout), it sends the handshake again (for a request riding 0-RTT, with
+the request, in one datagram: Dialer._hurry_early). At most one such action per
 REQUEST_DIAL_GAP, so a burst of requests costs one handshake, not one each. A handshake sent again
 keeps its attempt open at least one probe timeout longer, but never more than that past the
 attempt's own deadline (PatchedQuicConnection.resend_handshake): the server end's answer to a
@@ -337,7 +338,7 @@ class Dialer:
             session = self._usable(early_ok=early_ok, avoid=avoid)
             if session is not None:
                 if not session.confirmed.done():
-                    self._demand()  # 0-RTT rides a handshake that may be stuck in its backoff
+                    self._hurry_early(session)  # its handshake may be stuck in its backoff
                 return session
             left = deadline - time.monotonic()
             if self._stopping or left <= 0:
@@ -392,6 +393,37 @@ class Dialer:
         self._demand_at = at
         self._demand_handle = asyncio.get_running_loop().call_later(max(0.0, at - now), self._act)
 
+    def _hurry_early(self, session: Session) -> None:
+        """A replay-safe request takes ``session``, still in its handshake, for 0-RTT.
+
+        When a resend is due now (DialTrigger: not within the gap of the last attempt or
+        resend), the handshake is queued again in this step, ahead of the request, which the
+        caller writes next: the Initial and the request's 0-RTT packet leave in one datagram
+        with the request's own send. Left to the loop's next step (``_demand``), the request
+        left alone first, a 0-RTT packet the server end drops (it has no connection for it
+        yet: a blackout's end, traced), and the Initial with the request again ~0.6 ms later.
+        Otherwise as any waiting request (``_demand``); either way one action per gap at most."""
+        now = time.monotonic()
+        at = self._trigger.on_request(now)
+        if (
+            at is not None
+            and at <= now
+            and session is self._handshaking
+            and self._demand_handle is None
+            and self._trigger.phase == "dialing"
+            and self._trigger.act(now) == "resend"
+        ):
+            logger.debug("connection %d: a request waits: sending the handshake again with it", session.number)
+            session.resend_handshake(with_next_send=True)
+            # Once the request is on its way: again after the gap while requests still wait.
+            asyncio.get_running_loop().call_soon(self._demand_if_hurried)
+            return
+        self._demand()
+
+    def _demand_if_hurried(self) -> None:
+        if self._hurried():
+            self._demand()
+
     def _refused(self) -> None:
         """The main attempt's handshake drew ICMP port unreachable: waiting requests hurry it at
         the shorter gap (DialTrigger.refused)."""
@@ -409,10 +441,9 @@ class Dialer:
         elif action == "resend" and session is not None and not session.closed.done():
             logger.debug("connection %d: a request waits: sending the handshake again", session.number)
             session.resend_handshake()
-        if self._hurried():
-            # Requests still wait: again after the gap (a server end that is starting answers
-            # the first handshake after it binds, not the next probe timeout, which backs off).
-            self._demand()
+        # Requests still wait: again after the gap (a server end that is starting answers the
+        # first handshake after it binds, not the next probe timeout, which backs off).
+        self._demand_if_hurried()
 
     def _hurried(self) -> bool:
         """Requests wait for a session, or ride 0-RTT on one still in its handshake."""

@@ -170,10 +170,17 @@ class Session:
         self.transmit()
         self._schedule_keep_alive()
 
-    def resend_handshake(self) -> None:
-        """Client: send the handshake again now (the server end was not listening yet)."""
+    def resend_handshake(self, *, with_next_send: bool = False) -> None:
+        """Client: send the handshake again now (the server end was not listening yet).
+
+        ``with_next_send``: queue it for this loop step's transmit instead of sending it alone
+        at once, so that a request about to be written (as 0-RTT) leaves in the same datagram,
+        behind the Initial it needs (see Dialer._hurry_early)."""
         if self.quic.resend_handshake(time.monotonic()):
-            self.transmit()
+            if with_next_send:
+                self.transmit_soon()
+            else:
+                self.transmit()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Feed one datagram to aioquic; what it makes due goes out at the end of the iteration.

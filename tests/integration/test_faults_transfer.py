@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ptproxy.client.dialer import REQUEST_DIAL_GAP
 from tests.support.h1client import open_socket, read_response, request
 from tests.support.linkpair import LinkPair, done, wait
 
@@ -160,8 +161,8 @@ def blackout_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def link_pair(blackout_link: Any, pki: Any, tmp_path: Path) -> Iterator[Callable[..., LinkPair]]:
     made: list[LinkPair] = []
 
-    def factory(name: str, transport: dict[str, Any], extra: str = "") -> LinkPair:
-        made.append(LinkPair(blackout_link, pki, tmp_path, name, transport, extra))
+    def factory(name: str, transport: dict[str, Any], extra: str = "", client_args: tuple[str, ...] = ()) -> LinkPair:
+        made.append(LinkPair(blackout_link, pki, tmp_path, name, transport, extra, client_args))
         return made[-1]
 
     yield factory
@@ -212,6 +213,33 @@ def test_blackout_longer_than_idle_timeout_fails_fast_and_recovers(blackout_link
     assert wait(lambda: lp.log("client").count("tunnel ready") >= 2, until - time.monotonic() + 20), lp.log("client")
     rc, status, size, _ = done(lp.curl("/bytes/1000"), 20)
     assert (rc, status, size) == (0, 200, 1000), lp.log("client")
+
+
+@pytest.mark.root
+def test_a_request_after_a_blackout_sends_the_backed_off_handshake_again_with_itself(
+    blackout_link: Any, link_pair: Any
+) -> None:
+    """A blackout longer than the idle timeout ends while the client end's resuming attempt waits
+    on its backed-off probe timer: the first request sends the handshake again at once, with
+    itself as 0-RTT (one action, logged as such), gets its 200 from that resumed connection, and
+    the waiting request adds at most one resend per gap (REQUEST_DIAL_GAP, no flood)."""
+    lp = link_pair("hurry", {"max_idle_timeout": 2000, "keep_alive_interval": 500},
+                   client_args=("--log-level", "debug"))
+    rc, status, _, _ = done(lp.curl("/bytes/10"), 20)  # a session ticket for the next attempt
+    assert (rc, status) == (0, 200), lp.log("client")
+    _, until = blackout_link.blackout(3.0)  # lost after ~2 s; the attempt then lasts 2 s
+    assert wait(lambda: "handshake with" in lp.log("client").split("tunnel ready")[-1], 10), lp.log("client")
+    time.sleep(max(0.0, until - time.monotonic()) + 0.05)
+    before = lp.log("client")
+    rc, status, size, _ = done(lp.curl("/bytes/1000"), 20)
+    ended = time.monotonic()
+    assert (rc, status, size) == (0, 200, 1000), lp.log("client")
+    after = lp.log("client")[len(before):]
+    resends = after.count("a request waits: sending the handshake again")
+    assert after.count("sending the handshake again with it") == 1, after
+    assert resends <= 2 + (ended - until) / REQUEST_DIAL_GAP, after
+    assert wait(lambda: "tunnel ready" in lp.log("client")[len(before):], 10), lp.log("client")
+    assert "(resumed)" in lp.log("server").split("closed")[-1], lp.log("server")
 
 
 @pytest.mark.root

@@ -22,7 +22,8 @@ class LinkPair:
     """Origin and server end in namespace b, client end in namespace a, the emulated link between."""
 
     def __init__(
-        self, link: Any, pki: Any, work: Path, name: str, transport: dict[str, Any], extra: str = ""
+        self, link: Any, pki: Any, work: Path, name: str, transport: dict[str, Any], extra: str = "",
+        client_args: tuple[str, ...] = (),
     ) -> None:
         self.link, self.work = link, work / name
         self.work.mkdir()
@@ -49,7 +50,7 @@ class LinkPair:
                     "origin.log")
         self._spawn("b", ["-m", "ptproxy", "-c", str(server_conf)], "server.log")
         assert wait(lambda: "started endpoint" in self.log("server"), 30), self.log("server")
-        self._spawn("a", ["-m", "ptproxy", "-c", str(self.client_conf)], "client.log")
+        self._spawn("a", ["-m", "ptproxy", "-c", str(self.client_conf), *client_args], "client.log")
         assert wait(lambda: "tunnel ready" in self.log("client"), 30), self.log("client")
 
     def _spawn(self, side: str, args: list[str], logname: str) -> None:

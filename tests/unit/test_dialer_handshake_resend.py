@@ -4,11 +4,32 @@ starting too), a bounded number of times with growing delays, then counts refusa
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from ptproxy.client import dialer
-from ptproxy.client.dialer import HANDSHAKE_RESENDS, _ClientProtocol
+from ptproxy.client.dialer import HANDSHAKE_RESENDS, Dialer, _ClientProtocol
+from ptproxy.ops.config import parse
+
+
+def bare_dialer() -> Dialer:
+    """A Dialer of a minimal client configuration, never started (only .config is read before
+    a dial)."""
+    text = f"""
+[general]
+mode = "Client"
+peer_hostname = "server.example.com"
+connect_address = {json.dumps(["127.0.0.1"])}
+[tls]
+ca = "ca.crt"
+cert = "client.crt"
+key = "client.key"
+"""
+    settings = SimpleNamespace(config=parse(text, path=Path("/etc/ptproxy/client.toml")))
+    return Dialer(settings)  # type: ignore[arg-type]
 
 
 class FakeSession:
@@ -86,29 +107,10 @@ def test_refusals_during_the_handshake_are_reported_to_the_dialer() -> None:
 def test_a_request_action_due_now_can_be_moved_again_under_uvloop() -> None:
     """uvloop turns call_later(0) into call_soon, whose Handle has no when(): a refusal arriving
     while such an action was pending raised AttributeError in the socket's callback."""
-    import json
-    from pathlib import Path
-    from types import SimpleNamespace
-
     import uvloop
 
-    from ptproxy.client.dialer import Dialer
-    from ptproxy.ops.config import parse
-
-    text = f"""
-[general]
-mode = "Client"
-peer_hostname = "server.example.com"
-connect_address = {json.dumps(["127.0.0.1"])}
-[tls]
-ca = "ca.crt"
-cert = "client.crt"
-key = "client.key"
-"""
-    settings = SimpleNamespace(config=parse(text, path=Path("/etc/ptproxy/client.toml")))
-
     async def scenario() -> None:
-        dialer = Dialer(settings)  # type: ignore[arg-type]  # only .config is read before a dial
+        dialer = bare_dialer()
         dialer._trigger.sleeping()  # between attempts: a waiting request's action is due now
         dialer._demand()
         first = dialer._demand_handle
