@@ -4,6 +4,11 @@ start-up."""
 
 
 def main() -> int:
+    # The collector paused first, before any of our imports (ops/startup.py: gc only; App.start or
+    # the command line resumes it).
+    from ptproxy.ops.startup import pause_gc
+
+    pause_gc()
     # A server end's QUIC port bound first, before the command line's own imports and enum's
     # (ops/prebind.py: _socket, no enum member made).
     import sys
@@ -15,10 +20,6 @@ def main() -> int:
     from ptproxy.ops.enumfast import identity_enum_hash
 
     identity_enum_hash()
-    # The collector paused before the command line's own imports (ops/startup.py; main() resumes it).
-    from ptproxy.ops.startup import pause_gc
-
-    pause_gc()
     # Dataclasses' generated methods taken compiled from a table, not compiled from their text at
     # every start (ops/dataclasscode.py; ops/startup.py resume_gc ends it).
     from ptproxy.ops.dataclasscode import install

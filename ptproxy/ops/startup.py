@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import gc
 
-from ptproxy.ops import dataclasscode
-
 __all__ = ["SERVING_GEN0", "pause_gc", "resume_gc"]
 
 SERVING_GEN0 = 10_000  # the young generation's threshold once an end serves (CPython: 700)
@@ -44,7 +42,10 @@ def resume_gc(*, freeze: bool = True) -> None:
     serves), and enable the collector again, if :func:`pause_gc` disabled it. Start-up's table of
     dataclass code is put away (ops/dataclasscode.py)."""
     global _paused
-    dataclasscode.finish()
+    # Imported here, not at the top: python -m ptproxy imports this module before anything else.
+    from ptproxy.ops.dataclasscode import finish
+
+    finish()
     if _paused:
         _paused = False
         if freeze:
