@@ -18,6 +18,8 @@ system at a time, the blackout ends MS ms before the deadline of the reconnectio
 client end starts when its connection is lost (its first Initial + max_idle_timeout), as read
 from the client end's log; the request that then arrives hurries that attempt in its last
 moments. ``resumed`` is then whether the connection that served it resumed.
+``--end-after-attempt MS``: the same, ending MS ms after that attempt's first Initial (a request
+arriving while the attempt is young: its first resend, DialTrigger.first_gap).
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ def _wall(ts: str) -> float:
     return calendar.timegm(time.strptime(secs, "%Y-%m-%dT%H:%M:%S")) + int(ms or 0) / 1000
 
 
-def late_blackout(b: Bench, s: System, lead_ms: float) -> dict[str, Any]:
-    """A blackout that ends ``lead_ms`` before the client's reconnection attempt gives up."""
+def late_blackout(b: Bench, s: System, lead_ms: float, *, after_start: bool = False) -> dict[str, Any]:
+    """A blackout that ends ``lead_ms`` before the client's reconnection attempt gives up (with
+    ``after_start``: ``lead_ms`` after that attempt's first Initial)."""
     ag = b.agent
     assert ag is not None
     clog, slog = s.logs["client"], s.logs["server"]
@@ -111,7 +114,7 @@ def late_blackout(b: Bench, s: System, lead_ms: float) -> dict[str, Any]:
     if t_lost is None:
         b.link.blackout(0)
         return {"error": "the client end's connection was not lost"}
-    end = t_lost + MAX_IDLE_MS / 1000 - lead_ms / 1000
+    end = t_lost + lead_ms / 1000 if after_start else t_lost + MAX_IDLE_MS / 1000 - lead_ms / 1000
     _, until = b.link.blackout(max(0.0, end - time.monotonic()))
     time.sleep(max(0.0, until - time.monotonic()))
     r = ag("poll", targets={s.name: [s.host, s.port]}, path="/hello", timeout=0.5, interval=0.05, deadline=60)
@@ -123,7 +126,8 @@ def late_blackout(b: Bench, s: System, lead_ms: float) -> dict[str, Any]:
     established = [rec["msg"] for rec in _log_lines(slog)[smark:] if " established " in rec.get("msg", "")]
     x["server_established"] = established
     x["resumed"] = bool(established) and "(resumed)" in established[-1]
-    log(f"{s.name}: blackout ending {lead_ms:g} ms before the attempt's deadline: first success "
+    when = "after the attempt's start" if after_start else "before the attempt's deadline"
+    log(f"{s.name}: blackout ending {lead_ms:g} ms {when}: first success "
         f"{x.get('ms_from_blackout_end', x.get('error'))} ms, resumed {x['resumed']}")
     return x
 
@@ -136,14 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", action="store_true", help="a 10 MiB download per system first (as the bench's phases)")
     ap.add_argument("--skip", default="", help="restart or blackout")
     ap.add_argument("--end-before-deadline", type=float, default=None, metavar="MS")
+    ap.add_argument("--end-after-attempt", type=float, default=None, metavar="MS")
     ap.add_argument("--log-level", default=None)
     ap.add_argument("--qlog", action="store_true")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--out", default=None, help="JSON file")
     a = ap.parse_args(argv)
     extras = [float(x) for x in a.blackout_extra.split(",") if x]
-    if a.end_before_deadline is not None and "caddy-pair" in a.systems.split(","):
-        raise SystemExit("--end-before-deadline reads ptproxy logs: leave caddy-pair out")
+    late = a.end_before_deadline if a.end_after_attempt is None else a.end_after_attempt
+    if late is not None and "caddy-pair" in a.systems.split(","):
+        raise SystemExit("--end-before-deadline / --end-after-attempt read ptproxy logs: leave caddy-pair out")
     skip = {x for x in a.skip.split(",") if x}
     work = Path(tempfile.mkdtemp(prefix="lbrecovery-"))
     work.chmod(0o755)
@@ -172,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                     b.restart()
                     row["restart"] = {s.name: b.res[s.name]["restart"] for s in b.systems}
                     time.sleep(1.0)
-                if a.end_before_deadline is not None:
-                    row["blackout"] = {s.name: late_blackout(b, s, a.end_before_deadline) for s in b.systems}
+                if late is not None:
+                    after = a.end_after_attempt is not None
+                    row["blackout"] = {s.name: late_blackout(b, s, late, after_start=after) for s in b.systems}
                     time.sleep(1.0)
                 elif "blackout" not in skip:
                     b.args.blackout_extra = extras[i % len(extras)]

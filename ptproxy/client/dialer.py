@@ -24,7 +24,9 @@ in its handshake (0-RTT). A waiting request also hurries the dialer (DialTrigger
 attempts, it dials at once; with a handshake in flight (whose probe timeout may have backed off to
 seconds during a blackout), it sends the handshake again (for a request riding 0-RTT, with
 the request, in one datagram: Dialer._hurry_early). At most one such action per
-REQUEST_DIAL_GAP, so a burst of requests costs one handshake, not one each. A handshake sent again
+REQUEST_DIAL_GAP, so a burst of requests costs one handshake, not one each (the first after an
+attempt started may come one round trip of the lost session after its Initial: DialTrigger's
+first_gap, a blackout that ends just after the attempt began). A handshake sent again
 keeps its attempt open at least one probe timeout longer, but never more than that past the
 attempt's own deadline (PatchedQuicConnection.resend_handshake): the server end's answer to a
 resend made just as a blackout ends is not thrown away with the session ticket it used up.
@@ -60,7 +62,7 @@ from ptproxy.tunnel import (
     route_mtu,
 )
 
-__all__ = ["DialTrigger", "Dialer", "TunnelState", "next_retry_delay"]
+__all__ = ["DialTrigger", "Dialer", "TunnelState", "first_resend_gap", "next_retry_delay"]
 
 logger = logging.getLogger("ptproxy.tunnel")
 
@@ -76,6 +78,15 @@ def _numeric_addresses(host: str, port: int) -> list[Any] | None:
         return socket.getaddrinfo(host.encode("ascii"), port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)
     except socket.gaierror:
         return None
+
+
+def first_resend_gap(smoothed_rtt: float) -> float | None:
+    """DialTrigger.first_gap after a session with this smoothed RTT (s; 0: no sample): a quarter
+    more than the round trip (the server end's answer takes its handshake's CPU too), within
+    [REFUSED_DIAL_GAP, REQUEST_DIAL_GAP]."""
+    if smoothed_rtt <= 0:
+        return None
+    return min(REQUEST_DIAL_GAP, max(REFUSED_DIAL_GAP, FIRST_RESEND_RTTS * smoothed_rtt))
 
 
 def next_retry_delay(interval: float, rng: random.Random) -> float:
@@ -130,6 +141,9 @@ HANDSHAKE_RESENDS = 5
 # Seconds between two dialer actions (an attempt, or a handshake sent again) that waiting requests
 # cause: while requests wait for a server end that is down, at most 10 handshakes a second.
 REQUEST_DIAL_GAP = 0.1
+# The first action after an attempt started may come this many of the lost session's round trips
+# after it (DialTrigger.first_gap), not REQUEST_DIAL_GAP: one early resend per attempt at most.
+FIRST_RESEND_RTTS = 1.25
 # While the handshake draws ICMP port unreachable: the gap between the actions waiting requests
 # cause, for at most REFUSED_WINDOW seconds after the first refusal since the last session (so at
 # most 40 handshakes sent again per outage, ~1200 bytes each), then REQUEST_DIAL_GAP again.
@@ -153,6 +167,11 @@ class DialTrigger:
     at most ``fresh`` old, and for ``window`` seconds after the first since the last session, the
     gap is ``refused_gap`` (the server end is restarting: its new process answers the first
     handshake after it binds).
+
+    ``first_gap`` (set by the dialer: about one round trip of the lost session, see
+    first_resend_gap): the first action after an attempt started may come that soon instead of a
+    whole ``gap`` later. An Initial unanswered after a round trip was lost (a blackout's end
+    just after the attempt began); one early action per attempt, the gap after it.
     """
 
     def __init__(
@@ -170,10 +189,12 @@ class DialTrigger:
         self._last = -math.inf  # the latest attempt or action
         self._refused_first: float | None = None  # the first refusal since the last session
         self._refused_last = -math.inf
+        self.first_gap: float | None = None
+        self._attempt_at = -math.inf  # the latest attempt's start
 
     def attempt_started(self, now: float) -> None:
         self.phase = "dialing"
-        self._last = max(self._last, now)
+        self._last = self._attempt_at = max(self._last, now)
 
     def sleeping(self) -> None:
         self.phase = "sleeping"
@@ -193,10 +214,13 @@ class DialTrigger:
 
     def gap_at(self, now: float) -> float:
         """The gap in force at ``now``: short while the server end refuses, within the window."""
+        gap = self.gap
         first = self._refused_first
         if first is not None and now - first <= self.window and now - self._refused_last <= self.fresh:
-            return min(self.gap, self.refused_gap)
-        return self.gap
+            gap = min(gap, self.refused_gap)
+        if self.first_gap is not None and self.phase == "dialing" and self._last == self._attempt_at:
+            gap = min(gap, self.first_gap)  # nothing done since the attempt's Initial
+        return gap
 
     def on_request(self, now: float) -> float | None:
         """When to act for a request waiting since ``now``; None: nothing to do (a session is
@@ -539,6 +563,7 @@ class Dialer:
         session = link.session
         reason = await asyncio.shield(session.closed)
         self.session_reset = session.quic.stateless_reset_received
+        self._trigger.first_gap = first_resend_gap(session.stats()["smoothed_rtt"])
         self.state.up = False
         if not self._stopping:
             self._failed(f"connection {link.number} lost: {reason}", attempt=False)

@@ -3,7 +3,7 @@ unprocessed requests the client end sends again (sans-IO: times are plain number
 
 from __future__ import annotations
 
-from ptproxy.client.dialer import DialTrigger
+from ptproxy.client.dialer import REFUSED_DIAL_GAP, REQUEST_DIAL_GAP, DialTrigger, first_resend_gap
 from ptproxy.client.listener import resend_allowed
 from ptproxy.tunnel import H3_REQUEST_REJECTED
 
@@ -130,3 +130,47 @@ def test_without_refusals_the_gap_is_unchanged() -> None:
     trigger.attempt_started(10.0)
     assert trigger.gap_at(10.0) == GAP
     assert trigger.on_request(10.01) == 10.0 + GAP
+
+
+def test_the_first_resend_of_an_attempt_may_come_one_round_trip_after_its_initial() -> None:
+    """A blackout ends just after an attempt began: its Initial, unanswered after about a round
+    trip, was lost; a waiting request sends it again then, not a whole gap after it."""
+    trigger = DialTrigger(GAP)
+    trigger.first_gap = first_resend_gap(0.05)  # the lost session's smoothed RTT: 50 ms
+    assert trigger.first_gap == 0.0625
+    trigger.attempt_started(10.0)
+    assert trigger.on_request(10.03) == 10.0625
+    assert trigger.act(10.05) is None
+    assert trigger.act(10.0625) == "resend"
+    # One early action per attempt: the gap after it.
+    assert trigger.on_request(10.07) == 10.0625 + GAP
+    assert trigger.act(10.1) is None
+    # The next attempt has its own.
+    trigger.sleeping()
+    assert trigger.act(11.0) == "dial"
+    trigger.attempt_started(11.0)  # the request's dial: its Initial may go again as early
+    assert trigger.on_request(11.001) == 11.0625
+
+
+def test_with_requests_waiting_throughout_an_attempt_costs_one_more_resend_at_most() -> None:
+    trigger = DialTrigger(GAP)
+    trigger.first_gap = first_resend_gap(0.001)  # a LAN: floored at REFUSED_DIAL_GAP
+    trigger.attempt_started(0.0)
+    now, resends = 0.0, 0
+    while now < 5.0:  # max_idle_timeout: the attempt's life
+        at = trigger.on_request(now)
+        assert at is not None
+        now = at
+        if trigger.act(now) == "resend":
+            resends += 1
+    assert resends <= 5.0 / GAP + 2
+
+
+def test_the_first_gap_stays_within_the_short_and_the_normal_gap() -> None:
+    assert first_resend_gap(0.0) is None  # no RTT sample: the normal gap
+    assert first_resend_gap(0.001) == REFUSED_DIAL_GAP
+    assert first_resend_gap(0.5) == REQUEST_DIAL_GAP
+    trigger = DialTrigger(GAP)
+    trigger.first_gap = first_resend_gap(0.5)
+    trigger.attempt_started(1.0)
+    assert trigger.on_request(1.01) == 1.0 + GAP
