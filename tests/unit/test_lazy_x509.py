@@ -83,3 +83,55 @@ def test_platform_imported_by_the_entry_point_compiles_its_expressions_on_use(tm
         tmp_path,
     )
     assert out.split("\n")[:4] == ["re.compile restored True", "lazy True True", "same answers True uuid True", "again True"], out
+
+
+# Formatters of both styles, good and bad formats: what each makes of a record, or its error.
+_FORMATTERS = """
+def formatted():
+    import logging
+    results = []
+    for fmt, style in [(None, "%"), ("%(message)s %(levelname)-8s", "%"), ("%(message", "%"), ("no field", "%"),
+                       ("{message} {levelname:<8}", "{"), ("{message:zz}", "{"), ("{0.a[x]}", "{"), ("{}", "{")]:
+        try:
+            f = logging.Formatter(fmt, style=style)
+            results.append(f.format(logging.LogRecord("n", logging.INFO, "p", 1, "hi", None, None)))
+        except Exception as e:
+            results.append(f"{type(e).__name__} {e}")
+    return results
+"""
+
+
+def test_logging_imported_by_the_entry_point_compiles_its_expressions_on_use(tmp_path: Path) -> None:
+    out = run_fresh(
+        """
+        import re
+        compile_before = re.compile
+        from ptproxy.lazyre import LazyPattern, import_compiling_lazily
+
+        import_compiling_lazily("logging", {"logging"})
+        import logging
+        print("re.compile restored", re.compile is compile_before)
+        styles = (logging.PercentStyle, logging.StrFormatStyle)
+        lazy = [v for s in styles for v in vars(s).values() if isinstance(v, LazyPattern)]
+        # PercentStyle's is used at once (logging's own default Formatter); StrFormatStyle's two wait.
+        print("lazy", [v._compiled is None for v in lazy])
+        print("results", repr(formatted()))  # used: they validate as the standard library's own
+        print("patterns", [v.pattern for v in lazy])
+        """,
+        tmp_path,
+        preamble=_FORMATTERS,
+    )
+    plain = run_fresh(
+        """
+        import logging
+        print("results", repr(formatted()))
+        print("patterns", [logging.PercentStyle.validation_pattern.pattern, logging.StrFormatStyle.fmt_spec.pattern,
+                           logging.StrFormatStyle.field_spec.pattern])
+        """,
+        tmp_path,
+        preamble=_FORMATTERS,
+    )
+    lines = out.split("\n")
+    assert lines[:2] == ["re.compile restored True", "lazy [False, True, True]"], out
+    assert lines[2:4] == plain.split("\n")[:2]
+    assert "ValueError" in lines[2] and "hi" in lines[2]
