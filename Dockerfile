@@ -19,6 +19,9 @@ ARG WHEELHOUSE=""
 SHELL ["/bin/sh", "-eu", "-c"]
 WORKDIR /src
 COPY . /src
+# The last step writes the table of dataclasses' generated code (ptproxy/ops/dataclasscode.py) that
+# each start then reads instead of compiling it: the runtime stage cannot write it (no bytecode,
+# not root).
 # hadolint ignore=DL3008,DL3013
 RUN if [ -n "$WHEELHOUSE" ]; then \
         python3 -m venv /opt/ptproxy; \
@@ -30,7 +33,8 @@ RUN if [ -n "$WHEELHOUSE" ]; then \
         python3 -m venv /opt/ptproxy; \
         /opt/ptproxy/bin/pip install --no-cache-dir /src; \
     fi; \
-    /opt/ptproxy/bin/ptproxy --version
+    /opt/ptproxy/bin/ptproxy --version; \
+    /opt/ptproxy/bin/python -m ptproxy.ops.dataclasscode
 
 FROM ${BASE}
 LABEL org.opencontainers.image.title="ptproxy" \

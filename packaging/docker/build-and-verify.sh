@@ -107,6 +107,9 @@ say "in the image: ptproxy --version"
 version=$(buildah run "$ctr" -- ptproxy --version)
 printf '    %s\n' "$version"
 case $version in *"speedups: compiled"*) ;; *) die "speedups are not compiled in the image" ;; esac
+say "in the image: the dataclasses code table (start-up)"
+buildah run "$ctr" -- python3 -c 'import os, ptproxy.ops.dataclasscode as d; p = d.table_path(); assert os.path.isfile(p), p; print("    " + p)' \
+    || die "no dataclasses code table in the image: every start compiles the generated methods"
 say "in the image: whoami"
 user=$(buildah run "$ctr" -- python3 -c 'import os; print(os.getuid())')
 [ "$user" = 10001 ] || die "runs as uid $user, not 10001"
