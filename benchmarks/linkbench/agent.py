@@ -95,10 +95,15 @@ class Agent:
             c.close()
 
     async def op_poll(
-        self, targets: dict[str, list[Any]], path: str, timeout: float, interval: float, deadline: float
+        self, targets: dict[str, list[Any]], path: str, timeout: float, interval: float, deadline: float,
+        start_at: float | None = None,
     ) -> dict[str, Any]:
         """For each target concurrently: fresh connection + GET with a short timeout, again and
-        again, until a 200. Returns the monotonic time of the first success's start and end."""
+        again, until a 200. Returns the monotonic time of the first success's start and end.
+        ``start_at`` (monotonic): the first attempt waits until then, so that a poll meant to
+        start at an instant (a blackout's end) is not late by the command's own way here."""
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
 
         async def one(host: str, port: int) -> dict[str, Any]:
             attempts, last = 0, ""

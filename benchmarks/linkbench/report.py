@@ -174,7 +174,7 @@ def markdown(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "`[tls] ticket_key_file`, so a new server process can resume its client's session; nginx and "
         "Caddy: a full handshake, TLS over TCP or QUIC). *Blackout*: the link drops everything for longer than "
         "max_idle_timeout, the connection dies, the client reconnects to the same server process "
-        "(resumption + 0-RTT possible); time from the blackout's end; one blackout per system, polled alone at its end. The blackout is longer than "
+        "(resumption + 0-RTT possible); time from the blackout's end; one blackout per system, polled alone from its end (the agent's first request is timed to leave at that instant). The blackout is longer than "
         "ptproxy's max_idle_timeout only: the nginx pair's TCP connection and the Caddy pair's QUIC "
         "connection (quic-go's idle timeout, 30 s unless configured) may outlive it and need no reconnect.",
         "",
