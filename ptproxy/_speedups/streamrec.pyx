@@ -141,6 +141,24 @@ cdef class TunnelStream:
             self._owner.stream_maybe_done(self)
         return event
 
+    def whole_body(self):
+        """The rest of the peer's message if it is all here (DATA pieces, the FIN last), else None."""
+        events = self._events
+        cdef Py_ssize_t n = len(events)
+        if self._aborted is not None or n == 0 or type(events[n - 1]) is not _StreamEnded:
+            return None
+        if n == 2:
+            event = events[0]
+            return event.data if type(event) is _DataFrame else None
+        pieces = []
+        for event in events:
+            kind = type(event)
+            if kind is _DataFrame:
+                pieces.append(event.data)
+            elif kind is not _StreamEnded:
+                return None
+        return b"".join(pieces)
+
     def stop_receiving(self, code=_CANCELLED):
         """We will not read the rest: tell the peer to stop sending, and free the credit."""
         self._stop_receiving_c(code)

@@ -72,6 +72,9 @@ IDEMPOTENT_METHODS = SAFE_METHODS | {b"PUT", b"DELETE", b"TRACE"}
 # s a connection accepted just before shutdown has to send its first request (see close()).
 FIRST_REQUEST_GRACE = 2.0
 _V4_MAPPED = "::ffff:"
+# BodyKind's members as plain globals (``BodyKind.X`` goes through the enum metaclass's attribute
+# hook), for the response's framing choice in Frontend._download.
+_NONE, _LENGTH, _CHUNKED, _CLOSE = BodyKind.NONE, BodyKind.LENGTH, BodyKind.CHUNKED, BodyKind.CLOSE
 
 
 def client_ip(peername: Any) -> bytes | None:
@@ -568,16 +571,16 @@ class Frontend:
             return status, False
         status = resp.status
         if head.method == b"HEAD" or status in NO_BODY_STATUSES:
-            kind, length = BodyKind.NONE, None
+            kind, length = _NONE, None
         elif resp.content_length is not None:
-            kind, length = BodyKind.LENGTH, resp.content_length
+            kind, length = _LENGTH, resp.content_length
         elif event.stream_ended:
-            kind, length = BodyKind.LENGTH, 0
+            kind, length = _LENGTH, 0
         elif head.http_version < (1, 1):
-            kind, length = BodyKind.CLOSE, None
+            kind, length = _CLOSE, None
         else:
-            kind, length = BodyKind.CHUNKED, None
-        close = not head.keep_alive or kind is BodyKind.CLOSE
+            kind, length = _CHUNKED, None
+        close = not head.keep_alive or kind is _CLOSE
         response = serialize.response_head(status, resp.fields, body=kind, content_length=length, close=close)
         if not close and head.http_version < (1, 1):
             # HTTP/1.0 keeps a connection only when the server says so (RFC 9112 9.3 / 2068 19.7.1).
@@ -585,6 +588,14 @@ class Frontend:
         if event.stream_ended:
             conn.write_now(response)  # the whole response: out now, not an iteration later
             return status, not close
+        if kind is _LENGTH and not conn.drain_needed:
+            # A small response is usually here whole (its DATA and FIN came with its head): when
+            # the body's size is the Content-Length (else the relay's check answers), head and
+            # body leave in one write, before the stream's bookkeeping (the caller's finish()).
+            body = stream.whole_body()
+            if body is not None and len(body) == length:
+                conn.write_now(response + body)
+                return status, not close
         conn.write(response)
         try:
             await relay.stream_body_to_h1(stream, conn, kind, length)

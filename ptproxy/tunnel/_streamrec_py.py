@@ -136,6 +136,28 @@ class TunnelStream:
             self._owner.stream_maybe_done(self)
         return event
 
+    def whole_body(self) -> bytes | None:
+        """The rest of the peer's message if it is all here: only DATA pieces queued, the FIN
+        (StreamEnded) last, no abort; their bytes joined (b"" for the FIN alone), else None.
+
+        Nothing is taken: the caller writes the bytes, then :meth:`finish` closes the receive
+        half quietly (the FIN is queued) and the session's forget_stream credits the bytes, as
+        the :meth:`receive` calls that would have read them (a whole small response written in
+        one go, before that bookkeeping)."""
+        events = self._events
+        if self._aborted is not None or not events or type(events[-1]) is not StreamEnded:
+            return None
+        if len(events) == 2:  # the usual: one piece and the FIN
+            event = events[0]
+            return event.data if type(event) is DataFrame else None
+        pieces = []
+        for event in events:
+            if type(event) is DataFrame:
+                pieces.append(event.data)
+            elif type(event) is not StreamEnded:
+                return None
+        return b"".join(pieces)
+
     def stop_receiving(self, code: int = H3_REQUEST_CANCELLED) -> None:
         """We will not read the rest: tell the peer to stop sending, and free the credit."""
         if self._recv is not HalfState.OPEN:

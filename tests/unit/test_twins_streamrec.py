@@ -106,6 +106,7 @@ _OPS = st.one_of(
     st.tuples(st.just("finish")),
     st.tuples(st.just("check_send")),
     st.tuples(st.just("wake")),
+    st.tuples(st.just("whole_body")),
 )
 
 
@@ -144,6 +145,8 @@ async def _apply(stream: Any, op: tuple[Any, ...]) -> Any:
         return stream.finish()
     if name == "check_send":
         return stream._check_send()
+    if name == "whole_body":
+        return stream.whole_body()
     assert name == "wake"
     return stream._wake()
 
@@ -219,3 +222,39 @@ def test_the_facade_hands_the_compiled_record_its_classes() -> None:
     stream = streamrec.TunnelStream(Owner(), 0)
     assert stream.send_state is HalfState.OPEN and stream.recv_state is HalfState.OPEN
     assert not stream.send_closed and not stream.recv_closed
+
+
+@pytest.mark.parametrize("impl", ["py", "c"])
+def test_whole_body_is_the_queued_rest_when_it_ends_with_the_fin(impl: str) -> None:
+    mod = _streamrec_py if impl == "py" else _compiled()
+
+    def queued(*events: Any, aborted: bool = False) -> Any:
+        owner = Owner()
+        stream = mod.TunnelStream(owner, 4)
+        for event in events:
+            stream._push(event)
+        if aborted:
+            stream._abort(StreamAborted("tunnel lost", 7))
+        return stream, owner
+
+    def data(payload: bytes) -> DataFrame:
+        return DataFrame(stream_id=4, data=payload, frame_size=None, frame_end=True, stream_ended=False)
+
+    trailers = Headers([(b"x-t", b"1")], True)
+    cases: list[tuple[tuple[Any, ...], bytes | None]] = [
+        ((), None),
+        ((data(b"ab"),), None),  # no FIN yet
+        ((StreamEnded(),), b""),
+        ((data(b"ab"), StreamEnded()), b"ab"),
+        ((data(b"ab"), data(b""), data(b"cd"), StreamEnded()), b"abcd"),
+        ((data(b"ab"), trailers, StreamEnded()), None),  # trailers: not a plain rest
+        ((trailers, StreamEnded()), None),
+    ]
+    for events, expected in cases:
+        stream, owner = queued(*events)
+        assert stream.whole_body() == expected, events
+        # Nothing taken, nothing told: the events are still there for receive().
+        assert len(stream._events) == len(events) and owner.log == []
+        assert stream.recv_state is HalfState.OPEN
+    stream, _ = queued(data(b"ab"), StreamEnded(), aborted=True)
+    assert stream.whole_body() is None
