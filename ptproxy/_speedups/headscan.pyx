@@ -7,6 +7,7 @@ results (method, target, each name and value, their tuples and the list).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_GenericSetAttr
 from libc.string cimport memcmp
 
 __all__ = ["scan_request", "scan_response"]
@@ -43,6 +44,50 @@ _init_tables()
 
 _V11 = (1, 1)
 _V10 = (1, 0)
+# The head classes and BodyKind's two members, handed in by configure() (the facade,
+# ``ptproxy.wire.headscan``, does it at import: this module imports nothing from ptproxy).
+cdef object RequestHead = None
+cdef object ResponseHead = None
+cdef object _NONE = None
+cdef object _LENGTH = None
+
+
+def configure(*, request_head, response_head, body_kind):
+    """Hand in the classes the scanner's results are made of (the facade calls it once)."""
+    global RequestHead, ResponseHead, _NONE, _LENGTH
+    RequestHead = request_head
+    ResponseHead = response_head
+    _NONE = body_kind.NONE
+    _LENGTH = body_kind.LENGTH
+
+
+# The heads are the pure twin's RequestHead / ResponseHead, their fields set here as their
+# __init__ sets them (object.__setattr__, past the frozen __setattr__): the same values, without
+# the keyword call and eight Python-level setattr calls (~14k instructions per head).
+cdef object _message_head(cls, fields, version, bint keep_alive, length):
+    """A ``cls`` with the fields every head has (body NONE without a length, else LENGTH)."""
+    head = cls.__new__(cls)
+    PyObject_GenericSetAttr(head, "headers", fields)
+    PyObject_GenericSetAttr(head, "http_version", version)
+    PyObject_GenericSetAttr(head, "keep_alive", keep_alive)
+    PyObject_GenericSetAttr(head, "body", _NONE if length is None else _LENGTH)
+    PyObject_GenericSetAttr(head, "content_length", length)
+    return head
+
+
+cdef object _request_head(method, target, version, fields, bint keep_alive, length, bint expect):
+    head = _message_head(RequestHead, fields, version, keep_alive, length)
+    PyObject_GenericSetAttr(head, "method", method)
+    PyObject_GenericSetAttr(head, "target", target)
+    PyObject_GenericSetAttr(head, "expect_continue", expect)
+    return head
+
+
+cdef object _response_head(int status, reason, version, fields, bint keep_alive, size):
+    head = _message_head(ResponseHead, fields, version, keep_alive, size)
+    PyObject_GenericSetAttr(head, "status", status)
+    PyObject_GenericSetAttr(head, "reason", reason)
+    return head
 
 
 cdef inline unsigned char _lower(unsigned char c) noexcept:
@@ -213,7 +258,7 @@ def scan_request(data, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t max_line, Py_s
             return None
     cdef bint v11 = minor == 49
     cdef bint keep_alive = f.conn != 2 if v11 else f.conn == 1
-    return (
+    return _request_head(
         PyBytes_FromStringAndSize(m, mlen),
         PyBytes_FromStringAndSize(<const char*>p + ts, te - ts),
         _V11 if v11 else _V10,
@@ -268,7 +313,7 @@ def scan_response(data, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t max_bytes, Py
         size = f.length
     cdef bint v11 = s[7] == 49
     cdef bint keep_alive = f.conn != 2 and (v11 or f.conn == 1)
-    return (
+    return _response_head(
         status,
         PyBytes_FromStringAndSize(<const char*>p + rs, re - rs),
         _V11 if v11 else _V10,

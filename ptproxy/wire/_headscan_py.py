@@ -23,6 +23,8 @@ body can follow (HEAD, 204, 304).
 
 from __future__ import annotations
 
+from ptproxy.wire.events import BodyKind, RequestHead, ResponseHead
+
 __all__ = ["scan_request", "scan_response"]
 
 Fields = list[tuple[bytes, bytes]]
@@ -38,6 +40,7 @@ _TARGET = bytes(range(0x21, 0x7F)).replace(b"#", b"")
 _HOST = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
 _REASON = bytes(range(0x20, 0x7F))
 _DIGITS = b"0123456789"
+_NONE, _LENGTH = BodyKind.NONE, BodyKind.LENGTH
 _OWS = b" \t"
 _CRLF2 = b"\r\n\r\n"
 
@@ -96,11 +99,11 @@ def _fields(
 
 def scan_request(
     data: bytes, pos: int, end: int, max_line: int, max_bytes: int, max_count: int
-) -> tuple[bytes, bytes, tuple[int, int], Fields, bool, int | None, bool] | None:
+) -> RequestHead | None:
     """Read ``data[pos:end]`` as one complete plain request head (ending in CRLFCRLF).
 
-    Returns ``(method, target, http_version, fields, keep_alive, content_length, expect_continue)``
-    (``content_length`` None: no body) or None: give the head to llhttp."""
+    Returns its RequestHead (body NONE, or LENGTH with its ``content_length``) or None: give the
+    head to llhttp."""
     if type(data) is not bytes or end - pos < 4 or data[end - 4 : end] != _CRLF2:
         return None
     lines = data[pos : end - 4].split(b"\r\n")
@@ -124,24 +127,20 @@ def scan_request(
     if len(hosts) != 1 or not hosts[0] or hosts[0].translate(None, _HOST):
         return None
     keep_alive = conn != 2 if version == (1, 1) else conn == 1
-    return (
-        method,
-        target,
-        version,
-        fields,
-        keep_alive,
-        None if length is None else int(length),
-        expect and version == (1, 1),
+    size = None if length is None else int(length)
+    return RequestHead(
+        method=method, target=target, headers=fields, http_version=version, keep_alive=keep_alive,
+        body=_NONE if size is None else _LENGTH, content_length=size, expect_continue=expect and version == (1, 1),
     )
 
 
 def scan_response(
     data: bytes, pos: int, end: int, max_bytes: int, max_count: int, head_request: bool
-) -> tuple[int, bytes, tuple[int, int], Fields, bool, int | None] | None:
+) -> ResponseHead | None:
     """Read ``data[pos:end]`` as one complete plain final response head (ending in CRLFCRLF).
 
-    Returns ``(status, reason, http_version, fields, keep_alive, content_length)`` (``content_length``
-    None: no body, which ends the response at its head) or None: give the head to llhttp."""
+    Returns its ResponseHead (body NONE, which ends the response at its head, or LENGTH with its
+    ``content_length``) or None: give the head to llhttp."""
     if type(data) is not bytes or end - pos < 17 or data[end - 4 : end] != _CRLF2:
         return None
     lines = data[pos : end - 4].split(b"\r\n")
@@ -176,4 +175,7 @@ def scan_response(
     else:
         size = int(length)
     keep_alive = conn != 2 and (version == (1, 1) or conn == 1)
-    return status, reason, version, fields, keep_alive, size
+    return ResponseHead(
+        status=status, reason=reason, headers=fields, http_version=version, keep_alive=keep_alive,
+        body=_NONE if size is None else _LENGTH, content_length=size,
+    )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ptproxy._speedups import load_twin
 from ptproxy.wire import _headscan_py
+from ptproxy.wire.events import BodyKind, RequestHead, ResponseHead
 
 __all__ = ["IMPLEMENTATION", *_headscan_py.__all__]
 load_twin(_headscan_py, "headscan", globals())
@@ -14,3 +15,6 @@ if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
     from ptproxy.wire._headscan_py import *  # noqa: F403
 
     IMPLEMENTATION: str
+
+if globals()["IMPLEMENTATION"] == "compiled":
+    globals()["_impl"].configure(request_head=RequestHead, response_head=ResponseHead, body_kind=BodyKind)

@@ -172,25 +172,12 @@ class RequestParser(BaseParser):
         if head is None:
             return False
         # What the callbacks below make of the same head (no Upgrade, no CONNECT, no error here).
-        method, target, version, headers, keep_alive, length, expect = head
-        self._headers = headers
+        self._headers = head.headers
         self._trailers = []
-        self._content_length = length
-        self._keep_alive = keep_alive
-        body = BodyKind.NONE if length is None else BodyKind.LENGTH
-        self._start_body(body, length)
-        self._events.append(
-            RequestHead(
-                method=method,
-                target=target,
-                headers=headers,
-                http_version=version,
-                keep_alive=keep_alive,
-                body=body,
-                content_length=length,
-                expect_continue=expect,
-            )
-        )
+        length = self._content_length = head.content_length
+        self._keep_alive = head.keep_alive
+        self._start_body(head.body, length)
+        self._events.append(head)
         if not length:
             self._on_message_complete()
         return True
@@ -398,23 +385,12 @@ class ResponseParser(BaseParser):
         if head is None:
             return False
         # What the callbacks below make of the same head (a final response, no error here).
-        status, reason, version, headers, keep_alive, length = head
-        self._headers = headers
+        self._headers = head.headers
         self._trailers = []
         self._seen_head = True
-        body = BodyKind.NONE if length is None else BodyKind.LENGTH
-        self._start_body(body, length)
-        self._events.append(
-            ResponseHead(
-                status=status,
-                reason=reason,
-                headers=headers,
-                http_version=version,
-                keep_alive=keep_alive,
-                body=body,
-                content_length=length,
-            )
-        )
+        length = head.content_length
+        self._start_body(head.body, length)
+        self._events.append(head)
         if not length:
             self._finish()  # HEAD, 204, 304 or Content-Length: 0: the response ends at its head
         return True

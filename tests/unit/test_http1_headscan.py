@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import FrozenInstanceError
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from ptproxy.errors import PtproxyError
 from ptproxy.wire import _headscan_py, headscan
+from ptproxy.wire.events import BodyKind, RequestHead, ResponseHead
 from ptproxy.wire.parser import RequestParser, ResponseParser
 
 SETTINGS = settings(
@@ -33,11 +35,14 @@ SETTINGS = settings(
 
 def _compiled() -> ModuleType:
     try:
-        return importlib.import_module("ptproxy._speedups.headscan")
+        mod = importlib.import_module("ptproxy._speedups.headscan")
     except ImportError:
         if os.environ.get("PTPROXY_REQUIRE_EXTENSIONS"):
             raise
         pytest.skip("compiled twin ptproxy._speedups.headscan is not built")
+    # What ptproxy.wire.headscan does when it selects the compiled twin (harmless to repeat).
+    mod.configure(request_head=RequestHead, response_head=ResponseHead, body_kind=BodyKind)
+    return mod
 
 
 # -- generated heads ---------------------------------------------------------------------------------
@@ -243,25 +248,37 @@ def test_response_scanner_twins_agree(data: bytes, limits: tuple[int, int], head
 def test_scanner_takes_plain_heads_and_refuses_others(impl: str) -> None:
     mod = _headscan_py if impl == "py" else _compiled()
     get = b"GET /bytes/100 HTTP/1.1\r\nHost: a:1\r\nAccept: */*\r\n\r\n"
-    assert mod.scan_request(get, 0, len(get), 8192, 65536, 100) == (
-        b"GET",
-        b"/bytes/100",
-        (1, 1),
-        [(b"Host", b"a:1"), (b"Accept", b"*/*")],
-        True,
-        None,
-        False,
+    assert mod.scan_request(get, 0, len(get), 8192, 65536, 100) == RequestHead(
+        method=b"GET",
+        target=b"/bytes/100",
+        http_version=(1, 1),
+        headers=[(b"Host", b"a:1"), (b"Accept", b"*/*")],
+        keep_alive=True,
+        body=BodyKind.NONE,
+        content_length=None,
+        expect_continue=False,
     )
+    post = b"POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n"
+    head = mod.scan_request(post, 0, len(post), 8192, 65536, 100)
+    assert type(head) is RequestHead
+    assert (head.body, head.content_length, head.keep_alive, head.http_version) == (BodyKind.LENGTH, 3, True, (1, 0))
     ok = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello"
     end = ok.index(b"hello")
-    assert mod.scan_response(ok, 0, end, 65536, 100, False) == (
-        200,
-        b"OK",
-        (1, 0),
-        [(b"Content-Length", b"5"), (b"Connection", b"keep-alive")],
-        True,
-        5,
+    assert mod.scan_response(ok, 0, end, 65536, 100, False) == ResponseHead(
+        status=200,
+        reason=b"OK",
+        http_version=(1, 0),
+        headers=[(b"Content-Length", b"5"), (b"Connection", b"keep-alive")],
+        keep_alive=True,
+        body=BodyKind.LENGTH,
+        content_length=5,
     )
+    no_content = b"HTTP/1.1 204 No Content\r\nX: y\r\n\r\n"
+    head = mod.scan_response(no_content, 0, len(no_content), 65536, 100, False)
+    assert type(head) is ResponseHead
+    assert (head.body, head.content_length) == (BodyKind.NONE, None)
+    with pytest.raises(FrozenInstanceError):
+        head.status = 200  # type: ignore[misc]
     for bad in (
         get.replace(b"Host", b"X"),  # no Host: the parser's error, through llhttp
         get.replace(b"Accept: */*", b"Transfer-Encoding: chunked"),
