@@ -252,3 +252,24 @@ def test_a_stream_sent_to_its_fin_does_not_bring_an_ack_forward(pki: DemoPki) ->
     assert space.ack_at == ack_at
     assert len(server.datagrams_to_send(now=ack_at)) == 1  # the ACK, delayed
     assert space.ack_at is None
+
+
+def test_the_one_rtt_objects_kept_are_aioquics(pki: DemoPki) -> None:
+    """The send path reads the 1-RTT packet space, crypto pair and CRYPTO stream from attributes
+    set by _initialize rather than from aioquic's Epoch-keyed dicts: the same objects, before and
+    after the handshake and a request (a key update changes the pair's contexts, not the pair)."""
+    pair = Pair(pki, client_leaf=pki.client)
+    for conn in (pair.client, pair.server):
+        if conn._spaces:  # the server initialises on its first datagram
+            assert conn._ptp_app_space is conn._spaces[tls.Epoch.ONE_RTT]
+    pair.roundtrip()
+    client, server = pair.client, pair.server
+    sid = client.get_next_available_stream_id()
+    client.send_stream_data(sid, b"GET", end_stream=True)
+    pair.roundtrip()
+    server.send_stream_data(sid, b"200 OK", end_stream=True)
+    pair.roundtrip()
+    for conn in (client, server):
+        assert conn._ptp_app_space is conn._spaces[tls.Epoch.ONE_RTT]
+        assert conn._ptp_app_crypto is conn._cryptos[tls.Epoch.ONE_RTT]
+        assert conn._ptp_app_crypto_stream is conn._crypto_streams[tls.Epoch.ONE_RTT]

@@ -69,6 +69,8 @@ from ptproxy.tunnel.identity import PeerIdentity, cipher_name
 from ptproxy.tunnel.pmtu import ceiling_for_route
 
 if TYPE_CHECKING:
+    from aioquic.quic.crypto import CryptoPair
+
     from ptproxy.tunnel.aioquic.mtls import ClientAuthPolicy
     from ptproxy.tunnel.cc.base import Controller
 
@@ -340,6 +342,12 @@ class PatchedQuicConnection(QuicConnection):
         # MAX_STREAM_DATA may be due (a new stream's window grew).
         self._ptp_marks = StreamMarks()
         self._ptp_limits_all = False
+        # The 1-RTT packet space, crypto pair and CRYPTO stream (set by _initialize; aioquic never
+        # replaces them after): each lookup by Epoch key in aioquic's dicts costs ~1.4k
+        # instructions (Enum hash through a Python-level __hash__), several times per transmit.
+        self._ptp_app_space: QuicPacketSpace | None = None
+        self._ptp_app_crypto: CryptoPair | None = None
+        self._ptp_app_crypto_stream: QuicStream | None = None
         # Path MTU discovery (before the congestion hooks, which ask it which losses are probes).
         self._ptp_pmtu = PathMtu(flow.pmtu_ceiling) if flow.pmtu_ceiling is not None else None
         # A time threshold of its own for loss detection (lossdetect.py), before the hooks below.
@@ -407,7 +415,7 @@ class PatchedQuicConnection(QuicConnection):
         # Piggyback a pending ACK on outgoing stream data. aioquic only writes an ACK once its
         # 1 ms delay has expired, so a response sent within that millisecond left the ACK for a
         # packet of its own: one extra datagram (two syscalls, a wakeup) per request each way.
-        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        space = self._ptp_app_space
         release = self._ptp_release_held
         if release is not None and (space is None or space.ack_at is None or space.ack_at <= now):
             release()  # an ACK goes out now (or none is pending): held data rides with it
@@ -486,9 +494,9 @@ class PatchedQuicConnection(QuicConnection):
         path = self._network_paths[0]
         if not path.is_validated or path.remote_challenges:
             return None
-        if not self._crypto_streams[_ONE_RTT].sender.buffer_is_empty:
+        if not self._ptp_app_crypto_stream.sender.buffer_is_empty:  # type: ignore[union-attr]
             return None
-        if not self._cryptos[_ONE_RTT].send.is_valid():
+        if not self._ptp_app_crypto.send.is_valid():  # type: ignore[union-attr]
             return None
         for host_cid in self._host_cids:
             if not host_cid.was_sent:  # NEW_CONNECTION_ID
@@ -660,21 +668,20 @@ class PatchedQuicConnection(QuicConnection):
         # queue is the streams marked `ready`, in service order), and it does not start a packet
         # it can tell will stay empty (_ptp_more_due): aioquic runs one more, empty iteration after
         # each packet, which cost about as much as the packet it follows on a small response.
-        cryptos = self._cryptos
-        crypto = cryptos[_ONE_RTT]
+        crypto: CryptoPair = self._ptp_app_crypto  # type: ignore[assignment]  # set by _initialize
         crypto_stream: QuicStream | None
         if crypto.send.is_valid():
-            crypto_stream = self._crypto_streams[_ONE_RTT]
+            crypto_stream = self._ptp_app_crypto_stream
             packet_type = _ONE_RTT_PACKET
         else:
-            crypto = cryptos[_ZERO_RTT]
+            crypto = self._cryptos[_ZERO_RTT]
             if not crypto.send.is_valid():
                 return
             crypto_stream = None
             packet_type = _ZERO_RTT_PACKET
         if self._streams_queue:
             self._ptp_adopt_new()
-        space = self._spaces[_ONE_RTT]
+        space: QuicPacketSpace = self._ptp_app_space  # type: ignore[assignment]
         marks = self._ptp_marks
         marked = len(marks.ready)
         queue, owed = self._ptp_visits(marks) if marked or marks.limits else ([], [])
@@ -1037,7 +1044,7 @@ class PatchedQuicConnection(QuicConnection):
         last = loss._time_of_last_sent_ack_eliciting_packet
         if last <= self._ptp_probed_at:
             return None
-        space = self._spaces.get(_ONE_RTT)
+        space = self._ptp_app_space
         if space is None or not space.ack_eliciting_in_flight or space.loss_time is not None:
             return None
         return last + loss._rtt_smoothed / 8
@@ -1128,7 +1135,7 @@ class PatchedQuicConnection(QuicConnection):
         if datagrams:
             # aioquic numbers the packets of every space from one counter; the 1-RTT space keeps
             # the record of each packet it sent until it is acknowledged or lost (not within this call).
-            sent = self._spaces[tls.Epoch.ONE_RTT].sent_packets
+            sent = self._ptp_app_space.sent_packets  # type: ignore[union-attr]
             counts = self.packets_sent
             charged = self._max_datagram_size  # what the pacer took for each 1-RTT packet
             unused = 0
@@ -1422,7 +1429,7 @@ class PatchedQuicConnection(QuicConnection):
         if self._is_client and len(data) >= 21 and not data[0] & 0x80 and self._ptp_is_reset(data[-16:]):
             self._ptp_on_stateless_reset()
             return
-        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        space = self._ptp_app_space
         largest = space.largest_received_packet if space is not None else -1
         self._ptp_eliciting = False
         # A lone 1-RTT packet on an established connection (nearly every datagram) takes the
@@ -1491,7 +1498,7 @@ class PatchedQuicConnection(QuicConnection):
         """An ack-eliciting 1-RTT packet arrived in a datagram of ``size`` bytes (``largest``: the
         largest packet number before it): bring the ACK forward to now when the packet threshold
         is reached (a datagram larger than ACK_UNIT_BYTES counts as several), or on reordering."""
-        space = self._spaces[tls.Epoch.ONE_RTT]
+        space: QuicPacketSpace = self._ptp_app_space  # type: ignore[assignment]
         if space.ack_at is None:
             return  # already acknowledged with what is queued
         self._ptp_unacked += size // ACK_UNIT_BYTES if size > ACK_UNIT_BYTES else 1
@@ -1571,6 +1578,9 @@ class PatchedQuicConnection(QuicConnection):
     def _initialize(self, peer_cid: bytes) -> None:
         # aioquic creates the TLS context here, on the first datagram: hook it before it runs.
         super()._initialize(peer_cid)
+        self._ptp_app_space = self._spaces[_ONE_RTT]
+        self._ptp_app_crypto = self._cryptos[_ONE_RTT]
+        self._ptp_app_crypto_stream = self._crypto_streams[_ONE_RTT]
         self._ptp_tls_ready = True
         if self._is_client:
             # One key share, not aioquic's four: its ClientHello carries a fresh key pair for each
