@@ -224,6 +224,8 @@ cdef double GAIN_CYCLE[8]
 GAIN_CYCLE[:] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
 cdef long long GAIN_CYCLE_LEN = 8
 cdef double DRAIN_MAX_RTTS = 2.0  # see the pure twin
+cdef double DRAIN_TARGET_GAIN = 1.2  # see the pure twin
+cdef double CRUISE_MAX_GAIN = 1.4  # see the pure twin
 cdef long long BTL_BW_FILTER_ROUNDS = 10
 cdef double MIN_RTT_WINDOW = 10.0
 cdef double PROBE_RTT_DURATION = 0.2
@@ -624,7 +626,7 @@ cdef class _BbrCore:
             self._mode = DRAIN
             self.pacing_gain = DRAIN_GAIN
             self.cwnd_gain = HIGH_GAIN
-        if self._mode == DRAIN and self.bytes_in_flight <= self._bdp(1.0):
+        if self._mode == DRAIN and self.bytes_in_flight <= self._bdp(DRAIN_TARGET_GAIN):
             self._enter_probe_bw(now)
 
     cdef void _enter_probe_bw(self, double now) except *:
@@ -642,13 +644,16 @@ cdef class _BbrCore:
     cdef bint _is_next_cycle_phase(self, double now, long long prior_inflight) except? -1:
         cdef bint full_length = now - self._cycle_stamp > self.min_rtt
         if self.pacing_gain == 1.0:
+            if prior_inflight > self._bdp(CRUISE_MAX_GAIN):
+                self._cycle_index = 0  # the next phase is the drain phase (0.75)
+                return True
             return full_length
         if self.pacing_gain > 1.0:
             return full_length and (
                 self._lost_since_ack > 0 or prior_inflight >= self._bdp(self.pacing_gain)
             )
-        # Drain phase: until the probe's queue is gone, at most DRAIN_MAX_RTTS (see the pure twin).
-        if prior_inflight <= self._bdp(1.0):
+        # Drain phase: down to the cruise queue, at most DRAIN_MAX_RTTS (see the pure twin).
+        if prior_inflight <= self._bdp(DRAIN_TARGET_GAIN):
             return True
         if now - self._cycle_stamp <= DRAIN_MAX_RTTS * self.min_rtt:
             return False

@@ -631,9 +631,9 @@ def test_bbr_fills_the_pipe_from_the_first_round_after_a_slow_handshake(impl: Mo
     assert sim.delivered >= 0.97 * LINK * RTT  # what the link carried in the first round trip
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(("seed", "inflate"), [(1, 1.1), (2, 1.1), (1, 1.2)])
 def test_bbr_drops_an_inflated_bandwidth_estimate_before_its_queue_overflows(
-    impl: ModuleType, seed: int
+    impl: ModuleType, seed: int, inflate: float
 ) -> None:
     # On a busy 2-CPU machine both ends' stalls compress rate samples (ACK jitter) and the max
     # filter kept one 8-10 % above the linkbench link for ten rounds: cruising at it built a
@@ -645,11 +645,40 @@ def test_bbr_drops_an_inflated_bandwidth_estimate_before_its_queue_overflows(
     sim.run(0.6)
     assert cc.state == BbrState.PROBE_BW
     drops, start, delivered = sim.tail_drops, sim.now, sim.delivered
-    cc.btl_bw = cc._bw_filter.update(cc._round_count, 1.1 * LINK)  # one jittered sample
+    cc.btl_bw = cc._bw_filter.update(cc._round_count, inflate * LINK)  # one jittered sample
     sim.run(2.6)
-    assert sim.tail_drops - drops < 100  # ~300 when the estimate stayed until it aged out
+    # ~300 when the estimate stayed until it aged out; cruising with a standing queue
+    # (DRAIN_TARGET_GAIN) 153, until a cruise phase ends when its queue outgrows CRUISE_MAX_GAIN
+    assert sim.tail_drops - drops < 100
     assert cc.btl_bw <= 1.01 * LINK
     assert sim.throughput(start, delivered) >= 0.99 * LINK  # the link stayed busy all along
+
+
+def test_bbr_cruises_with_a_standing_queue_that_outlasts_a_sender_stall(impl: ModuleType) -> None:
+    # BBRv1 drained the probe's queue to nothing before cruising, so every stall of a busy
+    # sender (5-9 ms on a loaded machine) left the bottleneck idle for its whole length. The drain
+    # phases now stop at DRAIN_TARGET_GAIN BDPs: a standing queue of a fifth of the min RTT.
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=BDP, rng=random.Random(1))
+    sim = LinkSim(cc=cc, link_rate=LINK, rtt=RTT, buffer=BDP)
+    queues = []  # the bottleneck's backlog (s) at each step of a cruise phase
+    while sim.now < 2.0:
+        sim.run(sim.now + 0.001)
+        if sim.now > 1.0 and cc.state == BbrState.PROBE_BW and cc.pacing_gain == 1.0:
+            queues.append(sim._link_free - sim.now)
+    assert len(queues) > 200
+    queues.sort()
+    assert queues[len(queues) // 20] >= 0.15 * RTT  # 95 % of the time at least 7.5 ms queued
+    assert queues[-1] < BDP / LINK  # far from the drop-tail queue's limit
+    assert sim.tail_drops < 10
+    # A 5 ms stall of the sender in a cruise phase (nothing sent, ACKs read afterwards): the
+    # queue keeps the link busy throughout, and the pacer's catch-up rebuilds it.
+    while not (cc.state == BbrState.PROBE_BW and cc.pacing_gain == 1.0):
+        sim.run(sim.now + 0.001)
+    stall_end = sim.now + 0.005
+    assert sim._link_free > stall_end
+    sim.now = stall_end
+    sim.run(stall_end + RTT)
+    assert sim._link_free - sim.now >= 0.1 * RTT
 
 
 @pytest.mark.parametrize("report", [True, False])

@@ -198,6 +198,22 @@ GAIN_CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 #: out (10 rounds): meanwhile cruising at the estimate keeps a standing queue that grows until
 #: the window (2 BDPs of the estimate) overflows a 1-BDP bottleneck queue.
 DRAIN_MAX_RTTS = 2.0
+#: DRAIN and PROBE_BW's drain phase end once the data in flight is down to this many estimated
+#: BDPs (BBRv1: 1.0), so the cruise phases that follow keep a standing queue of a fifth of the
+#: min RTT (10 ms on the 50 ms linkbench link). At 1.0 the queue is gone when cruising starts, and
+#: every stall of the sender (a busy CPU: a server-end qlog at load 6 showed stalls of 5-9 ms)
+#: idles the bottleneck for its whole length; the pacer's catch-up then refills the pipe but not
+#: the lost link time. With a standing queue the bottleneck drains it during a stall shorter than
+#: the queue and the catch-up rebuilds it. Simulated (10 MiB, IW = BDP, 1-BDP queue, stalls 50/s
+#: of mean 4 ms): link idle 24.8 -> 10.7 ms, same drops; 1.2 stays inside PROBE_BW's own 1.25
+#: probe, so a bottleneck queue that takes the probe takes the cruise.
+DRAIN_TARGET_GAIN = 1.2
+#: A cruise phase whose data in flight grows past this many estimated BDPs (twice the cruise
+#: queue) is cruising above the bottleneck's rate: an estimate inflated by ACK jitter. It ends at
+#: once in the drain phase, which corrects the estimate if it cannot drain (DRAIN_MAX_RTTS) and
+#: otherwise keeps the queue between the two bounds (0.32-0.54 of a BDP with a 1.1x estimate)
+#: until the estimate ages out, far from overflowing a 1-BDP queue.
+CRUISE_MAX_GAIN = 1.4
 BTL_BW_FILTER_ROUNDS = 10
 MIN_RTT_WINDOW = 10.0  # seconds
 PROBE_RTT_DURATION = 0.2  # seconds
@@ -539,7 +555,7 @@ class Bbr(Controller):
             self.state = BbrState.DRAIN
             self.pacing_gain = DRAIN_GAIN
             self.cwnd_gain = HIGH_GAIN
-        if self.state == BbrState.DRAIN and self.bytes_in_flight <= self._bdp(1.0):
+        if self.state == BbrState.DRAIN and self.bytes_in_flight <= self._bdp(DRAIN_TARGET_GAIN):
             self._enter_probe_bw(now)
 
     def _enter_probe_bw(self, now: float) -> None:
@@ -557,14 +573,18 @@ class Bbr(Controller):
     def _is_next_cycle_phase(self, now: float, prior_inflight: int) -> bool:
         full_length = now - self._cycle_stamp > self.min_rtt
         if self.pacing_gain == 1.0:
+            if prior_inflight > self._bdp(CRUISE_MAX_GAIN):
+                self._cycle_index = 0  # the next phase is the drain phase (0.75)
+                return True
             return full_length
         if self.pacing_gain > 1.0:
             # Probe until the queue is built (or it overflows), at least one min RTT.
             return full_length and (
                 self._lost_since_ack > 0 or prior_inflight >= self._bdp(self.pacing_gain)
             )
-        # Drain phase: leave as soon as the probe's queue is gone (at most DRAIN_MAX_RTTS).
-        if prior_inflight <= self._bdp(1.0):
+        # Drain phase: leave once the probe's queue is down to the cruise queue (at most
+        # DRAIN_MAX_RTTS).
+        if prior_inflight <= self._bdp(DRAIN_TARGET_GAIN):
             return True
         if now - self._cycle_stamp <= DRAIN_MAX_RTTS * self.min_rtt:
             return False
