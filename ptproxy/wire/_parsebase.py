@@ -217,6 +217,17 @@ class BaseParser:
 
     def _execute(self, data: bytes) -> None:
         """Feed llhttp one stretch at a time: a head up to its CRLFCRLF, a body by its framing."""
+        if (
+            self._state == IDLE
+            and self._llhttp is None
+            and not self._ended
+            and data[-4:] == b"\r\n\r\n"
+            and self._plain_head(data, 0, len(data))
+        ):
+            # The whole feed is one plain head (the usual bodiless request, read by one scanner
+            # call): what the loop below makes of it, without its stretch bookkeeping.
+            self._tail = data[-3:]
+            return
         view = memoryview(data)
         pos, n = 0, len(data)
         while pos < n and not self._ended:
