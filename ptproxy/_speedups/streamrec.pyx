@@ -159,6 +159,20 @@ cdef class TunnelStream:
                 return None
         return b"".join(pieces)
 
+    def consume_queued(self):
+        """Take every queued event as receive() would (DATA credited, the FIN closing the half)."""
+        events = self._events
+        while events:
+            event = events.popleft()
+            kind = type(event)
+            if kind is _DataFrame:
+                data = event.data
+                if data:
+                    self._owner.credit(self.stream_id, len(data))
+            elif kind is _StreamEnded:
+                self._recv = _CLOSED
+                self._owner.stream_maybe_done(self)
+
     def stop_receiving(self, code=_CANCELLED):
         """We will not read the rest: tell the peer to stop sending, and free the credit."""
         self._stop_receiving_c(code)

@@ -591,10 +591,11 @@ class Frontend:
         if kind is _LENGTH and not conn.drain_needed:
             # A small response is usually here whole (its DATA and FIN came with its head): when
             # the body's size is the Content-Length (else the relay's check answers), head and
-            # body leave in one write, before the stream's bookkeeping (the caller's finish()).
+            # body leave in one write, before the stream's bookkeeping (consume_queued: credit, FIN).
             body = stream.whole_body()
             if body is not None and len(body) == length:
                 conn.write_now(response + body)
+                stream.consume_queued()  # the bytes credited, the FIN read: as the relay would
                 return status, not close
         conn.write(response)
         try:

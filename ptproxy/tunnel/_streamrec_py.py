@@ -140,10 +140,9 @@ class TunnelStream:
         """The rest of the peer's message if it is all here: only DATA pieces queued, the FIN
         (StreamEnded) last, no abort; their bytes joined (b"" for the FIN alone), else None.
 
-        Nothing is taken: the caller writes the bytes, then :meth:`finish` closes the receive
-        half quietly (the FIN is queued) and the session's forget_stream credits the bytes, as
-        the :meth:`receive` calls that would have read them (a whole small response written in
-        one go, before that bookkeeping)."""
+        Nothing is taken: the caller writes the bytes, then :meth:`consume_queued` credits them
+        and closes the receive half, as the :meth:`receive` calls that would have read them (a
+        whole small response written in one go, before that bookkeeping)."""
         events = self._events
         if self._aborted is not None or not events or type(events[-1]) is not StreamEnded:
             return None
@@ -157,6 +156,25 @@ class TunnelStream:
             elif type(event) is not StreamEnded:
                 return None
         return b"".join(pieces)
+
+    def consume_queued(self) -> None:
+        """Take every queued event as :meth:`receive` would (each DATA piece's bytes credited, the
+        FIN closing the receive half), after :meth:`whole_body`'s bytes were written.
+
+        The credit must come from here: the session's forget_stream credits unread bytes only
+        while aioquic still holds the stream, and a stream whose both halves are over may be
+        discarded by its next transmit; bytes never credited shrink the connection's window for
+        good, until a busy session stalls on it."""
+        events = self._events
+        while events:
+            event = events.popleft()
+            kind = type(event)
+            if kind is DataFrame:
+                if event.data:
+                    self._owner.credit(self.stream_id, len(event.data))
+            elif kind is StreamEnded:
+                self._recv = HalfState.CLOSED
+                self._owner.stream_maybe_done(self)
 
     def stop_receiving(self, code: int = H3_REQUEST_CANCELLED) -> None:
         """We will not read the rest: tell the peer to stop sending, and free the credit."""

@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import re
 import select
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -102,3 +104,21 @@ def test_a_full_tunnel_reuses_its_origin_connections(
     # At most STREAMS requests are at the origin at once: a pool that kept every connection
     # released never needs more. (With 32 kept, the second round reopened the other 8.)
     assert counting_origin.accepted <= STREAMS, f"{counting_origin.accepted} origin connections"
+
+
+def test_small_responses_at_once_give_back_their_flow_control_credit(make_pair: Callable[..., Pair]) -> None:
+    """A small response that arrives whole is written in one go (client/listener.py's whole-body
+    path); its bytes must still be credited to the connection's receive window, or every such
+    response shrinks the window for good and a busy session stalls on it: ab -k at c32 hung
+    after ~21k requests with the default window. A fixed 8 KiB window (a hard limit) makes a
+    leak of even a few bytes per response show within the run: ab then times out."""
+    p = make_pair({"transport": {"receive_window": 8192}})
+    n = 10000
+    out = subprocess.run(
+        ["ab", "-k", "-q", "-s", "20", "-c", "32", "-n", str(n), p.url("/bytes/10")],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-500:])
+    assert re.search(rf"Complete requests:\s+{n}\b", out.stdout), out.stdout
+    assert re.search(r"Failed requests:\s+0\b", out.stdout), out.stdout
+    assert re.search(rf"Keep-Alive requests:\s+{n}\b", out.stdout), out.stdout

@@ -107,6 +107,7 @@ _OPS = st.one_of(
     st.tuples(st.just("check_send")),
     st.tuples(st.just("wake")),
     st.tuples(st.just("whole_body")),
+    st.tuples(st.just("consume_queued")),
 )
 
 
@@ -147,6 +148,8 @@ async def _apply(stream: Any, op: tuple[Any, ...]) -> Any:
         return stream._check_send()
     if name == "whole_body":
         return stream.whole_body()
+    if name == "consume_queued":
+        return stream.consume_queued()
     assert name == "wake"
     return stream._wake()
 
@@ -258,3 +261,23 @@ def test_whole_body_is_the_queued_rest_when_it_ends_with_the_fin(impl: str) -> N
         assert stream.recv_state is HalfState.OPEN
     stream, _ = queued(data(b"ab"), StreamEnded(), aborted=True)
     assert stream.whole_body() is None
+
+
+@pytest.mark.parametrize("impl", ["py", "c"])
+def test_consume_queued_credits_and_reads_as_receive_would(impl: str) -> None:
+    """After a whole body was written, its events are taken as receive() calls would take them:
+    each DATA piece's bytes credited to the session, the FIN closing the receive half."""
+    mod = _streamrec_py if impl == "py" else _compiled()
+    owner = Owner()
+    stream = mod.TunnelStream(owner, 4)
+    stream.send_headers([(b":method", b"GET")], True)
+    for payload in (b"ab", b"", b"cde"):
+        stream._push(DataFrame(stream_id=4, data=payload, frame_size=None, frame_end=True, stream_ended=False))
+    stream._push(StreamEnded())
+    owner.log.clear()
+    stream.consume_queued()
+    assert len(stream._events) == 0
+    assert stream.recv_state is HalfState.CLOSED
+    credits = [entry for entry in owner.log if entry[0] == "credit"]
+    assert [entry[-1] for entry in credits] == [2, 3]
+    assert owner.log[-1][0] == "maybe_done"
