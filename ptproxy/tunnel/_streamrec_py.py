@@ -168,11 +168,10 @@ class TunnelStream:
         events = self._events
         while events:
             event = events.popleft()
-            kind = type(event)
-            if kind is DataFrame:
+            if isinstance(event, DataFrame):
                 if event.data:
                     self._owner.credit(self.stream_id, len(event.data))
-            elif kind is StreamEnded:
+            elif isinstance(event, StreamEnded):
                 self._recv = HalfState.CLOSED
                 self._owner.stream_maybe_done(self)
 
