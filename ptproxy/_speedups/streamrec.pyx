@@ -131,6 +131,11 @@ cdef class TunnelStream:
             finally:
                 self._waiter = None
         event = self._events.popleft()
+        self._took_c(event)
+        return event
+
+    cdef inline void _took_c(self, event) except *:
+        """An event taken from the queue: DATA credited, the FIN closing the receive half."""
         kind = type(event)
         if kind is _DataFrame:
             data = event.data
@@ -139,7 +144,6 @@ cdef class TunnelStream:
         elif kind is _StreamEnded:
             self._recv = _CLOSED
             self._owner.stream_maybe_done(self)
-        return event
 
     def whole_body(self):
         """The rest of the peer's message if it is all here (DATA pieces, the FIN last), else None."""
@@ -163,15 +167,7 @@ cdef class TunnelStream:
         """Take every queued event as receive() would (DATA credited, the FIN closing the half)."""
         events = self._events
         while events:
-            event = events.popleft()
-            kind = type(event)
-            if kind is _DataFrame:
-                data = event.data
-                if data:
-                    self._owner.credit(self.stream_id, len(data))
-            elif kind is _StreamEnded:
-                self._recv = _CLOSED
-                self._owner.stream_maybe_done(self)
+            self._took_c(events.popleft())
 
     def stop_receiving(self, code=_CANCELLED):
         """We will not read the rest: tell the peer to stop sending, and free the credit."""

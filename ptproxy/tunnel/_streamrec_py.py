@@ -127,14 +127,18 @@ class TunnelStream:
             finally:
                 self._waiter = None
         event = self._events.popleft()
-        if type(event) is DataFrame:
+        self._took(event)
+        return event
+
+    def _took(self, event: StreamEvent) -> None:
+        """An event taken from the queue: a DATA piece's bytes consumed (the credit goes back to
+        the peer), the FIN closing the receive half."""
+        if isinstance(event, DataFrame):
             if event.data:
-                # Consumed: give the credit back to the peer.
                 self._owner.credit(self.stream_id, len(event.data))
-        elif type(event) is StreamEnded:
+        elif isinstance(event, StreamEnded):
             self._recv = HalfState.CLOSED
             self._owner.stream_maybe_done(self)
-        return event
 
     def whole_body(self) -> bytes | None:
         """The rest of the peer's message if it is all here: only DATA pieces queued, the FIN
@@ -167,13 +171,7 @@ class TunnelStream:
         good, until a busy session stalls on it."""
         events = self._events
         while events:
-            event = events.popleft()
-            if isinstance(event, DataFrame):
-                if event.data:
-                    self._owner.credit(self.stream_id, len(event.data))
-            elif isinstance(event, StreamEnded):
-                self._recv = HalfState.CLOSED
-                self._owner.stream_maybe_done(self)
+            self._took(events.popleft())
 
     def stop_receiving(self, code: int = H3_REQUEST_CANCELLED) -> None:
         """We will not read the rest: tell the peer to stop sending, and free the credit."""
