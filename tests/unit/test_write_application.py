@@ -144,16 +144,23 @@ def test_ours_sends_the_datagrams_aioquics_loop_sends(
         assert mine == theirs, f"transmit {index}"
 
 
+def _get_answered(pair: Pair) -> int:
+    """A GET from the client end delivered, its short answer queued at the server end (unsent):
+    the stream's id."""
+    sid = pair.client.get_next_available_stream_id()
+    pair.client.send_stream_data(sid, b"GET", end_stream=True)
+    pair.roundtrip()
+    pair.server.send_stream_data(sid, b"200 OK", end_stream=True)
+    return sid
+
+
 def test_a_small_response_is_one_iteration(pki: DemoPki) -> None:
     """A response that fits one packet starts one packet: aioquic's loop starts a second one,
     which stays empty (fails with AioquicLoop)."""
     pair = Pair(pki, client_leaf=pki.client)
     pair.roundtrip()
-    client, server = pair.client, pair.server
-    sid = client.get_next_available_stream_id()
-    client.send_stream_data(sid, b"GET", end_stream=True)
-    pair.roundtrip()
-    server.send_stream_data(sid, b"200 OK", end_stream=True)
+    server = pair.server
+    sid = _get_answered(pair)
     starts = []
     builder_class = type(server)._write_application
 
@@ -264,10 +271,7 @@ def test_the_one_rtt_objects_kept_are_aioquics(pki: DemoPki) -> None:
             assert conn._ptp_app_space is conn._spaces[tls.Epoch.ONE_RTT]
     pair.roundtrip()
     client, server = pair.client, pair.server
-    sid = client.get_next_available_stream_id()
-    client.send_stream_data(sid, b"GET", end_stream=True)
-    pair.roundtrip()
-    server.send_stream_data(sid, b"200 OK", end_stream=True)
+    _get_answered(pair)
     pair.roundtrip()
     for conn in (client, server):
         assert conn._ptp_app_space is conn._spaces[tls.Epoch.ONE_RTT]
