@@ -23,12 +23,15 @@ from benchmarks.harness.ports import free_ports
 from benchmarks.harness.procs import (
     Managed,
     ProcessGroups,
+    accepting,
     caddy_cmd,
     caddy_env,
     listening,
+    log_has,
     nginx_cmd,
     ptproxy_cmd,
     python_env,
+    read_text,
     wait_until,
 )
 from ptproxy.ops.devcerts import DemoPki
@@ -118,17 +121,26 @@ class Ptproxy(System):
             server_extra={"metrics": {"bind_address": f"{place.addr('b')}:{server_metrics}"}},
         )
         env = python_env(pure=self.pure)
-        srv = self._run("server_end", "b", ptproxy_cmd(server), d / "server.log", env=env, cwd=d)
+        # The logs are appended to (a launch restarts the pair in the same directory): a line
+        # counts only if this start wrote it, i.e. one more than the log held before.
+        logs = {end: d / f"{end}.log" for end in ("server", "client")}
+        seen = {(end, line): read_text(path).count(line) for end, path in logs.items()
+                for line in ("tunnel ready", "ready to serve")}  # fmt: skip
+        srv = self._run("server_end", "b", ptproxy_cmd(server), logs["server"], env=env, cwd=d)
         wait_until(lambda: listening(srv.pid, quic_port, udp=True), START_TIMEOUT, "ptproxy server end", srv, step=poll)
-        cli = self._run("client_end", "a", ptproxy_cmd(client), d / "client.log", env=env, cwd=d)
-        wait_until(lambda: b"tunnel ready" in cli.log.read_bytes(), START_TIMEOUT, "tunnel ready", cli, step=poll)
-        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "ptproxy listener", cli, step=poll)
+        cli = self._run("client_end", "a", ptproxy_cmd(client), logs["client"], env=env, cwd=d)
         # The sockets are bound early (cli.py): "listening" no longer means serving. Both ends log
         # "ready to serve" once they take requests (the server end may still be starting when the
-        # client end's handshake completes: it answers datagrams queued while it started).
+        # client end's handshake completes: it answers datagrams queued while it started); the
+        # client end's only after all its listeners started, so its HTTP port is not polled: each
+        # look at /proc/<pid>/net/tcp (listening()) walks the kernel's whole TCP table, ~1-2.5 ms
+        # of CPU here, which every 2 ms while the client end started took half a core from the
+        # two ends (it did, in a launch: the logs held the previous start's lines).
+        wait_until(lambda: log_has(logs["client"], "tunnel ready", seen["client", "tunnel ready"] + 1),
+                   START_TIMEOUT, "tunnel ready", cli, step=poll)  # fmt: skip
         for end, what in ((srv, "server"), (cli, "client")):
-            wait_until(lambda end=end: b"ready to serve" in end.log.read_bytes(), START_TIMEOUT,
-                       f"ptproxy {what} end ready", end, step=poll)  # fmt: skip
+            wait_until(lambda what=what: log_has(logs[what], "ready to serve", seen[what, "ready to serve"] + 1),
+                       START_TIMEOUT, f"ptproxy {what} end ready", end, step=poll)  # fmt: skip
         self.info["speedups"] = "pure" if self.pure else "compiled"
         return Endpoint(place.addr("a"), http_port)
 
@@ -151,7 +163,7 @@ class NginxPair(System):
         srv = self._run("server_end", "b", nginx_cmd(sconf), d / "server.log")
         wait_until(lambda: listening(srv.pid, tls_port), START_TIMEOUT, "server-side nginx", srv, step=poll)
         cli = self._run("client_end", "a", nginx_cmd(cconf), d / "client.log")
-        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side nginx", cli, step=poll)
+        wait_until(lambda: accepting(place.addr("a"), http_port), START_TIMEOUT, "client-side nginx", cli, step=poll)
         self.info["workers_per_end"] = workers
         self.info["hop"] = "HTTP/1.1 over TLS 1.3 (TCP), mTLS, upstream keepalive"
         return Endpoint(place.addr("a"), http_port)
@@ -173,7 +185,8 @@ class CaddyPair(System):
         srv = self._run("server_end", "b", caddy_cmd(server_conf), d / "server.log", env=env, cwd=d)
         wait_until(lambda: listening(srv.pid, h3_port, udp=True), START_TIMEOUT, "server-side caddy (UDP)", srv, step=poll)
         cli = self._run("client_end", "a", caddy_cmd(client_conf), d / "client.log", env=env, cwd=d)
-        wait_until(lambda: listening(cli.pid, http_port), START_TIMEOUT, "client-side caddy", cli, step=poll)
+        # accepting, not listening: see procs.accepting (a poll every 2 ms while its client end starts)
+        wait_until(lambda: accepting(a, http_port), START_TIMEOUT, "client-side caddy", cli, step=poll)
         self.info["gomaxprocs"] = self.ctx.proxy_cores
         return Endpoint(a, http_port)
 

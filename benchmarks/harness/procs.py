@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -325,6 +326,18 @@ def listening(pid: int, port: int, udp: bool = False) -> bool:
             if parts[1].endswith(hexport) and (udp or parts[3] == "0A"):
                 return True
     return False
+
+
+def accepting(host: str, port: int) -> bool:
+    """Does ``host:port`` take a TCP connection (a listen backlog counts, as for :func:`listening`)?
+    One connect, closed at once: a few syscalls, where :func:`listening` reads the kernel's whole
+    TCP table for a TCP port (~1-2.5 ms of CPU per look here, taken from the processes starting
+    while a start-up is polled every 2 ms). The listener later accepts an empty connection."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def loadavg() -> list[float]:
