@@ -114,8 +114,10 @@ class App:
 
             # The server's first flight usually arrives during that import (a launch: the server
             # end answers in a few ms, the import takes longer): handled now, the client's
-            # Finished goes out and the server checks it while the rest below starts.
-            await asyncio.sleep(0)
+            # Finished goes out and the server checks it while the rest below starts. Steps, not
+            # one: the read's transmit (a call_soon, queued behind this coroutine's next step)
+            # sends the Finished before the listeners below are made and started.
+            await _loop_steps(ANSWER_STEPS)
             done = self.metrics.request_done if self.metrics is not None else None
             self.frontend = Frontend(self.config, self.dialer, on_request_done=done)
             self.frontends = [self.frontend] + [
@@ -137,7 +139,7 @@ class App:
                     logger.warning("hand-off: no session within %gs; serving anyway", handoff.FIRST_DIAL_WAIT)
             for frontend in self.frontends:
                 await frontend.start()
-            await asyncio.sleep(0)  # as above, for the handshake's next packets
+            await _loop_steps(ANSWER_STEPS)  # as above, for the handshake's next packets
             from ptproxy.client.tcp import TcpListener
 
             self.tcp_listeners = [
