@@ -38,6 +38,7 @@ __all__ = [
     "http_date",
     "h1_request_to_h3",
     "h3_request_parts",
+    "h3_request_routed",
     "h1_response_to_h3",
     "h3_response_parts",
     "request_head_bytes",
@@ -364,10 +365,25 @@ cdef class _Length:
 def h3_request_parts(headers):
     """Server end: HTTP/3 request headers -> (method, authority, path, fields, content length or
     None); None for a CONNECT. Raises ClientProtocolError (400)."""
+    return _request_parts(headers, False)
+
+
+def h3_request_routed(headers):
+    """Server end: h3_request_parts plus the ends' internal fields, in the same pass: (method,
+    authority, path, fields without the internal ones, content length or None, ptproxy-route value
+    or None, ptproxy-client-address value or None; the last copy of each counts). None for a
+    CONNECT and for any request with :protocol (the caller's general path). Raises
+    ClientProtocolError (400)."""
+    return _request_parts(headers, True)
+
+
+cdef object _request_parts(object headers, bint routed):
     cdef list items = _as_list(headers)
     cdef list fields = []
     cdef Py_ssize_t i, n = PyList_GET_SIZE(items), m, nhosts = 0
     cdef object item, name, value, method = None, path = None, authority = None, host = None
+    cdef object route = None, client = None
+    cdef bint protocol = False
     cdef tuple t
     cdef const unsigned char* s
     cdef _Length length = _Length.__new__(_Length)
@@ -385,14 +401,22 @@ def h3_request_parts(headers):
                 path = value
             elif _eq(s, m, b":authority", 10):
                 authority = value
+            elif _eq(s, m, b":protocol", 9):
+                protocol = True
         elif _eq(s, m, b"host", 4):
             if nhosts == 0:
                 host = value
             nhosts += 1
+        elif routed and _eq(s, m, b"ptproxy-route", 13):
+            route = value
+        elif routed and _eq(s, m, b"ptproxy-client-address", 22):
+            client = value
         else:
             if _eq(s, m, b"content-length", 14):
                 length.see(value)
             fields.append(t)
+    if routed and protocol:
+        return None
     if method is None or PyBytes_GET_SIZE(method) == 0:
         raise ClientProtocolError("missing :method")
     if _eq(_p(method), PyBytes_GET_SIZE(method), b"CONNECT", 7):
@@ -403,6 +427,8 @@ def h3_request_parts(headers):
         if nhosts != 1:
             raise ClientProtocolError("missing :authority and Host")
         authority = host
+    if routed:
+        return method, authority, path, fields, length.value(ClientProtocolError), route, client
     return method, authority, path, fields, length.value(ClientProtocolError)
 
 

@@ -40,7 +40,12 @@ from ptproxy.splice import Splice, TcpMeter
 from ptproxy.tunnel import Headers, Session, StreamAborted, TunnelStream
 from ptproxy.wire import headmap, serialize, websocket
 from ptproxy.wire.events import BodyKind, EndOfMessage, ResponseHead
-from ptproxy.wire.h3map import TunnelRequest, request_from_h3, response_to_h3
+from ptproxy.wire.h3map import (
+    TunnelRequest,
+    request_from_h3,
+    response_to_h3,
+    routed_request_from_h3,
+)
 from ptproxy.wire.parser import ResponseParser
 
 __all__ = ["Backend", "RouteObserver"]
@@ -173,14 +178,20 @@ class Backend:
         first = await stream.receive()
         assert isinstance(first, Headers)
         try:
-            # An Extended CONNECT (RFC 9220) is a WebSocket: routed like any request, then
-            # replayed as an HTTP/1.1 upgrade (server/upgrade.py).
-            parse = websocket.request_from_h3 if websocket.is_extended_connect(first.headers) else request_from_h3
-            request = parse(first.headers, first.stream_ended)
+            # An ordinary request: mapped and its internal fields read in one pass over the headers.
+            routed = routed_request_from_h3(first.headers, first.stream_ended)
+            if routed is not None:
+                request, route, client_address = routed
+                name = DEFAULT_ROUTE if route is None else route.decode("latin-1")
+            else:
+                # An Extended CONNECT (RFC 9220) is a WebSocket: routed like any request, then
+                # replayed as an HTTP/1.1 upgrade (server/upgrade.py); or a plain CONNECT.
+                parse = websocket.request_from_h3 if websocket.is_extended_connect(first.headers) else request_from_h3
+                request = parse(first.headers, first.stream_ended)
+                name, client_address, request.fields = internal_fields(request.fields)
         except PtproxyError as exc:
             status = exc.status if exc.status < 500 else 400
             return self._fail(stream, status, f"invalid request: {exc}")
-        name, client_address, request.fields = internal_fields(request.fields)
         runtime = self.routes.get(name)
         if runtime is None:
             msg = f"no route named {name!r} at the server end"

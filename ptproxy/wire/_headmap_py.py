@@ -26,6 +26,7 @@ __all__ = [
     "http_date",
     "h1_request_to_h3",
     "h3_request_parts",
+    "h3_request_routed",
     "h1_response_to_h3",
     "h3_response_parts",
     "request_head_bytes",
@@ -123,7 +124,8 @@ def http_date(now: float | None = None) -> bytes:
 # -- HTTP/1.1 <-> HTTP/3 (RFC 9114 4.2, 4.3) ---------------------------------------------------------
 
 # The ends' own request fields (h3map.INTERNAL_FIELDS): no HTTP/1.1 client may send them through.
-_INTERNAL = frozenset({b"ptproxy-route", b"ptproxy-client-address"})
+_ROUTE, _CLIENT_ADDRESS = b"ptproxy-route", b"ptproxy-client-address"  # h3map's ROUTE_FIELD, CLIENT_ADDRESS_FIELD
+_INTERNAL = frozenset({_ROUTE, _CLIENT_ADDRESS})
 _INTERNAL_OR_LENGTH = _INTERNAL | {b"content-length"}
 
 
@@ -168,16 +170,41 @@ def h3_request_parts(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, byt
     """Server end: HTTP/3 request headers -> (method, authority, path, fields without pseudo-headers
     and Host, content length or None); None for a CONNECT (h3map replays those itself). Raises
     ClientProtocolError (400). A repeated pseudo-header: the last one counts."""
+    parts = _request_parts(headers, False)
+    return None if parts is None else parts[:5]
+
+
+def h3_request_routed(
+    headers: Sequence[tuple[bytes, bytes]],
+) -> tuple[bytes, bytes, bytes, Fields, int | None, bytes | None, bytes | None] | None:
+    """Server end: :func:`h3_request_parts` plus the ends' internal fields, in the same pass:
+    (method, authority, path, fields without the internal ones, content length or None,
+    ``ptproxy-route`` value or None, ``ptproxy-client-address`` value or None; the last copy of
+    each counts). None for a CONNECT and for any request with ``:protocol`` (the caller's general
+    path). Raises ClientProtocolError (400)."""
+    return _request_parts(headers, True)
+
+
+def _request_parts(
+    headers: Sequence[tuple[bytes, bytes]], routed: bool
+) -> tuple[bytes, bytes, bytes, Fields, int | None, bytes | None, bytes | None] | None:
     pseudo: dict[bytes, bytes] = {}
     fields: Fields = []  # without Host: it is written from the authority
     hosts: list[bytes] = []
+    route = client = None
     for name, value in headers:
         if name.startswith(b":"):
             pseudo[name] = value
         elif name == b"host":
             hosts.append(value)
+        elif routed and name == _ROUTE:
+            route = value
+        elif routed and name == _CLIENT_ADDRESS:
+            client = value
         else:
             fields.append((name, value))
+    if routed and b":protocol" in pseudo:
+        return None
     method = pseudo.get(b":method")
     if not method:
         raise ClientProtocolError("missing :method")
@@ -192,7 +219,7 @@ def h3_request_parts(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, byt
             raise ClientProtocolError("missing :authority and Host")
         authority = hosts[0]
     # Names and values are not validated here: request_head_bytes validates every field it writes.
-    return method, authority, path, fields, _content_length(fields, ClientProtocolError)
+    return method, authority, path, fields, _content_length(fields, ClientProtocolError), route, client
 
 
 def h1_response_to_h3(status: int, headers: Sequence[tuple[bytes, bytes]], chunked: bool) -> Fields:

@@ -23,6 +23,7 @@ __all__ = [
     "request_to_h3",
     "request_to_h3_tagged",
     "request_from_h3",
+    "routed_request_from_h3",
     "response_to_h3",
     "response_from_h3",
     "NO_BODY_STATUSES",
@@ -43,6 +44,7 @@ INTERNAL_FIELDS = frozenset({ROUTE_FIELD, CLIENT_ADDRESS_FIELD})
 # The head mapping itself is the headmap twin's (compiled, or its pure twin): bound once here.
 _h1_request_to_h3 = headmap.h1_request_to_h3
 _h3_request_parts = headmap.h3_request_parts
+_h3_request_routed = headmap.h3_request_routed
 _h1_response_to_h3 = headmap.h1_response_to_h3
 _h3_response_parts = headmap.h3_response_parts
 # BodyKind's members as plain globals: ``BodyKind.X`` goes through the enum metaclass's attribute
@@ -125,6 +127,22 @@ def request_from_h3(headers: list[tuple[bytes, bytes]], ended: bool) -> TunnelRe
     method, authority, path, fields, length = parts
     body = _LENGTH if length is not None else _NONE if ended else _CHUNKED
     return TunnelRequest(method, authority, path, fields, body, length)
+
+
+def routed_request_from_h3(
+    headers: list[tuple[bytes, bytes]], ended: bool
+) -> tuple[TunnelRequest, bytes | None, bytes | None] | None:
+    """Server end: :func:`request_from_h3` of an ordinary request and its INTERNAL_FIELDS, read in
+    the same pass over the headers (the request's fields without them): (request, ``ptproxy-route``
+    value or None, ``ptproxy-client-address`` value or None; the last copy of each counts). None for
+    a CONNECT and for any request with ``:protocol`` (an Extended CONNECT or a malformed one): the
+    caller's general path. Raises ClientProtocolError (400) as request_from_h3 does."""
+    parts = _h3_request_routed(headers)
+    if parts is None:
+        return None
+    method, authority, path, fields, length, route, client_address = parts
+    body = _LENGTH if length is not None else _NONE if ended else _CHUNKED
+    return TunnelRequest(method, authority, path, fields, body, length), route, client_address
 
 
 def _connect_request(pseudo: dict[bytes, bytes], fields: list[tuple[bytes, bytes]]) -> TunnelRequest:

@@ -20,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ptproxy.errors import ClientProtocolError
+from ptproxy.server.routes import DEFAULT_ROUTE, internal_fields
 from ptproxy.wire import _headmap_py, h3map
 
 SETTINGS = settings(
@@ -60,7 +62,7 @@ _NAMES = [
     b"host", b"Host", b"HOST", b"content-length", b"Content-Length", b"date", b"Date", b"server",
     b"SERVER", b"connection", b"Connection", b"keep-alive", b"te", b"TE", b"trailer", b"upgrade",
     b"transfer-encoding", b"proxy-connection", b"proxy-authorization", b"proxy-authenticate",
-    b"ptproxy-route", b"PTPROXY-Client-Address", b"forwarded", b"set-cookie", b"a--b", b"-x", b"x-",
+    b"ptproxy-route", b"PTPROXY-Client-Address", b"ptproxy-client-address", b"forwarded", b"set-cookie", b"a--b", b"-x", b"x-",
     b":method", b":path", b":authority", b":scheme", b":status", b":protocol", b":other", b":",
     b"", b"bad name", b"bad\x00", b"caf\xe9", b"x:y", b"1", b"sec-fetch-mode", b"Www-Authenticate",
 ]
@@ -103,9 +105,25 @@ def test_h1_request_to_h3_twins_agree(c: ModuleType, method: bytes, target: byte
 @given(parts=st.tuples(_TOKEN, _TOKEN, _TOKEN), extra=FIELDS, order=st.integers(0, 9))
 def test_h3_request_parts_twins_agree(c: ModuleType, parts: tuple[bytes, bytes, bytes], extra: list,
                                       order: int) -> None:
-    same(c, "h3_request_parts", extra)
-    same(c, "h3_request_parts", _h3_request(parts, extra, order))
-    same(c, "h3_request_parts", _h3_request((b"GET", b"/", b"a"), extra, order))
+    for name in ("h3_request_parts", "h3_request_routed"):
+        same(c, name, extra)
+        same(c, name, _h3_request(parts, extra, order))
+        same(c, name, _h3_request((b"GET", b"/", b"a"), extra, order))
+    # h3_request_routed is what the server end read in two passes before: h3_request_parts, then
+    # routes.internal_fields; None (the general path) whenever :protocol is there.
+    request = _h3_request((b"GET", b"/", b"a"), extra, order)
+    kind, got = outcome(py.h3_request_routed, request)
+    if any(n == b":protocol" for n, _ in request):
+        assert (kind, got) == ("ok", None)
+        return
+    before = outcome(py.h3_request_parts, request)
+    if kind == "raised" or before[0] == "raised":
+        assert (kind, got) == before
+        return
+    method, authority, path, fields, length = before[1]
+    name, client_address, rest = internal_fields(fields)
+    assert got[:5] == (method, authority, path, rest, length)
+    assert (DEFAULT_ROUTE if got[5] is None else got[5].decode("latin-1"), got[6]) == (name, client_address)
 
 
 @SETTINGS
@@ -202,3 +220,29 @@ def test_many_fields_and_list_pairs(c: ModuleType) -> None:
     same(c, "request_head_bytes", bytearray(b"PUT"), bytearray(b"/"), b"h", fields, 2, None)
     same(c, "h1_request_to_h3", b"GET", b"/", [[b"Host", b"h"], *fields], True, b"f")
     same(c, "h3_response_parts", [(b":status", b"200"), *fields])
+
+
+@pytest.mark.parametrize(
+    ("extra", "ended", "body", "length"),
+    [([], True, "NONE", None), ([], False, "CHUNKED", None), ([(b"content-length", b"3")], False, "LENGTH", 3)],
+)
+def test_routed_request_from_h3(extra: list, ended: bool, body: str, length: int | None) -> None:
+    """The server end's one-pass mapping: the request as request_from_h3 makes it, its internal
+    fields read and removed; None for a CONNECT and for anything with :protocol."""
+    h3 = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/p"),
+          (b"ptproxy-route", b"r1"), (b"accept", b"*/*"), (b"ptproxy-client-address", b"10.0.0.1"),
+          (b"ptproxy-route", b"r2"), *extra]
+    routed = h3map.routed_request_from_h3(h3, ended)
+    assert routed is not None
+    request, route, client_address = routed
+    assert (route, client_address) == (b"r2", b"10.0.0.1")
+    expected = h3map.request_from_h3(h3, ended)
+    expected.fields = [(n, v) for n, v in expected.fields if n not in h3map.INTERNAL_FIELDS]
+    assert request == expected
+    assert (request.body.name, request.content_length) == (body, length)
+    assert request.fields == [(b"accept", b"*/*"), *extra]
+    assert h3map.routed_request_from_h3([(b":method", b"CONNECT"), (b":authority", b"a:1")], False) is None
+    assert h3map.routed_request_from_h3([*h3, (b":protocol", b"websocket")], False) is None
+    assert h3map.routed_request_from_h3([(b":method", b"GET"), (b":protocol", b"x")], False) is None
+    with pytest.raises(ClientProtocolError, match="missing :path"):
+        h3map.routed_request_from_h3([(b":method", b"GET"), (b":authority", b"a")], False)
