@@ -48,7 +48,7 @@ from ptproxy.tunnel import (
     StreamAborted,
     TunnelStream,
 )
-from ptproxy.wire import serialize, websocket
+from ptproxy.wire import headmap, serialize, websocket
 from ptproxy.wire.events import BodyKind, EndOfMessage, RequestHead
 from ptproxy.wire.h3map import (
     CLIENT_ADDRESS_FIELD,
@@ -56,7 +56,6 @@ from ptproxy.wire.h3map import (
     NO_BODY_STATUSES,
     ROUTE_FIELD,
     request_to_h3_tagged,
-    response_from_h3,
 )
 from ptproxy.wire.parser import RequestParser
 
@@ -75,6 +74,11 @@ _V4_MAPPED = "::ffff:"
 # BodyKind's members as plain globals (``BodyKind.X`` goes through the enum metaclass's attribute
 # hook), for the response's framing choice in Frontend._download.
 _NONE, _LENGTH, _CHUNKED, _CLOSE = BodyKind.NONE, BodyKind.LENGTH, BodyKind.CHUNKED, BodyKind.CLOSE
+_BODY_NONE, _BODY_LENGTH, _BODY_CHUNKED, _BODY_CLOSE = (
+    headmap.BODY_NONE, headmap.BODY_LENGTH, headmap.BODY_CHUNKED, headmap.BODY_CLOSE
+)
+_h3_response_parts = headmap.h3_response_parts  # h3map.response_from_h3's mapping (see _download)
+_response_head = headmap.response_head_bytes  # serialize.response_head's writer (see _download)
 
 
 def client_ip(peername: Any) -> bytes | None:
@@ -550,12 +554,13 @@ class Frontend:
             while True:
                 if not isinstance(event, Headers):
                     raise UpstreamError("peer sent data before the response head")
-                resp = response_from_h3(event.headers)
-                if resp.status >= 200:
+                # response_from_h3 without its TunnelResponse: (status, fields, content length)
+                status, fields, content_length = _h3_response_parts(event.headers)
+                if status >= 200:
                     break
                 interim = True
-                if resp.status != 101 and head.http_version >= (1, 1):
-                    conn.write(serialize.response_head(resp.status, resp.fields, body=BodyKind.NONE, content_length=None))
+                if status != 101 and head.http_version >= (1, 1):
+                    conn.write(serialize.response_head(status, fields, body=BodyKind.NONE, content_length=None))
                 event = await stream.receive()
         except PtproxyError as exc:
             if resend is not None and not interim and self._unprocessed(head.method, resend, exc):
@@ -569,19 +574,20 @@ class Frontend:
             logger.warning("%s %s: %d: %s", head.method.decode(), head.target[:200].decode("latin-1"), status, message)
             conn.write(serialize.error_response(status, message, side=SIDE, close=True))
             return status, False
-        status = resp.status
+        # The body kind, and its code for the head's writer (serialize.response_head without its
+        # keyword wrapper, as the server end's origin.py calls it).
         if head.method == b"HEAD" or status in NO_BODY_STATUSES:
-            kind, length = _NONE, None
-        elif resp.content_length is not None:
-            kind, length = _LENGTH, resp.content_length
+            kind, code, length = _NONE, _BODY_NONE, None
+        elif content_length is not None:
+            kind, code, length = _LENGTH, _BODY_LENGTH, content_length
         elif event.stream_ended:
-            kind, length = _LENGTH, 0
+            kind, code, length = _LENGTH, _BODY_LENGTH, 0
         elif head.http_version < (1, 1):
-            kind, length = _CLOSE, None
+            kind, code, length = _CLOSE, _BODY_CLOSE, None
         else:
-            kind, length = _CHUNKED, None
+            kind, code, length = _CHUNKED, _BODY_CHUNKED, None
         close = not head.keep_alive or kind is _CLOSE
-        response = serialize.response_head(status, resp.fields, body=kind, content_length=length, close=close)
+        response = _response_head(status, fields, code, length, True, None, close, None)
         if not close and head.http_version < (1, 1):
             # HTTP/1.0 keeps a connection only when the server says so (RFC 9112 9.3 / 2068 19.7.1).
             response = response[:-2] + b"Connection: keep-alive\r\n\r\n"
