@@ -732,10 +732,14 @@ class Session:
         self.quic.forget_stream(stream.stream_id)
         if self.h3 is not None:
             self.h3.forget_stream(stream.stream_id)
-        # The server end returns the stream's credit (MAX_STREAMS) when aioquic discards it, in
-        # its next transmit; the client end transmits only when the leftover bytes it credited
-        # make MAX_DATA due. (A client's slots come back only with the peer's MAX_STREAMS.)
-        if not is_client(self.quic) or self.quic.credit_due():
+        # A transmit only for a frame this makes due: MAX_DATA for the leftover bytes credited,
+        # or MAX_STREAMS when aioquic's discard returns a credit the peer has not had yet (the
+        # server end releases a request's credit with its answer, release_stream, so nearly
+        # never; a finished half marks its stream, and the pass after that discards it). This
+        # transmit found nothing to send once per request at the server end (the answer left
+        # with its last frame). (A client's slots come back only with the peer's MAX_STREAMS.)
+        quic = self.quic
+        if quic.credit_due() or quic.discard_credit_due(stream.stream_id):
             self.transmit_soon()
 
     @property

@@ -573,6 +573,21 @@ class PatchedQuicConnection(QuicConnection):
             early.add(stream_id)
             self._stream_limit(stream_id).value += 1
 
+    def discard_credit_due(self, stream_id: int) -> bool:
+        """Whether aioquic's discard of this stream (in a pass, once both halves are finished)
+        returns a stream credit the peer has not had yet: a peer-initiated stream finished both
+        ways and not released early. Otherwise its discard, whichever pass makes it (a finished
+        half marks its stream ready), writes no frame. (MAX_STREAMS' batching threshold aside.)"""
+        if (not stream_id & 1) == self._is_client:
+            return False  # ours: the peer's credit
+        stream = self._streams.get(stream_id)
+        return (
+            stream is not None
+            and stream_id not in self._ptp_early_credit
+            and stream.sender.is_finished
+            and stream.receiver.is_finished
+        )
+
     def _ptp_use_datagram_size(self, size: int) -> None:
         """Ordinary packets are built up to ``size`` bytes from now on (a confirmed path MTU)."""
         if size == self._max_datagram_size:
