@@ -463,8 +463,13 @@ class Frontend:
                     h3_headers.append((ROUTE_FIELD, route.encode("ascii")))
                 if origin.client is not None:
                     h3_headers.append((CLIENT_ADDRESS_FIELD, origin.client))
+            end_stream = not has_body and not extended
             try:
-                stream = await self._open_stream(session, h3_headers, end_stream=not has_body and not extended)
+                # Without _open_stream's coroutine when a stream slot is free (nearly always).
+                if session.stream_slot_ready():
+                    stream = session.open_stream(h3_headers, end_stream)
+                else:
+                    stream = await self._open_stream(session, h3_headers, end_stream)
             except StreamAborted:
                 avoid = session  # it closed before anything was sent: the next session will do
                 continue
