@@ -1,10 +1,11 @@
 """Pure-Python twin of ``ptproxy._speedups.headmap``: the per-request head mapping of both ends.
 
-The four HTTP/1.1 <-> HTTP/3 head mappings (``h3map.py`` wraps them into its message objects) and
-the two HTTP/1.1 head writers (``serialize.py`` wraps them). Both twins work on plain values only
-(bytes, lists of ``(bytes, bytes)`` tuples, ints): a body kind is one of the ``BODY_*`` codes below,
-and the CONNECT request the server end replays differently is left to ``h3map``. Behaviour and
-error messages are the reference: the compiled twin must produce the same bytes, the same lists and
+The HTTP/1.1 <-> HTTP/3 head mappings (four, and h3_request_routed: h3_request_parts with the
+ends' internal fields; ``h3map.py`` wraps them into its message objects) and the two HTTP/1.1 head
+writers (``serialize.py`` wraps them). Both twins work on plain values only (bytes, lists of
+``(bytes, bytes)`` tuples, ints): a body kind is one of the ``BODY_*`` codes below, and the CONNECT
+request the server end replays differently is left to ``h3map``. Behaviour and error messages are
+the reference: the compiled twin must produce the same bytes, the same lists and
 raise the same exception with the same message (tests/unit/test_wire_headmap.py compares them).
 """
 

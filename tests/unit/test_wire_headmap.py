@@ -1,6 +1,6 @@
 """The head mapping twins (``ptproxy.wire.headmap``): the compiled twin against the pure one.
 
-On the same generated heads (hypothesis) each of the six mappings and writers gives the same
+On the same generated heads (hypothesis) each of the seven mappings and writers gives the same
 result, or raises the same exception class with the same message. The generator mixes ordinary
 fields with what the rules single out: pseudo-headers (repeated, empty, unknown), Host (none, one,
 several, empty), Content-Length (equal and conflicting copies, whitespace, non-digits, too long),
