@@ -49,11 +49,7 @@ from aioquic.buffer import Buffer
 from aioquic.quic import connection as qc
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
-from aioquic.quic.packet import (
-    QuicErrorCode,
-    pull_quic_transport_parameters,
-    push_quic_transport_parameters,
-)
+from aioquic.quic.packet import QuicErrorCode, pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream, QuicStreamSender
@@ -65,6 +61,7 @@ from ptproxy.tunnel.aioquic.marks import StreamMarks, adopt
 from ptproxy.tunnel.aioquic.pmtud import PathMtu
 from ptproxy.tunnel.aioquic.redundancy import TailRedundancy
 from ptproxy.tunnel.aioquic.tickets import install_ticket_sealer
+from ptproxy.tunnel.aioquic.tparams import with_max_ack_delay
 from ptproxy.tunnel.identity import PeerIdentity, cipher_name
 from ptproxy.tunnel.pmtu import ceiling_for_route
 
@@ -1372,12 +1369,9 @@ class PatchedQuicConnection(QuicConnection):
         # ack-eliciting packet; the peer adds max_ack_delay to every probe timeout, so a lone lost
         # tail packet waited ~20 ms longer than needed. Advertise what we do (with slack for a
         # busy event loop).
-        data = super()._serialize_transport_parameters()
-        params = pull_quic_transport_parameters(Buffer(data=data))
-        params.max_ack_delay = MAX_ACK_DELAY_MS
-        buf = Buffer(capacity=len(data) + 16)
-        push_quic_transport_parameters(buf, params)
-        return buf.data
+        # (tparams.py: aioquic's bytes with that one parameter rewritten, as a read-back and
+        # write would give.)
+        return with_max_ack_delay(super()._serialize_transport_parameters(), MAX_ACK_DELAY_MS)
 
     # -- stateless reset ----------------------------------------------------------------------
 

@@ -410,6 +410,14 @@ UNDOCUMENTED: tuple[Internal, ...] = (
     Internal("quic.packet_builder.QuicDeliveryState", "ACKED", "name"),
     # tlsblocks.py: the generator-based managers it rebinds in aioquic.tls, the alert it raises.
     *_each("tls", "name", "pull_block", "push_block", "push_extension", "push_message", "AlertDecodeError"),
+    # keyderive.py: the HKDF functions it rebinds in aioquic.tls and aioquic.quic.crypto.
+    *_each("tls", "name", "hkdf_expand_label", "hkdf_extract", "cipher_suite_hash"),
+    *_each("quic.crypto", "name", "hkdf_expand_label", "hkdf_extract", "derive_key_iv_hp"),
+    # tparams.py: the writer it rebinds in aioquic.quic.connection, aioquic's parameter table.
+    *_each("quic.connection", "name", "push_quic_transport_parameters"),
+    # epochs.py: the epoch-set maker it rebinds in aioquic.quic.connection.
+    *_each("quic.connection", "name", "EPOCHS"),
+    *_each("quic.packet", "name", "PARAMS", "push_quic_preferred_address", "push_quic_version_information"),
 )
 
 
