@@ -50,15 +50,15 @@ USED_LABELS = 4096  # single-use bookkeeping, per process
 class _Key:
     # Slotted classes written out, here and below, not dataclasses (~2-3M instructions each to
     # define at every start of an end); nothing compares or prints them.
-    __slots__ = ("created", "key")
+    # The id and the AEAD are made once per key, not at each ticket sealed or opened (opening is
+    # on the path of the server end's answer to a resumed ClientHello).
+    __slots__ = ("aead", "created", "ident", "key")
 
     def __init__(self, created: float, key: bytes) -> None:
         self.created = created
         self.key = key
-
-    @property
-    def ident(self) -> bytes:
-        return hashlib.sha256(b"ptproxy ticket key id" + self.key).digest()[:4]
+        self.ident = hashlib.sha256(b"ptproxy ticket key id" + key).digest()[:4]
+        self.aead = AESGCM(key)
 
 
 class TicketKeys:
@@ -139,7 +139,7 @@ class TicketKeys:
         )
         nonce = os.urandom(_NONCE)
         head = _LABEL_MAGIC + key.ident
-        return head + nonce + AESGCM(key.key).encrypt(nonce, plain, head + context)
+        return head + nonce + key.aead.encrypt(nonce, plain, head + context)
 
     def unseal(self, label: bytes, context: bytes = b"") -> tls.SessionTicket | None:
         """The ticket sealed in ``label``; None if it is not ours, was altered or already used."""
@@ -157,7 +157,7 @@ class TicketKeys:
         if key is None or label in self._used:
             return None
         try:
-            fields: Any = msgspec.msgpack.decode(AESGCM(key.key).decrypt(nonce, sealed, head + context))
+            fields: Any = msgspec.msgpack.decode(key.aead.decrypt(nonce, sealed, head + context))
             identity = None
             if isinstance(fields, list) and len(fields) == 9:
                 identity = identity_from_list(fields.pop())
