@@ -234,7 +234,7 @@ class Session:
             if not self._handle_events():
                 return
             if self._stream_ended and len(self._streams) <= 1:
-                self._hold_send()
+                self._transmit_handle = self._loop.call_soon(self._send_held)
             else:
                 self.transmit_soon()
         else:
@@ -278,37 +278,12 @@ class Session:
             # stays here: their steps are many, and what the transmit carries (ACKs, window
             # updates) would wait for all of them (link_latency.txt section 3); a stream's data
             # before its end (a transfer) is not held either.
-            self._hold_send()
+            self._transmit_handle = self._loop.call_soon(self._send_held)
             return
         self._send_due()
         self._arm_timer()
         if self._room_waiters:
             self._wake_room_waiters()
-
-    def _hold_send(self) -> None:
-        """The send after a lone stream's end, behind its reader's step: one loop step later
-        (_send_held), or, when all it could send is the ACK of what just came and that ACK is not
-        due yet (ack_later), at the ACK timer or with whatever is sent before it.
-
-        That held send found nothing to send once per request at each end (the ACK is due
-        ACK_DELAY later; the answer, or the next request, carries it): it only processed the ACK
-        frames the datagram brought and re-armed the timer. Those frames now wait for the next
-        send or timer (datagrams_to_send, get_timer and handle_timer process them first); the
-        timer is armed for the ACK here without asking aioquic (get_timer would process them).
-        A send a frame made due meanwhile (the reader's write, a credit) is scheduled by it; a
-        loss those ACK frames reveal is repaired at most ACK_DELAY later. Writers waiting for
-        room are woken by the held send, as before."""
-        ack_at = self.quic.ack_later(time.monotonic())
-        if ack_at is None or self._room_waiters:
-            self._transmit_handle = self._loop.call_soon(self._send_held)
-            return
-        if self._timer is None or ack_at < self._timer_fires_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_fires_at = ack_at
-            self._timer = self._loop.call_later(max(0.0, ack_at - time.monotonic()), self._on_timer)
-        if self._timer_at is None or ack_at < self._timer_at:
-            self._timer_at = ack_at
 
     def _send_held(self) -> None:
         """The send of a transmit that let the woken readers' steps go first (see transmit)."""

@@ -570,23 +570,6 @@ class PatchedQuicConnection(QuicConnection):
             early.add(stream_id)
             self._stream_limit(stream_id).value += 1
 
-    def ack_later(self, now: float) -> float | None:
-        """When the 1-RTT ACK now pending is due, if later than ``now`` and that ACK is all a
-        send could carry that the receive made due, as far as cheaply known: an established,
-        confirmed connection with no stream data waiting. None otherwise (send as usual)."""
-        space = self._ptp_app_space
-        if (
-            space is None
-            or self._state is not _CONNECTED
-            or not self._handshake_confirmed
-            or self._close_pending
-        ):
-            return None
-        ack_at = space.ack_at
-        if ack_at is None or ack_at <= now or self._ptp_has_stream_data():
-            return None
-        return float(ack_at)
-
     def discard_credit_due(self, stream_id: int) -> bool:
         """Whether aioquic's discard of this stream (in a pass, once both halves are finished)
         returns a stream credit the peer has not had yet: a peer-initiated stream finished both
@@ -1042,9 +1025,6 @@ class PatchedQuicConnection(QuicConnection):
     def handle_timer(self, now: float) -> None:
         if self._ptp_held_acks:
             self.flush_acks()
-            # aioquic's handle_timer compares now with the loss detection time that get_timer left;
-            # the frames just processed may have moved it (all acknowledged: no PTO is due).
-            self.get_timer()
         if self._close_at is None:
             # Over already (a Stateless Reset ended it since the caller's timer was armed):
             # aioquic's handle_timer would compare the time with None.
@@ -1565,14 +1545,13 @@ class PatchedQuicConnection(QuicConnection):
         return event
 
     def stream_end_pending(self) -> bool:
-        """Whether an event waiting to be handed over ends a stream's receiving half (a request or
-        response that the datagram just received completed). Not only the last one: another
-        stream's bytes may follow in the same packet (the QPACK decoder's, which the peer no longer
-        sends ahead in a packet of their own, see Session._hold_send)."""
-        for event in self._events:
-            if type(event) is StreamDataReceived and event.end_stream:
-                return True
-        return False
+        """Whether the last event waiting to be handed over ends a stream's receiving half (a
+        request or response that the datagram just received completed)."""
+        events = self._events
+        if not events:
+            return False
+        last = events[-1]
+        return type(last) is StreamDataReceived and last.end_stream
 
     def ack_flush_due(self) -> bool:
         """Whether so many ack-eliciting packets wait for an ACK that it should leave before the
