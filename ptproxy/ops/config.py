@@ -518,6 +518,18 @@ class Limits(_Section, kw_only=True, frozen=True):
     origin_idle_timeout: Annotated[
         Ms, Doc("ms an idle origin connection is kept for reuse.")
     ] = 30000
+    origin_preconnect: Annotated[
+        bool,
+        Doc(
+            "Server: when a client end's session is established, open one connection to each "
+            "origin of the default route (and of any route that has served a request) that has "
+            "none idle; while a session is up, replace the last idle one closed for its age "
+            "(`origin_idle_timeout`; not one the origin closed). So the first request after "
+            "start-up or a silence does not wait for a TCP handshake with the origin. At most "
+            "one per origin, none with `max_origin_idle_connections` = 0; a failure is logged at "
+            "debug only. false: origin connections only on demand."
+        ),
+    ] = True
     max_handshakes: Annotated[
         Count,
         Doc("Server: QUIC handshakes in progress at once; Initials beyond it are dropped."),

@@ -94,9 +94,11 @@ class Backend:
         self._started = False
         self._websockets: set[Splice] = set()  # open ones, cut after a grace at shutdown
         self._sessions_up = 0  # established sessions (see track)
-        for route in self.routes.values():
-            for origin in route.origins.values():
-                origin.pool.keep_warm = self._tunnel_up
+        self._preconnect = config.limits.origin_preconnect  # false: origin connections on demand only
+        if self._preconnect:
+            for route in self.routes.values():
+                for origin in route.origins.values():
+                    origin.pool.keep_warm = self._tunnel_up
 
     def _tunnel_up(self) -> bool:
         return self._sessions_up > 0
@@ -122,7 +124,10 @@ class Backend:
         self._sessions_up -= 1
 
     def warm(self) -> None:
-        """Open a connection to each likely origin that has none idle (see :meth:`track`)."""
+        """Open a connection to each likely origin that has none idle (see :meth:`track`), unless
+        ``origin_preconnect`` is false."""
+        if not self._preconnect:
+            return
         for name, route in self.routes.items():
             for origin in route.origins.values():
                 if name == DEFAULT_ROUTE or origin.pool.served:

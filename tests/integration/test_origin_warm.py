@@ -49,3 +49,17 @@ def test_an_origin_that_is_down_at_start_gives_the_usual_502(
     response = request(pair.http_port, "GET", "/", timeout=30)
     assert response.status == 502
     assert b"connecting to origin" in response.body
+
+
+def test_origin_preconnect_false_connects_only_for_the_first_request(
+    make_pair: Callable[..., Pair], counting_origin: CountingOrigin
+) -> None:
+    pair = make_pair(
+        origin_port=counting_origin.server_address[1], server_overrides={"limits": {"origin_preconnect": False}}
+    )
+    time.sleep(0.5)  # the session is up: with origin_preconnect the connection would come now
+    assert counting_origin.accepted == 0
+    assert request(pair.http_port, "GET", "/r0", timeout=30).status == 200
+    assert counting_origin.accepted == 1  # the request's own connection, none ahead of it
+    assert request(pair.http_port, "GET", "/r1", timeout=30).status == 200
+    assert (counting_origin.accepted, counting_origin.requests) == (1, 2)  # reused as before

@@ -154,6 +154,7 @@ def test_minimal_client_gets_every_default() -> None:
         "stream_queue_timeout": 5000,
         "max_origin_idle_connections": 100,
         "origin_idle_timeout": 30000,
+        "origin_preconnect": True,
         "max_handshakes": 64,
         "handshake_timeout": 3000,
         "retry_threshold": 20,

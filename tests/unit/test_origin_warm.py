@@ -218,7 +218,7 @@ class FakeSession:
         self.closed: asyncio.Future[str] = loop.create_future()
 
 
-def _backend(default_port: int, named_port: int) -> Backend:
+def _backend(default_port: int, named_port: int, limits: str = "") -> Backend:
     text = f"""
 [general]
 mode = "Server"
@@ -232,6 +232,8 @@ origins = ["127.0.0.1:{named_port}"]
 ca = "ca.crt"
 cert = "server.crt"
 key = "server.key"
+[limits]
+{limits}
 """
     return Backend(parse(text, path=Path("/etc/ptproxy/server.toml")), lambda: ("127.0.0.1", 4433))
 
@@ -256,6 +258,30 @@ def test_an_established_session_warms_the_default_route_only() -> None:
         session.closed.set_result("closed")
         await asyncio.sleep(0)
         assert not pool.keep_warm()  # no session up: an aged connection is not replaced
+        backend.close()
+        await default.close()
+        await named.close()
+
+    asyncio.run(main())
+
+
+def test_origin_preconnect_false_opens_nothing_ahead_of_the_requests() -> None:
+    async def main() -> None:
+        default, named = CountingOrigin(), CountingOrigin()
+        default_port = await default.start()
+        backend = _backend(default_port, await named.start(), "origin_preconnect = false")
+        pool = backend.routes["default"].origins[("127.0.0.1", default_port)].pool
+        assert pool.keep_warm is None  # an aged idle connection is not replaced either
+        session: Any = FakeSession()
+        backend.track(session)
+        session.confirmed.set_result(None)
+        backend.warm()
+        await asyncio.sleep(0.05)
+        assert default.accepted == 0
+        assert named.accepted == 0
+        conn = await pool.acquire()  # a request connects on demand, as without a session
+        await _until(lambda: default.accepted == 1, "connected on demand")
+        pool.release(conn)
         backend.close()
         await default.close()
         await named.close()
