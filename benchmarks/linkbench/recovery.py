@@ -5,7 +5,7 @@ puts the full bench's neighbour (its restart runs just before the first ptproxy 
 of the ptproxy systems (not with ``--end-before-deadline``, which reads ptproxy logs).
 
     python -m benchmarks.linkbench.recovery [--systems ptproxy-Bbr,ptproxy-natural] [--rounds 5]
-        [--warm] [--log-level debug --qlog --keep] [--out /tmp/recovery]
+        [--warm] [--log-level debug --qlog --wire --keep] [--out /tmp/recovery]
 
 Each round: restart the server end (as ``Bench.restart``), then a blackout of max_idle_timeout +
 ``--blackout-extra`` s (as ``Bench.blackout``; several values, comma-separated, are used in turn:
@@ -20,6 +20,11 @@ from the client end's log; the request that then arrives hurries that attempt in
 moments. ``resumed`` is then whether the connection that served it resumed.
 ``--end-after-attempt MS``: the same, ending MS ms after that attempt's first Initial (a request
 arriving while the attempt is young: its first resend, DialTrigger.first_gap).
+
+``--wire``: each side's namespace logs the ptproxy systems' tunnel datagrams as they cross its
+interface (``tools.netem.tools udp-tap``: kernel timestamps as ``time.monotonic()``) to
+``wire-a.jsonl`` / ``wire-b.jsonl`` in the work directory (with ``--keep``): the link's share of a
+timeline apart from each end's (benchmarks/results/blackout.txt section 5).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default=None)
     ap.add_argument("--qlog", action="store_true")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--wire", action="store_true", help="kernel-timestamped datagram logs (see above)")
     ap.add_argument("--out", default=None, help="JSON file")
     a = ap.parse_args(argv)
     extras = [float(x) for x in a.blackout_extra.split(",") if x]
@@ -154,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="lbrecovery-"))
     work.chmod(0o755)
     rows: list[dict[str, Any]] = []
+    taps: list[subprocess.Popen[Any]] = []
     load = [round(x, 2) for x in os.getloadavg()]
     pki = make_demo_pki(work / "pki")
     with LinkEmulator(LinkProfile(rtt_ms=RTT_MS, loss=0.0, rate_mbit=RATE_MBIT), prefix=f"lbr{os.getpid()}") as link:
@@ -172,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
                 ag("fresh", host=s.host, port=s.port, path="/hello")
                 if a.warm:
                     ag("fresh", host=s.host, port=s.port, path="/10m", timeout=300)
+            if a.wire:
+                ports = ",".join(str(s.info["quic_port"]) for s in b.systems if "quic_port" in s.info)
+                for side in ("a", "b"):
+                    with open(work / f"wire-{side}.jsonl", "w") as out:
+                        cmd = ["-m", "tools.netem.tools", "udp-tap", "--ports", ports]
+                        taps.append(link.python_in(side, cmd, stdout=out))
             for i in range(a.rounds):
                 row: dict[str, Any] = {"round": i}
                 if "restart" not in skip:
@@ -189,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1.0)
                 rows.append(row)
         finally:
+            for tap in taps:
+                tap.terminate()
             if b.agent is not None:
                 b.agent.p.terminate()
             b.groups.stop_all()

@@ -241,6 +241,28 @@ class TestLink:
         assert abs(udp["lost"] - n * p) <= 5 * sigma, udp
         assert got["duplicates"] == 0 and got["out_of_order"] == 0
 
+    def test_udp_tap_logs_the_ports_datagrams_where_they_cross(self) -> None:
+        with LinkEmulator(LinkProfile(rtt_ms=10, seed=1), prefix=_prefix("t")) as link:
+            taps = {side: _tool(link, side, "udp-tap", "--ports", "5401") for side in ("a", "b")}
+            for tap in taps.values():
+                _ready(tap)
+            recv = _tool(link, "b", "udp-recv", "--port", "5401", "--idle", "0.5")
+            _ready(recv)
+            _result(_tool(link, "a", "udp-send", link.b_addr, "5402", "--count", "3", "--size", "50"))
+            _result(_tool(link, "a", "udp-send", link.b_addr, "5401", "--count", "5", "--size", "100"))
+            assert _result(recv)["count"] == 5
+            logs = {}
+            for side, tap in taps.items():
+                tap.terminate()
+                out, _ = tap.communicate(timeout=10)
+                logs[side] = [json.loads(x) for x in out.splitlines() if x.strip()]
+        # Only port 5401's datagrams, once each where they cross: leaving a, entering b, in order.
+        sent, got = logs["a"], logs["b"]
+        assert [(x["dir"], x["dst"], x["len"]) for x in sent] == [("out", f"{link.b_addr}:5401", 100)] * 5
+        assert [(x["dir"], x["dst"], x["len"]) for x in got] == [("in", f"{link.b_addr}:5401", 100)] * 5
+        assert all(x["src"].startswith(f"{link.a_addr}:") for x in sent + got)
+        assert all(o["t"] < i["t"] for o, i in zip(sent, got, strict=True))
+
     def test_queue_overflow_drops_and_serialization(self) -> None:
         profile = LinkProfile(rate_mbit=1, queue_packets=20, seed=1)
         with LinkEmulator(profile, prefix=_prefix("q")) as link:

@@ -5,6 +5,7 @@
     python -m tools.netem.tools udp-send HOST P --count N [--size B] [--pps R]
     python -m tools.netem.tools tcp-recv --port P
     python -m tools.netem.tools tcp-send HOST P (--bytes N | --seconds S)
+    python -m tools.netem.tools udp-tap --ports P[,P...]
 
 Receivers print ``{"ready": true}`` once bound, every tool prints one JSON result line last.
 Timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC is shared by all namespaces).
@@ -47,6 +48,15 @@ def _family(host: str) -> socket.AddressFamily:
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
+def _kernel_time_ns(anc: list[tuple[int, int, bytes]], default: int) -> int:
+    """The SO_TIMESTAMPNS receive time (CLOCK_REALTIME ns) in ``anc``, else ``default``."""
+    for level, typ, cdata in anc:
+        if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(cdata) >= 16:
+            sec, nsec = struct.unpack_from("@qq", cdata)
+            return int(sec * 1_000_000_000 + nsec)
+    return default
+
+
 def cmd_ping(a: argparse.Namespace) -> None:
     """RTT = kernel receive timestamp - time just before sendto (both CLOCK_REALTIME), so a
     late wakeup of this process does not inflate it (as iputils ping)."""
@@ -83,11 +93,7 @@ def cmd_ping(a: argparse.Namespace) -> None:
             if not r:
                 continue
             data, anc, _flags, _addr = s.recvmsg(65535, 256)
-            t_rx = time.time_ns()
-            for level, typ, cdata in anc:
-                if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(cdata) >= 16:
-                    sec, nsec = struct.unpack_from("@qq", cdata)
-                    t_rx = sec * 1_000_000_000 + nsec
+            t_rx = _kernel_time_ns(anc, time.time_ns())
             off = 0 if v6 else (data[0] & 0x0F) * 4
             if len(data) < off + 8:
                 continue
@@ -256,6 +262,38 @@ def cmd_tcp_send(a: argparse.Namespace) -> None:
     _emit({"bytes": sent, "seconds": time.monotonic() - t0})
 
 
+def cmd_udp_tap(a: argparse.Namespace) -> None:
+    """Every UDP datagram from or to one of ``--ports`` crossing this namespace's interfaces, as it
+    crosses (the kernel's timestamp, taken where a capture sees the packet: a process's wake-up
+    and work are not in it): one JSON line each, ``{"t": monotonic s, "dir": "in" | "out", "src",
+    "dst", "len": UDP payload bytes}``; until killed. AF_PACKET (root), IPv4 and IPv6. Lined up
+    with a process's own timestamps, it tells the link's time from the ends' (e.g. a server end's
+    work between a datagram's arrival and its first log line)."""
+    ports = {int(x) for x in a.ports.split(",") if x}
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003))  # ETH_P_ALL
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    _emit({"ready": True})
+    while True:
+        data, anc, _flags, addr = s.recvmsg(65535, 256)
+        t_real = _kernel_time_ns(anc, time.time_ns())
+        version = data[0] >> 4 if data else 0
+        if version == 4 and len(data) >= 28 and data[9] == socket.IPPROTO_UDP:
+            off, fam, src, dst = (data[0] & 0x0F) * 4, socket.AF_INET, data[12:16], data[16:20]
+        elif version == 6 and len(data) >= 48 and data[6] == socket.IPPROTO_UDP:
+            off, fam, src, dst = 40, socket.AF_INET6, data[8:24], data[24:40]
+        else:
+            continue
+        sport, dport, length = struct.unpack_from("!HHH", data, off)
+        if sport not in ports and dport not in ports:
+            continue
+        t = time.monotonic() - (time.time_ns() - t_real) / 1e9
+        _emit({
+            "t": round(t, 6), "dir": "out" if addr[2] == socket.PACKET_OUTGOING else "in",
+            "src": f"{socket.inet_ntop(fam, src)}:{sport}", "dst": f"{socket.inet_ntop(fam, dst)}:{dport}",
+            "len": length - 8,
+        })
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.netem.tools", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -295,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--max-wait", type=float, default=60.0)
     p.set_defaults(fn=cmd_tcp_send)
+    p = sub.add_parser("udp-tap", help="kernel-timestamped log of UDP datagrams on some ports")
+    p.add_argument("--ports", required=True, help="comma-separated")
+    p.set_defaults(fn=cmd_udp_tap)
     args = ap.parse_args(argv)
     if args.cmd == "tcp-send" and not (args.bytes or args.seconds):
         ap.error("tcp-send needs --bytes or --seconds")
