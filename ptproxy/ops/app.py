@@ -196,7 +196,9 @@ class App:
     async def _start_backend(self) -> None:
         """Server end: the origin side, once the endpoint reads; then the requests that came first."""
         from ptproxy.server.origin import Backend
+        from ptproxy.wire.headmap import http_date
 
+        http_date()  # the first response's Date (the pure twin imports email.utils for it) made now
         assert self.listener is not None
         listener = self.listener
         self.backend = backend = Backend(

@@ -117,11 +117,40 @@ def _astral(pattern: Any) -> bool:
     return type(pattern) is str and bool(pattern) and max(pattern) > "\uffff"
 
 
+# cryptography.x509.general_name does ``from email.utils import parseaddr`` for RFC822Name's
+# validation of a value given as text (a certificate being built); a certificate parsed from its
+# bytes never calls it. email.utils (with email._parseaddr, email.charset, calendar, random...) is
+# ~2.8 ms of -X importtime on each end's path to its first Initial / its endpoint, and nothing
+# else an end imports to serve needs it (the head mapping twins format dates without it).
+EMAIL_UTILS = "email.utils"
+
+
+def _parseaddr(*args: Any, **kwargs: Any) -> Any:
+    """email.utils.parseaddr, email.utils imported at the first call."""
+    from email.utils import parseaddr
+
+    return parseaddr(*args, **kwargs)
+
+
 def import_x509() -> None:
     """Import cryptography.x509 (once), with x509.name's expressions reaching past U+FFFF compiled
-    on use (a cryptography that changed its expressions simply compiles them as before)."""
-    if LAZY_PATTERN_MODULE not in sys.modules:
+    on use (a cryptography that changed its expressions simply compiles them as before), and
+    general_name's ``parseaddr`` importing email.utils at its first call."""
+    if LAZY_PATTERN_MODULE in sys.modules:
+        return
+    # A stand-in holding only parseaddr, in sys.modules for cryptography.x509's import only (an
+    # import finds a module there without importing its package); email.utils imported already
+    # is used as it is.
+    stand_in = None
+    if EMAIL_UTILS not in sys.modules:
+        stand_in = types.ModuleType(EMAIL_UTILS)
+        stand_in.parseaddr = _parseaddr  # type: ignore[attr-defined]
+        sys.modules[EMAIL_UTILS] = stand_in
+    try:
         import_compiling_lazily("cryptography.x509", {LAZY_PATTERN_MODULE}, _astral)
+    finally:
+        if stand_in is not None and sys.modules.get(EMAIL_UTILS) is stand_in:
+            del sys.modules[EMAIL_UTILS]
 
 
 # On import: ptproxy.tunnel imports this module before any of its modules imports aioquic.

@@ -135,3 +135,37 @@ def test_logging_imported_by_the_entry_point_compiles_its_expressions_on_use(tmp
     assert lines[:2] == ["re.compile restored True", "lazy [False, True, True]"], out
     assert lines[2:4] == plain.split("\n")[:2]
     assert "ValueError" in lines[2] and "hi" in lines[2]
+
+
+def test_email_utils_is_imported_at_parseaddrs_first_call_and_rfc822_names_validate_as_before(tmp_path: Path) -> None:
+    """cryptography.x509.general_name's ``from email.utils import parseaddr`` gets a forwarder:
+    email.utils is not imported by the start-up's x509 import, nor by the head mapping twins, and
+    RFC822Name validates a text value as with the real function (which it imports then)."""
+    out = run(
+        """
+        import sys
+        import ptproxy.tunnel
+        from aioquic import tls
+        from cryptography import x509
+        from ptproxy.wire import headmap
+        print("after start-up imports", "email.utils" in sys.modules)
+        print(x509.RFC822Name("user@example.com").value)
+        for bad in ("Name <user@example.com>", "not an address <"):
+            try:
+                x509.RFC822Name(bad)
+            except ValueError as exc:
+                print("refused", exc)
+        import email.utils
+        print("real module", type(sys.modules["email.utils"]).__name__, email.utils.parseaddr.__module__)
+        print(headmap.http_date(784111777), headmap.http_date(-1) == email.utils.formatdate(-1, usegmt=True).encode())
+        """,
+        tmp_path,
+    )
+    assert out.split("\n")[:6] == [
+        "after start-up imports False",
+        "user@example.com",
+        "refused Invalid rfc822name value",
+        "refused Invalid rfc822name value",
+        "real module module email.utils",
+        "b'Sun, 06 Nov 1994 08:49:37 GMT' True",
+    ], out
