@@ -161,13 +161,32 @@ def test_client_end_sends_its_finished_at_once_when_nothing_follows_the_answer(
     assert sent[0] == 0 and sent[1] >= 1
 
 
-def test_client_end_offers_one_key_share(tmp_path: Path) -> None:
+def test_client_end_offers_x25519_then_p256_and_the_server_end_takes_x25519(tmp_path: Path) -> None:
     h = _reconnects(tmp_path, 2)
     ctx = h.client.quic.tls
-    assert ctx._supported_groups == [tls.Group.SECP256R1]
-    assert len(ctx._ec_private_keys) == 1
-    assert ctx._x25519_private_key is None and ctx._x448_private_key is None
-    assert list(pconn.CLIENT_KEY_SHARE_GROUPS) == [tls.Group.SECP256R1]
+    assert ctx._supported_groups == [tls.Group.X25519, tls.Group.SECP256R1]
+    assert len(ctx._ec_private_keys) == 1 and ctx._x25519_private_key is not None
+    assert ctx._x448_private_key is None
+    assert list(pconn.CLIENT_KEY_SHARE_GROUPS) == [tls.Group.X25519, tls.Group.SECP256R1]
+    server = h.server.quic.tls
+    assert server._x25519_private_key is not None and not server._ec_private_keys
+    assert h.client.session_resumed and h.client.early_data_accepted
+
+
+def test_a_server_end_without_x25519_takes_the_p256_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aioquic has no HelloRetryRequest: the second share is what a server lacking X25519 uses."""
+    original = pconn.PatchedQuicConnection._initialize
+
+    def without_x25519(self: Any, peer_cid: bytes) -> None:
+        original(self, peer_cid)
+        if not self._is_client:
+            self.tls._supported_groups = [tls.Group.SECP256R1, tls.Group.SECP384R1]
+
+    monkeypatch.setattr(pconn.PatchedQuicConnection, "_initialize", without_x25519)
+    h = _reconnects(tmp_path, 2)
+    server = h.server.quic.tls
+    assert len(server._ec_private_keys) == 1 and server._x25519_private_key is None
+    assert h.client.session_resumed and h.client.early_data_accepted
 
 
 def test_client_end_issues_its_connection_ids_once_the_handshake_is_confirmed(
