@@ -140,13 +140,11 @@ class App:
             for frontend in self.frontends:
                 await frontend.start()
             await _loop_steps(ANSWER_STEPS)  # as above, for the handshake's next packets
-            from ptproxy.client.tcp import TcpListener
+            tcp_routes = [route for route in self.config.routes if route.tcp_bind_address is not None]
+            if tcp_routes:  # imported only for them (~0.3 ms on the path to "ready to serve")
+                from ptproxy.client.tcp import TcpListener
 
-            self.tcp_listeners = [
-                TcpListener(self.config, self.dialer, route, self.metrics)
-                for route in self.config.routes
-                if route.tcp_bind_address is not None
-            ]
+                self.tcp_listeners = [TcpListener(self.config, self.dialer, r, self.metrics) for r in tcp_routes]
             for tcp_listener in self.tcp_listeners:
                 await tcp_listener.start()
             await self._start_metrics_server()
