@@ -62,10 +62,15 @@ class WriteFlow(asyncio.Protocol):
     _drain_waiters: list[asyncio.Future[None]]
 
     def _set_nodelay(self, transport: asyncio.BaseTransport) -> None:
+        # Both event loops (asyncio's selector transport, uvloop's TCPTransport) set TCP_NODELAY on
+        # every TCP socket they wrap, accepted or connected: with the option on (the default) there
+        # is nothing to do (not even fetching the socket object), with it off Nagle is put back.
+        if self._tcp_nodelay:
+            return
         sock = transport.get_extra_info("socket")
-        if sock is not None and self._tcp_nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
             except OSError:
                 pass
 

@@ -235,7 +235,9 @@ def listener_socket(
 
 def _bind_tcp(host: str, port: int, *, field: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: the accepted sockets inherit the object's proto, and asyncio's transport
+    # sets TCP_NODELAY only on a socket whose proto says TCP (uvloop on every TCP socket).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
