@@ -45,8 +45,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGET = "/bytes/100"
 WARMUP = 40
 # (small, large) requests per phase; per scenario: connections.
-SIZES = {"seq": (60, 300), "conc8": (80, 400)}
-CONNECTIONS = {"seq": 1, "conc8": 8}
+SIZES = {"seq": (60, 300), "conc8": (80, 400), "fresh": (40, 200)}
+CONNECTIONS = {"seq": 1, "conc8": 8, "fresh": 1}
+# Scenarios whose every request goes on a new connection, closed after its response: the accept
+# path's cost per request (``fresh`` minus ``seq``).
+FRESH = {"fresh"}
 # No keep-alive ping and no idle close while callgrind slows everything ~50x.
 TRANSPORT = {"max_idle_timeout": 120000, "keep_alive_interval": 60000}
 READY_TIMEOUT = 300.0
@@ -79,9 +82,10 @@ class Driver:
     """Keeps ``connections`` keep-alive connections open across phases (a phase sends ``n``
     requests spread over them; connection set-up belongs to the warm-up)."""
 
-    def __init__(self, port: int, connections: int) -> None:
+    def __init__(self, port: int, connections: int, *, fresh: bool = False) -> None:
         self.port = port
         self.connections = connections
+        self.fresh = fresh
         self.loop = asyncio.new_event_loop()
         self.conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
@@ -107,7 +111,19 @@ class Driver:
                 raise RuntimeError(f"no Content-Length in {head[:300]!r}")
             await reader.readexactly(int(length.group(1)))
 
+    async def _fresh(self, count: int) -> None:
+        for _ in range(count):
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                await self._run(reader, writer, 1)
+            finally:
+                writer.close()
+                await writer.wait_closed()
+
     def phase(self, n: int) -> None:
+        if self.fresh:
+            self.loop.run_until_complete(self._fresh(n))
+            return
         if not self.conns:
             self.loop.run_until_complete(self._open())
         per, extra = divmod(n, self.connections)
@@ -291,7 +307,7 @@ def measure_ir(scenario: str, pure: bool, profile_top: int = 0) -> tuple[dict[st
     with tempfile.TemporaryDirectory(prefix="ptproxy-request-ir-") as tmpname:
         tmp = Path(tmpname)
         run = PairRun(tmp, pure=pure, valgrind=True)
-        driver = Driver(run.http_port, CONNECTIONS[scenario])
+        driver = Driver(run.http_port, CONNECTIONS[scenario], fresh=scenario in FRESH)
         try:
             driver.phase(WARMUP)
             run.dump()
@@ -341,7 +357,7 @@ def measure_calls(scenario: str, pure: bool, top: int) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="ptproxy-request-calls-") as tmpname:
         tmp = Path(tmpname)
         run = PairRun(tmp, pure=pure, valgrind=False, profile=True)
-        driver = Driver(run.http_port, CONNECTIONS[scenario])
+        driver = Driver(run.http_port, CONNECTIONS[scenario], fresh=scenario in FRESH)
         try:
             driver.phase(WARMUP)
             run.signal_all(signal.SIGRTMIN + 1)
@@ -382,7 +398,7 @@ def measure_calls(scenario: str, pure: bool, top: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.micro.request_ir", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default="seq,conc8", help="comma-separated: seq, conc8 (default both)")
+    ap.add_argument("--scenarios", default="seq,conc8", help="comma-separated: seq, conc8, fresh (a new connection per request; default seq,conc8)")
     default_mode = "pure" if os.environ.get("PTPROXY_NO_EXTENSIONS") == "1" else "compiled"
     ap.add_argument("--modes", default=default_mode, help="comma-separated: compiled, pure")
     ap.add_argument("--profile", action="store_true",
