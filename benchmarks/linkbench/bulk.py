@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loss", type=float, default=0.01)
     ap.add_argument("--n", type=int, default=4, help="rounds at --loss")
     ap.add_argument("--warm", type=int, default=1, help="downloads at 0 %% loss first")
+    ap.add_argument("--seq", type=int, default=0,
+                    help="small GETs, one after another on a kept-alive connection, before the first download of each pair "
+                         "(linkbench's 0 %% phase runs 100-300 of them first)")
     ap.add_argument("--pure", action="store_true", help="PTPROXY_NO_EXTENSIONS=1 for every tree")
     ap.add_argument("--qlog", action="store_true", help="qlog on both ends (kept with --keep)")
     ap.add_argument("--qlog-server", action="store_true",
@@ -145,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{s.name} loss {loss:.0%}: {out}")
                 return out
 
+            if a.seq:
+                for s in systems:
+                    ag("open", name=f"seq-{s.name}", host=s.host, port=s.port, n=1)
+                    ag("seq", name=f"seq-{s.name}", path="/hello", n=a.seq)
             for _ in range(a.warm):
                 for s in systems:
                     res[s.name].append(one(s, 0.0))

@@ -481,6 +481,12 @@ class _TunnelCollector:
             ("ptproxy_congestion_window_bytes", "congestion_window", "Congestion window of the current session."),
             ("ptproxy_bytes_in_flight", "bytes_in_flight", "Bytes sent and not yet acknowledged (current session)."),
             (
+                "ptproxy_stream_credit",
+                "stream_slots_free",
+                "Request streams this end may open at once on the current session: the peer's "
+                "stream limit (MAX_STREAMS) not yet used (client end: requests beyond it queue).",
+            ),
+            (
                 "ptproxy_max_datagram_bytes",
                 "max_datagram_size",
                 "Largest UDP payload the current session sends (raised by path MTU discovery).",

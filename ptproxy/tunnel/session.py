@@ -836,6 +836,7 @@ class Session:
         data["datagrams_received"] = float(self.datagrams_received)
         data["datagrams_sent"] = float(self.datagrams_sent)
         data["open_streams"] = float(len(self._streams))
+        data["stream_slots_free"] = float(self.stream_slots_free())
         data["lost_packets"] = float(lost_packets(self.quic))
         for kind, count in packets_sent(self.quic).items():
             data[f"packets_sent_{kind}"] = float(count)

@@ -13,8 +13,9 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from tests.integration.test_ops_metrics import sample, scrape
 from tests.support.h1client import request
-from tests.support.pair import Pair
+from tests.support.pair import Pair, free_port
 
 STREAMS = 3
 REQUESTS = 3 * STREAMS
@@ -36,3 +37,24 @@ def test_three_times_the_stream_limit_at_once_all_complete(make_pair: Callable[.
     # The slots all came back: the tunnel still carries a full set at once.
     with ThreadPoolExecutor(STREAMS) as pool:
         assert [s for s, _ in pool.map(one, range(STREAMS))] == [200] * STREAMS
+
+
+
+def test_answered_requests_give_the_client_end_the_whole_stream_limit_back(make_pair: Callable[..., Pair]) -> None:
+    """Once its requests are answered, the client end may open the server's whole
+    max_concurrent_http_streams again (``ptproxy_stream_credit`` after each answer). With
+    aioquic's batched MAX_STREAMS it had 4, 3, 2, 4, 3, 2, ... of 4: the rest of a burst after a
+    quiet spell waited a round trip for the credit its first requests' arrival released
+    (linkbench's 64-request burst after silence, max_concurrent_http_streams 100: 11-13 requests at
+    two round trips in 3 bursts of 12)."""
+    limit = 4
+    cport = free_port()
+    pair = make_pair({"transport": {"max_concurrent_http_streams": limit}, "metrics": {"bind_address": f"127.0.0.1:{cport}"}},
+                     {"transport": {"max_concurrent_http_streams": limit}})  # fmt: skip
+    credit = []
+    for _ in range(2 * limit + 1):
+        assert request(pair.http_port, "GET", "/status/204").status == 204
+        # The answer's last packet was read before its last byte reached us: whatever
+        # MAX_STREAMS came with it (or before it) has been processed.
+        credit.append(sample(scrape(cport), "ptproxy_stream_credit"))
+    assert credit == [limit] * (2 * limit + 1)

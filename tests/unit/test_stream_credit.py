@@ -155,3 +155,33 @@ def test_a_request_still_being_read_keeps_its_stream_when_answered(
             await pair.close()
 
     run(main())
+
+
+def test_answered_requests_leave_the_peer_its_full_stream_credit(
+    configs: tuple[Config, Config],  # noqa: F811
+) -> None:
+    """Requests answered one after another each give their stream back with the answer's packet,
+    so once all are answered the client may open max_concurrent_http_streams at once again.
+    aioquic batches MAX_STREAMS (an increment goes out once the peer has fewer streams left than
+    it grants): with a limit of 4, after two answered requests the client had 2 slots, and the
+    rest of a burst waited a round trip for the MAX_STREAMS the first answers brought."""
+    client_cfg, server_cfg = configs
+    limit = 4
+
+    async def main() -> list[int]:
+        pair = SessionPair((client_cfg, with_stream_limit(server_cfg, limit)), None)
+        server = asyncio.ensure_future(answer_204(pair))
+        try:
+            await pair.connect()
+            client = pair.client
+            free = []
+            for _ in range(2 * limit + 1):
+                stream = await client.acquire_stream(GET, end_stream=True)
+                assert await _status(stream) == b"204"
+                free.append(client.stream_slots_free())  # the answer's packets are processed
+            return free
+        finally:
+            server.cancel()
+            await pair.close()
+
+    assert run(main()) == [limit] * (2 * limit + 1)

@@ -7,7 +7,8 @@
   not the network limited the sender, up to a ceiling; the send window follows the congestion window.
 * ``max_concurrent_http_streams``: aioquic hard-codes MAX_STREAMS_BIDI at 128. A request stream
   counts against it until it is answered (release_stream), not until the answer is acknowledged
-  and the stream discarded: MAX_STREAMS rides with the answer instead of waiting for the peer's ACK.
+  and the stream discarded: MAX_STREAMS rides with the answer instead of waiting for the peer's ACK,
+  unbatched, so a peer whose requests were all answered may open max_concurrent_http_streams again.
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
 * ``redundancy = "Tail"``: the tail of a small burst is sent twice (redundancy.py);
@@ -498,13 +499,13 @@ class PatchedQuicConnection(QuicConnection):
         for host_cid in self._host_cids:
             if not host_cid.was_sent:  # NEW_CONNECTION_ID
                 return None
-        # MAX_DATA (our _write_connection_limits) and MAX_STREAMS (aioquic's, batched).
+        # MAX_DATA and MAX_STREAMS (our _write_connection_limits; MAX_STREAMS unbatched).
         max_data = self._local_max_data
         window = self._ptp_conn_window
         if max_data.value != max_data.sent or self._ptp_conn_credited + window - max_data.value >= window // 2:
             return None
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+            if limit.value != limit.sent:
                 return None
         # The marked streams: a mark says a stream may have work (a request whose FIN arrived,
         # bytes just credited), and after a datagram that needs no answer it usually has none.
@@ -552,7 +553,7 @@ class PatchedQuicConnection(QuicConnection):
                 limit = self._local_max_streams_uni if sid & 2 else self._local_max_streams_bidi
                 limit.value += 1
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+            if limit.value != limit.sent:
                 return True
         return False
 
@@ -574,7 +575,7 @@ class PatchedQuicConnection(QuicConnection):
         """Whether aioquic's discard of this stream (in a pass, once both halves are finished)
         returns a stream credit the peer has not had yet: a peer-initiated stream finished both
         ways and not released early. Otherwise its discard, whichever pass makes it (a finished
-        half marks its stream ready), writes no frame. (MAX_STREAMS' batching threshold aside.)"""
+        half marks its stream ready), writes no frame."""
         if (not stream_id & 1) == self._is_client:
             return False  # ours: the peer's credit
         stream = self._streams.get(stream_id)
@@ -894,8 +895,8 @@ class PatchedQuicConnection(QuicConnection):
             return True
         if discarded:
             for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-                if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
-                    return True  # MAX_STREAMS, once the discards let the peer open more
+                if limit.value != limit.sent:
+                    return True  # MAX_STREAMS: the discards let the peer open more
         if not queue:
             return False
         credit = self._remote_max_data - self._remote_max_data_used
@@ -1349,18 +1350,28 @@ class PatchedQuicConnection(QuicConnection):
                 window = self._ptp_conn_window = self._ptp_grow(window, ceiling, self._ptp_conn_update_at)
                 self._ptp_conn_update_at = self._ptp_now
             max_data.value = self._ptp_conn_credited + window
-        if max_data.value == max_data.sent:
-            for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-                if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
-                    break  # a MAX_STREAMS is due (aioquic's batching rule)
-            else:
-                return  # asked in every packet; aioquic's method would write nothing
-        # Hide `used` from the built-in doubling rule, let it write MAX_DATA / MAX_STREAMS.
+        bidi = self._local_max_streams_bidi
+        uni = self._local_max_streams_uni
+        if max_data.value == max_data.sent and bidi.value == bidi.sent and uni.value == uni.sent:
+            return  # asked in every packet; aioquic's method would write nothing
+        # Hide `used` from the built-in doubling rule (MAX_DATA) and from aioquic's MAX_STREAMS
+        # batching (an increment written only once the peer has fewer streams left than it would
+        # grant): every stream credit given back is announced in the next packet, nearly always
+        # the answer that released it. Batched, a peer whose requests were all answered could be
+        # left with half of max_concurrent_http_streams, and the rest of a burst after a quiet
+        # spell waited a round trip for the MAX_STREAMS its first requests' arrival released
+        # (linkbench's 64-request burst, max_concurrent_http_streams 100: 11-13 requests at two
+        # round trips in 3 bursts of 12). _ptp_nothing_due, _ptp_discard and _ptp_more_due make
+        # a MAX_STREAMS due by the same rule.
         used, max_data.used = max_data.used, 0
+        bidi_used, bidi.used = bidi.used, bidi.sent
+        uni_used, uni.used = uni.used, uni.sent
         try:
             super()._write_connection_limits(builder, space)
         finally:
             max_data.used = used
+            bidi.used = bidi_used
+            uni.used = uni_used
 
     # -- transport parameters -----------------------------------------------------------------
 
