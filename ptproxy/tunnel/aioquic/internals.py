@@ -115,6 +115,9 @@ PRIVATE: tuple[Internal, ...] = (
     *_each(QC, "attribute", "_configuration", "_streams_blocked_bidi", "_streams_blocked_uni", "_remote_max_streams_uni"),
     Internal(QC, "_get_or_create_stream", "override", (("frame_type", "stream_id"),)),
     Internal(QC, "_get_or_create_stream_for_send", "override", (("stream_id",),)),
+    # ... whose request-stream case (the next stream of its kind) is ours: the state aioquic's reads
+    # and writes for it (test_new_streams compares the two).
+    Internal(QC, "_local_next_stream_id_bidi", "attribute"),
     Internal(QC, "_write_stream_limits", "override", (("builder=", "space=", "stream="),)),
     # aioquic calls it by keyword; our override calls super() positionally.
     Internal(QC, "_write_connection_limits", "override", (("builder=", "space="), ("builder", "space"))),
