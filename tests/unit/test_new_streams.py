@@ -6,6 +6,7 @@ only the next ID; anything else is aioquic's method as before)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aioquic.quic.connection import QuicConnection, QuicConnectionError, StreamFinishedError
@@ -118,3 +119,24 @@ def test_the_next_stream_of_each_end_opens_and_is_marked(pki: DemoPki) -> None:
     client = dict(ours[-2:])["client"]
     assert client["next"][0] == 20 and client["blocked"] == ([16], True)  # beyond the server's 4 streams
     assert client["marks"][0] == [0, 4, 8, 12, 16]
+
+
+def test_debug_logging_still_reports_streams_created_and_discarded(pki: DemoPki, caplog: Any) -> None:
+    # The shortcuts call the logger adapter only when DEBUG is enabled: when it is, the same lines.
+    pair = Pair(pki, client_leaf=pki.client)
+    pair.roundtrip()
+    with caplog.at_level(logging.DEBUG, logger="quic"):
+        pair.client.send_stream_data(0, b"request", end_stream=True)
+        pair.roundtrip()
+        pair.server.send_stream_data(0, b"response", end_stream=True)
+        pair.roundtrip()
+    messages = [r.getMessage().split("] ", 1)[-1] for r in caplog.records if r.name == "quic"]  # "[cid] ..."
+    assert "Stream 0 created by peer" in messages
+    assert messages.count("Stream 0 discarded") == 2  # once at each end
+    assert 0 not in pair.client._streams and 0 not in pair.server._streams
+    caplog.clear()
+    pair.client.send_stream_data(4, b"request", end_stream=True)
+    pair.roundtrip()
+    pair.server.send_stream_data(4, b"response", end_stream=True)
+    pair.roundtrip()
+    assert [r for r in caplog.records if r.name == "quic" and r.levelno == logging.DEBUG] == []
