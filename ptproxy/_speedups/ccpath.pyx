@@ -25,7 +25,7 @@ the whole state after random call sequences):
 """
 
 cimport cython
-from libc.math cimport fabs, isinf
+from libc.math cimport INFINITY, fabs, isinf
 
 import math
 import random
@@ -246,6 +246,7 @@ cdef class _SendState:
     cdef readonly double delivered_time
     cdef readonly double first_sent_time
     cdef readonly bint app_limited
+    cdef readonly bint quiet
 
 
 cdef _SendState _as_send_state(object stamp):
@@ -257,6 +258,7 @@ cdef _SendState _as_send_state(object stamp):
     s.delivered_time = stamp.delivered_time
     s.first_sent_time = stamp.first_sent_time
     s.app_limited = stamp.app_limited
+    s.quiet = stamp.quiet
     return s
 
 
@@ -357,6 +359,8 @@ cdef class _BbrCore:
     cdef public double min_rtt
     cdef public double _min_rtt_stamp
     cdef public bint _min_rtt_expired
+    cdef public double _quiet_rtt
+    cdef public double _quiet_stamp
 
     # round trips
     cdef public long long _round_count
@@ -416,6 +420,8 @@ cdef class _BbrCore:
         self.min_rtt = float("inf")
         self._min_rtt_stamp = 0.0
         self._min_rtt_expired = False
+        self._quiet_rtt = float("inf")
+        self._quiet_stamp = 0.0
 
         self._round_count = 0
         self._next_round_delivered = 0
@@ -473,6 +479,7 @@ cdef class _BbrCore:
         stamp.delivered_time = self._delivered_time
         stamp.first_sent_time = self._first_sent_time
         stamp.app_limited = self._app_limited_until != 0
+        stamp.quiet = self.bytes_in_flight + packet.sent_bytes <= self._min_pipe_cwnd
         packet.ptp_bbr = stamp
         self.bytes_in_flight += packet.sent_bytes
 
@@ -506,7 +513,7 @@ cdef class _BbrCore:
         self._check_cycle_phase(now, prior_inflight)
         self._check_full_pipe(sent.app_limited)
         self._check_drain(now)
-        self._update_min_rtt(now, rtt)
+        self._update_min_rtt(now, rtt, sent.quiet)
         self._check_probe_rtt(now)
         self._lost_since_ack = 0
 
@@ -584,13 +591,26 @@ cdef class _BbrCore:
         if lost > STARTUP_LOSS_RATE * (lost + delivered):
             self._filled_pipe = True
 
-    cdef void _update_min_rtt(self, double now, double rtt) noexcept:
+    cdef void _update_min_rtt(self, double now, double rtt, bint quiet) noexcept:
+        cdef bint expired
+        if quiet:
+            if rtt < self._quiet_rtt:
+                self._quiet_rtt = rtt
+            self._quiet_stamp = now
         # No sample yet: nothing to expire (the stamp starts at 0.0, and a loop's clock at
         # thousands of seconds would send every new connection into PROBE_RTT at its first ACK).
-        self._min_rtt_expired = not isinf(self.min_rtt) and now > self._min_rtt_stamp + MIN_RTT_WINDOW
-        if rtt < self.min_rtt or self._min_rtt_expired:
+        expired = not isinf(self.min_rtt) and now > self._min_rtt_stamp + MIN_RTT_WINDOW
+        if expired and self._quiet_stamp > self._min_rtt_stamp:
+            # A quiet sample since the last refresh measured what PROBE_RTT would: take it.
+            self.min_rtt = min(self._quiet_rtt, rtt)
+            self._min_rtt_stamp = self._quiet_stamp
+            self._quiet_rtt = INFINITY
+            expired = False
+        elif rtt < self.min_rtt or expired:
             self.min_rtt = rtt
             self._min_rtt_stamp = now
+            self._quiet_rtt = INFINITY
+        self._min_rtt_expired = expired
 
     cdef double _bdp(self, double gain) except? -1.0:
         if isinf(self.min_rtt):
@@ -695,6 +715,7 @@ cdef class _BbrCore:
 
     cdef void _exit_probe_rtt(self, double now) except *:
         self._min_rtt_stamp = now
+        self._quiet_rtt = INFINITY
         self.congestion_window = max(self.congestion_window, self._prior_cwnd)
         if self._filled_pipe:
             self._enter_probe_bw(now)

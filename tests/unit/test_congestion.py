@@ -698,3 +698,30 @@ def test_app_limited_samples_do_not_lower_the_bandwidth_estimate(
         assert cc.btl_bw == pytest.approx(link, rel=0.15)
     else:  # without the hook, the filter forgets the link rate after 10 rounds
         assert cc.btl_bw < 0.3 * link
+
+
+def test_bbr_takes_a_quiet_sample_instead_of_a_probe_rtt_in_the_middle_of_a_transfer(
+    impl: ModuleType,
+) -> None:
+    # A tunnel: small exchanges (each packet sent with next to nothing in flight) for 9.6 s, then
+    # a transfer across the moment the min RTT, last lowered at the first exchange, turns 10 s
+    # old. The quiet packets measured the RTT as PROBE_RTT would (at most 4 packets in flight):
+    # the transfer keeps its window (BBRv1 cut it to 4 packets for 200 ms + a round, ~280 ms of
+    # a 10 MiB download on the linkbench link).
+    link = 20e6 / 8  # a slower link keeps this test cheap; the logic is rate-independent
+    cc = impl.Bbr(max_datagram_size=MDS, initial_window=IW, rng=random.Random(5))
+    sim = LinkSim(cc=cc, link_rate=link, rtt=RTT, buffer=int(link * RTT))
+    sim.set_app_rate(20 * MDS)  # one packet every 50 ms: alone in flight
+    sim.run(9.6)
+    first_stamp = cc._min_rtt_stamp
+    assert first_stamp < 0.2  # no lower sample since the first exchange
+    assert BbrState.PROBE_RTT not in [s for _, s in sim.states]
+    sim.set_app_rate(None)
+    sim.run(11.0)
+    assert BbrState.PROBE_RTT not in [s for _, s in sim.states], sim.states
+    assert 9.5 < cc._min_rtt_stamp < 9.7  # the last quiet sample's time
+    assert cc.min_rtt == pytest.approx(RTT, rel=0.02)
+    # A sender busy for 10 s more with no quiet packet still probes.
+    sim.run(20.0)
+    probes = [t for t, s in sim.states if s == BbrState.PROBE_RTT]
+    assert probes and 19.5 < probes[0] < 20.0, sim.states

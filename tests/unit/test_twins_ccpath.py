@@ -32,7 +32,7 @@ PACER_FIELDS = ("_mds", "rate", "capacity", "tokens", "_last", "_wake_at")
 BBR_FIELDS = (
     "bytes_in_flight", "congestion_window", "_mds", "_initial_window", "_min_pipe_cwnd",
     "_delivered", "_delivered_time", "_first_sent_time", "_app_limited_until",
-    "btl_bw", "min_rtt", "_min_rtt_stamp", "_min_rtt_expired",
+    "btl_bw", "min_rtt", "_min_rtt_stamp", "_min_rtt_expired", "_quiet_rtt", "_quiet_stamp",
     "_round_count", "_next_round_delivered", "_round_start",
     "state", "pacing_gain", "cwnd_gain", "_filled_pipe", "_full_bw", "_full_bw_count",
     "_cycle_index", "_cycle_stamp", "_cycle_delivered", "_probe_rtt_done_stamp", "_probe_rtt_round_done",
@@ -66,7 +66,7 @@ def pacer_state(p: Any) -> str:
 
 def stamp(packet: QuicSentPacket) -> Any:
     s = getattr(packet, "ptp_bbr", None)
-    return None if s is None else (s.delivered, s.delivered_time, s.first_sent_time, s.app_limited)
+    return None if s is None else (s.delivered, s.delivered_time, s.first_sent_time, s.app_limited, s.quiet)
 
 
 def bbr_state(cc: Any) -> tuple[str, Any]:
