@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ptproxy._speedups import load_twin
-from ptproxy.tunnel import _udpio_py
 
-__all__ = ["IMPLEMENTATION", *_udpio_py.__all__]
-load_twin(_udpio_py, "udpio", globals())
+# The pure twin is imported only when it is the one used; both export the same __all__.
+load_twin("ptproxy.tunnel._udpio_py", "udpio", globals())
+__all__ = ["IMPLEMENTATION", *globals()["_impl"].__all__]
 
 if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
     from ptproxy.tunnel._udpio_py import *  # noqa: F403

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ptproxy._speedups import load_twin
-from ptproxy.wire import _chunked_py
 
-__all__ = ["IMPLEMENTATION", *_chunked_py.__all__]
-load_twin(_chunked_py, "chunked", globals())
+# The pure twin is imported only when it is the one used; both export the same __all__.
+load_twin("ptproxy.wire._chunked_py", "chunked", globals())
+__all__ = ["IMPLEMENTATION", *globals()["_impl"].__all__]
 
 if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
     from ptproxy.wire._chunked_py import *  # noqa: F403

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ptproxy._speedups import load_twin
-from ptproxy.wire import _headscan_py
 from ptproxy.wire.events import BodyKind, RequestHead, ResponseHead
 
-__all__ = ["IMPLEMENTATION", *_headscan_py.__all__]
-load_twin(_headscan_py, "headscan", globals())
+# The pure twin is imported only when it is the one used; both export the same __all__.
+load_twin("ptproxy.wire._headscan_py", "headscan", globals())
+__all__ = ["IMPLEMENTATION", *globals()["_impl"].__all__]
 
 if TYPE_CHECKING:  # mypy checks callers against the pure twin's signatures
     from ptproxy.wire._headscan_py import *  # noqa: F403
