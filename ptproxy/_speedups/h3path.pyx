@@ -47,6 +47,15 @@ the objects it needs are handed in by :func:`configure`.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 from cpython.object cimport PyObject_GenericSetAttr
+from cpython.ref cimport PyObject
+
+cdef extern from "Python.h":
+    # The two fields of a type object that say whether it changed since it was last looked at:
+    # CPython gives a type a new version tag whenever it or a base class is modified.
+    ctypedef struct _TypeTag "PyTypeObject":
+        unsigned int tp_version_tag
+        unsigned long tp_flags
+    unsigned long Py_TPFLAGS_VALID_VERSION_TAG
 
 __all__ = ["configure", "configure_send", "finish_stream", "handle_event", "send_data", "send_headers"]
 
@@ -102,7 +111,8 @@ def configure(**objects):
     global _QpackDecompressionFailed, _StreamBlocked, _DecompressionFailed, _INITIAL
     global _AFTER_HEADERS, _AFTER_TRAILERS, _WEBTRANSPORT, _h3_globals, _py_handle_event
     global _py_receive, _methods, _method_names, _RESERVED, _validators, _CONNECTION_SPECIFIC
-    global _DecoderStreamError, _QpackDecoderStreamError
+    global _DecoderStreamError, _QpackDecoderStreamError, _methods_tag
+    _methods_tag = 0
     _Patched = objects["connection_class"]
     _H3Stream = objects["stream_class"]
     _StreamDataReceived = objects["stream_data_received"]
@@ -133,14 +143,35 @@ def configure(**objects):
     _RESERVED = frozenset(int(t) for t in objects["request_stream_refused"])
 
 
-cdef bint _verified(object self, tuple methods, tuple names) except -1:
+cdef inline unsigned int _class_tag(object cls) noexcept:
+    """The class's version tag, 0 when it has no valid one (then it is looked at in full)."""
+    cdef _TypeTag *t = <_TypeTag *> <PyObject *> cls
+    if t.tp_flags & Py_TPFLAGS_VALID_VERSION_TAG:
+        return t.tp_version_tag
+    return 0
+
+
+# The class's version tag when its methods were last found as verified (0: look at them again), one
+# per set of methods: the class part of _verified costs ~2.5k instructions per call otherwise (nine
+# attribute lookups on the class), several calls per request and end.
+cdef unsigned int _methods_tag = 0
+cdef unsigned int _send_methods_tag = 0
+
+
+cdef bint _verified(object self, tuple methods, tuple names, unsigned int *tag) except -1:
     """Whether ``self`` is a PatchedH3Connection whose inlined ``methods`` are as verified (on the
-    class, and not shadowed on the instance under ``names``)."""
+    class, and not shadowed on the instance under ``names``). The class part is skipped while the
+    class keeps the version tag it had when its methods were last found as verified (any change to
+    it or a base class gives it a new one)."""
     if type(self) is not _Patched or self._quic_logger is not None:
         return False
-    for name, function in methods:
-        if getattr(_Patched, name, None) is not function:
-            return False
+    cdef unsigned int now = _class_tag(_Patched)
+    if now == 0 or now != tag[0]:
+        for name, function in methods:
+            if getattr(_Patched, name, None) is not function:
+                tag[0] = 0
+                return False
+        tag[0] = _class_tag(_Patched)  # (the lookups above gave it one if it had none)
     cdef object own = getattr(self, "__dict__", None)
     if type(own) is not dict:
         return False
@@ -152,7 +183,7 @@ cdef bint _verified(object self, tuple methods, tuple names) except -1:
 
 cdef inline bint _plain(object self) except -1:
     """The receive side's methods (see _verified)."""
-    return _verified(self, _methods, _method_names)
+    return _verified(self, _methods, _method_names, &_methods_tag)
 
 
 cdef object _data_frame(object sid, object data, object frame_size, bint frame_end, bint stream_ended):
@@ -643,6 +674,8 @@ cdef object _py_finish_stream = None
 def configure_send(**objects):
     """Hand in what the send side needs (see ``h3path.install``); after :func:`configure`."""
     global _send_methods, _send_method_names, _py_send_headers, _py_send_data, _py_finish_stream
+    global _send_methods_tag
+    _send_methods_tag = 0
     _send_methods = tuple(objects["send_methods"].items())
     _send_method_names = tuple(objects["send_methods"])
     _py_send_headers = objects["send_headers"]
@@ -652,7 +685,7 @@ def configure_send(**objects):
 
 cdef inline bint _plain_send(object self) except -1:
     """The send side's methods (see _verified)."""
-    return _verified(self, _send_methods, _send_method_names)
+    return _verified(self, _send_methods, _send_method_names, &_send_methods_tag)
 
 
 cdef int _release(object self) except -1:

@@ -394,6 +394,58 @@ def test_unusual_connections_take_the_python_code() -> None:
             assert _state(ours) == _state(theirs)
 
 
+def test_a_method_replaced_on_the_class_after_a_compiled_call_takes_the_python_code(monkeypatch: Any) -> None:
+    """The compiled twin checks the class's inlined methods only when the class's version tag moved
+    since they were last found as verified: a method replaced on the class (or a base) after
+    compiled calls must still send the next call to the Python code, and a restored one back."""
+    compiled = _compiled()
+    calls: list[Any] = []  # the connections the replaced method was called for
+
+    def run_receive() -> tuple[Any, Any]:
+        ours, theirs = _connection(True, True), _connection(True, True)
+        for event in _exchange(True):
+            got = _outcome(compiled.handle_event, ours, event)
+            assert got == _outcome(py.handle_event, theirs, event)
+            assert _state(ours) == _state(theirs)
+        return ours, theirs
+
+    def run_send() -> tuple[Any, Any]:
+        ours, theirs = _connection(False, True), _connection(False, True)
+        for conn, impl in ((ours, compiled), (theirs, py)):
+            impl.handle_event(conn, StreamDataReceived(data=b"", end_stream=False, stream_id=0))
+            impl.send_headers(conn, 0, RESPONSE, False)
+            impl.send_data(conn, 0, b"body", False)
+            impl.finish_stream(conn, 0)
+        assert ours._quic.calls == theirs._quic.calls  # type: ignore[attr-defined]
+        assert _state(ours) == _state(theirs)
+        return ours, theirs
+
+    # A method of the class itself, one of a base class (H3Connection's _encode_headers and
+    # _get_or_create_stream: changing a base gives the subclass a new tag too), and one of ours.
+    for name, owner, run in (
+        ("_decode_headers", PatchedH3Connection, run_receive),
+        ("_get_or_create_stream", H3Connection, run_receive),
+        ("_encode_headers", H3Connection, run_send),
+    ):
+        original = getattr(owner, name)
+        ours, theirs = run()  # compiled, verified: the class's tag is noted
+        assert calls == []
+
+        def recording(self: Any, *args: Any, _original: Any = original) -> Any:
+            calls.append(self)
+            return _original(self, *args)
+
+        monkeypatch.setattr(owner, name, recording)
+        ours, theirs = run()
+        # The Python code ran for both, through the replaced method, as often.
+        assert calls.count(theirs) > 0, name
+        assert calls.count(ours) == calls.count(theirs), name
+        monkeypatch.undo()
+        calls.clear()
+        run()
+        assert calls == [], name
+
+
 # --- the send side -------------------------------------------------------------------------------------
 
 SEND_HEADERS = st.sampled_from([REQUEST, RESPONSE, INTERIM, [(b"x-trailer", b"1")], [(b":status", b"100")], []])
