@@ -446,6 +446,40 @@ def test_a_method_replaced_on_the_class_after_a_compiled_call_takes_the_python_c
         assert calls == [], name
 
 
+def test_headers_received_is_built_as_its_dataclass_init_would(monkeypatch: Any) -> None:
+    """The compiled twin sets HeadersReceived's fields itself (no __init__ frame): the same values,
+    types and instance layout (attribute order) as aioquic's constructor gives."""
+    from aioquic.h3.events import HeadersReceived
+
+    compiled = _compiled()
+    inits: list[Any] = []
+    original = HeadersReceived.__init__
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        inits.append(args)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HeadersReceived, "__init__", recording)
+    for is_client in (True, False):
+        ours, theirs = _connection(is_client, True), _connection(is_client, True)
+        for event in _exchange(is_client):
+            got = _outcome(compiled.handle_event, ours, event)
+            want = _outcome(py.handle_event, theirs, event)
+            assert got == want
+            for (_, ev), (_, ref) in zip(got[1], want[1], strict=True):
+                if isinstance(ref, HeadersReceived):
+                    assert type(ev) is HeadersReceived
+                    assert list(vars(ev).items()) == list(vars(ref).items())
+                    assert [type(v) for v in vars(ev).values()] == [type(v) for v in vars(ref).values()]
+        built_by_init = len(inits)
+        assert built_by_init > 0  # the Python twin's
+        inits.clear()
+        ours = _connection(is_client, True)
+        for event in _exchange(is_client):
+            compiled.handle_event(ours, event)
+        assert inits == []  # the compiled twin's: no __init__ call
+
+
 # --- the send side -------------------------------------------------------------------------------------
 
 SEND_HEADERS = st.sampled_from([REQUEST, RESPONSE, INTERIM, [(b"x-trailer", b"1")], [(b":status", b"100")], []])
