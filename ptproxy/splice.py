@@ -42,12 +42,12 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ptproxy.errors import ConnectionClosed, ConnectionReset, PtproxyError, StreamAborted
 from ptproxy.h1conn import WriteFlow
 from ptproxy.tunnel import DataFrame, StreamEnded, TunnelStream
+from ptproxy.values import MutableValue
 
 __all__ = [
     "H3_CONNECT_ERROR",
@@ -244,15 +244,20 @@ class SocketEnd(WriteFlow):
         self.transport.abort()
 
 
-@dataclass(slots=True)
-class SpliceResult:
+class SpliceResult(MutableValue):
     """How a splice ended: ``clean`` when both ways ended with a FIN; else ``reason``."""
 
-    clean: bool
-    reason: str
-    to_stream: int
-    to_socket: int
-    seconds: float
+    # Written out, not @dataclass(slots=True) (the same fields, __init__, __eq__ and repr): this
+    # module is imported on the client end's path to serving, after its first Initial.
+    __slots__ = ("clean", "reason", "to_stream", "to_socket", "seconds")
+    __match_args__ = ("clean", "reason", "to_stream", "to_socket", "seconds")
+
+    def __init__(self, clean: bool, reason: str, to_stream: int, to_socket: int, seconds: float) -> None:
+        self.clean = clean
+        self.reason = reason
+        self.to_stream = to_stream
+        self.to_socket = to_socket
+        self.seconds = seconds
 
 
 class _Failed(PtproxyError):

@@ -11,9 +11,8 @@ DATA frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ptproxy.errors import ClientProtocolError
+from ptproxy.values import MutableValue
 from ptproxy.wire import fieldcodec, headmap
 from ptproxy.wire.events import BodyKind, RequestHead, ResponseHead
 
@@ -52,19 +51,33 @@ _h3_response_parts = headmap.h3_response_parts
 _NONE, _LENGTH, _CHUNKED = BodyKind.NONE, BodyKind.LENGTH, BodyKind.CHUNKED
 
 
-@dataclass(slots=True)
-class TunnelRequest:
+# Written out on MutableValue, not @dataclass(slots=True) (the same fields, __init__, __eq__ and repr):
+# this module is imported on the client end's path to serving, after its first Initial.
+class TunnelRequest(MutableValue):
     """A request as the server end replays it: lowercase fields, body framing decided."""
 
-    method: bytes
-    authority: bytes
-    path: bytes
-    fields: list[tuple[bytes, bytes]]
-    body: BodyKind
-    content_length: int | None
-    # The Upgrade token of an Extended CONNECT replayed as an HTTP/1.1 upgrade (wire/websocket.py);
-    # None for an ordinary request.
-    protocol: bytes | None = None
+    __slots__ = ("method", "authority", "path", "fields", "body", "content_length", "protocol")
+    __match_args__ = ("method", "authority", "path", "fields", "body", "content_length", "protocol")
+
+    def __init__(
+        self,
+        method: bytes,
+        authority: bytes,
+        path: bytes,
+        fields: list[tuple[bytes, bytes]],
+        body: BodyKind,
+        content_length: int | None,
+        # The Upgrade token of an Extended CONNECT replayed as an HTTP/1.1 upgrade
+        # (wire/websocket.py); None for an ordinary request.
+        protocol: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.authority = authority
+        self.path = path
+        self.fields = fields
+        self.body = body
+        self.content_length = content_length
+        self.protocol = protocol
 
     @property
     def is_connect(self) -> bool:
@@ -72,11 +85,14 @@ class TunnelRequest:
         return self.method == b"CONNECT" and self.protocol is None
 
 
-@dataclass(slots=True)
-class TunnelResponse:
-    status: int
-    fields: list[tuple[bytes, bytes]]
-    content_length: int | None
+class TunnelResponse(MutableValue):
+    __slots__ = ("status", "fields", "content_length")
+    __match_args__ = ("status", "fields", "content_length")
+
+    def __init__(self, status: int, fields: list[tuple[bytes, bytes]], content_length: int | None) -> None:
+        self.status = status
+        self.fields = fields
+        self.content_length = content_length
 
 
 def request_to_h3(head: RequestHead, forwarded: bytes | None = None) -> list[tuple[bytes, bytes]]:
