@@ -9,6 +9,7 @@
   counts against it until it is answered (release_stream), not until the answer is acknowledged
   and the stream discarded: MAX_STREAMS rides with the answer instead of waiting for the peer's ACK,
   unbatched, so a peer whose requests were all answered may open max_concurrent_http_streams again.
+  (Credits returned by discards stay batched as in aioquic.)
 * Congestion control: our controller and pacer replace aioquic's (initial window, BBR, None), and the
   controller is told when the sender was application-limited.
 * ``redundancy = "Tail"``: the tail of a small burst is sent twice (redundancy.py);
@@ -296,6 +297,8 @@ class PatchedQuicConnection(QuicConnection):
         # Peer-initiated streams whose MAX_STREAMS credit was given when this end answered them
         # (release_stream), before the peer acknowledged the answer and the stream was discarded.
         self._ptp_early_credit: set[int] = set()
+        # A credit released with an answer is waiting to be announced in the answer's packet.
+        self._ptp_credit_now = False
         # The windows are ours, whatever the QuicConfiguration says (initial transport params).
         # One that tunes itself starts at AUTO_WINDOW_START initial windows at least.
         conn_start = _auto_start(flow.receive_window, flow.receive_window_max, flow.initial_window)
@@ -500,13 +503,15 @@ class PatchedQuicConnection(QuicConnection):
         for host_cid in self._host_cids:
             if not host_cid.was_sent:  # NEW_CONNECTION_ID
                 return None
-        # MAX_DATA and MAX_STREAMS (our _write_connection_limits; MAX_STREAMS unbatched).
+        # MAX_DATA and MAX_STREAMS (our _write_connection_limits: batched, but not a credit
+        # released with an answer).
         max_data = self._local_max_data
         window = self._ptp_conn_window
         if max_data.value != max_data.sent or self._ptp_conn_credited + window - max_data.value >= window // 2:
             return None
+        credit_now = self._ptp_credit_now
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent:
+            if limit.value != limit.sent and (credit_now or limit.sent - limit.used < limit.value - limit.sent):
                 return None
         # The marked streams: a mark says a stream may have work (a request whose FIN arrived,
         # bytes just credited), and after a datagram that needs no answer it usually has none.
@@ -555,7 +560,7 @@ class PatchedQuicConnection(QuicConnection):
                 limit = self._local_max_streams_uni if sid & 2 else self._local_max_streams_bidi
                 limit.value += 1
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent:
+            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
                 return True
         return False
 
@@ -572,6 +577,7 @@ class PatchedQuicConnection(QuicConnection):
         if stream_id not in early:
             early.add(stream_id)
             self._stream_limit(stream_id).value += 1
+            self._ptp_credit_now = True  # announced with the answer, unbatched (_write_connection_limits)
 
     def discard_credit_due(self, stream_id: int) -> bool:
         """Whether aioquic's discard of this stream (in a pass, once both halves are finished)
@@ -952,8 +958,8 @@ class PatchedQuicConnection(QuicConnection):
             return True
         if discarded:
             for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-                if limit.value != limit.sent:
-                    return True  # MAX_STREAMS: the discards let the peer open more
+                if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+                    return True  # MAX_STREAMS, once the discards let the peer open more
         if not queue:
             return False
         credit = self._remote_max_data - self._remote_max_data_used
@@ -1409,20 +1415,29 @@ class PatchedQuicConnection(QuicConnection):
             max_data.value = self._ptp_conn_credited + window
         bidi = self._local_max_streams_bidi
         uni = self._local_max_streams_uni
-        if max_data.value == max_data.sent and bidi.value == bidi.sent and uni.value == uni.sent:
-            return  # asked in every packet; aioquic's method would write nothing
-        # Hide `used` from the built-in doubling rule (MAX_DATA) and from aioquic's MAX_STREAMS
-        # batching (an increment written only once the peer has fewer streams left than it would
-        # grant): every stream credit given back is announced in the next packet, nearly always
-        # the answer that released it. Batched, a peer whose requests were all answered could be
-        # left with half of max_concurrent_http_streams, and the rest of a burst after a quiet
+        credit_now = self._ptp_credit_now
+        if max_data.value == max_data.sent:
+            for limit in (bidi, uni):
+                if limit.value != limit.sent and (credit_now or limit.sent - limit.used < limit.value - limit.sent):
+                    break  # a MAX_STREAMS is due
+            else:
+                if credit_now:
+                    self._ptp_credit_now = False  # announced already
+                return  # asked in every packet; aioquic's method would write nothing
+        # Hide `used` from the built-in doubling rule (MAX_DATA). A stream credit released with an
+        # answer (release_stream) is also hidden from aioquic's MAX_STREAMS batching (an increment
+        # written only once the peer has fewer streams left than it would grant), so it rides
+        # with the answer's packet: batched, a client end whose requests were all answered could
+        # be left with half of max_concurrent_http_streams, and the rest of a burst after a quiet
         # spell waited a round trip for the MAX_STREAMS its first requests' arrival released
         # (linkbench's 64-request burst, max_concurrent_http_streams 100: 11-13 requests at two
-        # round trips in 3 bursts of 12). _ptp_nothing_due, _ptp_discard and _ptp_more_due make
-        # a MAX_STREAMS due by the same rule.
+        # round trips in 3 bursts of 12). Credits from discards (an answer sent before its
+        # request's end, a reset) stay batched: announcing each alone cost a packet per discard.
         used, max_data.used = max_data.used, 0
-        bidi_used, bidi.used = bidi.used, bidi.sent
-        uni_used, uni.used = uni.used, uni.sent
+        bidi_used, uni_used = bidi.used, uni.used
+        if credit_now:
+            bidi.used, uni.used = bidi.sent, uni.sent
+            self._ptp_credit_now = False
         try:
             super()._write_connection_limits(builder, space)
         finally:
