@@ -42,7 +42,8 @@ def test_three_times_the_stream_limit_at_once_all_complete(make_pair: Callable[.
 
 def test_answered_requests_give_the_client_end_the_whole_stream_limit_back(make_pair: Callable[..., Pair]) -> None:
     """Once its requests are answered, the client end may open the server's whole
-    max_concurrent_http_streams again (``ptproxy_stream_credit`` after each answer). With
+    max_concurrent_http_streams again (``ptproxy_stream_credit`` after each answer; below 16
+    streams every answer's credit is announced with it, above in batches of an eighth). With
     aioquic's batched MAX_STREAMS it had 4, 3, 2, 4, 3, 2, ... of 4: the rest of a burst after a
     quiet spell waited a round trip for the credit its first requests' arrival released
     (linkbench's 64-request burst after silence, max_concurrent_http_streams 100: 11-13 requests at
