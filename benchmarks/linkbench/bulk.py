@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -32,6 +33,30 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def tree_system(i: int, name: str, spec: str, link: LinkEmulator, transport: dict[str, Any], *,
+                http_base: int, quic_base: int, pure: bool | None = None) -> System:
+    """The ``i``-th ``--tree NAME=PATH[:VAR=VALUE...]`` pair: ptproxy imported from PATH ('.' = this
+    checkout), ``t.KEY=VALUE`` added to its [transport], other VARs set in its environment."""
+    path, *assigns = spec.split(":")
+    root = REPO_ROOT if path == "." else Path(path).resolve()
+    s = System(name, link.a_addr, http_base + i, "ptproxy", "Bbr")
+    own = {k[2:]: parse_value(v) for k, v in (kv.split("=", 1) for kv in assigns) if k.startswith("t.")}
+    env = dict(kv.split("=", 1) for kv in assigns if not kv.startswith("t."))
+    s.info.update(quic_port=quic_base + i, transport=transport | own)
+    s.info["env"] = python_env(env | {"PYTHONPATH": f"{root}{os.pathsep}{REPO_ROOT}"}, pure=pure)
+    return s
+
+
+def finish(work: Path, *, keep: bool, json_path: str | None, report: dict[str, Any]) -> None:
+    """Write the JSON report if asked, and remove the work directory unless it is to be kept."""
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=1))
+    if keep:
+        print("work", work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 METRICS = {
@@ -97,18 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         b = Bench(argparse.Namespace(silence=0, blackout_extra=2.0), link, work, pki)
         systems = []
         for i, (name, spec) in enumerate(trees):
-            path, *assigns = spec.split(":")
-            root = REPO_ROOT if path == "." else Path(path).resolve()
-            s = System(name, link.a_addr, 20180 + i, "ptproxy", "Bbr")
-            own = {k[2:]: parse_value(v) for k, v in (kv.split("=", 1) for kv in assigns) if k.startswith("t.")}
-            assigns = [kv for kv in assigns if not kv.startswith("t.")]
-            s.info.update(quic_port=20110 + i, transport=tr | own)
+            s = tree_system(i, name, spec, link, tr, http_base=20180, quic_base=20110, pure=True if a.pure else None)
             if a.qlog:
                 s.info["extra_toml"] = f'[system]\nqlog_dir = "{work}/{name}/qlog"\n'
             elif a.qlog_server:
                 s.info["server_extra_toml"] = f'[system]\nqlog_dir = "{work}/{name}/qlog"\n'
-            env = dict(kv.split("=", 1) for kv in assigns) | {"PYTHONPATH": f"{root}{os.pathsep}{REPO_ROOT}"}
-            s.info["env"] = python_env(env, pure=True if a.pure else None)
             systems.append(s)
         b.systems = systems
         try:
@@ -171,12 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             loads = [r["load1"] for r in runs if r["loss"] == loss]
             print(f"{name:>12} loss {loss:.0%}: median {median(mb) if mb else None} Mbit/s, each {mb}, "
                   f"load1 {min(loads):.2f}-{max(loads):.2f}")  # fmt: skip
-    if a.json:
-        Path(a.json).write_text(json.dumps({"transport": tr, "pure": a.pure, "trees": dict(trees), "runs": res}, indent=1))
-    if not a.keep:
-        os.system(f"rm -rf {work}")
-    else:
-        print("work", work)
+    finish(work, keep=a.keep, json_path=a.json, report={"transport": tr, "pure": a.pure, "trees": dict(trees), "runs": res})
     return 0
 
 

@@ -15,7 +15,6 @@ that waited for something from the peer first ends near two.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
@@ -24,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.procs import REPO_ROOT, python_env
 from ptproxy.ops.devcerts import make_demo_pki
 from tools.netem import LinkEmulator, LinkProfile
 
-from .bulk import parse_value
-from .runner import RATE_MBIT, RTT_MS, Agent, Bench, System, log, natural_conf, pct, summarize_burst
+from .bulk import finish, tree_system
+from .runner import RATE_MBIT, RTT_MS, Agent, Bench, log, natural_conf, pct, summarize_burst
 
 
 def stream_credit(link: LinkEmulator, port: int) -> float | None:
@@ -45,7 +43,7 @@ def stream_credit(link: LinkEmulator, port: int) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.linkbench.burst", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--tree", action="append", default=[], help="NAME=PATH[:t.KEY=VALUE...] (repeatable; PATH '.' = this checkout)")
+    ap.add_argument("--tree", action="append", default=[], help="NAME=PATH[:VAR=VALUE...] (repeatable; PATH '.' = this checkout; VARs set in its environment, t.KEY=VALUE added to its [transport])")
     ap.add_argument("--loss", type=float, default=0.0)
     ap.add_argument("--n", type=int, default=8, help="rounds")
     ap.add_argument("--burst", type=int, default=64)
@@ -67,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         b = Bench(argparse.Namespace(silence=0, blackout_extra=2.0, log_level=a.log_level), link, work, pki)
         systems = []
         for i, (name, spec) in enumerate(trees):
-            path, *assigns = spec.split(":")
-            root = REPO_ROOT if path == "." else Path(path).resolve()
-            s = System(name, link.a_addr, 20280 + i, "ptproxy", "Bbr")
-            own = {k[2:]: parse_value(v) for k, v in (kv.split("=", 1) for kv in assigns) if k.startswith("t.")}
-            s.info.update(quic_port=20210 + i, transport=natural_conf() | own)
-            s.info["env"] = python_env({"PYTHONPATH": f"{root}{os.pathsep}{REPO_ROOT}"})
+            s = tree_system(i, name, spec, link, natural_conf(), http_base=20280, quic_base=20210)
             systems.append(s)
         b.systems = systems
         try:
@@ -112,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>10}: stream credit before each burst {credit}")
         print(f"{name:>10}: bursts with a late request {sum(1 for x in lates if x)}/{len(runs)}, late counts {lates}, "
               f"p99s {p99}, p99 of p99s {pct([x for x in p99 if x is not None]).get('max')}")  # fmt: skip
-    if a.json:
-        Path(a.json).write_text(json.dumps({"trees": dict(trees), "runs": res, "args": vars(a)}, indent=1))
-    if not a.keep:
-        os.system(f"rm -rf {work}")
-    else:
-        print("work", work)
+    finish(work, keep=a.keep, json_path=a.json, report={"trees": dict(trees), "runs": res, "args": vars(a)})
     return 0
 
 
